@@ -1,0 +1,18 @@
+"""The one error type the command line turns into a one-line message and exit status 1."""
+
+from __future__ import annotations
+
+
+class CarsegError(Exception):
+    """A failure the user can fix: bad recipe, missing or corrupt input.
+
+    ``hint`` says what to do next (e.g. the command that makes a missing input).
+    """
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message} — {self.hint}"
