@@ -1,1 +1,23 @@
-"""losses."""
+"""losses: named as in METHOD.md (L_ce, L_adv, L_D with R1, L_cal and their 1D forms)."""
+
+from carcli.losses.adversarial import (
+    adversarial_loss,
+    discriminator_accuracy,
+    discriminator_loss,
+    r1_penalty,
+)
+from carcli.losses.calibration import calibration_loss
+from carcli.losses.regression import gaussian_nll, regression_calibration_loss
+from carcli.losses.segmentation import cross_entropy, sample_cross_entropy
+
+__all__ = [
+    "adversarial_loss",
+    "calibration_loss",
+    "cross_entropy",
+    "discriminator_accuracy",
+    "discriminator_loss",
+    "gaussian_nll",
+    "r1_penalty",
+    "regression_calibration_loss",
+    "sample_cross_entropy",
+]

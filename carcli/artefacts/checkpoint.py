@@ -1,0 +1,168 @@
+"""Checkpoints in safetensors only: weights with string metadata, and resumable training state.
+
+- ``model.safetensors``: one network's weights; metadata holds the schema, stage,
+  architecture, its constructor config (JSON), what the dataset looked like, and the step.
+- ``last.safetensors``: everything needed to resume (every network, every optimiser's
+  tensors, torch RNG states) in one file, with the JSON side (step, optimiser hyper-parameters,
+  numpy RNG state, best score) in the metadata; one file so a kill can never leave the
+  weights and the optimiser from different steps.
+Nothing is unpickled: loading parses a JSON header and raw tensors.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+import carcli
+from carcli.artefacts.run import atomic_path
+from carcli.errors import CarsegError
+
+SCHEMA = "carseg.checkpoint/1"
+STATE_SCHEMA = "carseg.training-state/1"
+
+
+def _contiguous(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu").contiguous() for k, v in sd.items()}
+
+
+def save_weights(path: str | Path, model: torch.nn.Module, meta: dict[str, Any]) -> None:
+    """Atomically write a model's state_dict with JSON-encoded metadata values."""
+    md = {"schema": SCHEMA, "carseg_version": carcli.__version__}
+    md.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()})
+    with atomic_path(path) as tmp:
+        save_file(_contiguous(model.state_dict()), str(tmp), metadata=md)
+
+
+def read_safetensors(path: Path, what: str, make_cmd: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of a safetensors file, with clear errors for missing/corrupt files."""
+    if not path.is_file():
+        raise CarsegError(f"no {what} at {path}", hint=f"run `{make_cmd}` to make it")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as fh:
+            meta = dict(fh.metadata() or {})
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CarsegError(
+            f"{path}: not a readable safetensors file ({exc})",
+            hint=f"it is truncated or corrupt; make it again with `{make_cmd}`",
+        ) from None
+    return tensors, meta
+
+
+def decode_meta(meta: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in meta.items():
+        try:
+            out[k] = json.loads(v)
+        except ValueError:
+            out[k] = v
+    return out
+
+
+def load_weights(path: str | Path, *, stage: str, make_cmd: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Weights and decoded metadata of a `stage` checkpoint; refuses other schemas/stages."""
+    path = Path(path)
+    tensors, raw = read_safetensors(path, f"{stage} checkpoint", make_cmd)
+    meta = decode_meta(raw)
+    if meta.get("schema") != SCHEMA:
+        raise CarsegError(f"{path}: schema is {meta.get('schema')!r}, expected {SCHEMA!r}",
+                          hint=f"make it again with `{make_cmd}`")
+    if meta.get("stage") != stage:
+        raise CarsegError(f"{path}: is a {meta.get('stage')!r} checkpoint, expected {stage!r}",
+                          hint=f"make it with `{make_cmd}`")
+    return tensors, meta
+
+
+# ---------------------------------------------------------------- resumable training state
+
+
+def _flatten_optimizer(name: str, opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+    sd = opt.state_dict()
+    for pid, st in sd["state"].items():
+        for key, value in st.items():
+            t = value if torch.is_tensor(value) else torch.tensor(value)
+            tensors[f"optim.{name}.{pid}.{key}"] = t
+    return {"param_groups": sd["param_groups"]}
+
+
+def _restore_optimizer(name: str, opt: torch.optim.Optimizer, side: dict[str, Any],
+                       tensors: dict[str, torch.Tensor]) -> None:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    prefix = f"optim.{name}."
+    for key, value in tensors.items():
+        if key.startswith(prefix):
+            pid, field = key[len(prefix):].split(".", 1)
+            state.setdefault(int(pid), {})[field] = value
+    opt.load_state_dict({"state": state, "param_groups": side["param_groups"]})
+
+
+def save_training_state(
+    path: str | Path,
+    *,
+    models: dict[str, torch.nn.Module],
+    optimizers: dict[str, torch.optim.Optimizer],
+    generators: dict[str, torch.Generator],
+    info: dict[str, Any],
+) -> None:
+    """Write one resumable file: networks, optimisers, RNG states, and JSON `info`."""
+    tensors: dict[str, torch.Tensor] = {}
+    for name, model in models.items():
+        for k, v in model.state_dict().items():
+            tensors[f"model.{name}.{k}"] = v
+    side: dict[str, Any] = {"optimizers": {}}
+    for name, opt in optimizers.items():
+        side["optimizers"][name] = _flatten_optimizer(name, opt, tensors)
+    tensors["rng.torch"] = torch.get_rng_state()
+    for name, gen in generators.items():
+        tensors[f"rng.gen.{name}"] = gen.get_state()
+    if torch.cuda.is_available():
+        for i, st in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = st
+    md = {"schema": STATE_SCHEMA, "carseg_version": carcli.__version__,
+          "side": json.dumps(side), "info": json.dumps(info)}
+    with atomic_path(path) as tmp:
+        save_file(_contiguous(tensors), str(tmp), metadata=md)
+
+
+def load_training_state(
+    path: str | Path,
+    *,
+    models: dict[str, torch.nn.Module],
+    optimizers: dict[str, torch.optim.Optimizer],
+    generators: dict[str, torch.Generator],
+    make_cmd: str,
+) -> dict[str, Any]:
+    """Restore what save_training_state wrote; returns its `info`."""
+    path = Path(path)
+    tensors, raw = read_safetensors(path, "training state", make_cmd)
+    if raw.get("schema") != STATE_SCHEMA:
+        raise CarsegError(f"{path}: schema is {raw.get('schema')!r}, expected {STATE_SCHEMA!r}")
+    side, info = json.loads(raw["side"]), json.loads(raw["info"])
+    try:
+        for name, model in models.items():
+            prefix = f"model.{name}."
+            sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+            model.load_state_dict(sd, strict=True)
+        for name, opt in optimizers.items():
+            _restore_optimizer(name, opt, side["optimizers"][name], tensors)
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise CarsegError(
+            f"{path}: does not fit the networks of this recipe ({str(exc).splitlines()[0]})",
+            hint="resume with the recipe that started the run, or pass --overwrite",
+        ) from None
+    torch.set_rng_state(tensors["rng.torch"])
+    for name, gen in generators.items():
+        gen.set_state(tensors[f"rng.gen.{name}"])
+    if torch.cuda.is_available():
+        states = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
+        if len(states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(states)
+    return info

@@ -1,0 +1,200 @@
+"""The `carseg` command line: thin commands over the `run_<stage>` functions.
+
+Torch and the stage modules are imported inside the command bodies, so `carseg --help`
+answers at once. A CarsegError becomes one line on stderr and exit status 1; usage errors
+exit 2; a traceback is shown only with CARSEG_DEBUG=1.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from carcli.errors import CarsegError
+
+app = typer.Typer(
+    name="carseg",
+    help="Calibrated adversarial refinement for stochastic semantic segmentation.\n\n"
+    "Every stage reads a YAML recipe: carseg STAGE RECIPE key=value ...",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+RecipeArg = Annotated[str, typer.Argument(help="YAML recipe, e.g. recipes/toy.yaml")]
+OverridesArg = Annotated[
+    list[str] | None,
+    typer.Argument(help="recipe overrides key=value, e.g. refiner.steps=200", show_default=False),
+]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="replace finished outputs")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars; plain lines")]
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="continue from the last checkpoint")]
+
+
+def debug() -> bool:
+    return os.environ.get("CARSEG_DEBUG", "") not in ("", "0")
+
+
+def fail(message: str, code: int = 1) -> None:
+    typer.echo(f"carseg: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def handle_errors(fn: F) -> F:
+    """Turn CarsegError (and other failures) into one line and an exit status."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except CarsegError as exc:
+            if debug():
+                raise
+            lines = str(exc).splitlines() or ["failed"]
+            for line in lines:
+                typer.echo(f"carseg: error: {line}", err=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            typer.echo("carseg: interrupted; finished artefacts are kept", err=True)
+            raise typer.Exit(130) from None
+        except MemoryError:
+            if debug():
+                raise
+            fail("out of memory; lower the batch or chunk sizes in the recipe")
+        except OSError as exc:
+            if debug():
+                raise
+            where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+            fail(f"{exc.strerror or exc}{where}; check the path, permissions and free disk space")
+        except Exception as exc:  # an unexpected failure: still one line, unless debugging
+            if debug():
+                raise
+            fail(f"internal error: {type(exc).__name__}: {exc} "
+                 "(rerun with CARSEG_DEBUG=1 for the traceback and report it)")
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _recipe(path: str, overrides: list[str] | None) -> Any:
+    from carcli.recipe.load import load_recipe
+
+    return load_recipe(path, overrides or [])
+
+
+@app.command()
+@handle_errors
+def prepare(recipe: RecipeArg, overrides: OverridesArg = None, overwrite: OverwriteOpt = False,
+            quiet: QuietOpt = False) -> None:
+    """Build the dataset files (train/val/test.h5) in data.dir from data.source."""
+    from carcli.data.prepare import run_prepare
+
+    run_prepare(_recipe(recipe, overrides), overwrite=overwrite, quiet=quiet)
+
+
+@app.command("train-calibrator")
+@handle_errors
+def train_calibrator(recipe: RecipeArg, overrides: OverridesArg = None, resume: ResumeOpt = False,
+                     overwrite: OverwriteOpt = False, quiet: QuietOpt = False) -> None:
+    """Train F, the calibration network, with the cross-entropy."""
+    from carcli.training.calibrator import run_train_calibrator
+
+    run_train_calibrator(_recipe(recipe, overrides), resume=resume, overwrite=overwrite,
+                         quiet=quiet)
+
+
+@app.command("train-refiner")
+@handle_errors
+def train_refiner(recipe: RecipeArg, overrides: OverridesArg = None, resume: ResumeOpt = False,
+                  overwrite: OverwriteOpt = False, quiet: QuietOpt = False) -> None:
+    """Train G (and D) against the frozen F: adversarial plus calibration loss."""
+    from carcli.training.refiner import run_train_refiner
+
+    run_train_refiner(_recipe(recipe, overrides), resume=resume, overwrite=overwrite, quiet=quiet)
+
+
+@app.command()
+@handle_errors
+def sample(recipe: RecipeArg, overrides: OverridesArg = None, overwrite: OverwriteOpt = False,
+           quiet: QuietOpt = False) -> None:
+    """Draw sample.num_samples segmentations per image into a sample bank."""
+    from carcli.sampling.sample import run_sample
+
+    run_sample(_recipe(recipe, overrides), overwrite=overwrite, quiet=quiet)
+
+
+@app.command()
+@handle_errors
+def evaluate(
+    recipe: RecipeArg,
+    overrides: OverridesArg = None,
+    fail_if: Annotated[
+        list[str] | None,
+        typer.Option("--fail-if", help='exit 1 when true, e.g. "ged.16>0.30" (repeatable)'),
+    ] = None,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Compute the metrics of a sample bank against the dataset split."""
+    from carcli.metrics.evaluate import run_evaluate
+
+    run_evaluate(_recipe(recipe, overrides), fail_if=fail_if or [], overwrite=overwrite,
+                 quiet=quiet)
+
+
+@app.command("plot-reliability")
+@handle_errors
+def plot_reliability(recipe: RecipeArg, overrides: OverridesArg = None,
+                     overwrite: OverwriteOpt = False) -> None:
+    """Reliability diagram, per-class calibration and sample grids (PNG + CSV)."""
+    from carcli.plots.reliability import run_plot_reliability
+
+    run_plot_reliability(_recipe(recipe, overrides), overwrite=overwrite)
+
+
+@app.command()
+@handle_errors
+def validate(recipe: RecipeArg, overrides: OverridesArg = None) -> None:
+    """Check a recipe and its inputs without running anything."""
+    from carcli.cli.validate import run_validate
+
+    run_validate(recipe, overrides or [])
+
+
+@app.command()
+@handle_errors
+def show(recipe: RecipeArg, overrides: OverridesArg = None) -> None:
+    """Print the fully resolved recipe (defaults and overrides applied) as YAML."""
+    from carcli.recipe.load import recipe_to_yaml
+
+    typer.echo(recipe_to_yaml(_recipe(recipe, overrides)), nl=False)
+
+
+@app.command()
+def version() -> None:
+    """Print the carseg version."""
+    import carcli
+
+    typer.echo(carcli.__version__)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except SystemExit:
+        raise
+    except Exception as exc:  # pragma: no cover - last resort outside a command
+        if debug():
+            raise
+        print(f"carseg: error: {exc}", file=sys.stderr)
+        sys.exit(1)

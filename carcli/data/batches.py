@@ -1,0 +1,85 @@
+"""Training batches from a dataset split: random images, one annotation drawn per image.
+
+Small splits are read into memory once; larger ones are read row by row from the file
+(`DatasetFile.read_rows`), so memory stays bounded at any dataset size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from carcli.data.dataset import DatasetFile, DatasetInfo
+
+IN_MEMORY_BYTES = 2 << 30
+
+
+@dataclass
+class Batch:
+    image: torch.Tensor  # [B, C, H, W] float32 (regression: [B, D_in])
+    cond: torch.Tensor  # F's input: image (+ black box), [B, C + K_b, H, W]
+    label: torch.Tensor  # [B, H, W] long, one annotation per image (regression: [B, D_out])
+
+
+def blackbox_channels(bb: np.ndarray, info: DatasetInfo) -> np.ndarray:
+    """Black-box predictions as float channels: one-hot for class ids (ignore -> zeros)."""
+    if bb.ndim == 3:  # class ids [B, H, W]
+        k = info.num_classes
+        onehot = np.zeros((bb.shape[0], k, *bb.shape[1:]), dtype=np.float32)
+        for c in range(k):
+            onehot[:, c] = bb == c
+        return onehot
+    return bb.astype(np.float32)
+
+
+class BatchSource:
+    """Draws batches of a split with a numpy Generator (its state is saved on checkpoints)."""
+
+    def __init__(self, ds: DatasetFile, flip: bool = False) -> None:
+        self.ds, self.info, self.flip = ds, ds.info, flip
+        names = ["image", "label"] + (["blackbox"] if ds.info.blackbox_channels else [])
+        nbytes = sum(ds.h5[n].size * ds.h5[n].dtype.itemsize for n in names)
+        self.cache: dict[str, np.ndarray] | None = None
+        if nbytes <= IN_MEMORY_BYTES:
+            self.cache = {n: ds.h5[n][...] for n in names}
+        n = self.info.n
+        self.weights = ds.weights(slice(0, n)).astype(np.float64)
+
+    def rows(self, name: str, idx: np.ndarray) -> np.ndarray:
+        if self.cache is not None:
+            return self.cache[name][idx]
+        return self.ds.read_rows(name, idx)
+
+    def get(self, idx: np.ndarray, rng: np.random.Generator | None,
+            annotation: np.ndarray | None = None) -> Batch:
+        """Images `idx`; one annotation each, drawn by label_weight with `rng` (or given)."""
+        idx = np.asarray(idx, dtype=np.int64)
+        image = self.rows("image", idx).astype(np.float32)
+        labels = self.rows("label", idx)
+        if annotation is None:
+            assert rng is not None
+            w = self.weights[idx]
+            u = rng.random(len(idx))
+            annotation = (w.cumsum(axis=1) < u[:, None] * w.sum(axis=1, keepdims=True)).sum(1)
+            annotation = np.minimum(annotation, w.shape[1] - 1)
+        label = labels[np.arange(len(idx)), annotation]
+        bb = self.rows("blackbox", idx) if self.info.blackbox_channels else None
+        if self.flip and rng is not None and self.info.task == "segmentation":
+            flips = rng.random(len(idx)) < 0.5
+            image[flips] = image[flips][..., ::-1]
+            label[flips] = label[flips][..., ::-1]
+            if bb is not None:
+                bb[flips] = bb[flips][..., ::-1]
+        cond = image
+        if bb is not None:
+            cond = np.concatenate([image, blackbox_channels(bb, self.info)], 1)
+        lab = torch.from_numpy(np.ascontiguousarray(label))
+        lab = lab.long() if self.info.task == "segmentation" else lab.float()
+        return Batch(torch.from_numpy(np.ascontiguousarray(image)),
+                     torch.from_numpy(np.ascontiguousarray(cond)), lab)
+
+    def random_indices(self, rng: np.random.Generator, batch_size: int) -> np.ndarray:
+        n = self.info.n
+        return rng.choice(n, size=batch_size, replace=batch_size > n)

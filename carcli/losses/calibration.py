@@ -1,0 +1,48 @@
+"""The calibration loss L_cal = KL(G_bar || p_theta), the method's key term."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+PROB_EPS = 1e-8
+"""Probabilities are clamped to at least this inside the logarithms."""
+
+
+def calibration_loss(
+    sample_logits: Tensor, calib_probs: Tensor, mask: Tensor | None = None
+) -> Tensor:
+    """L_cal: KL(G_bar || p) per pixel, averaged over pixels and batch.
+
+    ``sample_logits`` [B, M, K, H, W] are G's logits for M samples; G_bar = mean over M of
+    their softmax. ``calib_probs`` [B, K, H, W] are F's probabilities p (detached here: F is
+    the fixed calibration target). Per pixel, KL = sum_k G_bar_k (log G_bar_k - log p_k), with
+    both probabilities clamped to >= 1e-8 inside the logs, so a class with G_bar_k = 0
+    contributes 0 (no NaN, also for exactly one-hot samples).
+
+    ``mask`` [B, H, W] (bool, or 0/1) selects the pixels that count (True = scored, e.g.
+    ``label != ignore_index``); None scores all. The result is a mean over the scored pixels
+    of the whole batch (0 if none), not a sum over pixels as in the paper's formula: a mean
+    keeps the balance of w_cal = 5 against w_adv = 10 (whose loss is per image) the same at
+    every image size.
+    """
+    if sample_logits.dim() != 5 or calib_probs.dim() != 4:
+        raise ValueError(
+            "calibration_loss: expected sample logits [B, M, K, H, W] and probabilities "
+            f"[B, K, H, W], got {tuple(sample_logits.shape)} and {tuple(calib_probs.shape)}"
+        )
+    if sample_logits.shape[:1] + sample_logits.shape[2:] != calib_probs.shape:
+        raise ValueError(
+            f"calibration_loss: sample logits {tuple(sample_logits.shape)} do not match "
+            f"probabilities {tuple(calib_probs.shape)}"
+        )
+    g_bar = sample_logits.float().softmax(dim=2).mean(dim=1)
+    p = calib_probs.detach().float()
+    kl = (g_bar * (g_bar.clamp_min(PROB_EPS).log() - p.clamp_min(PROB_EPS).log())).sum(dim=1)
+    if mask is None:
+        return kl.mean()
+    if mask.shape != kl.shape:
+        raise ValueError(
+            f"calibration_loss: mask {tuple(mask.shape)} does not match pixels {tuple(kl.shape)}"
+        )
+    keep = mask.to(kl.dtype)
+    return (kl * keep).sum() / keep.sum().clamp_min(1.0)

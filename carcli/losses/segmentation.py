@@ -1,0 +1,36 @@
+"""Pixelwise likelihood losses: F's cross-entropy L_ce and the paper's ``ce`` control for G."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def cross_entropy(logits: Tensor, target: Tensor, ignore_index: int = 255) -> Tensor:
+    """L_ce: mean pixelwise cross-entropy of logits [B, K, H, W] against class ids [B, H, W].
+
+    Pixels equal to ``ignore_index`` are excluded; the mean runs over the remaining pixels of
+    the whole batch and is 0 (still differentiable) when every pixel is ignored.
+    """
+    if logits.dim() != target.dim() + 1 or logits.shape[2:] != target.shape[1:]:
+        raise ValueError(
+            f"cross_entropy: logits {tuple(logits.shape)} do not match target "
+            f"{tuple(target.shape)} (expected [B, K, H, W] and [B, H, W])"
+        )
+    target = target.long()
+    total = F.cross_entropy(logits.float(), target, ignore_index=ignore_index, reduction="sum")
+    count = (target != ignore_index).sum().clamp_min(1)
+    return total / count
+
+
+def sample_cross_entropy(sample_logits: Tensor, target: Tensor, ignore_index: int = 255) -> Tensor:
+    """The paper's ``ce`` control: cross-entropy of each of the M samples [B, M, K, H, W]
+    against the label [B, H, W], averaged over samples and non-ignored pixels."""
+    if sample_logits.dim() != 5:
+        raise ValueError(
+            f"sample_cross_entropy: expected [B, M, K, H, W] logits, got "
+            f"{tuple(sample_logits.shape)}"
+        )
+    b, m = sample_logits.shape[:2]
+    flat = sample_logits.reshape(b * m, *sample_logits.shape[2:])
+    return cross_entropy(flat, target.repeat_interleave(m, dim=0), ignore_index)

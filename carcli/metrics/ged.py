@@ -1,0 +1,133 @@
+"""Generalised energy distance (reported as "GED": the paper's D²_GED) and sample diversity.
+
+GED² = 2·E d(s, y) − E d(s, s′) − E d(y, y′), each expectation over all ORDERED pairs with
+the diagonal included. Pair weights: (s, y) w_y / M, (s, s′) 1 / M², (y, y′) w_y·w_y′.
+Invalid pairs (multi-class maps with no scored class, see ``distance``) are dropped from
+their expectation and the remaining weights renormalised; an expectation with no remaining
+weight is 0. Zero-weight labels (padding) carry no weight anywhere.
+
+The value is the squared distance D²_GED itself (no square root), as in the paper's tables.
+
+For several sample counts, compute the sample/sample and sample/label matrices ONCE for the
+largest n and call ``ged_at_counts``: GED with n uses the first n samples, i.e. the
+top-left n×n block of d_ss and the first n rows of d_sy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from carcli.metrics._common import as_maps, check_weights
+from carcli.metrics.distance import image_ignore_mask, pairwise_distance
+
+
+def _expectation(d: np.ndarray, weight: np.ndarray, valid: np.ndarray | None) -> float:
+    """Weighted mean of ``d`` over valid entries, weights renormalised; 0 if none remains."""
+    if valid is not None:
+        weight = weight * valid
+    total = float(weight.sum())
+    if total <= 0.0:
+        return 0.0
+    return float((weight * d).sum() / total)
+
+
+def ged_from_matrices(
+    d_sy: np.ndarray,
+    v_sy: np.ndarray | None,
+    d_ss: np.ndarray,
+    v_ss: np.ndarray | None,
+    d_yy: np.ndarray,
+    v_yy: np.ndarray | None,
+    w: np.ndarray | Sequence[float],
+) -> float:
+    """Return GED (= D²_GED) from distance matrices d_sy [M, A], d_ss [M, M], d_yy [A, A].
+
+    ``v_*`` are the validity masks of ``pairwise_distance`` (None: every pair valid);
+    ``w`` [A] are the label weights (zero = padding).
+    """
+    d_sy, d_ss, d_yy = (np.asarray(x, dtype=np.float64) for x in (d_sy, d_ss, d_yy))
+    m, a = d_sy.shape
+    if d_ss.shape != (m, m) or d_yy.shape != (a, a):
+        raise ValueError(f"inconsistent shapes {d_sy.shape}, {d_ss.shape}, {d_yy.shape}")
+    if m == 0:
+        raise ValueError("GED needs at least one sample")
+    w = np.asarray(w, dtype=np.float64).reshape(-1)
+    if w.shape != (a,):
+        raise ValueError(f"weights have shape {w.shape}, expected ({a},)")
+    e_sy = _expectation(d_sy, np.broadcast_to(w / m, d_sy.shape), v_sy)
+    e_ss = _expectation(d_ss, np.full(d_ss.shape, 1.0 / (m * m)), v_ss)
+    e_yy = _expectation(d_yy, np.outer(w, w), v_yy)
+    return 2.0 * e_sy - e_ss - e_yy
+
+
+def ged_at_counts(
+    d_sy: np.ndarray,
+    v_sy: np.ndarray | None,
+    d_ss: np.ndarray,
+    v_ss: np.ndarray | None,
+    d_yy: np.ndarray,
+    v_yy: np.ndarray | None,
+    w: np.ndarray | Sequence[float],
+    counts: Iterable[int],
+) -> dict[str, float]:
+    """Return {str(n): GED with the first n samples} for each n in ``counts`` with n <= M."""
+    m = np.asarray(d_ss).shape[0]
+    out: dict[str, float] = {}
+    for n in counts:
+        if 1 <= n <= m:
+            out[str(n)] = ged_from_matrices(
+                d_sy[:n],
+                None if v_sy is None else v_sy[:n],
+                d_ss[:n, :n],
+                None if v_ss is None else v_ss[:n, :n],
+                d_yy,
+                v_yy,
+                w,
+            )
+    return out
+
+
+def diversity(d_ss: np.ndarray, v_ss: np.ndarray | None = None) -> float:
+    """Mean d over ordered pairs of distinct samples (valid pairs only); 0 if there are none."""
+    d_ss = np.asarray(d_ss, dtype=np.float64)
+    m = d_ss.shape[0]
+    off = ~np.eye(m, dtype=bool)
+    if v_ss is not None:
+        off &= np.asarray(v_ss, dtype=bool)
+    if not off.any():
+        return 0.0
+    return float(d_ss[off].mean())
+
+
+def ged(
+    s: np.ndarray,
+    y: np.ndarray,
+    w: np.ndarray | Sequence[float] | None = None,
+    *,
+    num_classes: int,
+    eval_classes: Sequence[int] | None = None,
+    ignore_index: int | None = 255,
+    n: int | None = None,
+) -> float:
+    """GED of one image from samples s [M, H, W] (first ``n`` used) and labels y [A, H, W].
+
+    ``w`` None means uniform label weights. Ignore pixels follow ``image_ignore_mask``.
+    """
+    s = as_maps(s, "s")
+    y = as_maps(y, "y")
+    w = check_weights(w, len(y))
+    if n is not None:
+        if not 1 <= n <= len(s):
+            raise ValueError(f"n={n} but only {len(s)} samples")
+        s = s[:n]
+    kw = dict(
+        num_classes=num_classes,
+        eval_classes=eval_classes,
+        ignore_mask=image_ignore_mask(y, ignore_index, w),
+    )
+    d_sy, v_sy = pairwise_distance(s, y, **kw)
+    d_ss, v_ss = pairwise_distance(s, s, **kw)
+    d_yy, v_yy = pairwise_distance(y, y, **kw)
+    return ged_from_matrices(d_sy, v_sy, d_ss, v_ss, d_yy, v_yy, w)

@@ -1,0 +1,82 @@
+"""Small building blocks shared by the network families (conv blocks, MLPs, shape checks)."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+
+def conv_bn_act(
+    in_channels: int,
+    out_channels: int,
+    *,
+    act: str = "leaky_relu",
+    dropout: float = 0.0,
+    kernel_size: int = 3,
+) -> nn.Sequential:
+    """A ``kernel_size`` conv (no bias: BN follows) + BatchNorm + activation (+ dropout).
+
+    ``act`` is ``"relu"`` or ``"leaky_relu"`` (slope 0.2); both run in place, which is safe
+    because BN's backward needs its input, not its output. Dropout is element-wise
+    (``nn.Dropout``) and is left out when ``dropout == 0``.
+    """
+    layers: list[nn.Module] = [
+        nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
+        nn.BatchNorm2d(out_channels),
+        activation(act),
+    ]
+    if dropout > 0:
+        layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
+
+
+def activation(act: str) -> nn.Module:
+    """The in-place activation named ``act`` (``relu`` or ``leaky_relu`` with slope 0.2)."""
+    if act == "relu":
+        return nn.ReLU(inplace=True)
+    if act == "leaky_relu":
+        return nn.LeakyReLU(0.2, inplace=True)
+    raise ValueError(f"unknown activation {act!r}; valid: leaky_relu, relu")
+
+
+def mlp(in_features: int, out_features: int, hidden: int, num_layers: int) -> nn.Sequential:
+    """``num_layers`` linear layers (``hidden`` units each but the last), LeakyReLU(0.2) between."""
+    if num_layers < 1:
+        raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+    layers: list[nn.Module] = []
+    width = in_features
+    for _ in range(num_layers - 1):
+        layers += [nn.Linear(width, hidden), nn.LeakyReLU(0.2, inplace=True)]
+        width = hidden
+    layers.append(nn.Linear(width, out_features))
+    return nn.Sequential(*layers)
+
+
+def check_positive(**values: float) -> None:
+    """Raise ``ValueError`` naming the first argument that is not > 0."""
+    for name, value in values.items():
+        if not value > 0:
+            raise ValueError(f"{name} must be > 0, got {value!r}")
+
+
+def check_dropout(dropout: float) -> None:
+    """Raise ``ValueError`` unless ``0 <= dropout < 1``."""
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+
+
+def check_divisible(name: str, x: Tensor, factor: int, what: str) -> None:
+    """Raise ``ValueError`` unless H and W of ``x`` [N, C, H, W] are divisible by ``factor``."""
+    if x.dim() != 4:
+        raise ValueError(f"{name}: expected a [N, C, H, W] input, got shape {tuple(x.shape)}")
+    h, w = x.shape[-2:]
+    if h % factor or w % factor:
+        raise ValueError(
+            f"{name}: input size {h}x{w} is not divisible by {factor} ({what}); "
+            f"crop or pad H and W to multiples of {factor}"
+        )
+
+
+def check_channels(name: str, x: Tensor, expected: int, what: str) -> None:
+    """Raise ``ValueError`` unless dim 1 of ``x`` has ``expected`` entries."""
+    if x.dim() < 2 or x.shape[1] != expected:
+        raise ValueError(f"{name}: expected {expected} {what} in dim 1, got shape {tuple(x.shape)}")

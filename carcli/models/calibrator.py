@@ -1,0 +1,180 @@
+"""Calibration networks F: input -> per-pixel class logits (softmax gives p_theta).
+
+* ``segnet``  — SegNet-style encoder-decoder (LIDC), trained from scratch.
+* ``convnet`` — 5 full-resolution conv blocks (the paper's Cityscapes calibrator).
+* ``mlp``     — 4-layer MLP for the 1D regression task (F(x) is the Gaussian mean).
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from carcli.models.blocks import (
+    check_channels,
+    check_divisible,
+    check_dropout,
+    check_positive,
+    conv_bn_act,
+    mlp,
+)
+
+
+class SegNetCalibrator(nn.Module):
+    """SegNet-style encoder-decoder: max-pool with indices going down, max-unpool going up.
+
+    Level ``i`` (0-based) has ``min(width * 2**i, 512)`` channels and ``convs_per_level``
+    conv3x3 + BN + ReLU layers; each level (encoder and decoder) ends with element-wise
+    dropout. The decoder mirrors the encoder: unpool with the stored indices, then convs whose
+    last one maps to the channel count of the level above; a 1x1 conv gives the K logits.
+    H and W must be divisible by ``2**depth``.
+
+    Output: logits [B, num_classes, H, W].
+    """
+
+    arch = "segnet"
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        width: int = 64,
+        depth: int = 4,
+        convs_per_level: int = 2,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        check_positive(
+            in_channels=in_channels,
+            num_classes=num_classes,
+            width=width,
+            depth=depth,
+            convs_per_level=convs_per_level,
+        )
+        check_dropout(dropout)
+        self.config = {
+            "arch": self.arch,
+            "in_channels": in_channels,
+            "num_classes": num_classes,
+            "width": width,
+            "depth": depth,
+            "convs_per_level": convs_per_level,
+            "dropout": dropout,
+        }
+        self.in_channels = in_channels
+        self.depth = depth
+        chans = [min(width * 2**i, 512) for i in range(depth)]
+
+        self.down = nn.ModuleList()
+        prev = in_channels
+        for c in chans:
+            layers = [
+                conv_bn_act(prev if j == 0 else c, c, act="relu") for j in range(convs_per_level)
+            ]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            self.down.append(nn.Sequential(*layers))
+            prev = c
+
+        self.up = nn.ModuleList()
+        for i in reversed(range(depth)):
+            c, c_out = chans[i], chans[max(i - 1, 0)]
+            layers = [
+                conv_bn_act(c, c_out if j == convs_per_level - 1 else c, act="relu")
+                for j in range(convs_per_level)
+            ]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            self.up.append(nn.Sequential(*layers))
+        self.head = nn.Conv2d(chans[0], num_classes, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits [B, K, H, W] for an input [B, C, H, W]."""
+        check_channels("segnet calibrator", x, self.in_channels, "input channels")
+        check_divisible("segnet calibrator", x, 2**self.depth, f"depth {self.depth}")
+        indices: list[Tensor] = []
+        for block in self.down:
+            x = block(x)
+            x, idx = F.max_pool2d(x, 2, 2, return_indices=True)
+            indices.append(idx)
+        for block, idx in zip(self.up, reversed(indices), strict=True):
+            x = F.max_unpool2d(x, idx, 2, 2)
+            x = block(x)
+        return self.head(x)
+
+
+class ConvNetCalibrator(nn.Module):
+    """``num_blocks`` full-resolution blocks of conv3x3 + BN + LeakyReLU(0.2) + dropout, then a
+    1x1 conv to K logits (the paper's Cityscapes calibrator; the input is typically the image
+    concatenated with a black-box model's one-hot prediction).
+
+    Output: logits [B, num_classes, H, W]; any H, W.
+    """
+
+    arch = "convnet"
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        width: int = 64,
+        num_blocks: int = 5,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        check_positive(
+            in_channels=in_channels, num_classes=num_classes, width=width, num_blocks=num_blocks
+        )
+        check_dropout(dropout)
+        self.config = {
+            "arch": self.arch,
+            "in_channels": in_channels,
+            "num_classes": num_classes,
+            "width": width,
+            "num_blocks": num_blocks,
+            "dropout": dropout,
+        }
+        self.in_channels = in_channels
+        self.body = nn.Sequential(
+            *[
+                conv_bn_act(in_channels if i == 0 else width, width, dropout=dropout)
+                for i in range(num_blocks)
+            ]
+        )
+        self.head = nn.Conv2d(width, num_classes, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits [B, K, H, W] for an input [B, C, H, W]."""
+        check_channels("convnet calibrator", x, self.in_channels, "input channels")
+        return self.head(self.body(x))
+
+
+class MLPCalibrator(nn.Module):
+    """MLP for the 1D regression task: x [B, D_in] -> F(x) [B, D_out] (the Gaussian mean).
+
+    ``in_channels`` is D_in and ``num_classes`` is D_out (registry naming).
+    """
+
+    arch = "mlp"
+
+    def __init__(
+        self, in_channels: int, num_classes: int, hidden: int = 64, num_layers: int = 4
+    ) -> None:
+        super().__init__()
+        check_positive(
+            in_channels=in_channels, num_classes=num_classes, hidden=hidden, num_layers=num_layers
+        )
+        self.config = {
+            "arch": self.arch,
+            "in_channels": in_channels,
+            "num_classes": num_classes,
+            "hidden": hidden,
+            "num_layers": num_layers,
+        }
+        self.in_channels = in_channels
+        self.net = mlp(in_channels, num_classes, hidden, num_layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """F(x) [B, D_out] for x [B, D_in]."""
+        check_channels("mlp calibrator", x, self.in_channels, "input features")
+        return self.net(x)

@@ -1,0 +1,265 @@
+"""Refinement networks G: (x, F's output, noise) -> M samples.
+
+* ``unet`` — U-Net over the image concatenated with F's probabilities; noise enters every up
+  block through an AdaIN-like per-channel modulation h * (1 + gamma(eps)) + beta(eps).
+* ``mlp``  — 4-layer MLP for the 1D regression task: (x, F(x), eps) -> y.
+
+Both share the call ``forward(x, p, num_samples=1, noise=None, generator=None)`` and return
+the M samples along a new dim 1: logits [B, M, K, H, W] (unet) or values [B, M, D_out] (mlp).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from carcli.models.blocks import (
+    check_channels,
+    check_divisible,
+    check_dropout,
+    check_positive,
+    conv_bn_act,
+    mlp,
+)
+
+LOG_EPS = 1e-8
+"""Probabilities are clamped to at least this before the log of the residual path."""
+
+
+def draw_noise(
+    x: Tensor,
+    num_samples: int,
+    noise_dim: int,
+    noise: Tensor | None,
+    generator: torch.Generator | None,
+) -> Tensor:
+    """Return the noise [B, M, d] to use: ``noise`` checked, or drawn from N(0, I)."""
+    batch = x.shape[0]
+    if noise is None:
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        return torch.randn(
+            (batch, num_samples, noise_dim), generator=generator, device=x.device, dtype=x.dtype
+        )
+    if noise.dim() != 3 or noise.shape[0] != batch or noise.shape[2] != noise_dim:
+        raise ValueError(
+            f"noise must have shape [B={batch}, M, d={noise_dim}], got {tuple(noise.shape)}"
+        )
+    if num_samples not in (1, noise.shape[1]):
+        raise ValueError(
+            f"num_samples={num_samples} disagrees with the given noise ({noise.shape[1]} samples)"
+        )
+    return noise.to(device=x.device, dtype=x.dtype)
+
+
+class _Encoder(nn.Module):
+    """U-Net encoder: a full-resolution block, then ``depth`` (max-pool, block) levels."""
+
+    def __init__(self, in_channels: int, chans: list[int], dropout: float) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            conv_bn_act(in_channels if i == 0 else chans[i - 1], c, dropout=dropout)
+            for i, c in enumerate(chans)
+        )
+
+    def forward(self, z: Tensor) -> list[Tensor]:
+        """Features of every level, finest first; the last one is the bottleneck."""
+        feats = []
+        for i, block in enumerate(self.blocks):
+            z = block(z if i == 0 else F.max_pool2d(z, 2))
+            feats.append(z)
+        return feats
+
+
+class _UpBlock(nn.Module):
+    """Up block: 2x2 transposed conv, conv3x3 over [upsampled, skip], BN, noise modulation,
+    LeakyReLU(0.2), dropout.
+
+    The conv over the concatenation is split into its two halves (conv is linear), so the
+    skip half runs once per input image and is broadcast over the M samples; the result is
+    identical to convolving the concatenated, sample-expanded tensor.
+    """
+
+    def __init__(self, c_in: int, c_skip: int, c_out: int, noise_dim: int, dropout: float):
+        super().__init__()
+        self.upsample = nn.ConvTranspose2d(c_in, c_out, 2, stride=2)
+        self.conv_up = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.conv_skip = nn.Conv2d(c_skip, c_out, 3, padding=1, bias=False)
+        self.norm = nn.BatchNorm2d(c_out)
+        self.gamma = nn.Linear(noise_dim, c_out)
+        self.beta = nn.Linear(noise_dim, c_out)
+        self.dropout = dropout
+
+    def forward(self, h: Tensor, skip: Tensor, noise: Tensor, expand: bool) -> Tensor:
+        """``h`` [B*M, ...] ([B, ...] if ``expand``), ``skip`` [B, ...], ``noise`` [B*M, d]."""
+        batch, samples = skip.shape[0], noise.shape[0] // skip.shape[0]
+        u = self.conv_up(self.upsample(h))
+        s = self.conv_skip(skip)
+        if expand:  # h is still per image: add the skip, then fan out to the samples
+            u = u + s
+            fmt = (
+                torch.channels_last
+                if u.is_contiguous(memory_format=torch.channels_last)
+                else torch.contiguous_format
+            )
+            u = u.repeat_interleave(samples, dim=0).contiguous(memory_format=fmt)
+        else:
+            u.view(batch, samples, *u.shape[1:]).add_(s.unsqueeze(1))
+        u = self.norm(u)
+        shape = (noise.shape[0], -1, 1, 1)
+        out = u * (1.0 + self.gamma(noise)).view(shape)
+        out.add_(self.beta(noise).view(shape))
+        F.leaky_relu_(out, 0.2)
+        return F.dropout(out, self.dropout, self.training) if self.dropout > 0 else out
+
+
+class UNetRefiner(nn.Module):
+    """U-Net refiner G(x, p, eps) with noise injected in every up block.
+
+    Input: image x [B, C, H, W] concatenated with F's probabilities p [B, K, H, W]. Encoder: a
+    full-resolution block then ``depth`` levels (max-pool 2, block), channels ``width * 2**i``;
+    each block is conv3x3 + BN + LeakyReLU(0.2) + dropout. Decoder: ``depth`` up blocks (see
+    :class:`_UpBlock`), each modulated by the noise: h * (1 + gamma(eps)) + beta(eps) after BN,
+    with gamma, beta linear maps of eps. A 1x1 conv gives K logits per sample.
+
+    The encoder runs once on the B inputs; the decoder runs on B*M rows (sample-major within
+    each image). With ``residual_logits`` (default, a deviation from the paper, see METHOD.md
+    "Practical notes") log(clamp(p, 1e-8)) is added to the output logits, so a zeroed head
+    makes softmax(G) equal p. H and W must be divisible by ``2**depth``.
+    """
+
+    arch = "unet"
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        noise_dim: int,
+        width: int = 32,
+        depth: int = 4,
+        dropout: float = 0.1,
+        residual_logits: bool = True,
+    ) -> None:
+        super().__init__()
+        check_positive(
+            in_channels=in_channels,
+            num_classes=num_classes,
+            noise_dim=noise_dim,
+            width=width,
+            depth=depth,
+        )
+        check_dropout(dropout)
+        self.config = {
+            "arch": self.arch,
+            "in_channels": in_channels,
+            "num_classes": num_classes,
+            "noise_dim": noise_dim,
+            "width": width,
+            "depth": depth,
+            "dropout": dropout,
+            "residual_logits": residual_logits,
+        }
+        self.in_channels, self.num_classes, self.noise_dim = in_channels, num_classes, noise_dim
+        self.depth, self.residual_logits = depth, residual_logits
+        chans = [width * 2**i for i in range(depth + 1)]
+        self.encoder = _Encoder(in_channels + num_classes, chans, dropout)
+        self.decoder = nn.ModuleList(
+            _UpBlock(chans[i], chans[i - 1], chans[i - 1], noise_dim, dropout)
+            for i in range(depth, 0, -1)
+        )
+        self.head = nn.Conv2d(chans[0], num_classes, 1)
+
+    def encode(self, x: Tensor, p: Tensor) -> list[Tensor]:
+        """Encoder features of (x, p), finest first (run once per input image)."""
+        check_channels("unet refiner", x, self.in_channels, "image channels")
+        check_channels("unet refiner", p, self.num_classes, "class probabilities")
+        if p.shape[0] != x.shape[0] or p.shape[-2:] != x.shape[-2:]:
+            raise ValueError(f"unet refiner: p {tuple(p.shape)} does not match x {tuple(x.shape)}")
+        check_divisible("unet refiner", x, 2**self.depth, f"depth {self.depth}")
+        return self.encoder(torch.cat([x, p.to(x.dtype)], dim=1))
+
+    def decode(self, feats: list[Tensor], p: Tensor, noise: Tensor) -> Tensor:
+        """Logits [B, M, K, H, W] from encoder features and noise [B, M, d]."""
+        batch, samples = noise.shape[:2]
+        eps = noise.reshape(batch * samples, -1)
+        h = feats[-1]
+        for i, block in enumerate(self.decoder):
+            h = block(h, feats[-2 - i], eps, expand=i == 0)
+        logits = self.head(h)
+        logits = logits.view(batch, samples, *logits.shape[1:])
+        if self.residual_logits:
+            logits = logits + torch.log(p.clamp_min(LOG_EPS)).to(logits.dtype).unsqueeze(1)
+        return logits
+
+    def forward(
+        self,
+        x: Tensor,
+        p: Tensor,
+        num_samples: int = 1,
+        noise: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """M sample logits [B, M, K, H, W] for x [B, C, H, W] and F's probabilities p.
+
+        ``noise`` [B, M, d] fixes the samples (then M = noise.shape[1]); otherwise
+        ``num_samples`` noise vectors per image are drawn from N(0, I) with ``generator``.
+        """
+        eps = draw_noise(x, num_samples, self.noise_dim, noise, generator)
+        return self.decode(self.encode(x, p), p, eps)
+
+
+class MLPRefiner(nn.Module):
+    """MLP refiner for the 1D regression task: (x [B, D_in], F(x) [B, D_out], eps) -> y.
+
+    ``in_channels`` is D_in and ``num_classes`` is D_out (registry naming); ``noise_dim`` is 1
+    in the paper. Each of the M samples is one pass of the MLP on [x, F(x), eps_m].
+    """
+
+    arch = "mlp"
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        noise_dim: int = 1,
+        hidden: int = 64,
+        num_layers: int = 4,
+    ) -> None:
+        super().__init__()
+        check_positive(
+            in_channels=in_channels,
+            num_classes=num_classes,
+            noise_dim=noise_dim,
+            hidden=hidden,
+            num_layers=num_layers,
+        )
+        self.config = {
+            "arch": self.arch,
+            "in_channels": in_channels,
+            "num_classes": num_classes,
+            "noise_dim": noise_dim,
+            "hidden": hidden,
+            "num_layers": num_layers,
+        }
+        self.in_channels, self.num_classes, self.noise_dim = in_channels, num_classes, noise_dim
+        self.net = mlp(in_channels + num_classes + noise_dim, num_classes, hidden, num_layers)
+
+    def forward(
+        self,
+        x: Tensor,
+        p: Tensor,
+        num_samples: int = 1,
+        noise: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Samples [B, M, D_out] for x [B, D_in] and F's mean p [B, D_out]."""
+        check_channels("mlp refiner", x, self.in_channels, "input features")
+        check_channels("mlp refiner", p, self.num_classes, "output features")
+        eps = draw_noise(x, num_samples, self.noise_dim, noise, generator)
+        samples = eps.shape[1]
+        cond = torch.cat([x, p.to(x.dtype)], dim=1).unsqueeze(1).expand(-1, samples, -1)
+        return self.net(torch.cat([cond, eps], dim=2))
+
+
+__all__ = ["LOG_EPS", "MLPRefiner", "UNetRefiner", "draw_noise"]

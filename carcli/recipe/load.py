@@ -1,0 +1,252 @@
+"""Load, type-check and override recipes; every problem is collected and reported at once."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+import yaml
+
+from carcli.errors import CarsegError
+from carcli.recipe.schema import Recipe
+
+
+class RecipeError(CarsegError):
+    """A recipe (or override) that does not fit the schema; `problems` lists every issue."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.problems = problems
+        lines = [f"{source}: {p}" for p in problems]
+        super().__init__(
+            "\n".join(lines) if len(lines) > 1 else lines[0],
+            hint=None,
+        )
+
+
+_MISSING = object()
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in get_args(tp))
+    if origin is list:
+        (inner,) = get_args(tp)
+        return f"list of {_type_name(inner)}"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str, problems: list[str]) -> Any:
+    """Return `value` converted to `tp`, or _MISSING after recording a problem."""
+    origin = get_origin(tp)
+    if origin is Literal:
+        if value in get_args(tp):
+            return value
+        choices = ", ".join(str(a) for a in get_args(tp))
+        problems.append(f"{key} -> expected one of {choices}, got {value!r}")
+        return _MISSING
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            sub: list[str] = []
+            out = _coerce(value, arg, key, sub)
+            if not sub:
+                return out
+        problems.append(f"{key} -> expected {_type_name(tp)}, got {value!r}")
+        return _MISSING
+    if origin is list:
+        (inner,) = get_args(tp)
+        if not isinstance(value, list):
+            problems.append(f"{key} -> expected {_type_name(tp)}, got {value!r}")
+            return _MISSING
+        out = [_coerce(v, inner, f"{key}[{i}]", problems) for i, v in enumerate(value)]
+        return _MISSING if any(o is _MISSING for o in out) else out
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            problems.append(f"{key} -> expected a mapping (section), got {value!r}")
+            return _MISSING
+        return _build(tp, value, f"{key}.", problems)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    problems.append(f"{key} -> expected {_type_name(tp)}, got {value!r}")
+    return _MISSING
+
+
+def _unknown(key: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(key.rsplit(".", 1)[-1], valid, n=3, cutoff=0.6)
+    prefix = key.rsplit(".", 1)[0] + "." if "." in key else ""
+    if close:
+        return f"{key} -> unknown key; did you mean {', '.join(prefix + c for c in close)}?"
+    return f"{key} -> unknown key; valid keys here: {', '.join(valid)}"
+
+
+def _build(cls: type, raw: dict[str, Any], prefix: str, problems: list[str]) -> Any:
+    hints = _hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        if not isinstance(key, str) or key not in hints:
+            problems.append(_unknown(f"{prefix}{key}", names))
+            continue
+        out = _coerce(value, hints[key], f"{prefix}{key}", problems)
+        if out is not _MISSING:
+            kwargs[key] = out
+    return cls(**kwargs)
+
+
+def _check_ranges(r: Recipe, problems: list[str]) -> None:
+    """Value checks beyond types."""
+
+    def positive(key: str, value: int | float) -> None:
+        if value <= 0:
+            problems.append(f"{key} -> must be > 0, got {value}")
+
+    for key in ("calibrator", "refiner"):
+        sec = getattr(r, key)
+        for f in ("steps", "batch_size", "checkpoint_every", "val_size"):
+            positive(f"{key}.{f}", getattr(sec, f))
+        positive(f"{key}.lr", sec.lr)
+        if sec.val_every < 0:
+            problems.append(f"{key}.val_every -> must be >= 0, got {sec.val_every}")
+        if len(sec.betas) != 2 or not all(0 <= b < 1 for b in sec.betas):
+            problems.append(f"{key}.betas -> expected two numbers in [0, 1), got {sec.betas}")
+        if sorted(sec.lr_milestones) != sec.lr_milestones:
+            problems.append(f"{key}.lr_milestones -> must be increasing, got {sec.lr_milestones}")
+    positive("refiner.num_samples", r.refiner.num_samples)
+    positive("refiner.noise_dim", r.refiner.noise_dim)
+    positive("discriminator.lr", r.discriminator.lr)
+    if r.discriminator.n_on <= 0 or r.discriminator.n_off < 0:
+        problems.append("discriminator.n_on/n_off -> need n_on > 0 and n_off >= 0")
+    for key in ("sample.num_samples", "sample.batch_size", "sample.chunk_size",
+                "evaluate.chunk_size", "evaluate.hm_iou_samples"):
+        sec, f = key.split(".")
+        positive(key, getattr(getattr(r, sec), f))
+    for n in r.evaluate.ged_counts:
+        positive("evaluate.ged_counts", n)
+    if r.data.size % 16:
+        problems.append(f"data.size -> must be a multiple of 16, got {r.data.size}")
+    if r.data.num_classes < 3:
+        problems.append(f"data.num_classes -> synthetic data needs >= 3, got {r.data.num_classes}")
+    for f in ("num_train", "num_val", "num_test", "channels"):
+        positive(f"data.{f}", getattr(r.data, f))
+    if not 0.0 <= r.data.pi <= 1.0:
+        problems.append(f"data.pi -> must be in [0, 1], got {r.data.pi}")
+    if r.threads < 0:
+        problems.append(f"threads -> must be >= 0, got {r.threads}")
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Split `key=value`; the value parses as a YAML scalar (or flow list)."""
+    if "=" not in text:
+        raise RecipeError("override", [f"{text!r} -> expected key=value"])
+    key, _, raw = text.partition("=")
+    key = key.strip()
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def _apply_override(raw: dict[str, Any], key: str, value: Any, problems: list[str]) -> None:
+    parts = key.split(".")
+    cls: Any = Recipe
+    node = raw
+    for i, part in enumerate(parts):
+        hints = _hints(cls)
+        if part not in hints:
+            problems.append(_unknown(".".join(parts[: i + 1]), list(hints)))
+            return
+        if i == len(parts) - 1:
+            if dataclasses.is_dataclass(hints[part]):
+                problems.append(f"{key} -> is a section; override one of its keys")
+                return
+            node[part] = value
+            return
+        if not dataclasses.is_dataclass(hints[part]):
+            problems.append(f"{key} -> {'.'.join(parts[: i + 1])} is not a section")
+            return
+        cls = hints[part]
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+
+
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Read a YAML recipe, apply `key=value` overrides, and return the typed Recipe.
+
+    Raises RecipeError listing every problem (file, key, expected type, value).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CarsegError(f"recipe {path} not found", hint="pass a YAML file, e.g. recipes/toy.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or "malformed YAML"
+        raise CarsegError(f"{path}: malformed YAML{where}: {problem}") from None
+    except UnicodeDecodeError:
+        raise CarsegError(f"{path}: not a text file") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise RecipeError(str(path), [f"expected a mapping of keys at top level, got {raw!r}"])
+    problems: list[str] = []
+    for text in overrides:
+        key, value = parse_override(text)
+        _apply_override(raw, key, value, problems)
+    recipe = _build(Recipe, raw, "", problems)
+    if not problems:
+        _check_ranges(recipe, problems)
+    if problems:
+        raise RecipeError(str(path), problems)
+    return recipe
+
+
+def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
+    """The fully resolved recipe as plain data (what `carseg show` prints)."""
+    return dataclasses.asdict(recipe)
+
+
+def recipe_to_yaml(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False, default_flow_style=None)
+
+
+def recipe_from_yaml_text(text: str, source: str = "recipe") -> Recipe:
+    """Rebuild a Recipe from resolved YAML (as stored in manifests and banks)."""
+    raw = yaml.safe_load(text) or {}
+    problems: list[str] = []
+    recipe = _build(Recipe, raw, "", problems)
+    if problems:
+        raise RecipeError(source, problems)
+    return recipe

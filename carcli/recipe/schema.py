@@ -1,0 +1,195 @@
+"""The recipe schema: one dataclass per section, one docstring per field.
+
+Keys fixed by CONTRACTS.md keep their names; everything else has a default, so a recipe
+only states what differs. `carseg show RECIPE` prints the fully resolved recipe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+DataSource = Literal[
+    "prepared", "synthetic", "lidc-png", "lidc-phiseg", "lidc-pickle", "cityscapes", "regression"
+]
+Split = Literal["train", "val", "test"]
+
+
+@dataclass
+class DataConfig:
+    dir: str = "data/toy"
+    """Directory holding the prepared dataset: train.h5, val.h5, test.h5."""
+    source: DataSource = "prepared"
+    """What `prepare` builds the dataset from; `prepared` means the files already exist."""
+    raw: str | None = None
+    """Where `prepare` reads the raw public files from (real datasets)."""
+    allow_pickle: bool = False
+    """Explicit opt-in to read the pickle format (unpickling can run code)."""
+    blackbox_dir: str | None = None
+    """Folder of per-image black-box predictions to import (optional)."""
+    flip: bool = False
+    """Random horizontal flips of training images (both training stages)."""
+    num_train: int = 1500
+    """Synthetic source: number of training images."""
+    num_val: int = 200
+    """Synthetic source: number of validation images."""
+    num_test: int = 300
+    """Synthetic source: number of test images."""
+    size: int = 32
+    """Synthetic source: image height and width in pixels (a multiple of 16)."""
+    channels: int = 3
+    """Synthetic source: image channels."""
+    num_classes: int = 3
+    """Synthetic source: number of classes, background included (>= 3)."""
+    pi: float = 0.9
+    """Regression source: probability of the upper mode."""
+    sigma: float = 0.03
+    """Regression source: standard deviation of the additive noise."""
+
+
+@dataclass
+class CalibratorConfig:
+    arch: str = "segnet"
+    """Registry name of F: segnet, convnet or mlp."""
+    width: int | None = None
+    """Base channel count (None: the architecture's default)."""
+    depth: int | None = None
+    """Encoder levels (None: the architecture's default)."""
+    dropout: float = 0.1
+    """Dropout probability inside F."""
+    init_weights: str | None = None
+    """Optional local safetensors file to initialise F from (matching parameter names)."""
+    steps: int = 2000
+    """Optimisation steps."""
+    batch_size: int = 32
+    """Images per optimisation step."""
+    lr: float = 2e-4
+    """Adam learning rate."""
+    betas: list[float] = field(default_factory=lambda: [0.5, 0.99])
+    """Adam betas (paper: 0.5, 0.99)."""
+    weight_decay: float = 5e-4
+    """Adam (coupled L2) weight decay."""
+    lr_milestones: list[int] = field(default_factory=list)
+    """Steps at which the learning rate is multiplied by lr_gamma."""
+    lr_gamma: float = 0.5
+    """Learning-rate factor at each milestone."""
+    checkpoint_every: int = 500
+    """Steps between resumable checkpoints (the last step always writes one)."""
+    val_every: int = 250
+    """Steps between validations on a fixed subset of the val split (0: never)."""
+    val_size: int = 64
+    """Images in the fixed validation subset."""
+
+
+@dataclass
+class RefinerConfig:
+    arch: str = "unet"
+    """Registry name of G: unet or mlp."""
+    width: int | None = None
+    """Base channel count (None: the architecture's default, 32)."""
+    depth: int | None = None
+    """Down/up blocks (None: the architecture's default, 4)."""
+    dropout: float = 0.1
+    """Dropout probability inside G."""
+    noise: Literal["gaussian", "posterior"] = "gaussian"
+    """Noise source: gaussian (the method) or posterior (latent-code variant)."""
+    noise_dim: int = 8
+    """Dimension of the noise vector epsilon."""
+    residual_logits: bool = True
+    """Add F's log-probabilities to G's output logits (a deviation from the paper; see README)."""
+    num_samples: int = 5
+    """M: samples per input for the calibration loss."""
+    calibration_loss: Literal["kl", "ce", "none"] = "kl"
+    """kl (the method), ce (the paper's control), none (lambda = 0)."""
+    w_adv: float = 10.0
+    """Weight of the adversarial loss."""
+    w_cal: float = 5.0
+    """Weight of the calibration loss (lambda)."""
+    steps: int = 2000
+    """Optimisation steps."""
+    batch_size: int = 32
+    """Images per optimisation step."""
+    lr: float = 2e-4
+    """Adam learning rate of G."""
+    betas: list[float] = field(default_factory=lambda: [0.5, 0.99])
+    """Adam betas of G and D."""
+    weight_decay: float = 5e-4
+    """Adam (coupled L2) weight decay of G and D."""
+    lr_milestones: list[int] = field(default_factory=list)
+    """Steps at which G's and D's learning rates are multiplied by lr_gamma."""
+    lr_gamma: float = 0.5
+    """Learning-rate factor at each milestone."""
+    checkpoint_every: int = 500
+    """Steps between resumable checkpoints (the last step always writes one)."""
+    val_every: int = 250
+    """Steps between validations on a fixed subset of the val split (0: never)."""
+    val_size: int = 64
+    """Images in the fixed validation subset."""
+
+
+@dataclass
+class DiscriminatorConfig:
+    arch: str = "dcgan"
+    """Registry name of D: dcgan, pixel or mlp."""
+    width: int | None = None
+    """Base channel count (None: the architecture's default)."""
+    lr: float = 1e-5
+    """Adam learning rate of D (paper: 1e-5)."""
+    r1_weight: float = 10.0
+    """Gamma of the zero-centred R1 gradient penalty on real data."""
+    n_on: int = 50
+    """D cycle: steps during which D is updated."""
+    n_off: int = 200
+    """D cycle: steps during which D is frozen (G trains every step)."""
+    max_accuracy: float | None = 0.85
+    """Skip D's update while its accuracy on the current batch is at least this (None: never)."""
+
+
+@dataclass
+class SampleConfig:
+    split: Split = "test"
+    """Which split to sample."""
+    num_samples: int = 100
+    """Samples drawn per image."""
+    batch_size: int = 8
+    """Images per forward pass."""
+    chunk_size: int = 64
+    """Images per resumable chunk of the bank."""
+
+
+@dataclass
+class EvaluateConfig:
+    split: Split = "test"
+    """Which split to evaluate."""
+    ged_counts: list[int] = field(default_factory=lambda: [16, 50, 100])
+    """Sample counts at which GED is reported (each only where the bank holds that many)."""
+    hm_iou_samples: int = 16
+    """Samples used by HM-IoU."""
+    chunk_size: int = 64
+    """Images read per chunk."""
+
+
+@dataclass
+class Recipe:
+    name: str = "run"
+    """Run name."""
+    seed: int = 0
+    """Integer seed for everything random."""
+    run_dir: str = "runs/run"
+    """Directory of this run's artefacts (relative to the working directory)."""
+    device: str = "auto"
+    """auto (CUDA when present), cpu, cuda or cuda:N."""
+    threads: int = 0
+    """CPU threads for torch (0: torch's default)."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """The dataset."""
+    calibrator: CalibratorConfig = field(default_factory=CalibratorConfig)
+    """F, the calibration network."""
+    refiner: RefinerConfig = field(default_factory=RefinerConfig)
+    """G, the refinement network."""
+    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+    """D, the discriminator."""
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    """The sample stage."""
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    """The evaluate stage."""

@@ -1,0 +1,166 @@
+"""`sample`: draw sample.num_samples segmentations per image of a split into a sample bank.
+
+Noise is seeded per image (seed, row), so the bank does not depend on batch or chunk sizes.
+Work is done in chunks written to ``samples/.<split>.partial/``; a rerun keeps finished
+chunks; the bank ``samples/<split>.h5`` appears (by rename) only when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+from carcli.artefacts.run import (
+    Manifest, RunLayout, atomic_path, check_not_finished, ensure_dir, sha256_file, stage_lock,
+)
+from carcli.data.batches import BatchSource
+from carcli.data.dataset import DatasetFile, split_path
+from carcli.errors import CarsegError
+from carcli.recipe.load import recipe_to_dict, recipe_to_yaml
+from carcli.recipe.schema import Recipe
+from carcli.sampling.bank import create_bank
+from carcli.training.common import setup_torch
+from carcli.training.networks import load_network
+from carcli.ui import Reporter
+
+ELEMENT_BUDGET = 1 << 25  # logits elements per forward pass (~128 MB in float32)
+
+
+def image_noise(seed: int, row: int, m: int, dim: int) -> torch.Tensor:
+    """The noise of image `row`: [m, dim], independent of batching and of other images."""
+    gen = torch.Generator().manual_seed((seed * 1_000_003 + row * 7919 + 17) % (2**63))
+    return torch.randn(m, dim, generator=gen)
+
+
+@torch.no_grad()
+def draw(F_net: torch.nn.Module, G: torch.nn.Module, source: BatchSource, rows: np.ndarray,
+         m: int, noise_dim: int, seed: int, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """Samples [B, m, ...] and F's output for dataset `rows`."""
+    info = source.info
+    b = source.get(rows, None, annotation=np.zeros(len(rows), dtype=np.int64))
+    out = F_net(b.cond.to(device))
+    seg = info.task == "segmentation"
+    calib = out.softmax(1) if seg else out
+    noise = torch.stack([image_noise(seed, int(r), m, noise_dim) for r in rows]).to(device)
+    per_sample = int(np.prod(calib.shape[1:]))
+    step = max(1, ELEMENT_BUDGET // max(1, per_sample * len(rows)))
+    parts = []
+    for s0 in range(0, m, step):
+        eps = noise[:, s0:s0 + step]
+        y = G(b.image.to(device), calib, num_samples=eps.shape[1], noise=eps)
+        parts.append(y.argmax(2).to(torch.uint8) if seg else y.float())
+    samples = torch.cat(parts, 1).cpu().numpy()
+    calib_np = calib.float().cpu().numpy()
+    return samples, calib_np.astype(np.float16) if seg else calib_np
+
+
+def run_sample(recipe: Recipe, overwrite: bool = False, quiet: bool = False) -> Path:
+    rep = Reporter(quiet)
+    s = recipe.sample
+    layout = RunLayout(Path(recipe.run_dir))
+    bank_path = layout.bank(s.split)
+    data_path = split_path(recipe.data.dir, s.split)
+    f_path, g_path = layout.calibrator / "model.safetensors", layout.refiner / "model.safetensors"
+    out_dir = layout.samples_dir()
+    ensure_dir(out_dir)
+    with stage_lock(out_dir):
+        check_not_finished(bank_path, f"a {s.split} sample bank", overwrite)
+        with DatasetFile(data_path) as ds:
+            info = ds.info
+            device = setup_torch(recipe)
+            F_net = load_network(f_path, "calibrator", "calibrator", info,
+                                 "carseg train-calibrator RECIPE").to(device).eval()
+            G = load_network(g_path, "refiner", "refiner", info,
+                             "carseg train-refiner RECIPE").to(device).eval()
+            noise_dim = int(getattr(G, "noise_dim", recipe.refiner.noise_dim))
+            manifest = Manifest("sample", recipe_to_dict(recipe), recipe.seed)
+            for p in (data_path, f_path, g_path):
+                manifest.add_input(p)
+            plan = {"seed": recipe.seed, "num_samples": s.num_samples, "n": info.n,
+                    "chunk_size": s.chunk_size, "inputs": manifest.inputs}
+            partial = out_dir / f".{s.split}.partial"
+            if overwrite and partial.exists():
+                shutil.rmtree(partial)
+            _check_plan(partial, plan, rep)
+            source = BatchSource(ds)
+            chunks = [(a, min(info.n, a + s.chunk_size)) for a in range(0, info.n, s.chunk_size)]
+            done = sum((partial / f"chunk-{a:08d}.h5").exists() for a, _ in chunks)
+            with rep.progress(info.n, f"sample {s.split}", start=min(info.n, done * s.chunk_size)) as bar:
+                for a, b in chunks:
+                    chunk_path = partial / f"chunk-{a:08d}.h5"
+                    if chunk_path.exists():
+                        continue
+                    _write_chunk(chunk_path, F_net, G, source, a, b, s.batch_size,
+                                 s.num_samples, noise_dim, recipe.seed, device, bar)
+            attrs = {
+                "dataset": str(data_path), "split": s.split, "num_samples": s.num_samples,
+                "seed": recipe.seed, "calibrator_sha256": manifest.inputs[str(f_path)],
+                "refiner_sha256": manifest.inputs[str(g_path)],
+                "recipe": recipe_to_yaml(recipe), "carseg_version": _version(),
+            }
+            _assemble(bank_path, partial, chunks, info, s.num_samples, attrs)
+        shutil.rmtree(partial, ignore_errors=True)
+        manifest.write(out_dir, [bank_path.name], device=str(device))
+    rep.line(f"sample bank written: {bank_path} ({info.n} images x {s.num_samples} samples)")
+    return bank_path
+
+
+def _version() -> str:
+    import carcli
+
+    return carcli.__version__
+
+
+def _check_plan(partial: Path, plan: dict, rep: Reporter) -> None:
+    """Keep finished chunks only if they were made with the same inputs and settings."""
+    plan_path = partial / "plan.json"
+    if partial.exists():
+        try:
+            old = json.loads(plan_path.read_text())
+        except (OSError, ValueError):
+            old = None
+        if old == plan:
+            rep.line(f"resuming the interrupted bank in {partial}")
+            return
+        shutil.rmtree(partial)
+    ensure_dir(partial)
+    plan_path.write_text(json.dumps(plan))
+
+
+def _write_chunk(path: Path, F_net: torch.nn.Module, G: torch.nn.Module, source: BatchSource,
+                 a: int, b: int, batch_size: int, m: int, noise_dim: int, seed: int,
+                 device: torch.device, bar) -> None:
+    samples, calib = [], []
+    for start in range(a, b, batch_size):
+        rows = np.arange(start, min(b, start + batch_size))
+        smp, cal = draw(F_net, G, source, rows, m, noise_dim, seed, device)
+        samples.append(smp)
+        calib.append(cal)
+        bar.advance(len(rows))
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
+        h5.create_dataset("samples", data=np.concatenate(samples))
+        h5.create_dataset("calibration", data=np.concatenate(calib))
+
+
+def _assemble(bank_path: Path, partial: Path, chunks: list[tuple[int, int]], info, m: int,
+              attrs: dict) -> None:
+    with atomic_path(bank_path) as tmp:
+        h5 = create_bank(tmp, info, info.n, m, attrs)
+        try:
+            for a, b in chunks:
+                try:
+                    with h5py.File(partial / f"chunk-{a:08d}.h5", "r") as ch:
+                        h5["samples"][a:b] = ch["samples"][...]
+                        h5["calibration"][a:b] = ch["calibration"][...]
+                except (OSError, KeyError, ValueError, TypeError) as exc:
+                    (partial / f"chunk-{a:08d}.h5").unlink(missing_ok=True)
+                    raise CarsegError(f"chunk {a}..{b} in {partial} is unreadable ({exc}); "
+                                      "it was removed", hint="run the same command again") from None
+            h5["index"][...] = np.arange(info.n, dtype=np.int64)
+        finally:
+            h5.close()

@@ -1,0 +1,94 @@
+"""Build F, G and D from a recipe and a dataset, and load them back from checkpoints.
+
+Input channels and class counts always come from the dataset file, so a recipe works on any
+schema-valid dataset with only data.dir changed. Checkpoint metadata records what is needed
+to rebuild each network and to refuse a dataset it does not fit.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from carcli.artefacts.checkpoint import load_weights, save_weights
+from carcli.data.dataset import DatasetInfo
+from carcli.errors import CarsegError
+from carcli.models.registry import (
+    build_calibrator, build_discriminator, build_model, build_refiner,
+)
+from carcli.recipe.schema import Recipe
+
+
+def _hparams(section: Any, *names: str) -> dict[str, Any]:
+    return {n: getattr(section, n) for n in names if getattr(section, n, None) is not None}
+
+
+def _registry_call(fn: Any, *args: Any, **kwargs: Any) -> torch.nn.Module:
+    try:
+        return fn(*args, **kwargs)
+    except ValueError as exc:
+        raise CarsegError(str(exc)) from None
+
+
+def new_calibrator(recipe: Recipe, info: DatasetInfo) -> torch.nn.Module:
+    c = recipe.calibrator
+    out = info.num_classes if info.task == "segmentation" else info.label_shape[0]
+    hp = _hparams(c, "width", "depth") if c.arch != "mlp" else {}
+    if c.arch != "mlp":
+        hp["dropout"] = c.dropout
+    return _registry_call(build_calibrator, c.arch, info.calibrator_in_channels, out, **hp)
+
+
+def new_refiner(recipe: Recipe, info: DatasetInfo) -> torch.nn.Module:
+    r = recipe.refiner
+    out = info.num_classes if info.task == "segmentation" else info.label_shape[0]
+    hp: dict[str, Any] = {}
+    if r.arch != "mlp":
+        hp = _hparams(r, "width", "depth")
+        hp["dropout"] = r.dropout
+        hp["residual_logits"] = r.residual_logits
+    return _registry_call(build_refiner, r.arch, info.in_channels, out, r.noise_dim, **hp)
+
+
+def new_discriminator(recipe: Recipe, info: DatasetInfo) -> torch.nn.Module:
+    d = recipe.discriminator
+    out = info.num_classes if info.task == "segmentation" else info.label_shape[0]
+    hp = _hparams(d, "width") if d.arch != "mlp" else {}
+    return _registry_call(build_discriminator, d.arch, info.in_channels, out, **hp)
+
+
+def dataset_meta(info: DatasetInfo) -> dict[str, Any]:
+    return {"task": info.task, "in_channels": info.in_channels,
+            "calibrator_in_channels": info.calibrator_in_channels,
+            "num_classes": info.num_classes, "label_shape": list(info.label_shape)}
+
+
+def save_network(path: Path, model: torch.nn.Module, stage: str, role: str, arch: str,
+                 info: DatasetInfo, step: int, extra: dict[str, Any] | None = None) -> None:
+    save_weights(path, model, {"stage": stage, "role": role, "arch": arch,
+                               "config": getattr(model, "config", {}),
+                               "dataset": dataset_meta(info), "step": step, **(extra or {})})
+
+
+def load_network(path: Path, stage: str, role: str, info: DatasetInfo, make_cmd: str) -> torch.nn.Module:
+    """Rebuild a network from its checkpoint and check it fits the dataset `info`."""
+    tensors, meta = load_weights(path, stage=stage, make_cmd=make_cmd)
+    if meta.get("role") != role:
+        raise CarsegError(f"{path}: holds a {meta.get('role')!r}, expected {role!r}",
+                          hint=f"make it with `{make_cmd}`")
+    want, have = dataset_meta(info), meta.get("dataset", {})
+    for key in ("task", "num_classes", "calibrator_in_channels" if role == "calibrator"
+                else "in_channels"):
+        if have.get(key) != want[key]:
+            raise CarsegError(
+                f"{path}: was trained on data with {key} = {have.get(key)}, but {info.path} has "
+                f"{want[key]}", hint=f"retrain with `{make_cmd}` on this dataset")
+    try:
+        model = build_model(role, dict(meta.get("config") or {}))
+        model.load_state_dict(tensors, strict=True)
+    except (ValueError, TypeError, RuntimeError) as exc:
+        raise CarsegError(f"{path}: cannot rebuild the {role} ({str(exc).splitlines()[0]})",
+                          hint=f"make it again with `{make_cmd}`") from None
+    return model
