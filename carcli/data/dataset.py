@@ -187,9 +187,16 @@ def validate_dataset(path: str | Path, chunk: int = 256) -> DatasetInfo:
     """Check a split file completely; raise CarsegError listing every problem."""
     path = Path(path)
     with open_h5(path, "dataset", "carseg prepare RECIPE") as h5:
-        problems = _check_header(h5)
-        if not problems:
-            problems = _check_body(h5, chunk)
+        try:
+            problems = _check_header(h5)
+            if not problems:
+                problems = _check_body(h5, chunk)
+        except (OSError, RuntimeError, KeyError) as exc:  # HDF5 opened, but its data is damaged
+            raise CarsegError(
+                f"{path}: unreadable data ({exc})",
+                hint="the file is truncated or corrupt; make it again with "
+                "`carseg prepare RECIPE`",
+            ) from None
         if problems:
             lines = [f"{path}: {p}" for p in problems]
             raise CarsegError("\n".join(lines))
@@ -222,15 +229,20 @@ def _check_body(h5: h5py.File, chunk: int) -> list[str]:
             return p
         if not 2 <= k <= 255:
             p.append(f"attribute num_classes is {k}, expected 2..255")
+        names: Any = None
+        evalc: Any = None
         try:
             names = _json_attr(h5, "class_names", None)
+        except (ValueError, TypeError):
+            p.append("attribute class_names must be a JSON list of names")
+            names = False  # reported; not "missing"
+        try:
             evalc = _json_attr(h5, "eval_classes", None)
         except (ValueError, TypeError):
-            p.append("attributes class_names / eval_classes must be JSON lists")
-            names = evalc = None
+            p.append("attribute eval_classes must be a JSON list of class ids")
         if names is None:
             p.append("attribute class_names is missing")
-        elif not (isinstance(names, list) and len(names) == k):
+        elif names is not False and not (isinstance(names, list) and len(names) == k):
             p.append(f"attribute class_names must list {k} names, got {names!r}")
         if evalc is not None and not (
             isinstance(evalc, list) and evalc and all(isinstance(c, int) and 0 <= c < k for c in evalc)
@@ -267,6 +279,13 @@ def _check_body(h5: h5py.File, chunk: int) -> list[str]:
     # Scan values chunk by chunk; report the first bad row of each kind.
     seen: set[str] = set()
 
+    def rows(ds: h5py.Dataset, start: int, stop: int) -> np.ndarray:
+        try:
+            return ds[start:stop]
+        except OSError as exc:
+            where = f"dataset {ds.name.lstrip('/')!r} rows {start}..{stop - 1}"
+            raise OSError(f"{where}: {exc}") from None
+
     def once(kind: str, msg: str) -> None:
         if kind not in seen:
             seen.add(kind)
@@ -274,11 +293,11 @@ def _check_body(h5: h5py.File, chunk: int) -> list[str]:
 
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
-        img = image[start:stop]
+        img = rows(image, start, stop)
         bad = ~np.isfinite(img).reshape(img.shape[0], -1).all(axis=1)
         if bad.any():
             once("nan", f"image row {start + int(np.argmax(bad))} holds NaN or infinite values")
-        lab = label[start:stop]
+        lab = rows(label, start, stop)
         if seg:
             out = (lab >= k) & (lab != ignore)
             if out.any():
@@ -288,7 +307,7 @@ def _check_body(h5: h5py.File, chunk: int) -> list[str]:
         elif not np.isfinite(lab).all():
             once("nanlab", "label holds NaN or infinite values")
         if has_w:
-            w = h5["label_weight"][start:stop].astype(np.float64)
+            w = rows(h5["label_weight"], start, stop).astype(np.float64)
             if not np.isfinite(w).all() or (w < 0).any():
                 once("wneg", f"label_weight rows {start}..{stop - 1} hold negative or "
                              "non-finite values")
@@ -298,7 +317,7 @@ def _check_body(h5: h5py.File, chunk: int) -> list[str]:
                 i = int(np.argmax(badw))
                 once("wsum", f"label_weight row {start + i} sums to {sums[i]:.6f}, expected 1")
         if bb is not None:
-            b = bb[start:stop]
+            b = rows(bb, start, stop)
             if bb.ndim == 3:
                 if ((b >= k) & (b != ignore)).any():
                     once("bbids", f"blackbox rows {start}..{stop - 1} hold class ids >= {k}")

@@ -174,6 +174,7 @@ class EvalAccumulator:
             "n_images": len(self._rows),
             "ged": self._by_count("ged_"),
             "hm_iou": self._mean(f"hm_iou_{self.hm_iou_n}"),
+            "hm_iou_samples": self.hm_iou_n,
             "ece": None if reliability is None else reliability["ece"],
             "reliability": reliability,
             "class_calibration": self.class_calibration.result(),

@@ -58,17 +58,24 @@ def sample_frequencies(s: np.ndarray, num_classes: int) -> np.ndarray:
     m, h, wd = s.shape
     k = num_classes
     if k <= 4:  # a few comparison passes beat scattering for few classes
-        counts = np.stack([(s == c).sum(axis=0, dtype=np.int32) for c in range(k)])
+        counts = np.empty((k, h, wd), dtype=np.int32)
+        for c in range(k - 1):
+            counts[c] = (s == c).sum(axis=0, dtype=np.int32)
+        if m and int(s.max()) < k:  # every sample value is a class: the last one is the rest
+            counts[k - 1] = m - counts[: k - 1].sum(axis=0)
+        else:
+            counts[k - 1] = (s == k - 1).sum(axis=0, dtype=np.int32)
         return counts / max(m, 1)
     n_pix = h * wd
-    counts = np.zeros((k, n_pix), dtype=np.int32)
+    counts = np.zeros(k * n_pix, dtype=np.int32)
     cols = np.arange(n_pix)
     for sm in s.reshape(m, -1):
+        sm = sm.astype(np.intp)
         ok = sm < k
         if ok.all():
-            counts[sm, cols] += 1
+            counts[sm * n_pix + cols] += 1  # one (class, pixel) per pixel: no duplicates
         else:
-            counts[sm[ok], cols[ok]] += 1
+            counts[sm[ok] * n_pix + cols[ok]] += 1
     return counts.reshape(k, h, wd) / max(m, 1)
 
 
@@ -77,7 +84,8 @@ def _select(x: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     x2 = np.asarray(x).reshape(x.shape[0], -1)
     if mask is None:
         return x2
-    return x2[:, np.asarray(mask, dtype=bool).reshape(-1)]
+    mask = np.asarray(mask, dtype=bool).reshape(-1)
+    return x2 if mask.all() else x2[:, mask]
 
 
 def _mean(total: float, count: float) -> float | None:
@@ -89,7 +97,8 @@ class ReliabilityBins:
 
     Per pixel: confidence = max_k p_k, prediction = argmax (ties: lowest class), accuracy =
     q[prediction] (the expected accuracy under the label distribution). Bins have equal
-    width over [0, 1], each [lo, hi) except the last, which is closed.
+    width over [0, 1]: bin b = [b/n, (b+1)/n), found as floor(confidence·n), except the
+    last, which is closed (confidence 1 goes to bin n-1).
     """
 
     def __init__(self, n_bins: int = 10) -> None:
@@ -111,7 +120,7 @@ class ReliabilityBins:
         cols = np.arange(p2.shape[1])
         conf = p2[pred, cols].astype(np.float64)
         acc = q2[pred, cols].astype(np.float64)
-        b = np.clip(np.searchsorted(self.edges, conf, side="right") - 1, 0, self.n_bins - 1)
+        b = np.clip((conf * self.n_bins).astype(np.intp), 0, self.n_bins - 1)
         self.count += np.bincount(b, minlength=self.n_bins)
         self.conf_sum += np.bincount(b, weights=conf, minlength=self.n_bins)
         self.acc_sum += np.bincount(b, weights=acc, minlength=self.n_bins)
@@ -196,7 +205,7 @@ class ClassCalibration:
 
         Also the mean and max offsets over the classes that were ambiguous.
         """
-        per_class: dict[str, dict] = {}
+        classes: dict[str, dict] = {}
         offsets: dict[str, list[float]] = {"calibrator": [], "refiner": []}
         for k in range(self.num_classes):
             n = int(self.n[k])
@@ -211,8 +220,8 @@ class ClassCalibration:
                     off = abs(row[name] - row["true"])
                     offsets[name].append(off)
                 row[f"{name}_offset"] = off
-            per_class[str(k)] = row
-        out: dict = {"per_class": per_class}
+            classes[str(k)] = row
+        out: dict = {"classes": classes}
         for name, values in offsets.items():
             out[f"mean_{name}_offset"] = float(np.mean(values)) if values else None
             out[f"max_{name}_offset"] = float(np.max(values)) if values else None

@@ -88,7 +88,8 @@ def evaluate_bank(data_path: Path, bank_path: Path, recipe: Recipe, rep: Reporte
         summary = acc.result()
         summary = {"schema": METRICS_SCHEMA, "split": e.split, "dataset": str(data_path),
                    "bank": str(bank_path), "n_images": bank.n, "num_samples": bank.num_samples,
-                   "num_classes": info.num_classes, "eval_classes": info.eval_classes,
+                   "num_classes": info.num_classes, "class_names": info.class_names,
+                   "eval_classes": info.eval_classes,
                    "known_distribution": info.has_weights, **summary}
         return summary, acc.rows(), acc.columns()
 
@@ -148,15 +149,17 @@ def print_table(summary: dict[str, Any], rep: Reporter) -> None:
         table.add_row("mode TV", _fmt(modes.get("tv")), _fmt(modes.get("oracle_tv")))
         table.add_row("samples within IoU 0.8 of mode", _fmt(modes.get("within_0.8")),
                       _fmt(modes.get("oracle_within_0.8")))
-    cc = summary.get("class_calibration") or {}
-    for k, c in (cc.get("classes") or cc).items() if isinstance(cc, dict) else []:
-        if isinstance(c, dict) and c.get("true") is not None:
-            table.add_row(f"class {k}: true / F / G", f"{c['true']:.3f} / {c['calibrator']:.3f} "
-                          f"/ {_fmt(c.get('refiner'))}", "")
+    names = summary.get("class_names") or {}
+    per_class = (summary.get("class_calibration") or {}).get("per_class") or {}
+    for k, c in per_class.items():
+        if c.get("true") is not None:
+            name = names[int(k)] if int(k) < len(names) else k
+            table.add_row(f"{name}: p true / F / G", f"{c['true']:.3f} / "
+                          f"{_fmt(c.get('calibrator'))} / {_fmt(c.get('refiner'))}", "")
     table.add_row("diversity", _fmt(summary.get("diversity")), "")
     table.add_row("entropy of F (nats)", _fmt(summary.get("entropy")), "")
     rep.console.print(table)
 
 
 def _fmt(v: Any) -> str:
-    return "" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
+    return "" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)

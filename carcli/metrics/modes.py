@@ -25,7 +25,8 @@ def merge_modes(
     y: np.ndarray, w: np.ndarray | Sequence[float], ignore_mask: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return (rep, weight): first-occurrence indices into y of the distinct non-padding modes
-    and their summed weights. Pixels in ``ignore_mask`` are not compared."""
+    and their summed weights (renormalised to sum 1). Pixels in ``ignore_mask`` are not
+    compared."""
     y = as_maps(y, "y")
     w = np.asarray(w, dtype=np.float64).reshape(-1)
     keep = None if ignore_mask is None else ~np.asarray(ignore_mask, dtype=bool).reshape(-1)
@@ -41,7 +42,10 @@ def merge_modes(
             first[key] = len(rep)
             rep.append(int(a))
             weight.append(float(w[a]))
-    return np.asarray(rep, dtype=np.intp), np.asarray(weight)
+    weight_arr = np.asarray(weight)
+    if weight_arr.size:
+        weight_arr /= weight_arr.sum()  # absorb the ± 1e-5 of stored weights
+    return np.asarray(rep, dtype=np.intp), weight_arr
 
 
 def mode_statistics(

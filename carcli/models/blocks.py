@@ -12,12 +12,14 @@ def conv_bn_act(
     act: str = "leaky_relu",
     dropout: float = 0.0,
     kernel_size: int = 3,
+    channel_dropout: bool = False,
 ) -> nn.Sequential:
     """A ``kernel_size`` conv (no bias: BN follows) + BatchNorm + activation (+ dropout).
 
     ``act`` is ``"relu"`` or ``"leaky_relu"`` (slope 0.2); both run in place, which is safe
     because BN's backward needs its input, not its output. Dropout is element-wise
-    (``nn.Dropout``) and is left out when ``dropout == 0``.
+    (``nn.Dropout``), or channel-wise (``nn.Dropout2d``) with ``channel_dropout``; it is left
+    out when ``dropout == 0``.
     """
     layers: list[nn.Module] = [
         nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
@@ -25,7 +27,7 @@ def conv_bn_act(
         activation(act),
     ]
     if dropout > 0:
-        layers.append(nn.Dropout(dropout))
+        layers.append(nn.Dropout2d(dropout) if channel_dropout else nn.Dropout(dropout))
     return nn.Sequential(*layers)
 
 

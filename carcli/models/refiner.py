@@ -59,7 +59,9 @@ class _Encoder(nn.Module):
     def __init__(self, in_channels: int, chans: list[int], dropout: float) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(
-            conv_bn_act(in_channels if i == 0 else chans[i - 1], c, dropout=dropout)
+            conv_bn_act(
+                in_channels if i == 0 else chans[i - 1], c, dropout=dropout, channel_dropout=True
+            )
             for i, c in enumerate(chans)
         )
 
@@ -73,20 +75,26 @@ class _Encoder(nn.Module):
 
 
 class _UpBlock(nn.Module):
-    """Up block: 2x2 transposed conv, conv3x3 over [upsampled, skip], BN, noise modulation,
-    LeakyReLU(0.2), dropout.
+    """Up block: upsample, conv3x3 over [upsampled, skip], BN, noise modulation, LeakyReLU(0.2),
+    channel dropout.
 
-    The conv over the concatenation is split into its two halves (conv is linear), so the
-    skip half runs once per input image and is broadcast over the M samples; the result is
-    identical to convolving the concatenated, sample-expanded tensor.
+    * Upsampling is a 1x1 conv (c_in -> c_out) at the coarse resolution followed by nearest
+      x2 upsampling (cheaper than a transposed conv, whose CPU backward is slow).
+    * The conv over the concatenation is split into its two halves (conv is linear), so the
+      skip half runs once per input image and is broadcast over the M samples; the result is
+      identical to convolving the concatenated, sample-expanded tensor.
+    * BN has no affine parameters of its own: the modulation h * (1 + gamma(eps)) + beta(eps)
+      (two linear maps of eps, with biases) is the affine, as in AdaIN.
+    * Dropout zeroes whole channels (as ``nn.Dropout2d``); since LeakyReLU is positively
+      homogeneous, the mask folds into the modulation's scale and shift at no cost.
     """
 
     def __init__(self, c_in: int, c_skip: int, c_out: int, noise_dim: int, dropout: float):
         super().__init__()
-        self.upsample = nn.ConvTranspose2d(c_in, c_out, 2, stride=2)
+        self.reduce = nn.Conv2d(c_in, c_out, 1, bias=False)
         self.conv_up = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
         self.conv_skip = nn.Conv2d(c_skip, c_out, 3, padding=1, bias=False)
-        self.norm = nn.BatchNorm2d(c_out)
+        self.norm = nn.BatchNorm2d(c_out, affine=False)
         self.gamma = nn.Linear(noise_dim, c_out)
         self.beta = nn.Linear(noise_dim, c_out)
         self.dropout = dropout
@@ -94,7 +102,7 @@ class _UpBlock(nn.Module):
     def forward(self, h: Tensor, skip: Tensor, noise: Tensor, expand: bool) -> Tensor:
         """``h`` [B*M, ...] ([B, ...] if ``expand``), ``skip`` [B, ...], ``noise`` [B*M, d]."""
         batch, samples = skip.shape[0], noise.shape[0] // skip.shape[0]
-        u = self.conv_up(self.upsample(h))
+        u = self.conv_up(F.interpolate(self.reduce(h), scale_factor=2.0, mode="nearest"))
         s = self.conv_skip(skip)
         if expand:  # h is still per image: add the skip, then fan out to the samples
             u = u + s
@@ -105,13 +113,16 @@ class _UpBlock(nn.Module):
             )
             u = u.repeat_interleave(samples, dim=0).contiguous(memory_format=fmt)
         else:
-            u.view(batch, samples, *u.shape[1:]).add_(s.unsqueeze(1))
+            u = (u.view(batch, samples, *u.shape[1:]) + s.unsqueeze(1)).view(u.shape)
         u = self.norm(u)
+        scale = 1.0 + self.gamma(noise)
+        shift = self.beta(noise)
+        if self.training and self.dropout > 0:
+            keep = torch.empty_like(scale).bernoulli_(1.0 - self.dropout) / (1.0 - self.dropout)
+            scale, shift = scale * keep, shift * keep
         shape = (noise.shape[0], -1, 1, 1)
-        out = u * (1.0 + self.gamma(noise)).view(shape)
-        out.add_(self.beta(noise).view(shape))
-        F.leaky_relu_(out, 0.2)
-        return F.dropout(out, self.dropout, self.training) if self.dropout > 0 else out
+        out = torch.addcmul(shift.view(shape), u, scale.view(shape))
+        return F.leaky_relu_(out, 0.2)
 
 
 class UNetRefiner(nn.Module):
@@ -119,7 +130,7 @@ class UNetRefiner(nn.Module):
 
     Input: image x [B, C, H, W] concatenated with F's probabilities p [B, K, H, W]. Encoder: a
     full-resolution block then ``depth`` levels (max-pool 2, block), channels ``width * 2**i``;
-    each block is conv3x3 + BN + LeakyReLU(0.2) + dropout. Decoder: ``depth`` up blocks (see
+    each block is conv3x3 + BN + LeakyReLU(0.2) + channel dropout. Decoder: ``depth`` up blocks (see
     :class:`_UpBlock`), each modulated by the noise: h * (1 + gamma(eps)) + beta(eps) after BN,
     with gamma, beta linear maps of eps. A 1x1 conv gives K logits per sample.
 

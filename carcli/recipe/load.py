@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from pathlib import Path
@@ -28,6 +29,21 @@ class RecipeError(CarsegError):
 
 
 _MISSING = object()
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads `1e-3` (no dot) as a float, as YAML 1.2 does."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 
 def _hints(cls: type) -> dict[str, Any]:
@@ -168,7 +184,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     key, _, raw = text.partition("=")
     key = key.strip()
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = _yaml_load(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
     return key, value
@@ -194,9 +210,11 @@ def _apply_override(raw: dict[str, Any], key: str, value: Any, problems: list[st
             return
         cls = hints[part]
         child = node.get(part)
-        if not isinstance(child, dict):
+        if child is None:
             child = {}
             node[part] = child
+        elif not isinstance(child, dict):
+            return  # the section itself is wrong; _build reports it
         node = child
 
 
@@ -209,7 +227,7 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     if not path.is_file():
         raise CarsegError(f"recipe {path} not found", hint="pass a YAML file, e.g. recipes/toy.yaml")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = _yaml_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -226,8 +244,7 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         key, value = parse_override(text)
         _apply_override(raw, key, value, problems)
     recipe = _build(Recipe, raw, "", problems)
-    if not problems:
-        _check_ranges(recipe, problems)
+    _check_ranges(recipe, problems)  # ill-typed fields kept their (valid) defaults
     if problems:
         raise RecipeError(str(path), problems)
     return recipe
@@ -244,7 +261,12 @@ def recipe_to_yaml(recipe: Recipe) -> str:
 
 def recipe_from_yaml_text(text: str, source: str = "recipe") -> Recipe:
     """Rebuild a Recipe from resolved YAML (as stored in manifests and banks)."""
-    raw = yaml.safe_load(text) or {}
+    try:
+        raw = _yaml_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise CarsegError(f"{source}: malformed YAML ({exc})") from None
+    if not isinstance(raw, dict):
+        raise RecipeError(source, [f"expected a mapping of keys at top level, got {raw!r}"])
     problems: list[str] = []
     recipe = _build(Recipe, raw, "", problems)
     if problems:

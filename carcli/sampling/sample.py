@@ -83,9 +83,9 @@ def run_sample(recipe: Recipe, overwrite: bool = False, quiet: bool = False) -> 
                 manifest.add_input(p)
             plan = {"seed": recipe.seed, "num_samples": s.num_samples, "n": info.n,
                     "chunk_size": s.chunk_size, "inputs": manifest.inputs}
+            # Finished chunks made from the same inputs and settings are reused even with
+            # --overwrite; the old bank stays in place until the new one replaces it.
             partial = out_dir / f".{s.split}.partial"
-            if overwrite and partial.exists():
-                shutil.rmtree(partial)
             _check_plan(partial, plan, rep)
             source = BatchSource(ds)
             chunks = [(a, min(info.n, a + s.chunk_size)) for a in range(0, info.n, s.chunk_size)]

@@ -93,7 +93,7 @@ def run_train_calibrator(recipe: Recipe, resume: bool = False, overwrite: bool =
                 loss.backward()
                 opt.step()
                 step += 1
-                value = float(loss)
+                value = loss.detach().item()
                 check_finite(value, "the cross-entropy", step, last_saved)
                 record = {"step": step, "loss_ce": value, "lr": opt.param_groups[0]["lr"]}
                 if c.val_every and (step % c.val_every == 0 or step == c.steps):

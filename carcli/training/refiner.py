@@ -80,7 +80,7 @@ def refiner_step(nets: Nets, batch: Batch, recipe: Recipe, task: str, num_classe
             nets.opt_D.zero_grad(set_to_none=True)
             loss_d.backward()
             nets.opt_D.step()
-            out["loss_d"] = float(loss_d)
+            out["loss_d"] = loss_d.detach().item()
 
     # G: L_G = w_adv * L_adv + w_cal * L_cal, D's parameters accumulate no gradient.
     nets.D.requires_grad_(False)
@@ -98,7 +98,8 @@ def refiner_step(nets: Nets, batch: Batch, recipe: Recipe, task: str, num_classe
     nets.opt_G.zero_grad(set_to_none=True)
     loss_g.backward()
     nets.opt_G.step()
-    out.update(loss_g=float(loss_g), loss_adv=float(loss_adv), loss_cal=float(loss_cal))
+    out.update(loss_g=loss_g.detach().item(), loss_adv=loss_adv.detach().item(),
+               loss_cal=loss_cal.detach().item())
     return out
 
 
