@@ -222,8 +222,14 @@ class _Tiny(torch.nn.Module):
 
 
 def _meta() -> dict[str, object]:
-    return {"stage": "calibrator", "role": "calibrator", "arch": "mlp",
-            "config": {"width": 4, "depths": [1, 2]}, "step": 12, "recipe_sha": "ab12cd"}
+    return {
+        "stage": "calibrator",
+        "role": "calibrator",
+        "arch": "mlp",
+        "config": {"width": 4, "depths": [1, 2]},
+        "step": 12,
+        "recipe_sha": "ab12cd",
+    }
 
 
 def test_save_and_load_weights(tmp_path: Path) -> None:
@@ -283,8 +289,9 @@ def test_corrupt_safetensors(tmp_path: Path, damage: str) -> None:
     assert str(path) in str(info.value) and MAKE in str(info.value)
 
 
-def _train(model: torch.nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator,
-           steps: int) -> None:
+def _train(
+    model: torch.nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator, steps: int
+) -> None:
     model.train()
     for _ in range(steps):
         x = torch.randn(5, 3, generator=gen)
@@ -302,8 +309,9 @@ def test_training_state_round_trip(tmp_path: Path) -> None:
     _train(model, opt, gen, 3)
     path = tmp_path / "last.safetensors"
     info = {"step": 3, "best": 0.25, "numpy_rng": {"state": [1, 2, 3]}}
-    save_training_state(path, models={"f": model}, optimizers={"f": opt},
-                        generators={"data": gen}, info=info)
+    save_training_state(
+        path, models={"f": model}, optimizers={"f": opt}, generators={"data": gen}, info=info
+    )
     global_state = torch.get_rng_state()
     assert _names(tmp_path) == ["last.safetensors"]
 
@@ -311,8 +319,9 @@ def test_training_state_round_trip(tmp_path: Path) -> None:
     model2 = _Tiny()
     opt2 = torch.optim.Adam(model2.parameters(), lr=0.5)
     gen2 = torch.Generator().manual_seed(123)
-    got = load_training_state(path, models={"f": model2}, optimizers={"f": opt2},
-                              generators={"data": gen2}, make_cmd=MAKE)
+    got = load_training_state(
+        path, models={"f": model2}, optimizers={"f": opt2}, generators={"data": gen2}, make_cmd=MAKE
+    )
     assert got == info
     for key, value in model.state_dict().items():
         assert torch.equal(model2.state_dict()[key], value), key
@@ -324,8 +333,10 @@ def test_training_state_round_trip(tmp_path: Path) -> None:
     for pid, st in sd["state"].items():
         assert set(sd2["state"][pid]) == set(st)
         for key in ("step", "exp_avg", "exp_avg_sq"):
-            assert torch.equal(torch.as_tensor(sd2["state"][pid][key]),
-                               torch.as_tensor(st[key])), (pid, key)
+            assert torch.equal(torch.as_tensor(sd2["state"][pid][key]), torch.as_tensor(st[key])), (
+                pid,
+                key,
+            )
     assert float(sd2["state"][0]["step"]) == 3
     g, g2 = sd["param_groups"][0], sd2["param_groups"][0]
     assert g2["lr"] == 1e-2 and tuple(g2["betas"]) == (0.5, 0.99)
@@ -342,12 +353,12 @@ def test_training_state_refuses_other_networks(tmp_path: Path) -> None:
     model = _Tiny()
     opt = torch.optim.Adam(model.parameters())
     path = tmp_path / "last.safetensors"
-    save_training_state(path, models={"f": model}, optimizers={"f": opt}, generators={},
-                        info={"step": 0})
+    save_training_state(
+        path, models={"f": model}, optimizers={"f": opt}, generators={}, info={"step": 0}
+    )
     other = torch.nn.Linear(3, 2)
     with pytest.raises(CarsegError, match="does not fit"):
-        load_training_state(path, models={"f": other}, optimizers={}, generators={},
-                            make_cmd=MAKE)
+        load_training_state(path, models={"f": other}, optimizers={}, generators={}, make_cmd=MAKE)
 
 
 def test_training_state_is_not_a_weights_file(tmp_path: Path) -> None:
@@ -355,9 +366,9 @@ def test_training_state_is_not_a_weights_file(tmp_path: Path) -> None:
     path = tmp_path / "model.safetensors"
     save_weights(path, model, _meta())
     with pytest.raises(CarsegError, match="schema"):
-        load_training_state(path, models={"f": model}, optimizers={}, generators={},
-                            make_cmd=MAKE)
+        load_training_state(path, models={"f": model}, optimizers={}, generators={}, make_cmd=MAKE)
     (tmp_path / "last.safetensors").write_bytes(b"junk")
     with pytest.raises(CarsegError, match="not a readable safetensors"):
-        load_training_state(tmp_path / "last.safetensors", models={}, optimizers={},
-                            generators={}, make_cmd=MAKE)
+        load_training_state(
+            tmp_path / "last.safetensors", models={}, optimizers={}, generators={}, make_cmd=MAKE
+        )

@@ -24,8 +24,7 @@ from carcli.errors import CarsegError
 
 REPO = Path(__file__).resolve().parents[1]
 TOY = REPO / "recipes" / "toy.yaml"
-STAGES = ("prepare", "train-calibrator", "train-refiner", "sample", "evaluate",
-          "plot-reliability")
+STAGES = ("prepare", "train-calibrator", "train-refiner", "sample", "evaluate", "plot-reliability")
 
 runner = CliRunner()
 
@@ -55,7 +54,7 @@ def _error_lines(result) -> list[str]:
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("carseg: error: ")]
     assert errors, lines
-    assert lines[-len(errors):] == errors, lines  # the errors come last, nothing after them
+    assert lines[-len(errors) :] == errors, lines  # the errors come last, nothing after them
     return errors
 
 
@@ -123,18 +122,38 @@ def test_validate_prepared_without_files(tmp_path: Path) -> None:
 
 
 def test_validate_real_source_without_raw(tmp_path: Path) -> None:
-    lines = _error_lines(_invoke("validate", TOY, "data.source=lidc-png",
-                                 f"data.raw={tmp_path / 'nowhere'}", *_isolated(tmp_path)))
+    lines = _error_lines(
+        _invoke(
+            "validate",
+            TOY,
+            "data.source=lidc-png",
+            f"data.raw={tmp_path / 'nowhere'}",
+            *_isolated(tmp_path),
+        )
+    )
     assert any("carseg prepare" in line and "train.h5" in line for line in lines)
 
 
 def test_validate_pickle_needs_opt_in(tmp_path: Path) -> None:
     (tmp_path / "raw").mkdir()
-    lines = _error_lines(_invoke("validate", TOY, "data.source=lidc-pickle",
-                                 f"data.raw={tmp_path / 'raw'}", *_isolated(tmp_path)))
+    lines = _error_lines(
+        _invoke(
+            "validate",
+            TOY,
+            "data.source=lidc-pickle",
+            f"data.raw={tmp_path / 'raw'}",
+            *_isolated(tmp_path),
+        )
+    )
     assert any("data.allow_pickle" in line for line in lines)
-    result = _invoke("validate", TOY, "data.source=lidc-pickle", "data.allow_pickle=true",
-                     f"data.raw={tmp_path / 'raw'}", *_isolated(tmp_path))
+    result = _invoke(
+        "validate",
+        TOY,
+        "data.source=lidc-pickle",
+        "data.allow_pickle=true",
+        f"data.raw={tmp_path / 'raw'}",
+        *_isolated(tmp_path),
+    )
     assert result.exit_code == 0, result.output
 
 
@@ -177,8 +196,9 @@ def _break_shape(h5: h5py.File) -> None:
     ],
     ids=["missing", "dtype", "class-id", "weights", "shape"],
 )
-def test_validate_rejects_a_bad_dataset(tmp_path: Path, tiny_data_dir: Path, breaker,
-                                        needle: str) -> None:
+def test_validate_rejects_a_bad_dataset(
+    tmp_path: Path, tiny_data_dir: Path, breaker, needle: str
+) -> None:
     bad = tiny_data_dir / "val.h5"
     with h5py.File(bad, "a") as h5:
         breaker(h5)
@@ -198,13 +218,22 @@ def test_validate_reports_several_bad_files(tmp_path: Path, tiny_data_dir: Path)
 
 def test_misspelled_override_names_the_close_match(tmp_path: Path) -> None:
     lines = _error_lines(_invoke("validate", TOY, "refiner.stepz=3", *_isolated(tmp_path)))
-    assert lines == [f"carseg: error: {TOY}: refiner.stepz -> unknown key; "
-                     "did you mean refiner.steps?"]
+    assert lines == [
+        f"carseg: error: {TOY}: refiner.stepz -> unknown key; did you mean refiner.steps?"
+    ]
 
 
 def test_three_bad_overrides_three_lines(tmp_path: Path) -> None:
-    lines = _error_lines(_invoke("validate", TOY, "refiner.lr=fast", "seed=x",
-                                 "refiner.calibration_loss=mse", *_isolated(tmp_path)))
+    lines = _error_lines(
+        _invoke(
+            "validate",
+            TOY,
+            "refiner.lr=fast",
+            "seed=x",
+            "refiner.calibration_loss=mse",
+            *_isolated(tmp_path),
+        )
+    )
     assert len(lines) == 3
 
 
@@ -221,8 +250,9 @@ def test_malformed_recipe(tmp_path: Path) -> None:
 
 
 def test_debug_lets_the_exception_through(tmp_path: Path) -> None:
-    result = _invoke("validate", TOY, "refiner.stepz=3", *_isolated(tmp_path),
-                     env={"CARSEG_DEBUG": "1"})
+    result = _invoke(
+        "validate", TOY, "refiner.stepz=3", *_isolated(tmp_path), env={"CARSEG_DEBUG": "1"}
+    )
     assert result.exit_code == 1
     assert isinstance(result.exception, CarsegError)
     assert "did you mean refiner.steps" in str(result.exception)
@@ -260,8 +290,15 @@ def test_show_output_is_a_loadable_recipe(tmp_path: Path) -> None:
 
 
 def test_prepare_tiny_then_refuse_to_overwrite(tmp_path: Path) -> None:
-    args = ("prepare", TOY, "data.num_train=8", "data.num_val=4", "data.num_test=4",
-            "--quiet", *_isolated(tmp_path))
+    args = (
+        "prepare",
+        TOY,
+        "data.num_train=8",
+        "data.num_val=4",
+        "data.num_test=4",
+        "--quiet",
+        *_isolated(tmp_path),
+    )
     result = _invoke(*args)
     assert result.exit_code == 0, result.output
     data = tmp_path / "data"
@@ -287,8 +324,7 @@ def test_prepare_tiny_then_refuse_to_overwrite(tmp_path: Path) -> None:
 
 
 def test_prepare_prepared_without_files(tmp_path: Path) -> None:
-    (line,) = _error_lines(_invoke("prepare", TOY, "data.source=prepared",
-                                   *_isolated(tmp_path)))
+    (line,) = _error_lines(_invoke("prepare", TOY, "data.source=prepared", *_isolated(tmp_path)))
     assert "train.h5" in line
 
 
@@ -309,13 +345,27 @@ def test_installed_carseg(tmp_path: Path) -> None:
     exe = str(_carseg())
 
     def run(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([exe, *args], cwd=tmp_path, env={**env, **extra},
-                              capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [exe, *args],
+            cwd=tmp_path,
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     probe = subprocess.run(
-        [sys.executable, "-c", "import sys, carcli.cli.app; "
-         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'h5py')))"],
-        capture_output=True, text=True, timeout=60, env=env)
+        [
+            sys.executable,
+            "-c",
+            "import sys, carcli.cli.app; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'h5py')))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert probe.returncode == 0, probe.stderr
     assert probe.stdout.strip() == "[]"
 
@@ -336,7 +386,8 @@ def test_installed_carseg(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "Traceback" not in result.stderr + result.stdout
     assert result.stderr.strip().splitlines() == [
-        f"carseg: error: {TOY}: refiner.stepz -> unknown key; did you mean refiner.steps?"]
+        f"carseg: error: {TOY}: refiner.stepz -> unknown key; did you mean refiner.steps?"
+    ]
 
     result = run("validate", str(TOY), "--bogus")
     assert result.returncode == 2

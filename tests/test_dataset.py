@@ -116,8 +116,16 @@ def test_read_rows_keeps_requested_order(make_arrays, tmp_path: Path, write_spli
 
 
 def test_other_size_channels_and_classes(tmp_path: Path, write_split) -> None:
-    path = write_split(tmp_path / "a.h5", n=3, annotations=3, channels=1, height=48, width=64,
-                       num_classes=5, eval_classes=[1, 3])
+    path = write_split(
+        tmp_path / "a.h5",
+        n=3,
+        annotations=3,
+        channels=1,
+        height=48,
+        width=64,
+        num_classes=5,
+        eval_classes=[1, 3],
+    )
     info = validate_dataset(path)
     assert info.in_channels == 1 and info.num_classes == 5 and info.num_annotations == 3
     assert info.image_shape == (1, 48, 64) and info.label_shape == (48, 64)
@@ -171,8 +179,9 @@ def test_regression_files(tmp_path: Path) -> None:
     image = rng.standard_normal((5, 2)).astype(np.float32)
     label = rng.standard_normal((5, 2, 3)).astype(np.float32)
     weight = np.array([[0.9, 0.1]] * 5, np.float32)
-    path = write_dataset(tmp_path / "r.h5", image=image, label=label, label_weight=weight,
-                         task="regression")
+    path = write_dataset(
+        tmp_path / "r.h5", image=image, label=label, label_weight=weight, task="regression"
+    )
     info = validate_dataset(path)
     assert info.task == "regression"
     assert (info.n, info.num_annotations) == (5, 2)
@@ -187,8 +196,7 @@ def test_regression_files(tmp_path: Path) -> None:
         (np.zeros((5, 2), np.float32), np.zeros((5, 2, 3), np.uint8), "expected float32"),
         (np.zeros((5, 2), np.float32), np.full((5, 2, 3), np.nan, np.float32), "label holds NaN"),
         (np.zeros((5, 2), np.float32), np.zeros((5, 3), np.float32), "expected 3 dimensions"),
-        (np.zeros((5, 2, 1), np.float32), np.zeros((5, 2, 3), np.float32),
-         "expected 2 dimensions"),
+        (np.zeros((5, 2, 1), np.float32), np.zeros((5, 2, 3), np.float32), "expected 2 dimensions"),
         (np.zeros((4, 2), np.float32), np.zeros((5, 2, 3), np.float32), "5 rows but image has 4"),
     ],
 )
@@ -221,16 +229,19 @@ def test_image_wrong_dtype(tiny_dataset: Path) -> None:
 
 
 def test_label_weight_wrong_dtype(tiny_dataset: Path) -> None:
-    _edit(tiny_dataset, lambda h5: _replace(h5, "label_weight",
-                                            h5["label_weight"][()].astype(np.float64)))
+    _edit(
+        tiny_dataset,
+        lambda h5: _replace(h5, "label_weight", h5["label_weight"][()].astype(np.float64)),
+    )
     _one_error(tiny_dataset, "label_weight has dtype float64")
 
 
 def test_class_id_out_of_range(make_arrays, tmp_path: Path, write_split) -> None:
     label = make_arrays()["label"]
     label[2, 1, 5, 7] = 3  # num_classes is 3
-    _one_error(write_split(tmp_path / "a.h5", label=label), "label row 2", "class id 3",
-               "num_classes 3")
+    _one_error(
+        write_split(tmp_path / "a.h5", label=label), "label row 2", "class id 3", "num_classes 3"
+    )
 
 
 def test_non_default_ignore_index(make_arrays, tmp_path: Path, write_split) -> None:
@@ -256,8 +267,7 @@ def test_label_weights_must_be_non_negative(make_arrays, tmp_path: Path, write_s
 
 
 def test_label_weight_shape(tiny_dataset: Path) -> None:
-    _edit(tiny_dataset, lambda h5: _replace(h5, "label_weight", np.full((4, 3), 1 / 3,
-                                                                        np.float32)))
+    _edit(tiny_dataset, lambda h5: _replace(h5, "label_weight", np.full((4, 3), 1 / 3, np.float32)))
     _one_error(tiny_dataset, "label_weight has shape (4, 3)", "(4, 2)")
 
 
@@ -381,7 +391,7 @@ def test_corrupt_chunk_data(tiny_dataset: Path, name: str) -> None:
     with h5py.File(tiny_dataset) as h5:
         chunk = h5[name].id.get_chunk_info(1)
     data = bytearray(tiny_dataset.read_bytes())
-    data[chunk.byte_offset: chunk.byte_offset + chunk.size] = b"\xab" * chunk.size
+    data[chunk.byte_offset : chunk.byte_offset + chunk.size] = b"\xab" * chunk.size
     tiny_dataset.write_bytes(bytes(data))
     with pytest.raises(CarsegError) as info:
         validate_dataset(tiny_dataset)

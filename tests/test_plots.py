@@ -40,7 +40,8 @@ def make_labels(k: int) -> tuple[np.ndarray, np.ndarray]:
     return label, weight
 
 
-def make_run(root: Path, k: int, f_is_truth: bool = True, seed: int = 0) -> Recipe:
+def make_run(root: Path, k: int, f_is_truth: bool = True, seed: int = 0, m: int = M,
+             weighted: bool = True) -> Recipe:
     """Dataset test split, a bank of BANK_ROWS and a recipe pointing at both, under root."""
     rng = np.random.default_rng(seed)
     label, weight = make_labels(k)
@@ -48,12 +49,15 @@ def make_run(root: Path, k: int, f_is_truth: bool = True, seed: int = 0) -> Reci
     data_dir, run_dir = root / "data", root / "run"
     data_dir.mkdir(parents=True)
     names = ["background"] + [f"class {c}" for c in range(1, k)]
-    write_dataset(data_dir / "test.h5", image=image, label=label, label_weight=weight,
+    if not weighted:
+        weight = np.full_like(weight, 1.0 / A)
+    write_dataset(data_dir / "test.h5", image=image, label=label,
+                  label_weight=weight if weighted else None,
                   num_classes=k, class_names=names, ignore_index=IGNORE)
     with DatasetFile(data_dir / "test.h5") as ds:
         info = ds.info
     (run_dir / "samples").mkdir(parents=True)
-    h5 = create_bank(run_dir / "samples" / "test.h5", info, len(BANK_ROWS), M,
+    h5 = create_bank(run_dir / "samples" / "test.h5", info, len(BANK_ROWS), m,
                      {"split": "test"})
     with h5:
         for j, row in enumerate(BANK_ROWS):
@@ -61,7 +65,7 @@ def make_run(root: Path, k: int, f_is_truth: bool = True, seed: int = 0) -> Reci
             p = q if f_is_truth else rng.dirichlet(np.ones(k), size=(HW, HW)).transpose(2, 0, 1)
             p = np.where(q.sum(0) > 0, p, 1.0 / k)  # ignored pixels: uniform
             h5["calibration"][j] = p.astype(np.float16)
-            picks = rng.choice(A, size=M, p=weight[row] / weight[row].sum())
+            picks = rng.choice(A, size=m, p=weight[row] / weight[row].sum())
             s = label[row][picks].copy()
             s[s == IGNORE] = 0
             h5["samples"][j] = s
@@ -206,3 +210,12 @@ def test_select_images_most_ambiguous_then_calm() -> None:
     assert select_images(ent, present, 4) == [4, 1, 5, 3]  # calm: most classes among ties
     assert select_images(ent, present, 1) == [4]
     assert select_images(ent[:2], present[:2], 4) == [1, 0]
+
+
+def test_few_samples_and_uniform_weights(tmp_path: Path) -> None:
+    recipe = make_run(tmp_path, 3, m=2, weighted=False)
+    run_plot_reliability(recipe, quiet=True, n_images=3)
+    rows = read_csv(Path(recipe.run_dir) / "plots" / "test" / "samples.csv")
+    assert len(rows) == 3
+    assert all(r["sample_indices"] == "0;1" and r["ged_2"] for r in rows)
+    assert rows[-1]["mode_weights_shown"] == "1"  # image 0: three identical annotations

@@ -83,8 +83,12 @@ def test_every_schema_field_has_a_docstring() -> None:
         for i, node in enumerate(body):
             if isinstance(node, ast.AnnAssign):
                 nxt = body[i + 1] if i + 1 < len(body) else None
-                ok = (isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
-                      and isinstance(nxt.value.value, str) and nxt.value.value.strip())
+                ok = (
+                    isinstance(nxt, ast.Expr)
+                    and isinstance(nxt.value, ast.Constant)
+                    and isinstance(nxt.value.value, str)
+                    and nxt.value.value.strip()
+                )
                 if not ok:
                     missing.append(f"{cls.name}.{node.target.id}")  # type: ignore[attr-defined]
     assert not missing
@@ -226,8 +230,10 @@ def test_override_types_are_checked(override: str, expected: str) -> None:
 
 
 def test_override_lists_use_yaml_flow() -> None:
-    r = load_recipe(TOY, ["evaluate.ged_counts=[1,2]", "refiner.betas=[0.9, 0.999]",
-                          "calibrator.lr_milestones=[]"])
+    r = load_recipe(
+        TOY,
+        ["evaluate.ged_counts=[1,2]", "refiner.betas=[0.9, 0.999]", "calibrator.lr_milestones=[]"],
+    )
     assert r.evaluate.ged_counts == [1, 2]
     assert r.refiner.betas == [0.9, 0.999]
     assert r.calibrator.lr_milestones == []
@@ -241,8 +247,9 @@ def test_override_list_elements_are_checked() -> None:
 
 
 def test_override_null_for_optional() -> None:
-    r = load_recipe(TOY, ["calibrator.width=null", "discriminator.max_accuracy=~",
-                          "data.raw=/some/where"])
+    r = load_recipe(
+        TOY, ["calibrator.width=null", "discriminator.max_accuracy=~", "data.raw=/some/where"]
+    )
     assert r.calibrator.width is None
     assert r.discriminator.max_accuracy is None
     assert r.data.raw == "/some/where"
@@ -279,8 +286,9 @@ def test_override_errors_all_reported_with_the_recipe_path() -> None:
 
 
 def test_overrides_apply_in_order_and_create_sections(tmp_path: Path) -> None:
-    r = load_recipe(_write(tmp_path, "name: a\n"),
-                    ["refiner.steps=5", "refiner.steps=6", "sample.batch_size=3"])
+    r = load_recipe(
+        _write(tmp_path, "name: a\n"), ["refiner.steps=5", "refiner.steps=6", "sample.batch_size=3"]
+    )
     assert r.refiner.steps == 6 and r.sample.batch_size == 3
     # sibling keys of the file keep their values
     r = load_recipe(TOY, ["refiner.steps=7"])
@@ -319,9 +327,15 @@ def test_range_checks(override: str, expected: str) -> None:
     assert _problems(TOY, [override]) == [expected]
 
 
-@pytest.mark.parametrize("override", ["refiner.betas=[0.5]", "refiner.betas=[0.5, 1.0]",
-                                      "calibrator.lr_milestones=[10, 5]",
-                                      "evaluate.ged_counts=[16, 0]"])
+@pytest.mark.parametrize(
+    "override",
+    [
+        "refiner.betas=[0.5]",
+        "refiner.betas=[0.5, 1.0]",
+        "calibrator.lr_milestones=[10, 5]",
+        "evaluate.ged_counts=[16, 0]",
+    ],
+)
 def test_list_range_checks(override: str) -> None:
     (problem,) = _problems(TOY, [override])
     assert problem.startswith(override.split("=")[0])
@@ -336,8 +350,17 @@ def test_valid_edge_values() -> None:
 
 
 def test_yaml_round_trip_with_overrides() -> None:
-    r = load_recipe(TOY, ["calibrator.width=null", "refiner.lr=1e-5", "evaluate.ged_counts=[3]",
-                          "data.raw=/x y/z", "name='run: 1'", "discriminator.max_accuracy=null"])
+    r = load_recipe(
+        TOY,
+        [
+            "calibrator.width=null",
+            "refiner.lr=1e-5",
+            "evaluate.ged_counts=[3]",
+            "data.raw=/x y/z",
+            "name='run: 1'",
+            "discriminator.max_accuracy=null",
+        ],
+    )
     text = recipe_to_yaml(r)
     back = recipe_from_yaml_text(text)
     assert back == r

@@ -21,6 +21,7 @@ class Batch:
     image: torch.Tensor  # [B, C, H, W] float32 (regression: [B, D_in])
     cond: torch.Tensor  # F's input: image (+ black box), [B, C + K_b, H, W]
     label: torch.Tensor  # [B, H, W] long, one annotation per image (regression: [B, D_out])
+    soft: torch.Tensor | None = None  # [B, K, H, W] label distribution (when asked for)
 
 
 def blackbox_channels(bb: np.ndarray, info: DatasetInfo) -> np.ndarray:
@@ -32,6 +33,18 @@ def blackbox_channels(bb: np.ndarray, info: DatasetInfo) -> np.ndarray:
             onehot[:, c] = bb == c
         return onehot
     return bb.astype(np.float32)
+
+
+def label_distribution(labels: np.ndarray, weights: np.ndarray, num_classes: int,
+                       ignore_index: int) -> np.ndarray:
+    """q [B, K, H, W] = sum_a w_a onehot(y_a); pixels ignored in any annotation are all zero."""
+    q = np.zeros((labels.shape[0], num_classes, *labels.shape[2:]), dtype=np.float32)
+    w = weights.astype(np.float32)
+    for c in range(num_classes):
+        q[:, c] = np.einsum("ba,bahw->bhw", w, (labels == c).astype(np.float32))
+    ignored = ((labels == ignore_index) & (w[:, :, None, None] > 0)).any(1)
+    q[np.broadcast_to(ignored[:, None], q.shape)] = 0
+    return q
 
 
 class BatchSource:
@@ -53,8 +66,9 @@ class BatchSource:
         return self.ds.read_rows(name, idx)
 
     def get(self, idx: np.ndarray, rng: np.random.Generator | None,
-            annotation: np.ndarray | None = None) -> Batch:
-        """Images `idx`; one annotation each, drawn by label_weight with `rng` (or given)."""
+            annotation: np.ndarray | None = None, soft: bool = False) -> Batch:
+        """Images `idx`; one annotation each, drawn by label_weight with `rng` (or given);
+        with `soft`, also the label distribution (ignore pixels: all-zero rows)."""
         idx = np.asarray(idx, dtype=np.int64)
         image = self.rows("image", idx).astype(np.float32)
         labels = self.rows("label", idx)
@@ -65,11 +79,16 @@ class BatchSource:
             annotation = (w.cumsum(axis=1) < u[:, None] * w.sum(axis=1, keepdims=True)).sum(1)
             annotation = np.minimum(annotation, w.shape[1] - 1)
         label = labels[np.arange(len(idx)), annotation]
+        if soft:
+            q = label_distribution(labels, self.weights[idx], self.info.num_classes,
+                                   self.info.ignore_index)
         bb = self.rows("blackbox", idx) if self.info.blackbox_channels else None
         if self.flip and rng is not None and self.info.task == "segmentation":
             flips = rng.random(len(idx)) < 0.5
             image[flips] = image[flips][..., ::-1]
             label[flips] = label[flips][..., ::-1]
+            if soft:
+                q[flips] = q[flips][..., ::-1]
             if bb is not None:
                 bb[flips] = bb[flips][..., ::-1]
         cond = image
@@ -78,7 +97,8 @@ class BatchSource:
         lab = torch.from_numpy(np.ascontiguousarray(label))
         lab = lab.long() if self.info.task == "segmentation" else lab.float()
         return Batch(torch.from_numpy(np.ascontiguousarray(image)),
-                     torch.from_numpy(np.ascontiguousarray(cond)), lab)
+                     torch.from_numpy(np.ascontiguousarray(cond)), lab,
+                     torch.from_numpy(np.ascontiguousarray(q)) if soft else None)
 
     def random_indices(self, rng: np.random.Generator, batch_size: int) -> np.ndarray:
         n = self.info.n

@@ -8,7 +8,11 @@ from carcli.losses.adversarial import (
 )
 from carcli.losses.calibration import calibration_loss
 from carcli.losses.regression import gaussian_nll, regression_calibration_loss
-from carcli.losses.segmentation import cross_entropy, sample_cross_entropy
+from carcli.losses.segmentation import (
+    cross_entropy,
+    expected_cross_entropy,
+    sample_cross_entropy,
+)
 
 __all__ = [
     "adversarial_loss",
@@ -16,6 +20,7 @@ __all__ = [
     "cross_entropy",
     "discriminator_accuracy",
     "discriminator_loss",
+    "expected_cross_entropy",
     "gaussian_nll",
     "r1_penalty",
     "regression_calibration_loss",

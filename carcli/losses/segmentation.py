@@ -34,3 +34,18 @@ def sample_cross_entropy(sample_logits: Tensor, target: Tensor, ignore_index: in
     b, m = sample_logits.shape[:2]
     flat = sample_logits.reshape(b * m, *sample_logits.shape[2:])
     return cross_entropy(flat, target.repeat_interleave(m, dim=0), ignore_index)
+
+
+def expected_cross_entropy(logits: Tensor, target_probs: Tensor, valid: Tensor) -> Tensor:
+    """L_ce in expectation over the annotations: -sum_k q_k log p_k with q [B, K, H, W] the
+    label distribution (sum of label_weight-weighted one-hots), mean over valid pixels [B, H, W].
+
+    Same expected loss and optimum as drawing one annotation per step, without its variance.
+    """
+    if logits.shape != target_probs.shape or valid.shape != logits.shape[:1] + logits.shape[2:]:
+        raise ValueError(
+            f"expected_cross_entropy: logits {tuple(logits.shape)}, targets "
+            f"{tuple(target_probs.shape)} and mask {tuple(valid.shape)} do not match"
+        )
+    per_px = -(target_probs * F.log_softmax(logits.float(), dim=1)).sum(1)
+    return (per_px * valid).sum() / valid.sum().clamp_min(1)

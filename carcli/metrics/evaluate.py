@@ -150,7 +150,7 @@ def print_table(summary: dict[str, Any], rep: Reporter) -> None:
         table.add_row("samples within IoU 0.8 of mode", _fmt(modes.get("within_0.8")),
                       _fmt(modes.get("oracle_within_0.8")))
     names = summary.get("class_names") or {}
-    per_class = (summary.get("class_calibration") or {}).get("per_class") or {}
+    per_class = (summary.get("class_calibration") or {}).get("classes") or {}
     for k, c in per_class.items():
         if c.get("true") is not None:
             name = names[int(k)] if int(k) < len(names) else k

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from carcli.models.blocks import (
+    channels_last,
     check_channels,
     check_divisible,
     check_dropout,
@@ -87,6 +88,7 @@ class SegNetCalibrator(nn.Module):
                 layers.append(nn.Dropout(dropout))
             self.up.append(nn.Sequential(*layers))
         self.head = nn.Conv2d(chans[0], num_classes, 1)
+        channels_last(self)
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits [B, K, H, W] for an input [B, C, H, W]."""
@@ -100,7 +102,7 @@ class SegNetCalibrator(nn.Module):
         for block, idx in zip(self.up, reversed(indices), strict=True):
             x = F.max_unpool2d(x, idx, 2, 2)
             x = block(x)
-        return self.head(x)
+        return self.head(x).contiguous()
 
 
 class ConvNetCalibrator(nn.Module):
@@ -142,11 +144,12 @@ class ConvNetCalibrator(nn.Module):
             ]
         )
         self.head = nn.Conv2d(width, num_classes, 1)
+        channels_last(self)
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits [B, K, H, W] for an input [B, C, H, W]."""
         check_channels("convnet calibrator", x, self.in_channels, "input channels")
-        return self.head(self.body(x))
+        return self.head(self.body(x)).contiguous()
 
 
 class MLPCalibrator(nn.Module):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from carcli.models.blocks import check_channels, check_positive, mlp
+from carcli.models.blocks import channels_last, check_channels, check_positive, mlp
 
 
 def pair_inputs(name: str, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -89,6 +89,7 @@ class DCGANDiscriminator(_ConvDiscriminator):
             prev = c
         self.features = nn.Sequential(*layers)
         self.linear = nn.Linear(prev, 1)
+        channels_last(self)
 
 
 class PixelDiscriminator(_ConvDiscriminator):
@@ -135,6 +136,7 @@ class PixelDiscriminator(_ConvDiscriminator):
             nn.Conv2d(8 * width, width, 4), act(),
         )  # fmt: skip
         self.linear = nn.Linear(width, 1)
+        channels_last(self)
 
 
 class MLPDiscriminator(nn.Module):

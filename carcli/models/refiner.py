@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from carcli.models.blocks import (
+    channels_last,
     check_channels,
     check_divisible,
     check_dropout,
@@ -180,6 +181,7 @@ class UNetRefiner(nn.Module):
             for i in range(depth, 0, -1)
         )
         self.head = nn.Conv2d(chans[0], num_classes, 1)
+        channels_last(self)
 
     def encode(self, x: Tensor, p: Tensor) -> list[Tensor]:
         """Encoder features of (x, p), finest first (run once per input image)."""
@@ -198,7 +200,7 @@ class UNetRefiner(nn.Module):
         for i, block in enumerate(self.decoder):
             h = block(h, feats[-2 - i], eps, expand=i == 0)
         logits = self.head(h)
-        logits = logits.view(batch, samples, *logits.shape[1:])
+        logits = logits.contiguous().view(batch, samples, *logits.shape[1:])
         if self.residual_logits:
             logits = logits + torch.log(p.clamp_min(LOG_EPS)).to(logits.dtype).unsqueeze(1)
         return logits

@@ -18,7 +18,7 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from carcli.artefacts.run import (
     Manifest,
@@ -35,6 +35,9 @@ from carcli.recipe.load import recipe_to_dict
 from carcli.recipe.schema import Recipe
 from carcli.sampling.bank import Bank
 from carcli.ui import Reporter
+
+if TYPE_CHECKING:
+    from carcli.plots.stats import ImageView
 
 PLOTS = ("reliability", "class_calibration", "samples")
 RELIABILITY_COLUMNS = ["bin", "lower", "upper", "count", "fraction", "confidence", "accuracy",
@@ -66,7 +69,8 @@ def reliability_table(bins: ReliabilityBins) -> list[dict[str, Any]]:
 
 def class_table(cc: ClassCalibration, class_names: list[str]) -> list[dict[str, Any]]:
     """One row per class with ambiguous pixels: true q, F's mean p, G's frequency, offsets."""
-    res = cc.result()["classes"]
+    out = cc.result()
+    res = out.get("classes") or out.get("per_class") or {}  # the key was renamed once
     rows = []
     for k in range(cc.num_classes):
         r = res[str(k)]
@@ -97,7 +101,8 @@ def save_figure(fig: Any, path: Path) -> None:
             raise CarsegError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
-def _samples_rows(views: list, ged_key: str) -> list[dict[str, Any]]:
+def _samples_rows(views: list[ImageView], ged_key: str) -> list[dict[str, Any]]:
+    """One CSV row per shown image: rows, shown modes and samples, per-image figures."""
     rows = []
     for i, v in enumerate(views):
         rows.append({

@@ -63,6 +63,9 @@ class CalibratorConfig:
     """Optimisation steps."""
     batch_size: int = 32
     """Images per optimisation step."""
+    soft_targets: bool = False
+    """Cross-entropy against the label distribution (all annotations, weighted by
+    label_weight) instead of one drawn annotation per step: same expected loss, less noise."""
     lr: float = 2e-4
     """Adam learning rate."""
     betas: list[float] = field(default_factory=lambda: [0.5, 0.99])

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from carcli.data.batches import BatchSource
 from carcli.data.dataset import DatasetFile, split_path
 from carcli.errors import CarsegError
-from carcli.losses import cross_entropy, gaussian_nll
+from carcli.losses import cross_entropy, expected_cross_entropy, gaussian_nll
 from carcli.recipe.schema import Recipe
 from carcli.training.common import (
     MetricsLog, TrainingStage, adam, check_finite, lr_at, rng_from_state, rng_state, set_lr,
@@ -24,8 +24,10 @@ MAKE_CMD = "carseg train-calibrator RECIPE"
 
 
 def calibrator_loss(model: torch.nn.Module, cond: torch.Tensor, label: torch.Tensor,
-                    task: str, ignore_index: int) -> torch.Tensor:
+                    task: str, ignore_index: int, soft: torch.Tensor | None = None) -> torch.Tensor:
     out = model(cond)
+    if soft is not None:
+        return expected_cross_entropy(out, soft, soft.sum(1) > 0)
     if task == "segmentation":
         return cross_entropy(out, label, ignore_index=ignore_index)
     return gaussian_nll(out, label)
@@ -86,9 +88,11 @@ def run_train_calibrator(recipe: Recipe, resume: bool = False, overwrite: bool =
         with rep.progress(c.steps, "train-calibrator", start=step) as bar:
             while step < c.steps:
                 set_lr(opt, lr_at(c.lr, c.lr_milestones, c.lr_gamma, step))
-                batch = train.get(train.random_indices(rng, c.batch_size), rng)
+                soft = c.soft_targets and info.task == "segmentation"
+                batch = train.get(train.random_indices(rng, c.batch_size), rng, soft=soft)
                 loss = calibrator_loss(model, batch.cond.to(device), batch.label.to(device),
-                                       info.task, info.ignore_index)
+                                       info.task, info.ignore_index,
+                                       batch.soft.to(device) if soft else None)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

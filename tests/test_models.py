@@ -1,0 +1,277 @@
+"""Networks: shapes, registry errors and configs, the refiner's sampling contract."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from carcli.models import (
+    CALIBRATORS,
+    DISCRIMINATORS,
+    REFINERS,
+    build_calibrator,
+    build_discriminator,
+    build_model,
+    build_refiner,
+    hparam_defaults,
+)
+
+SIZES = [(32, 32), (32, 64)]
+SMALL = {"segnet": {"width": 4}, "convnet": {"width": 4}, "unet": {"width": 4}}
+
+
+def probs(b: int, k: int, h: int, w: int) -> torch.Tensor:
+    return torch.randn(b, k, h, w).softmax(dim=1)
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+# --- calibrators -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("arch", ["segnet", "convnet"])
+def test_calibrator_shapes(arch: str, size: tuple[int, int]) -> None:
+    f = build_calibrator(arch, 3, 5, **SMALL[arch])
+    out = f(torch.randn(2, 3, *size))
+    assert out.shape == (2, 5, *size)
+
+
+def test_segnet_defaults_and_depth() -> None:
+    f = build_calibrator("segnet", 1, 2).eval()
+    assert f.config["width"] == 64 and f.config["depth"] == 4
+    assert f(torch.randn(1, 1, 16, 16)).shape == (1, 2, 16, 16)
+    f2 = build_calibrator("segnet", 1, 3, width=4, depth=2, convs_per_level=1)
+    assert f2(torch.randn(1, 1, 12, 8)).shape == (1, 3, 12, 8)
+
+
+def test_segnet_rejects_indivisible_size() -> None:
+    f = build_calibrator("segnet", 1, 2, width=4)
+    with pytest.raises(ValueError, match="divisible by 16"):
+        f(torch.randn(1, 1, 40, 32))
+
+
+def test_calibrator_rejects_wrong_channels() -> None:
+    f = build_calibrator("convnet", 3, 2, width=4)
+    with pytest.raises(ValueError, match="expected 3 input channels"):
+        f(torch.randn(1, 4, 8, 8))
+
+
+def test_mlp_calibrator() -> None:
+    f = build_calibrator("mlp", 2, 3)
+    assert f(torch.randn(7, 2)).shape == (7, 3)
+    assert sum(isinstance(m, torch.nn.Linear) for m in f.modules()) == 4
+
+
+# --- refiners ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_unet_refiner_shapes(size: tuple[int, int]) -> None:
+    g = build_refiner("unet", 3, 4, 8, width=4)
+    out = g(torch.randn(2, 3, *size), probs(2, 4, *size), num_samples=3)
+    assert out.shape == (2, 3, 4, *size)
+
+
+def test_unet_refiner_128_default_width() -> None:
+    g = build_refiner("unet", 1, 2, 8).eval()
+    with torch.no_grad():
+        out = g(torch.randn(1, 1, 128, 128), probs(1, 2, 128, 128), num_samples=2)
+    assert out.shape == (1, 2, 2, 128, 128)
+
+
+def test_unet_encoder_runs_once_on_b_inputs() -> None:
+    g = build_refiner("unet", 1, 2, 4, width=4)
+    seen: list[int] = []
+    g.encoder.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].shape[0]))
+    out = g(torch.randn(2, 1, 32, 32), probs(2, 2, 32, 32), num_samples=5)
+    assert seen == [2]
+    assert out.shape == (2, 5, 2, 32, 32)
+
+
+def test_unet_noise_controls_samples() -> None:
+    g = build_refiner("unet", 1, 2, 4, width=4).eval()
+    x, p = torch.randn(2, 1, 32, 32), probs(2, 2, 32, 32)
+    a, b = torch.randn(2, 1, 4), torch.randn(2, 1, 4)
+    noise = torch.cat([a, a, b], dim=1)
+    with torch.no_grad():
+        out = g(x, p, noise=noise)
+    assert out.shape == (2, 3, 2, 32, 32)
+    torch.testing.assert_close(out[:, 0], out[:, 1])
+    assert (out[:, 0] - out[:, 2]).abs().max() > 1e-4
+    with torch.no_grad():
+        r1 = g(x, p, num_samples=3, generator=torch.Generator().manual_seed(3))
+        r2 = g(x, p, num_samples=3, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(r1, r2)
+    assert (r1[:, 0] - r1[:, 1]).abs().max() > 1e-4
+
+
+def test_unet_sample_independent_of_batch_companions() -> None:
+    """In eval mode a sample depends only on its own image and noise."""
+    g = build_refiner("unet", 1, 2, 4, width=4).eval()
+    x, p, noise = torch.randn(2, 1, 32, 32), probs(2, 2, 32, 32), torch.randn(2, 3, 4)
+    with torch.no_grad():
+        full = g(x, p, noise=noise)
+        one = g(x[1:], p[1:], noise=noise[1:, 2:])
+    torch.testing.assert_close(full[1:, 2:], one, atol=1e-5, rtol=1e-4)
+
+
+def test_unet_residual_logits_copies_f() -> None:
+    g = build_refiner("unet", 1, 3, 4, width=4)
+    torch.nn.init.zeros_(g.head.weight)
+    torch.nn.init.zeros_(g.head.bias)
+    p = probs(2, 3, 32, 32)
+    out = g(torch.randn(2, 1, 32, 32), p, num_samples=4)
+    torch.testing.assert_close(out.softmax(dim=2), p.unsqueeze(1).expand_as(out))
+    g.residual_logits = False
+    flat = g(torch.randn(2, 1, 32, 32), p, num_samples=2).softmax(dim=2)
+    torch.testing.assert_close(flat, torch.full_like(flat, 1 / 3))
+
+
+def test_unet_channels_last_matches() -> None:
+    g = build_refiner("unet", 1, 2, 4, width=4).eval()
+    x, p, noise = torch.randn(2, 1, 32, 32), probs(2, 2, 32, 32), torch.randn(2, 3, 4)
+    with torch.no_grad():
+        ref = g(x, p, noise=noise)
+        cl = torch.channels_last
+        g.to(memory_format=cl)
+        out = g(x.contiguous(memory_format=cl), p.contiguous(memory_format=cl), noise=noise)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-4)
+
+
+def test_unet_trains() -> None:
+    g = build_refiner("unet", 1, 2, 4, width=4)
+    out = g(torch.randn(2, 1, 32, 32), probs(2, 2, 32, 32), num_samples=3)
+    out.softmax(dim=2)[:, :, 1].mean().backward()
+    grads = [q.grad for q in g.parameters()]
+    assert all(gr is not None and torch.isfinite(gr).all() for gr in grads)
+    assert g.decoder[0].gamma.weight.grad.abs().sum() > 0
+
+
+def test_unet_input_errors() -> None:
+    g = build_refiner("unet", 1, 2, 4, width=4)
+    x, p = torch.randn(2, 1, 32, 32), probs(2, 2, 32, 32)
+    with pytest.raises(ValueError, match="noise must have shape"):
+        g(x, p, noise=torch.randn(2, 3, 5))
+    with pytest.raises(ValueError, match="disagrees"):
+        g(x, p, num_samples=2, noise=torch.randn(2, 3, 4))
+    with pytest.raises(ValueError, match="divisible by 16"):
+        g(torch.randn(2, 1, 24, 32), probs(2, 2, 24, 32))
+    with pytest.raises(ValueError, match="class probabilities"):
+        g(x, probs(2, 3, 32, 32))
+
+
+def test_mlp_refiner() -> None:
+    g = build_refiner("mlp", 1, 1, 1)
+    x, fx = torch.randn(5, 1), torch.randn(5, 1)
+    out = g(x, fx, num_samples=7)
+    assert out.shape == (5, 7, 1)
+    noise = torch.zeros(5, 2, 1)
+    same = g(x, fx, noise=noise)
+    torch.testing.assert_close(same[:, 0], same[:, 1])
+
+
+# --- discriminators ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", SIZES + [(16, 16)])
+@pytest.mark.parametrize("arch", ["dcgan", "pixel"])
+def test_discriminator_shapes(arch: str, size: tuple[int, int]) -> None:
+    d = build_discriminator(arch, 3, 4, width=4)
+    out = d(torch.randn(5, 3, *size), probs(5, 4, *size))
+    assert out.shape == (5,)
+
+
+def test_pixel_discriminator_128_and_pairing() -> None:
+    d = build_discriminator("pixel", 1, 2, width=8)
+    x, y = torch.randn(2, 1, 128, 128), probs(6, 2, 128, 128)
+    paired = d(x, y)
+    assert paired.shape == (6,)
+    torch.testing.assert_close(paired, d(x.repeat_interleave(3, dim=0), y))
+
+
+def test_discriminator_errors() -> None:
+    d = build_discriminator("pixel", 1, 2, width=4)
+    with pytest.raises(ValueError, match="multiple of 16"):
+        d(torch.randn(2, 1, 24, 32), probs(2, 2, 24, 32))
+    with pytest.raises(ValueError, match="cannot be paired"):
+        d(torch.randn(2, 1, 32, 32), probs(3, 2, 32, 32))
+    with pytest.raises(ValueError, match="label channels"):
+        d(torch.randn(2, 1, 32, 32), probs(2, 3, 32, 32))
+
+
+def test_mlp_discriminator() -> None:
+    d = build_discriminator("mlp", 1, 1)
+    assert d(torch.randn(4, 1), torch.randn(4, 1)).shape == (4,)
+    assert d(torch.randn(2, 1), torch.randn(6, 1)).shape == (6,)
+
+
+# --- registry ----------------------------------------------------------------------------
+
+
+def test_registry_names() -> None:
+    assert sorted(CALIBRATORS) == ["convnet", "mlp", "segnet"]
+    assert sorted(REFINERS) == ["mlp", "unet"]
+    assert sorted(DISCRIMINATORS) == ["dcgan", "mlp", "pixel"]
+
+
+def test_unknown_names() -> None:
+    with pytest.raises(ValueError) as err:
+        build_calibrator("segnett", 1, 2)
+    assert str(err.value) == "unknown calibrator 'segnett'; valid: convnet, mlp, segnet"
+    with pytest.raises(ValueError, match="unknown refiner 'unet2'; valid: mlp, unet"):
+        build_refiner("unet2", 1, 2, 8)
+    with pytest.raises(ValueError, match="unknown discriminator 'patch'; valid: dcgan, mlp, pixel"):
+        build_discriminator("patch", 1, 2)
+
+
+def test_unknown_and_bad_hparams() -> None:
+    with pytest.raises(ValueError, match="unknown hyper-parameter 'widht'.*valid: .*width"):
+        build_calibrator("segnet", 1, 2, widht=8)
+    with pytest.raises(ValueError, match="'depth' of refiner 'unet' must be int"):
+        build_refiner("unet", 1, 2, 8, depth="4")
+    with pytest.raises(ValueError, match="width must be > 0"):
+        build_discriminator("dcgan", 1, 2, width=0)
+    with pytest.raises(ValueError, match="dropout must be in"):
+        build_calibrator("convnet", 1, 2, dropout=1.5)
+
+
+def test_hparam_defaults() -> None:
+    assert hparam_defaults("refiner", "unet") == {
+        "width": 32,
+        "depth": 4,
+        "dropout": 0.1,
+        "residual_logits": True,
+    }
+    assert hparam_defaults("discriminator", "pixel") == {"width": 64}
+
+
+@pytest.mark.parametrize(
+    ("kind", "arch", "args"),
+    [
+        ("calibrator", "segnet", (1, 2)),
+        ("calibrator", "convnet", (5, 3)),
+        ("calibrator", "mlp", (1, 1)),
+        ("refiner", "unet", (1, 2, 8)),
+        ("refiner", "mlp", (1, 1, 1)),
+        ("discriminator", "dcgan", (1, 2)),
+        ("discriminator", "pixel", (1, 2)),
+        ("discriminator", "mlp", (1, 1)),
+    ],
+)
+def test_config_rebuilds(kind: str, arch: str, args: tuple[int, ...]) -> None:
+    builder = {"calibrator": build_calibrator, "refiner": build_refiner}.get(
+        kind, build_discriminator
+    )
+    small = {"width": 4} if arch in ("segnet", "convnet", "unet", "dcgan", "pixel") else {}
+    model = builder(arch, *args, **small)
+    config = json.loads(json.dumps(model.config))
+    assert config["arch"] == arch
+    rebuilt = build_model(kind, config)
+    assert rebuilt.config == model.config
+    rebuilt.load_state_dict(model.state_dict())
