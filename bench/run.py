@@ -126,8 +126,9 @@ QUICK = Sizes(
     refiner=RefinerSize(hw=32, batch=2, samples=2, repeats=1),
     sample_128=SampleSize(32, 32, 1, 2, images=2, samples=2, repeats=1),
     sample_256x512=SampleSize(32, 64, 3, 24, images=1, samples=2, repeats=1),
-    evaluate=EvalSize(n=6, samples=8, labels=4, hw=32, ged_counts=(4, 8), hm_iou=4,
-                      r_min=2.0, r_max=6.0),
+    evaluate=EvalSize(
+        n=6, samples=8, labels=4, hw=32, ged_counts=(4, 8), hm_iou=4, r_min=2.0, r_max=6.0
+    ),
 )
 
 
@@ -212,8 +213,9 @@ def count_flops(fn: Callable[[], Any], device: Any) -> float:
     return float(counter.get_total_flops())
 
 
-def entry(value: float, unit: str, flop: float | None = None,
-          seconds: float | None = None) -> dict[str, Any]:
+def entry(
+    value: float, unit: str, flop: float | None = None, seconds: float | None = None
+) -> dict[str, Any]:
     out: dict[str, Any] = {"value": float(value), "unit": unit}
     if flop is not None and seconds is not None:
         out["gflop"] = flop / 1e9
@@ -259,21 +261,35 @@ def bench_refiner_step(d_arch: str, size: RefinerSize, device: Any) -> tuple[dic
     from carcli.training.refiner import Nets, refiner_step
 
     channels, classes, noise_dim = 1, 2, 8
-    recipe = load_recipe(RECIPE, [
-        f"refiner.num_samples={size.samples}", f"refiner.batch_size={size.batch}",
-        "refiner.width=null", "refiner.depth=null", f"refiner.noise_dim={noise_dim}",
-        "refiner.calibration_loss=kl",
-        "calibrator.width=null", "calibrator.depth=null",
-        f"discriminator.arch={d_arch}", "discriminator.width=null",
-        "discriminator.max_accuracy=null", "discriminator.r1_weight=10.0",
-    ])
+    recipe = load_recipe(
+        RECIPE,
+        [
+            f"refiner.num_samples={size.samples}",
+            f"refiner.batch_size={size.batch}",
+            "refiner.width=null",
+            "refiner.depth=null",
+            f"refiner.noise_dim={noise_dim}",
+            "refiner.calibration_loss=kl",
+            "calibrator.width=null",
+            "calibrator.depth=null",
+            f"discriminator.arch={d_arch}",
+            "discriminator.width=null",
+            "discriminator.max_accuracy=null",
+            "discriminator.r1_weight=10.0",
+        ],
+    )
     r, d = recipe.refiner, recipe.discriminator
     torch.manual_seed(0)
     F_net = build_calibrator("segnet", channels, classes).to(device).eval().requires_grad_(False)
     G = build_refiner("unet", channels, classes, noise_dim).to(device).train()
     D = build_discriminator(d_arch, channels, classes).to(device).train()
-    nets = Nets(F_net, G, D, adam(G.parameters(), r.lr, r.betas, r.weight_decay),
-                adam(D.parameters(), d.lr, r.betas, r.weight_decay))
+    nets = Nets(
+        F_net,
+        G,
+        D,
+        adam(G.parameters(), r.lr, r.betas, r.weight_decay),
+        adam(D.parameters(), d.lr, r.betas, r.weight_decay),
+    )
     gen = torch.Generator().manual_seed(1)
     hw = size.hw
     image = torch.randn(size.batch, channels, hw, hw, generator=gen)
@@ -287,8 +303,9 @@ def bench_refiner_step(d_arch: str, size: RefinerSize, device: Any) -> tuple[dic
 
     flop = count_flops(step, device)  # doubles as the warm-up step
     seconds = time_calls(step, size.repeats, device)
-    setting = (f"{hw}x{hw}, B={size.batch}, M={size.samples}, D={d_arch} updated, "
-               f"median of {size.repeats}")
+    setting = (
+        f"{hw}x{hw}, B={size.batch}, M={size.samples}, D={d_arch} updated, median of {size.repeats}"
+    )
     return entry(seconds, "s/step", flop, seconds), setting
 
 
@@ -313,7 +330,8 @@ def bench_sample(size: SampleSize, device: Any, tmp: Path) -> tuple[dict, str]:
         tmp / f"sample_{h}x{w}.h5",
         image=rng.standard_normal((n, c, h, w)).astype(np.float32),
         label=rng.integers(0, k, (n, 1, h, w), dtype=np.uint8),
-        num_classes=k, blackbox=blackbox,
+        num_classes=k,
+        blackbox=blackbox,
     )
     noise_dim = 8
     with DatasetFile(path) as ds:
@@ -336,8 +354,10 @@ def bench_sample(size: SampleSize, device: Any, tmp: Path) -> tuple[dict, str]:
         flop = count_flops(call, device)  # doubles as the warm-up call
         seconds = time_calls(call, size.repeats, device)
     per_call = n * size.samples
-    setting = (f"{h}x{w}, {c} ch, {k} classes, {f_desc}, unet G, {n} images x "
-               f"M={size.samples}, median of {size.repeats}")
+    setting = (
+        f"{h}x{w}, {c} ch, {k} classes, {f_desc}, unet G, {n} images x "
+        f"M={size.samples}, median of {size.repeats}"
+    )
     return entry(per_call / seconds, "samples/s", flop, seconds), setting
 
 
@@ -345,8 +365,15 @@ def bench_sample(size: SampleSize, device: Any, tmp: Path) -> tuple[dict, str]:
 # evaluate: fabricated LIDC-like data
 
 
-def _ellipses(yy: np.ndarray, xx: np.ndarray, cy: np.ndarray, cx: np.ndarray, ry: np.ndarray,
-              rx: np.ndarray, theta: np.ndarray) -> np.ndarray:
+def _ellipses(
+    yy: np.ndarray,
+    xx: np.ndarray,
+    cy: np.ndarray,
+    cx: np.ndarray,
+    ry: np.ndarray,
+    rx: np.ndarray,
+    theta: np.ndarray,
+) -> np.ndarray:
     """Signed "radius" field of S ellipses on the grid: < 1 inside. Returns [S, H, W]."""
     dy = yy[None] - cy[:, None, None]
     dx = xx[None] - cx[:, None, None]
@@ -375,9 +402,12 @@ def fabricate_image(rng: np.random.Generator, size: EvalSize) -> tuple[np.ndarra
     def shapes(count: int, shift: float, scale: float) -> np.ndarray:
         s = rng.uniform(1 - scale, 1 + scale, count).astype(np.float32)
         f = _ellipses(
-            yy, xx, (cy + rng.normal(0, shift, count)).astype(np.float32),
+            yy,
+            xx,
+            (cy + rng.normal(0, shift, count)).astype(np.float32),
             (cx + rng.normal(0, shift, count)).astype(np.float32),
-            (r * s).astype(np.float32), (r * ratio * s).astype(np.float32),
+            (r * s).astype(np.float32),
+            (r * ratio * s).astype(np.float32),
             (theta + rng.normal(0, 0.2, count)).astype(np.float32),
         )
         return f
@@ -412,8 +442,10 @@ def make_eval_data(size: EvalSize, folder: Path, rep: Callable[[str], None]) -> 
                 return data_path, bank_path
     folder.mkdir(parents=True, exist_ok=True)
     key_path.unlink(missing_ok=True)
-    rep(f"fabricating the evaluation data in {folder} ({size.n} images x {size.samples} "
-        "samples; once, then cached)")
+    rep(
+        f"fabricating the evaluation data in {folder} ({size.n} images x {size.samples} "
+        "samples; once, then cached)"
+    )
     t0 = time.perf_counter()
     rng = np.random.default_rng(size.seed)
     n, hw = size.n, size.hw
@@ -430,13 +462,21 @@ def make_eval_data(size: EvalSize, folder: Path, rep: Callable[[str], None]) -> 
             for i in range(a, b):
                 images[i], labels[i], samples[i - a], calib[i - a] = fabricate_image(rng, size)
             if h5 is None:
-                write_dataset(data_path.with_name("probe.h5"), image=images[:1],
-                              label=labels[:1], num_classes=2)
+                write_dataset(
+                    data_path.with_name("probe.h5"),
+                    image=images[:1],
+                    label=labels[:1],
+                    num_classes=2,
+                )
                 with DatasetFile(data_path.with_name("probe.h5")) as probe:
                     info = probe.info
                 data_path.with_name("probe.h5").unlink()
-                attrs = {"dataset": str(data_path), "split": "test",
-                         "num_samples": size.samples, "seed": size.seed}
+                attrs = {
+                    "dataset": str(data_path),
+                    "split": "test",
+                    "num_samples": size.samples,
+                    "seed": size.seed,
+                }
                 h5 = create_bank(tmp_bank, info, n, size.samples, attrs)
             h5["samples"][a:b] = samples[: b - a]
             h5["calibration"][a:b] = calib[: b - a]
@@ -444,8 +484,14 @@ def make_eval_data(size: EvalSize, folder: Path, rep: Callable[[str], None]) -> 
         h5["index"][...] = np.arange(n, dtype=np.int64)
         h5.close()
         h5 = None
-        write_dataset(data_path, image=images, label=labels, num_classes=2,
-                      class_names=["background", "lesion"], eval_classes=[1])
+        write_dataset(
+            data_path,
+            image=images,
+            label=labels,
+            num_classes=2,
+            class_names=["background", "lesion"],
+            eval_classes=[1],
+        )
         os.replace(tmp_bank, bank_path)
     finally:
         if h5 is not None:
@@ -478,21 +524,40 @@ def evaluate_child(args: list[str]) -> None:
     from carcli.recipe.load import load_recipe
     from carcli.ui import Reporter
 
-    recipe = load_recipe(RECIPE, [f"evaluate.ged_counts=[{ged}]", f"evaluate.hm_iou_samples={hm}",
-                                  "evaluate.split=test"])
+    recipe = load_recipe(
+        RECIPE,
+        [f"evaluate.ged_counts=[{ged}]", f"evaluate.hm_iou_samples={hm}", "evaluate.split=test"],
+    )
     t0 = time.perf_counter()
     summary, rows, _ = evaluate_bank(data_path, bank_path, recipe, Reporter(quiet=True))
     seconds = time.perf_counter() - t0
     rss_mb = peak_rss_mb()
-    print(json.dumps({"seconds": seconds, "rss_mb": rss_mb, "rows": len(rows),
-                      "ged": summary.get("ged"), "hm_iou": summary.get("hm_iou")}))
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "rss_mb": rss_mb,
+                "rows": len(rows),
+                "ged": summary.get("ged"),
+                "hm_iou": summary.get("hm_iou"),
+            }
+        )
+    )
 
 
-def bench_evaluate(size: EvalSize, folder: Path,
-                   rep: Callable[[str], None]) -> tuple[dict, dict, str]:
+def bench_evaluate(
+    size: EvalSize, folder: Path, rep: Callable[[str], None]
+) -> tuple[dict, dict, str]:
     data_path, bank_path = make_eval_data(size, folder, rep)
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--evaluate-child", str(data_path),
-           str(bank_path), ",".join(map(str, size.ged_counts)), str(size.hm_iou)]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--evaluate-child",
+        str(data_path),
+        str(bank_path),
+        ",".join(map(str, size.ged_counts)),
+        str(size.hm_iou),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"evaluation child failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
@@ -501,9 +566,11 @@ def bench_evaluate(size: EvalSize, folder: Path,
     if out["rows"] != size.n:
         raise RuntimeError(f"evaluation saw {out['rows']} images, expected {size.n}")
     ged = ", ".join(f"{k}: {v:.3f}" for k, v in (out.get("ged") or {}).items())
-    setting = (f"{size.n} images x {size.samples} samples, {size.labels} labels, "
-               f"{size.hw}x{size.hw}, GED {'/'.join(map(str, size.ged_counts))}, "
-               f"HM-IoU {size.hm_iou} (GED {ged})")
+    setting = (
+        f"{size.n} images x {size.samples} samples, {size.labels} labels, "
+        f"{size.hw}x{size.hw}, GED {'/'.join(map(str, size.ged_counts))}, "
+        f"HM-IoU {size.hm_iou} (GED {ged})"
+    )
     return entry(out["seconds"], "s"), entry(rss_mb, "MB"), setting
 
 
@@ -535,13 +602,21 @@ def print_table(results: dict[str, Any], settings: dict[str, str], wall: float) 
             ok = e["value"] <= bound if op == "<=" else e["value"] >= bound
             target = f"{op} {bound:g} " + ("[green]ok[/]" if ok else "[red]missed[/]")
         value = e["value"]
-        table.add_row(name, f"{value:.4g}" if value < 1000 else f"{value:.0f}", e["unit"],
-                      f"{e['gflop']:.1f}" if "gflop" in e else "",
-                      f"{e['gflops']:.1f}" if "gflops" in e else "", target)
+        table.add_row(
+            name,
+            f"{value:.4g}" if value < 1000 else f"{value:.0f}",
+            e["unit"],
+            f"{e['gflop']:.1f}" if "gflop" in e else "",
+            f"{e['gflops']:.1f}" if "gflops" in e else "",
+            target,
+        )
     console.print(table)
-    console.print(f"machine: {m['cpu']}, {m['cores']} cores, {m['threads']} torch threads, "
-                  f"device {m['device']}, torch {m['torch']}, numpy {m['numpy']}, "
-                  f"python {m['python']}", highlight=False)
+    console.print(
+        f"machine: {m['cpu']}, {m['cores']} cores, {m['threads']} torch threads, "
+        f"device {m['device']}, torch {m['torch']}, numpy {m['numpy']}, "
+        f"python {m['python']}",
+        highlight=False,
+    )
     for name, text in settings.items():
         console.print(f"{name}: {text}", highlight=False)
     console.print(f"suite wall time: {wall:.0f} s", highlight=False)
@@ -555,15 +630,26 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--quick", action="store_true", help="tiny sizes: checks the suite, seconds")
-    p.add_argument("--only", action="append", choices=ENTRIES, metavar="NAME",
-                   help=f"run only this entry (repeatable): {', '.join(ENTRIES)}")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results JSON (default: "
-                   "bench/results.json)")
-    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE,
-                   help="folder of the fabricated LIDC-sized evaluation data")
+    p.add_argument(
+        "--only",
+        action="append",
+        choices=ENTRIES,
+        metavar="NAME",
+        help=f"run only this entry (repeatable): {', '.join(ENTRIES)}",
+    )
+    p.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help="results JSON (default: bench/results.json)"
+    )
+    p.add_argument(
+        "--cache",
+        type=Path,
+        default=DEFAULT_CACHE,
+        help="folder of the fabricated LIDC-sized evaluation data",
+    )
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     p.add_argument("--evaluate-child", nargs=4, help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -592,8 +678,9 @@ def main(argv: list[str] | None = None) -> int:
     settings: dict[str, str] = {}
     rep(f"matmul {sizes.matmul}x{sizes.matmul} ...")
     results["matmul_gflops"] = bench_matmul(sizes.matmul, sizes.matmul_repeats, device)
-    settings["matmul_gflops"] = (f"float32 {sizes.matmul}x{sizes.matmul} matmul, median of "
-                                 f"{sizes.matmul_repeats}")
+    settings["matmul_gflops"] = (
+        f"float32 {sizes.matmul}x{sizes.matmul} matmul, median of {sizes.matmul_repeats}"
+    )
     with tempfile.TemporaryDirectory(prefix="carseg-bench-") as tmp_name:
         tmp = Path(tmp_name)
         for d_arch in ("pixel", "dcgan"):
@@ -602,8 +689,10 @@ def main(argv: list[str] | None = None) -> int:
                 rep(f"{name} ...")
                 results[name], settings[name] = bench_refiner_step(d_arch, sizes.refiner, device)
                 release()
-        for name, size in (("sample_128", sizes.sample_128),
-                           ("sample_256x512", sizes.sample_256x512)):
+        for name, size in (
+            ("sample_128", sizes.sample_128),
+            ("sample_256x512", sizes.sample_256x512),
+        ):
             if name in wanted:
                 rep(f"{name} ...")
                 results[name], settings[name] = bench_sample(size, device, tmp)
@@ -612,7 +701,8 @@ def main(argv: list[str] | None = None) -> int:
             rep("evaluate_lidc_test ...")
             folder = tmp / "eval" if args.quick else args.cache / "lidc_test"
             results["evaluate_lidc_test"], results["evaluate_lidc_test_rss"], setting = (
-                bench_evaluate(sizes.evaluate, folder, rep))
+                bench_evaluate(sizes.evaluate, folder, rep)
+            )
             settings["evaluate_lidc_test"] = setting
             settings["evaluate_lidc_test_rss"] = "peak RSS of the evaluating process"
     wall = time.perf_counter() - t_start

@@ -133,15 +133,34 @@ def test_unet_residual_logits_copies_f() -> None:
     torch.testing.assert_close(flat, torch.full_like(flat, 1 / 3))
 
 
-def test_unet_channels_last_matches() -> None:
+def test_channels_last_weights_match_nchw() -> None:
+    """Conv nets keep NHWC weights (fast on CPU); results equal the NCHW layout's, and the
+    outputs handed back are contiguous."""
     g = build_refiner("unet", 1, 2, 4, width=4).eval()
+    d = build_discriminator("pixel", 1, 2, width=4)
+    assert g.head.weight.is_contiguous(memory_format=torch.channels_last)
     x, p, noise = torch.randn(2, 1, 32, 32), probs(2, 2, 32, 32), torch.randn(2, 3, 4)
     with torch.no_grad():
-        ref = g(x, p, noise=noise)
-        cl = torch.channels_last
-        g.to(memory_format=cl)
-        out = g(x.contiguous(memory_format=cl), p.contiguous(memory_format=cl), noise=noise)
-    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-4)
+        out, score = g(x, p, noise=noise), d(x, p)
+        assert out.is_contiguous()
+        g.to(memory_format=torch.contiguous_format)
+        d.to(memory_format=torch.contiguous_format)
+        torch.testing.assert_close(g(x, p, noise=noise), out, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(d(x, p), score, atol=1e-5, rtol=1e-4)
+
+
+def test_bf16_autocast_runs() -> None:
+    g = build_refiner("unet", 1, 2, 4, width=4)
+    d = build_discriminator("pixel", 1, 2, width=4)
+    f = build_calibrator("segnet", 1, 2, width=4)
+    x = torch.randn(2, 1, 32, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        p = f(x).float().softmax(dim=1)
+        out = g(x, p, num_samples=3)
+        score = d(x, out.softmax(dim=2).flatten(0, 1))
+    assert out.shape == (2, 3, 2, 32, 32) and score.shape == (6,)
+    score.float().mean().backward()
+    assert all(torch.isfinite(q.grad).all() for q in g.parameters() if q.grad is not None)
 
 
 def test_unet_trains() -> None:

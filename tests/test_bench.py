@@ -1,0 +1,75 @@
+"""The benchmark suite runs end to end (`bench/run.py --quick`) and writes the contract's layout.
+
+Nothing is timed here: the figures of a quick run mean nothing, only the JSON's shape is checked
+(CONTRACTS.md, "Benchmarks").
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+UNITS = {
+    "refiner_step_pixel": "s/step",
+    "refiner_step_dcgan": "s/step",
+    "sample_128": "samples/s",
+    "sample_256x512": "samples/s",
+    "evaluate_lidc_test": "s",
+    "evaluate_lidc_test_rss": "MB",
+}
+WITH_FLOPS = {"refiner_step_pixel", "refiner_step_dcgan", "sample_128", "sample_256x512"}
+
+
+def _positive(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+
+
+def test_quick_bench_writes_the_contract_layout(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "bench" / "run.py"),
+            "--quick",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+            "--cache",
+            str(tmp_path / "cache"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "refiner_step_pixel" in proc.stdout  # the table was printed
+    results = json.loads(out.read_text())
+
+    assert set(results) == {"machine", "matmul_gflops", *UNITS}
+    machine = results["machine"]
+    for key in ("cpu", "cores", "torch", "numpy", "python", "device"):
+        assert machine.get(key), key
+    assert machine["device"] == "cpu"
+    assert _positive(results["matmul_gflops"])
+
+    for name, unit in UNITS.items():
+        e = results[name]
+        assert e["unit"] == unit, name
+        assert _positive(e["value"]), name
+        if name in WITH_FLOPS:
+            assert _positive(e["gflop"]) and _positive(e["gflops"]), name
+            if unit == "s/step":  # rate = work / time of the same step
+                assert math.isclose(e["gflops"] * e["value"], e["gflop"], rel_tol=1e-6), name
+        else:
+            assert "gflop" not in e and "gflops" not in e, name
