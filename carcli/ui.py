@@ -39,19 +39,28 @@ class Progress:
     def __enter__(self) -> Progress:
         if self.rep.fancy:
             from rich.progress import (
-                BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn,
+                BarColumn,
+                MofNCompleteColumn,
+                TextColumn,
+                TimeElapsedColumn,
                 TimeRemainingColumn,
             )
             from rich.progress import Progress as RichProgress
 
             self._bar = RichProgress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
-                console=self.rep.console, transient=False,
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[info]}"),
+                console=self.rep.console,
+                transient=False,
             )
             self._bar.__enter__()
-            self._task = self._bar.add_task(self.description, total=self.total,
-                                            completed=self.done, info="")
+            self._task = self._bar.add_task(
+                self.description, total=self.total, completed=self.done, info=""
+            )
         return self
 
     def advance(self, n: int = 1, info: str = "") -> None:
@@ -63,8 +72,11 @@ class Progress:
             if tenth != self._last_print or self.done == self.total:
                 self._last_print = tenth
                 rate = time.time() - self._t0
-                print(f"{self.description}: {self.done}/{self.total} {info} [{rate:.0f} s]",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"{self.description}: {self.done}/{self.total} {info} [{rate:.0f} s]",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:

@@ -1,6 +1,6 @@
 """Tabulate the metrics.json of several runs side by side (Markdown), for notes and papers.
 
-    python scripts/compare_runs.py runs/toy runs/toy-none runs/toy-ce runs/toy-m1 [--split test]
+python scripts/compare_runs.py runs/toy runs/toy-none runs/toy-ce runs/toy-m1 [--split test]
 """
 
 from __future__ import annotations
@@ -25,10 +25,14 @@ def figures(run: Path, split: str) -> dict[str, str]:
         out["mode TV"] = f"{modes['tv']:.3f} (oracle {modes['oracle_tv']:.3f})"
         out["within 0.8"] = f"{modes['within_0.8']:.3f}"
     cc = (m.get("class_calibration") or {}).get("classes") or {}
-    worst_f = max((c["calibrator_offset"] for c in cc.values()
-                   if c.get("calibrator_offset") is not None), default=None)
-    worst_g = max((c["refiner_offset"] for c in cc.values()
-                   if c.get("refiner_offset") is not None), default=None)
+    worst_f = max(
+        (c["calibrator_offset"] for c in cc.values() if c.get("calibrator_offset") is not None),
+        default=None,
+    )
+    worst_g = max(
+        (c["refiner_offset"] for c in cc.values() if c.get("refiner_offset") is not None),
+        default=None,
+    )
     if worst_f is not None:
         out["max class offset F"] = f"{worst_f:.3f}"
     if worst_g is not None:

@@ -128,6 +128,9 @@ def test_unet_residual_logits_copies_f() -> None:
     p = probs(2, 3, 32, 32)
     out = g(torch.randn(2, 1, 32, 32), p, num_samples=4)
     torch.testing.assert_close(out.softmax(dim=2), p.unsqueeze(1).expand_as(out))
+    hard = torch.zeros(2, 3, 32, 32, dtype=torch.float16)
+    hard[:, 1] = 1.0  # fp16 probabilities with exact zeros (as stored in a sample bank)
+    assert torch.isfinite(g(torch.randn(2, 1, 32, 32), hard)).all()
     g.residual_logits = False
     flat = g(torch.randn(2, 1, 32, 32), p, num_samples=2).softmax(dim=2)
     torch.testing.assert_close(flat, torch.full_like(flat, 1 / 3))

@@ -21,20 +21,41 @@ from carcli.training.calibrator import run_train_calibrator
 from carcli.training.refiner import run_train_refiner
 
 TINY = [
-    "data.num_train=24", "data.num_val=8", "data.num_test=6", "data.size=16",
-    "calibrator.width=4", "calibrator.depth=2", "calibrator.steps=4", "calibrator.batch_size=4",
-    "calibrator.val_every=2", "calibrator.val_size=4", "calibrator.checkpoint_every=2",
-    "refiner.width=4", "refiner.depth=2", "refiner.steps=4", "refiner.batch_size=2",
-    "refiner.num_samples=3", "refiner.val_every=2", "refiner.val_size=4",
-    "refiner.checkpoint_every=2", "discriminator.width=4", "discriminator.n_on=2",
-    "discriminator.n_off=1", "sample.num_samples=5", "sample.chunk_size=4", "sample.batch_size=3",
-    "evaluate.ged_counts=[2,5]", "evaluate.hm_iou_samples=4", "threads=1",
+    "data.num_train=24",
+    "data.num_val=8",
+    "data.num_test=6",
+    "data.size=16",
+    "calibrator.width=4",
+    "calibrator.depth=2",
+    "calibrator.steps=4",
+    "calibrator.batch_size=4",
+    "calibrator.val_every=2",
+    "calibrator.val_size=4",
+    "calibrator.checkpoint_every=2",
+    "refiner.width=4",
+    "refiner.depth=2",
+    "refiner.steps=4",
+    "refiner.batch_size=2",
+    "refiner.num_samples=3",
+    "refiner.val_every=2",
+    "refiner.val_size=4",
+    "refiner.checkpoint_every=2",
+    "discriminator.width=4",
+    "discriminator.n_on=2",
+    "discriminator.n_off=1",
+    "sample.num_samples=5",
+    "sample.chunk_size=4",
+    "sample.batch_size=3",
+    "evaluate.ged_counts=[2,5]",
+    "evaluate.hm_iou_samples=4",
+    "threads=1",
 ]
 
 
 def tiny_recipe(tmp: Path, *extra: str):
-    return load_recipe("recipes/toy.yaml", [f"run_dir={tmp / 'run'}", f"data.dir={tmp / 'data'}",
-                                            *TINY, *extra])
+    return load_recipe(
+        "recipes/toy.yaml", [f"run_dir={tmp / 'run'}", f"data.dir={tmp / 'data'}", *TINY, *extra]
+    )
 
 
 def files(folder: Path) -> set[str]:
@@ -57,12 +78,23 @@ def test_every_stage_writes_exactly_its_files(chain):
     tmp, r, _ = chain
     assert files(tmp / "data") == {"train.h5", "val.h5", "test.h5", "manifest.json"}
     run = tmp / "run"
-    assert files(run / "calibrator") == {"model.safetensors", "best.safetensors",
-                                         "last.safetensors", "metrics.jsonl", "recipe.yaml",
-                                         "manifest.json"}
-    assert files(run / "refiner") == {"model.safetensors", "discriminator.safetensors",
-                                      "best.safetensors", "last.safetensors", "metrics.jsonl",
-                                      "recipe.yaml", "manifest.json"}
+    assert files(run / "calibrator") == {
+        "model.safetensors",
+        "best.safetensors",
+        "last.safetensors",
+        "metrics.jsonl",
+        "recipe.yaml",
+        "manifest.json",
+    }
+    assert files(run / "refiner") == {
+        "model.safetensors",
+        "discriminator.safetensors",
+        "best.safetensors",
+        "last.safetensors",
+        "metrics.jsonl",
+        "recipe.yaml",
+        "manifest.json",
+    }
     assert files(run / "samples") == {"test.h5", "manifest.json"}
     assert files(run / "eval" / "test") == {"metrics.json", "per_case.csv", "manifest.json"}
 
@@ -74,7 +106,11 @@ def test_manifests_record_inputs_and_environment(chain):
     assert str(tmp / "run" / "calibrator" / "model.safetensors") in m["inputs"]
     assert all(len(h) == 64 for h in m["inputs"].values())
     assert m["recipe"]["refiner"]["steps"] == 4 and m["torch_version"] and m["wall_time_s"] >= 0
-    log = [json.loads(x) for x in (tmp / "run" / "refiner" / "metrics.jsonl").read_text().split("\n") if x]
+    log = [
+        json.loads(x)
+        for x in (tmp / "run" / "refiner" / "metrics.jsonl").read_text().split("\n")
+        if x
+    ]
     assert [x["step"] for x in log] == [1, 2, 3, 4]
     assert "val_ged16" in log[1] and "loss_cal" in log[0]
 
@@ -89,8 +125,16 @@ def test_bank_schema(chain):
         assert h5["samples"][...].max() < 3
         p = h5["calibration"][...].astype(np.float32)
         assert np.allclose(p.sum(1), 1, atol=1e-2)
-        for key in ("dataset", "split", "num_samples", "seed", "calibrator_sha256",
-                    "refiner_sha256", "recipe", "carseg_version"):
+        for key in (
+            "dataset",
+            "split",
+            "num_samples",
+            "seed",
+            "calibrator_sha256",
+            "refiner_sha256",
+            "recipe",
+            "carseg_version",
+        ):
             assert key in h5.attrs
 
 
@@ -157,7 +201,10 @@ def test_sample_bank_independent_of_chunking_and_resumes(chain):
         sample_mod._write_chunk = original
     assert bank.exists() and (partial / "chunk-00000000.h5").exists()
     calls.clear()
-    sample_mod._write_chunk = lambda path, *a, **k: (calls.append(path.name), original(path, *a, **k))
+    sample_mod._write_chunk = lambda path, *a, **k: (
+        calls.append(path.name),
+        original(path, *a, **k),
+    )
     try:
         run_sample(r3, overwrite=True, quiet=True)
     finally:
@@ -212,10 +259,17 @@ def test_other_dataset_shape_only_data_dir_changes(tmp_path):
     data = tmp_path / "other"
     for split, n in (("train", 12), ("val", 4), ("test", 3)):
         lab = rng.integers(0, 5, size=(n, 2, 48, 64)).astype(np.uint8)
-        write_dataset(data / f"{split}.h5", image=rng.normal(size=(n, 1, 48, 64)).astype(np.float32),
-                      label=lab, num_classes=5, class_names=list("abcde"))
-    r = load_recipe("recipes/toy.yaml", [f"run_dir={tmp_path / 'run'}", f"data.dir={data}",
-                                         *TINY, "data.source=prepared"])
+        write_dataset(
+            data / f"{split}.h5",
+            image=rng.normal(size=(n, 1, 48, 64)).astype(np.float32),
+            label=lab,
+            num_classes=5,
+            class_names=list("abcde"),
+        )
+    r = load_recipe(
+        "recipes/toy.yaml",
+        [f"run_dir={tmp_path / 'run'}", f"data.dir={data}", *TINY, "data.source=prepared"],
+    )
     run_train_calibrator(r, quiet=True)
     run_train_refiner(r, quiet=True)
     run_sample(r, quiet=True)

@@ -33,15 +33,16 @@ def make_labels(k: int) -> tuple[np.ndarray, np.ndarray]:
             r = np.random.default_rng([i, src])
             for c in range(1, k):
                 y0, x0 = r.integers(0, HW - 6, size=2)
-                label[i, a, y0: y0 + 6, x0: x0 + 6] = c
+                label[i, a, y0 : y0 + 6, x0 : x0 + 6] = c
     label[1, 0, :2, :2] = IGNORE
     weight = np.tile(np.array([0.5, 0.3, 0.2], dtype=np.float32), (N, 1))
     weight[2] = [0.7, 0.3, 0.0]  # a padding annotation
     return label, weight
 
 
-def make_run(root: Path, k: int, f_is_truth: bool = True, seed: int = 0, m: int = M,
-             weighted: bool = True) -> Recipe:
+def make_run(
+    root: Path, k: int, f_is_truth: bool = True, seed: int = 0, m: int = M, weighted: bool = True
+) -> Recipe:
     """Dataset test split, a bank of BANK_ROWS and a recipe pointing at both, under root."""
     rng = np.random.default_rng(seed)
     label, weight = make_labels(k)
@@ -51,14 +52,19 @@ def make_run(root: Path, k: int, f_is_truth: bool = True, seed: int = 0, m: int 
     names = ["background"] + [f"class {c}" for c in range(1, k)]
     if not weighted:
         weight = np.full_like(weight, 1.0 / A)
-    write_dataset(data_dir / "test.h5", image=image, label=label,
-                  label_weight=weight if weighted else None,
-                  num_classes=k, class_names=names, ignore_index=IGNORE)
+    write_dataset(
+        data_dir / "test.h5",
+        image=image,
+        label=label,
+        label_weight=weight if weighted else None,
+        num_classes=k,
+        class_names=names,
+        ignore_index=IGNORE,
+    )
     with DatasetFile(data_dir / "test.h5") as ds:
         info = ds.info
     (run_dir / "samples").mkdir(parents=True)
-    h5 = create_bank(run_dir / "samples" / "test.h5", info, len(BANK_ROWS), m,
-                     {"split": "test"})
+    h5 = create_bank(run_dir / "samples" / "test.h5", info, len(BANK_ROWS), m, {"split": "test"})
     with h5:
         for j, row in enumerate(BANK_ROWS):
             q, _ = label_probabilities(label[row], weight[row], k, IGNORE)
@@ -71,8 +77,10 @@ def make_run(root: Path, k: int, f_is_truth: bool = True, seed: int = 0, m: int 
             h5["samples"][j] = s
         h5["index"][:] = BANK_ROWS
     recipe = root / "recipe.yaml"
-    recipe.write_text(f"name: t\nseed: 0\nrun_dir: {run_dir}\ndata:\n  dir: {data_dir}\n"
-                      "evaluate:\n  split: test\n  chunk_size: 2\n")
+    recipe.write_text(
+        f"name: t\nseed: 0\nrun_dir: {run_dir}\ndata:\n  dir: {data_dir}\n"
+        "evaluate:\n  split: test\n  chunk_size: 2\n"
+    )
     return load_recipe(recipe)
 
 
@@ -105,8 +113,9 @@ def test_reliability_bins_cover_non_ignored_pixels(three_class: tuple[Recipe, li
     rows = read_csv(Path(recipe.run_dir) / "plots" / "test" / "reliability.csv")
     assert len(rows) == 10
     label, weight = make_labels(3)
-    valid = sum(int(label_probabilities(label[r], weight[r], 3, IGNORE)[1].sum())
-                for r in BANK_ROWS)
+    valid = sum(
+        int(label_probabilities(label[r], weight[r], 3, IGNORE)[1].sum()) for r in BANK_ROWS
+    )
     assert valid < len(BANK_ROWS) * HW * HW  # the ignore block is left out
     assert sum(int(r["count"]) for r in rows) == valid
     assert sum(float(r["fraction"]) for r in rows) == pytest.approx(1.0)

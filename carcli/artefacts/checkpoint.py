@@ -39,7 +39,9 @@ def save_weights(path: str | Path, model: torch.nn.Module, meta: dict[str, Any])
         save_file(_contiguous(model.state_dict()), str(tmp), metadata=md)
 
 
-def read_safetensors(path: Path, what: str, make_cmd: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def read_safetensors(
+    path: Path, what: str, make_cmd: str
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Tensors and metadata of a safetensors file, with clear errors for missing/corrupt files."""
     if not path.is_file():
         raise CarsegError(f"no {what} at {path}", hint=f"run `{make_cmd}` to make it")
@@ -67,24 +69,32 @@ def decode_meta(meta: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-def load_weights(path: str | Path, *, stage: str, make_cmd: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def load_weights(
+    path: str | Path, *, stage: str, make_cmd: str
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Weights and decoded metadata of a `stage` checkpoint; refuses other schemas/stages."""
     path = Path(path)
     tensors, raw = read_safetensors(path, f"{stage} checkpoint", make_cmd)
     meta = decode_meta(raw)
     if meta.get("schema") != SCHEMA:
-        raise CarsegError(f"{path}: schema is {meta.get('schema')!r}, expected {SCHEMA!r}",
-                          hint=f"make it again with `{make_cmd}`")
+        raise CarsegError(
+            f"{path}: schema is {meta.get('schema')!r}, expected {SCHEMA!r}",
+            hint=f"make it again with `{make_cmd}`",
+        )
     if meta.get("stage") != stage:
-        raise CarsegError(f"{path}: is a {meta.get('stage')!r} checkpoint, expected {stage!r}",
-                          hint=f"make it with `{make_cmd}`")
+        raise CarsegError(
+            f"{path}: is a {meta.get('stage')!r} checkpoint, expected {stage!r}",
+            hint=f"make it with `{make_cmd}`",
+        )
     return tensors, meta
 
 
 # ---------------------------------------------------------------- resumable training state
 
 
-def _flatten_optimizer(name: str, opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+def _flatten_optimizer(
+    name: str, opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]
+) -> dict[str, Any]:
     sd = opt.state_dict()
     for pid, st in sd["state"].items():
         for key, value in st.items():
@@ -93,13 +103,14 @@ def _flatten_optimizer(name: str, opt: torch.optim.Optimizer, tensors: dict[str,
     return {"param_groups": sd["param_groups"]}
 
 
-def _restore_optimizer(name: str, opt: torch.optim.Optimizer, side: dict[str, Any],
-                       tensors: dict[str, torch.Tensor]) -> None:
+def _restore_optimizer(
+    name: str, opt: torch.optim.Optimizer, side: dict[str, Any], tensors: dict[str, torch.Tensor]
+) -> None:
     state: dict[int, dict[str, torch.Tensor]] = {}
     prefix = f"optim.{name}."
     for key, value in tensors.items():
         if key.startswith(prefix):
-            pid, field = key[len(prefix):].split(".", 1)
+            pid, field = key[len(prefix) :].split(".", 1)
             state.setdefault(int(pid), {})[field] = value
     opt.load_state_dict({"state": state, "param_groups": side["param_groups"]})
 
@@ -126,8 +137,12 @@ def save_training_state(
     if torch.cuda.is_available():
         for i, st in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda.{i}"] = st
-    md = {"schema": STATE_SCHEMA, "carseg_version": carcli.__version__,
-          "side": json.dumps(side), "info": json.dumps(info)}
+    md = {
+        "schema": STATE_SCHEMA,
+        "carseg_version": carcli.__version__,
+        "side": json.dumps(side),
+        "info": json.dumps(info),
+    }
     with atomic_path(path) as tmp:
         save_file(_contiguous(tensors), str(tmp), metadata=md)
 
@@ -149,7 +164,7 @@ def load_training_state(
     try:
         for name, model in models.items():
             prefix = f"model.{name}."
-            sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+            sd = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
             model.load_state_dict(sd, strict=True)
         for name, opt in optimizers.items():
             _restore_optimizer(name, opt, side["optimizers"][name], tensors)

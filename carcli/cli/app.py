@@ -79,8 +79,10 @@ def handle_errors(fn: F) -> F:
         except Exception as exc:  # an unexpected failure: still one line, unless debugging
             if debug():
                 raise
-            fail(f"internal error: {type(exc).__name__}: {exc} "
-                 "(rerun with CARSEG_DEBUG=1 for the traceback and report it)")
+            fail(
+                f"internal error: {type(exc).__name__}: {exc} "
+                "(rerun with CARSEG_DEBUG=1 for the traceback and report it)"
+            )
 
     return wrapper  # type: ignore[return-value]
 
@@ -93,8 +95,12 @@ def _recipe(path: str, overrides: list[str] | None) -> Any:
 
 @app.command()
 @handle_errors
-def prepare(recipe: RecipeArg, overrides: OverridesArg = None, overwrite: OverwriteOpt = False,
-            quiet: QuietOpt = False) -> None:
+def prepare(
+    recipe: RecipeArg,
+    overrides: OverridesArg = None,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
     """Build the dataset files (train/val/test.h5) in data.dir from data.source."""
     from carcli.data.prepare import run_prepare
 
@@ -103,19 +109,30 @@ def prepare(recipe: RecipeArg, overrides: OverridesArg = None, overwrite: Overwr
 
 @app.command("train-calibrator")
 @handle_errors
-def train_calibrator(recipe: RecipeArg, overrides: OverridesArg = None, resume: ResumeOpt = False,
-                     overwrite: OverwriteOpt = False, quiet: QuietOpt = False) -> None:
+def train_calibrator(
+    recipe: RecipeArg,
+    overrides: OverridesArg = None,
+    resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
     """Train F, the calibration network, with the cross-entropy."""
     from carcli.training.calibrator import run_train_calibrator
 
-    run_train_calibrator(_recipe(recipe, overrides), resume=resume, overwrite=overwrite,
-                         quiet=quiet)
+    run_train_calibrator(
+        _recipe(recipe, overrides), resume=resume, overwrite=overwrite, quiet=quiet
+    )
 
 
 @app.command("train-refiner")
 @handle_errors
-def train_refiner(recipe: RecipeArg, overrides: OverridesArg = None, resume: ResumeOpt = False,
-                  overwrite: OverwriteOpt = False, quiet: QuietOpt = False) -> None:
+def train_refiner(
+    recipe: RecipeArg,
+    overrides: OverridesArg = None,
+    resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
     """Train G (and D) against the frozen F: adversarial plus calibration loss."""
     from carcli.training.refiner import run_train_refiner
 
@@ -124,8 +141,12 @@ def train_refiner(recipe: RecipeArg, overrides: OverridesArg = None, resume: Res
 
 @app.command()
 @handle_errors
-def sample(recipe: RecipeArg, overrides: OverridesArg = None, overwrite: OverwriteOpt = False,
-           quiet: QuietOpt = False) -> None:
+def sample(
+    recipe: RecipeArg,
+    overrides: OverridesArg = None,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
     """Draw sample.num_samples segmentations per image into a sample bank."""
     from carcli.sampling.sample import run_sample
 
@@ -147,14 +168,16 @@ def evaluate(
     """Compute the metrics of a sample bank against the dataset split."""
     from carcli.metrics.evaluate import run_evaluate
 
-    run_evaluate(_recipe(recipe, overrides), fail_if=fail_if or [], overwrite=overwrite,
-                 quiet=quiet)
+    run_evaluate(
+        _recipe(recipe, overrides), fail_if=fail_if or [], overwrite=overwrite, quiet=quiet
+    )
 
 
 @app.command("plot-reliability")
 @handle_errors
-def plot_reliability(recipe: RecipeArg, overrides: OverridesArg = None,
-                     overwrite: OverwriteOpt = False) -> None:
+def plot_reliability(
+    recipe: RecipeArg, overrides: OverridesArg = None, overwrite: OverwriteOpt = False
+) -> None:
     """Reliability diagram, per-class calibration and sample grids (PNG + CSV)."""
     from carcli.plots.reliability import run_plot_reliability
 

@@ -25,28 +25,37 @@ def run_validate(path: str, overrides: list[str]) -> None:
         if p.exists():
             try:
                 info = validate_dataset(p)
-                rep.line(f"  {p}: valid, {info.n} images, {info.num_classes} classes, "
-                         f"{info.num_annotations} annotations")
+                rep.line(
+                    f"  {p}: valid, {info.n} images, {info.num_classes} classes, "
+                    f"{info.num_annotations} annotations"
+                )
             except CarsegError as exc:
                 problems.extend(str(exc).splitlines())
         elif data.source in GENERATED:
             rep.line(f"  {p}: not made yet; `carseg prepare {path}` generates it")
         elif data.source == "prepared":
-            problems.append(f"{p}: missing (data.source is 'prepared'); point data.dir at the "
-                            "prepared files")
+            problems.append(
+                f"{p}: missing (data.source is 'prepared'); point data.dir at the prepared files"
+            )
         elif data.raw is None or not Path(data.raw).exists():
-            problems.append(f"{p}: missing, and data.raw ({data.raw}) does not exist; get the "
-                            f"{data.source} data (see data/README.md), then run "
-                            f"`carseg prepare {path}`")
+            problems.append(
+                f"{p}: missing, and data.raw ({data.raw}) does not exist; get the "
+                f"{data.source} data (see data/README.md), then run "
+                f"`carseg prepare {path}`"
+            )
         else:
             rep.line(f"  {p}: not made yet; `carseg prepare {path}` builds it from {data.raw}")
     if data.source == "lidc-pickle" and not data.allow_pickle:
-        problems.append("data.allow_pickle is false: the lidc-pickle source needs the explicit "
-                        "opt-in data.allow_pickle=true (unpickling can run code)")
+        problems.append(
+            "data.allow_pickle is false: the lidc-pickle source needs the explicit "
+            "opt-in data.allow_pickle=true (unpickling can run code)"
+        )
     layout = RunLayout(Path(recipe.run_dir))
-    for what, p in (("calibrator", layout.calibrator / "model.safetensors"),
-                    ("refiner", layout.refiner / "model.safetensors"),
-                    ("sample bank", layout.bank(recipe.sample.split))):
+    for what, p in (
+        ("calibrator", layout.calibrator / "model.safetensors"),
+        ("refiner", layout.refiner / "model.safetensors"),
+        ("sample bank", layout.bank(recipe.sample.split)),
+    ):
         rep.line(f"  {p}: {'present' if p.exists() else 'not made yet'} ({what})")
     if problems:
         raise CarsegError("\n".join(problems))

@@ -35,8 +35,9 @@ def blackbox_channels(bb: np.ndarray, info: DatasetInfo) -> np.ndarray:
     return bb.astype(np.float32)
 
 
-def label_distribution(labels: np.ndarray, weights: np.ndarray, num_classes: int,
-                       ignore_index: int) -> np.ndarray:
+def label_distribution(
+    labels: np.ndarray, weights: np.ndarray, num_classes: int, ignore_index: int
+) -> np.ndarray:
     """q [B, K, H, W] = sum_a w_a onehot(y_a); pixels ignored in any annotation are all zero."""
     q = np.zeros((labels.shape[0], num_classes, *labels.shape[2:]), dtype=np.float32)
     w = weights.astype(np.float32)
@@ -65,8 +66,13 @@ class BatchSource:
             return self.cache[name][idx]
         return self.ds.read_rows(name, idx)
 
-    def get(self, idx: np.ndarray, rng: np.random.Generator | None,
-            annotation: np.ndarray | None = None, soft: bool = False) -> Batch:
+    def get(
+        self,
+        idx: np.ndarray,
+        rng: np.random.Generator | None,
+        annotation: np.ndarray | None = None,
+        soft: bool = False,
+    ) -> Batch:
         """Images `idx`; one annotation each, drawn by label_weight with `rng` (or given);
         with `soft`, also the label distribution (ignore pixels: all-zero rows)."""
         idx = np.asarray(idx, dtype=np.int64)
@@ -80,8 +86,9 @@ class BatchSource:
             annotation = np.minimum(annotation, w.shape[1] - 1)
         label = labels[np.arange(len(idx)), annotation]
         if soft:
-            q = label_distribution(labels, self.weights[idx], self.info.num_classes,
-                                   self.info.ignore_index)
+            q = label_distribution(
+                labels, self.weights[idx], self.info.num_classes, self.info.ignore_index
+            )
         bb = self.rows("blackbox", idx) if self.info.blackbox_channels else None
         if self.flip and rng is not None and self.info.task == "segmentation":
             flips = rng.random(len(idx)) < 0.5
@@ -96,9 +103,12 @@ class BatchSource:
             cond = np.concatenate([image, blackbox_channels(bb, self.info)], 1)
         lab = torch.from_numpy(np.ascontiguousarray(label))
         lab = lab.long() if self.info.task == "segmentation" else lab.float()
-        return Batch(torch.from_numpy(np.ascontiguousarray(image)),
-                     torch.from_numpy(np.ascontiguousarray(cond)), lab,
-                     torch.from_numpy(np.ascontiguousarray(q)) if soft else None)
+        return Batch(
+            torch.from_numpy(np.ascontiguousarray(image)),
+            torch.from_numpy(np.ascontiguousarray(cond)),
+            lab,
+            torch.from_numpy(np.ascontiguousarray(q)) if soft else None,
+        )
 
     def random_indices(self, rng: np.random.Generator, batch_size: int) -> np.ndarray:
         n = self.info.n

@@ -139,13 +139,34 @@ def read_info(h5: h5py.File, path: Path) -> DatasetInfo:
             bb_ids = bb.ndim == 3
             bb_ch = k if bb_ids else int(bb.shape[1])
         return DatasetInfo(
-            path, task, int(image.shape[0]), int(label.shape[1]), tuple(image.shape[1:]),
-            tuple(label.shape[2:]), k, ignore, list(names), [int(c) for c in evalc],
-            "label_weight" in h5, bb_ch, bb_ids,
+            path,
+            task,
+            int(image.shape[0]),
+            int(label.shape[1]),
+            tuple(image.shape[1:]),
+            tuple(label.shape[2:]),
+            k,
+            ignore,
+            list(names),
+            [int(c) for c in evalc],
+            "label_weight" in h5,
+            bb_ch,
+            bb_ids,
         )
     return DatasetInfo(
-        path, task, int(image.shape[0]), int(label.shape[1]), tuple(image.shape[1:]),
-        tuple(label.shape[2:]), 0, -1, [], [], "label_weight" in h5, 0, False,
+        path,
+        task,
+        int(image.shape[0]),
+        int(label.shape[1]),
+        tuple(image.shape[1:]),
+        tuple(label.shape[2:]),
+        0,
+        -1,
+        [],
+        [],
+        "label_weight" in h5,
+        0,
+        False,
     )
 
 
@@ -194,8 +215,7 @@ def validate_dataset(path: str | Path, chunk: int = 256) -> DatasetInfo:
         except (OSError, RuntimeError, KeyError) as exc:  # HDF5 opened, but its data is damaged
             raise CarsegError(
                 f"{path}: unreadable data ({exc})",
-                hint="the file is truncated or corrupt; make it again with "
-                "`carseg prepare RECIPE`",
+                hint="the file is truncated or corrupt; make it again with `carseg prepare RECIPE`",
             ) from None
         if problems:
             lines = [f"{path}: {p}" for p in problems]
@@ -245,7 +265,9 @@ def _check_body(h5: h5py.File, chunk: int) -> list[str]:
         elif names is not False and not (isinstance(names, list) and len(names) == k):
             p.append(f"attribute class_names must list {k} names, got {names!r}")
         if evalc is not None and not (
-            isinstance(evalc, list) and evalc and all(isinstance(c, int) and 0 <= c < k for c in evalc)
+            isinstance(evalc, list)
+            and evalc
+            and all(isinstance(c, int) and 0 <= c < k for c in evalc)
         ):
             p.append(f"attribute eval_classes must be a non-empty list of class ids < {k}")
     else:
@@ -263,13 +285,21 @@ def _check_body(h5: h5py.File, chunk: int) -> list[str]:
     if bb is not None:
         if bb.ndim == 3:
             if bb.dtype != np.uint8 or bb.shape != (n, *image.shape[2:]):
-                p.append(f"blackbox class ids must be uint8 {(n, *image.shape[2:])}, got "
-                         f"{bb.dtype} {bb.shape}")
+                p.append(
+                    f"blackbox class ids must be uint8 {(n, *image.shape[2:])}, got "
+                    f"{bb.dtype} {bb.shape}"
+                )
                 bb = None
         elif bb.ndim == 4:
-            if bb.dtype not in (np.float32, np.float16) or bb.shape[0] != n or bb.shape[2:] != image.shape[2:]:
-                p.append(f"blackbox probabilities must be float [N, K_b, H, W] matching image, "
-                         f"got {bb.dtype} {bb.shape}")
+            if (
+                bb.dtype not in (np.float32, np.float16)
+                or bb.shape[0] != n
+                or bb.shape[2:] != image.shape[2:]
+            ):
+                p.append(
+                    f"blackbox probabilities must be float [N, K_b, H, W] matching image, "
+                    f"got {bb.dtype} {bb.shape}"
+                )
                 bb = None
         else:
             p.append(f"blackbox has shape {bb.shape}, expected [N, H, W] or [N, K_b, H, W]")
@@ -302,15 +332,20 @@ def _check_body(h5: h5py.File, chunk: int) -> list[str]:
             out = (lab >= k) & (lab != ignore)
             if out.any():
                 row = start + int(np.argwhere(out)[0][0])
-                once("ids", f"label row {row} holds class id {int(lab[out].max())} "
-                            f">= num_classes {k} (ignore_index is {ignore})")
+                once(
+                    "ids",
+                    f"label row {row} holds class id {int(lab[out].max())} "
+                    f">= num_classes {k} (ignore_index is {ignore})",
+                )
         elif not np.isfinite(lab).all():
             once("nanlab", "label holds NaN or infinite values")
         if has_w:
             w = rows(h5["label_weight"], start, stop).astype(np.float64)
             if not np.isfinite(w).all() or (w < 0).any():
-                once("wneg", f"label_weight rows {start}..{stop - 1} hold negative or "
-                             "non-finite values")
+                once(
+                    "wneg",
+                    f"label_weight rows {start}..{stop - 1} hold negative or non-finite values",
+                )
             sums = w.sum(axis=1)
             badw = np.abs(sums - 1.0) > 1e-5
             if badw.any():
@@ -366,5 +401,10 @@ def write_dataset(
 
 def _put(h5: h5py.File, name: str, arr: np.ndarray) -> None:
     chunks = (1, *arr.shape[1:]) if arr.ndim >= 3 and arr.shape[0] > 0 else None
-    h5.create_dataset(name, data=arr, chunks=chunks, compression="gzip" if chunks else None,
-                      compression_opts=1 if chunks else None)
+    h5.create_dataset(
+        name,
+        data=arr,
+        chunks=chunks,
+        compression="gzip" if chunks else None,
+        compression_opts=1 if chunks else None,
+    )

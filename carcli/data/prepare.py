@@ -68,13 +68,21 @@ def _prepare_synthetic(recipe: Recipe, out_dir: Path, rep: Reporter) -> list[Pat
     paths = []
     for split in SPLITS:
         s = generate_synthetic(
-            sizes[split], size=d.size, channels=d.channels, num_classes=d.num_classes,
+            sizes[split],
+            size=d.size,
+            channels=d.channels,
+            num_classes=d.num_classes,
             seed=split_seed(recipe.seed, split),
         )
         path = write_dataset(
-            split_path(out_dir, split), image=s.image, label=s.label,
-            label_weight=s.label_weight, num_classes=d.num_classes, class_names=s.class_names,
-            eval_classes=s.eval_classes, attrs={"source": "synthetic", "split": split},
+            split_path(out_dir, split),
+            image=s.image,
+            label=s.label,
+            label_weight=s.label_weight,
+            num_classes=d.num_classes,
+            class_names=s.class_names,
+            eval_classes=s.eval_classes,
+            attrs={"source": "synthetic", "split": split},
         )
         rep.line(f"  {path}: {sizes[split]} images, {s.label.shape[1]} modes max")
         paths.append(path)

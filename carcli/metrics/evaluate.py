@@ -14,7 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from carcli.artefacts.run import (
-    Manifest, RunLayout, check_not_finished, ensure_dir, write_json_atomic, write_text_atomic,
+    Manifest,
+    RunLayout,
+    check_not_finished,
+    ensure_dir,
+    write_json_atomic,
+    write_text_atomic,
 )
 from carcli.data.dataset import DatasetFile, split_path
 from carcli.errors import CarsegError
@@ -25,8 +30,14 @@ from carcli.sampling.bank import Bank
 from carcli.ui import Reporter
 
 METRICS_SCHEMA = "carseg.metrics/1"
-_OPS = {"<=": operator.le, ">=": operator.ge, "==": operator.eq, "!=": operator.ne,
-        "<": operator.lt, ">": operator.gt}
+_OPS = {
+    "<=": operator.le,
+    ">=": operator.ge,
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    ">": operator.gt,
+}
 _EXPR = re.compile(r"^\s*([A-Za-z0-9_.]+)\s*(<=|>=|==|!=|<|>)\s*([-+0-9.eE]+)\s*$")
 
 
@@ -44,8 +55,10 @@ def lookup(metrics: dict[str, Any], path: str) -> float:
     node: Any = metrics
     for part in path.split("."):
         if not isinstance(node, dict) or part not in node:
-            raise CarsegError(f"--fail-if: metrics.json has no {path!r}",
-                              hint="see the keys of metrics.json, e.g. ged.16, hm_iou, ece")
+            raise CarsegError(
+                f"--fail-if: metrics.json has no {path!r}",
+                hint="see the keys of metrics.json, e.g. ged.16, hm_iou, ece",
+            )
         node = node[part]
     if not isinstance(node, (int, float)) or isinstance(node, bool):
         raise CarsegError(f"--fail-if: {path!r} is not a number ({node!r})")
@@ -63,17 +76,26 @@ def check_conditions(metrics: dict[str, Any], conditions: list[str]) -> list[str
     return failed
 
 
-def evaluate_bank(data_path: Path, bank_path: Path, recipe: Recipe, rep: Reporter) -> tuple[dict, list[dict], list[str]]:
+def evaluate_bank(
+    data_path: Path, bank_path: Path, recipe: Recipe, rep: Reporter
+) -> tuple[dict, list[dict], list[str]]:
     """Metrics summary, per-image rows and CSV columns of a bank against its split."""
     e = recipe.evaluate
     with DatasetFile(data_path) as ds, Bank(bank_path, ds.info) as bank:
         info = ds.info
         if info.task != "segmentation":
-            raise CarsegError(f"{data_path}: evaluation of task {info.task!r} is not available "
-                              "in this version")
-        acc = EvalAccumulator(info.num_classes, info.ignore_index, info.eval_classes,
-                              ged_counts=e.ged_counts, hm_iou_n=e.hm_iou_samples,
-                              with_modes=info.has_weights, oracle_seed=recipe.seed)
+            raise CarsegError(
+                f"{data_path}: evaluation of task {info.task!r} is not available in this version"
+            )
+        acc = EvalAccumulator(
+            info.num_classes,
+            info.ignore_index,
+            info.eval_classes,
+            ged_counts=e.ged_counts,
+            hm_iou_n=e.hm_iou_samples,
+            with_modes=info.has_weights,
+            oracle_seed=recipe.seed,
+        )
         with rep.progress(bank.n, f"evaluate {e.split}") as bar:
             for a in range(0, bank.n, e.chunk_size):
                 b = min(bank.n, a + e.chunk_size)
@@ -86,16 +108,25 @@ def evaluate_bank(data_path: Path, bank_path: Path, recipe: Recipe, rep: Reporte
                     acc.update(int(row), samples[i], labels[i], weights[i], calib[i])
                 bar.advance(b - a)
         summary = acc.result()
-        summary = {"schema": METRICS_SCHEMA, "split": e.split, "dataset": str(data_path),
-                   "bank": str(bank_path), "n_images": bank.n, "num_samples": bank.num_samples,
-                   "num_classes": info.num_classes, "class_names": info.class_names,
-                   "eval_classes": info.eval_classes,
-                   "known_distribution": info.has_weights, **summary}
+        summary = {
+            "schema": METRICS_SCHEMA,
+            "split": e.split,
+            "dataset": str(data_path),
+            "bank": str(bank_path),
+            "n_images": bank.n,
+            "num_samples": bank.num_samples,
+            "num_classes": info.num_classes,
+            "class_names": info.class_names,
+            "eval_classes": info.eval_classes,
+            "known_distribution": info.has_weights,
+            **summary,
+        }
         return summary, acc.rows(), acc.columns()
 
 
-def run_evaluate(recipe: Recipe, fail_if: list[str] | None = None, overwrite: bool = False,
-                 quiet: bool = False) -> dict[str, Any]:
+def run_evaluate(
+    recipe: Recipe, fail_if: list[str] | None = None, overwrite: bool = False, quiet: bool = False
+) -> dict[str, Any]:
     rep = Reporter(quiet)
     conditions = list(fail_if or [])
     for text in conditions:
@@ -117,8 +148,9 @@ def run_evaluate(recipe: Recipe, fail_if: list[str] | None = None, overwrite: bo
         print_table(summary, rep)
     failed = check_conditions(summary, conditions)
     if failed:
-        raise CarsegError("metric threshold crossed: " + "; ".join(failed),
-                          hint=f"see {out_dir / 'metrics.json'}")
+        raise CarsegError(
+            "metric threshold crossed: " + "; ".join(failed), hint=f"see {out_dir / 'metrics.json'}"
+        )
     return summary
 
 
@@ -134,8 +166,10 @@ def _csv(rows: list[dict], columns: list[str]) -> str:
 def print_table(summary: dict[str, Any], rep: Reporter) -> None:
     from rich.table import Table
 
-    table = Table(title=f"carseg evaluate: {summary['split']} ({summary['n_images']} images, "
-                        f"{summary['num_samples']} samples)")
+    table = Table(
+        title=f"carseg evaluate: {summary['split']} ({summary['n_images']} images, "
+        f"{summary['num_samples']} samples)"
+    )
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_column("oracle", justify="right")
@@ -147,15 +181,21 @@ def print_table(summary: dict[str, Any], rep: Reporter) -> None:
     modes = summary.get("modes") or {}
     if modes:
         table.add_row("mode TV", _fmt(modes.get("tv")), _fmt(modes.get("oracle_tv")))
-        table.add_row("samples within IoU 0.8 of mode", _fmt(modes.get("within_0.8")),
-                      _fmt(modes.get("oracle_within_0.8")))
+        table.add_row(
+            "samples within IoU 0.8 of mode",
+            _fmt(modes.get("within_0.8")),
+            _fmt(modes.get("oracle_within_0.8")),
+        )
     names = summary.get("class_names") or {}
     per_class = (summary.get("class_calibration") or {}).get("classes") or {}
     for k, c in per_class.items():
         if c.get("true") is not None:
             name = names[int(k)] if int(k) < len(names) else k
-            table.add_row(f"{name}: p true / F / G", f"{c['true']:.3f} / "
-                          f"{_fmt(c.get('calibrator'))} / {_fmt(c.get('refiner'))}", "")
+            table.add_row(
+                f"{name}: p true / F / G",
+                f"{c['true']:.3f} / {_fmt(c.get('calibrator'))} / {_fmt(c.get('refiner'))}",
+                "",
+            )
     table.add_row("diversity", _fmt(summary.get("diversity")), "")
     table.add_row("entropy of F (nats)", _fmt(summary.get("entropy")), "")
     rep.console.print(table)

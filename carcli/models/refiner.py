@@ -135,10 +135,12 @@ class UNetRefiner(nn.Module):
     :class:`_UpBlock`), each modulated by the noise: h * (1 + gamma(eps)) + beta(eps) after BN,
     with gamma, beta linear maps of eps. A 1x1 conv gives K logits per sample.
 
-    The encoder runs once on the B inputs; the decoder runs on B*M rows (sample-major within
-    each image). With ``residual_logits`` (default, a deviation from the paper, see METHOD.md
-    "Practical notes") log(clamp(p, 1e-8)) is added to the output logits, so a zeroed head
-    makes softmax(G) equal p. H and W must be divisible by ``2**depth``.
+    The encoder runs once on the B inputs; the decoder runs on B*M rows, image-major (row
+    b*M + m is sample m of image b); ``encode`` and ``decode`` are public so a sampler can
+    draw many chunks of samples from one encoding. With ``residual_logits`` (default; a
+    deviation from the paper, see METHOD.md "Practical notes") log(clamp(p, 1e-8)) is added to
+    the output logits, so a zeroed head makes softmax(G) equal p. H and W must be divisible
+    by ``2**depth``.
     """
 
     arch = "unet"
@@ -194,7 +196,13 @@ class UNetRefiner(nn.Module):
 
     def decode(self, feats: list[Tensor], p: Tensor, noise: Tensor) -> Tensor:
         """Logits [B, M, K, H, W] from encoder features and noise [B, M, d]."""
-        batch, samples = noise.shape[:2]
+        batch = feats[0].shape[0]
+        if noise.dim() != 3 or noise.shape[0] != batch or noise.shape[2] != self.noise_dim:
+            raise ValueError(
+                f"noise must have shape [B={batch}, M, d={self.noise_dim}], "
+                f"got {tuple(noise.shape)}"
+            )
+        samples = noise.shape[1]
         eps = noise.reshape(batch * samples, -1)
         h = feats[-1]
         for i, block in enumerate(self.decoder):
@@ -202,7 +210,8 @@ class UNetRefiner(nn.Module):
         logits = self.head(h)
         logits = logits.contiguous().view(batch, samples, *logits.shape[1:])
         if self.residual_logits:
-            logits = logits + torch.log(p.clamp_min(LOG_EPS)).to(logits.dtype).unsqueeze(1)
+            log_p = p.float().clamp_min(LOG_EPS).log()  # float32: 1e-8 underflows in fp16
+            logits = logits + log_p.to(logits.dtype).unsqueeze(1)
         return logits
 
     def forward(

@@ -19,8 +19,15 @@ matplotlib.use("Agg")  # never a display; pyplot is not used (Figure objects onl
 
 ONE_COLUMN, TWO_COLUMNS = 3.5, 7.0  # figure widths in inches
 DPI = 200
-FONT = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "xtick.labelsize": 8,
-        "ytick.labelsize": 8, "legend.fontsize": 8, "figure.titlesize": 9}
+FONT = {
+    "font.size": 8,
+    "axes.titlesize": 8,
+    "axes.labelsize": 8,
+    "xtick.labelsize": 8,
+    "ytick.labelsize": 8,
+    "legend.fontsize": 8,
+    "figure.titlesize": 9,
+}
 BACKGROUND = (0.85, 0.85, 0.85)  # class 0 when it is not scored (a background class)
 IGNORE = (0.0, 0.0, 0.0)
 C_TRUE, C_F, C_G = "0.35", "tab:blue", "tab:orange"
@@ -84,10 +91,21 @@ def reliability_figure(table: list[dict], ece: float | None, n_pixels: int) -> F
         filled = [i for i, r in enumerate(table) if r["count"] > 0]
         acc = np.array([table[i]["accuracy"] for i in filled])
         conf = np.array([table[i]["confidence"] for i in filled])
-        ax.bar(centre[filled], acc, width=width, color=C_F, edgecolor="white", lw=0.6,
-               label="accuracy")
-        ax.bar(centre[filled], conf - acc, bottom=acc, width=width, color="tab:red", alpha=0.3,
-               edgecolor="tab:red", hatch="///", lw=0.6, label="gap")
+        ax.bar(
+            centre[filled], acc, width=width, color=C_F, edgecolor="white", lw=0.6, label="accuracy"
+        )
+        ax.bar(
+            centre[filled],
+            conf - acc,
+            bottom=acc,
+            width=width,
+            color="tab:red",
+            alpha=0.3,
+            edgecolor="tab:red",
+            hatch="///",
+            lw=0.6,
+            label="gap",
+        )
         ax.plot(conf, conf, "o", ms=2.5, color="tab:red", zorder=3, label="mean confidence")
         ax.plot([0, 1], [0, 1], "--", color="0.2", lw=0.8, label="perfect calibration")
         ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy")
@@ -101,8 +119,17 @@ def reliability_figure(table: list[dict], ece: float | None, n_pixels: int) -> F
         axh.yaxis.set_major_formatter(ticker.PercentFormatter(1.0, decimals=0))
         axh.yaxis.set_major_locator(ticker.MaxNLocator(2))
         handles, labels = ax.get_legend_handles_labels()
-        axh.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.62), ncol=2,
-                   frameon=False, handlelength=1.5, columnspacing=1.0, borderaxespad=0.0)
+        axh.legend(
+            handles,
+            labels,
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.62),
+            ncol=2,
+            frameon=False,
+            handlelength=1.5,
+            columnspacing=1.0,
+            borderaxespad=0.0,
+        )
         return fig
 
 
@@ -114,14 +141,23 @@ def class_calibration_figure(table: list[dict]) -> Figure:
         ax = fig.add_subplot()
         ax.set_title("Per-class calibration on ambiguous pixels (0 < q < 1)")
         if n == 0:
-            ax.text(0.5, 0.5, "no class has ambiguous pixels", ha="center", va="center",
-                    transform=ax.transAxes)
+            ax.text(
+                0.5,
+                0.5,
+                "no class has ambiguous pixels",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+            )
             ax.set_axis_off()
             return fig
         x, w = np.arange(n), 0.27
         for j, (key, colour, label) in enumerate(
-            (("true", C_TRUE, "true q"), ("calibrator", C_F, "F: mean p"),
-             ("refiner", C_G, "G: sample frequency"))
+            (
+                ("true", C_TRUE, "true q"),
+                ("calibrator", C_F, "F: mean p"),
+                ("refiner", C_G, "G: sample frequency"),
+            )
         ):
             vals = [np.nan if r[key] is None else r[key] for r in table]
             ax.bar(x + (j - 1) * w, vals, width=w, color=colour, label=label)
@@ -129,10 +165,17 @@ def class_calibration_figure(table: list[dict]) -> Figure:
         rotate = n > 6 or max(len(s) for s in names) * n > 48
         ax.set_xticks(x, names, rotation=30 if rotate else 0, ha="right" if rotate else "center")
         top = max(max((r[k] or 0.0) for k in ("true", "calibrator", "refiner")) for r in table)
-        ax.set(ylabel="mean probability", xlim=(-0.6, n - 0.4),
-               ylim=(0, min(1.0, top * 1.3 + 0.05)))
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12 if not rotate else -0.3),
-                  ncol=3, frameon=False, handlelength=1.2, columnspacing=1.0)
+        ax.set(
+            ylabel="mean probability", xlim=(-0.6, n - 0.4), ylim=(0, min(1.0, top * 1.3 + 0.05))
+        )
+        ax.legend(
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.12 if not rotate else -0.3),
+            ncol=3,
+            frameon=False,
+            handlelength=1.2,
+            columnspacing=1.0,
+        )
         ax.grid(axis="y", color="0.9", lw=0.6)
         ax.set_axisbelow(True)
         return fig

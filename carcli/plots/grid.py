@@ -51,8 +51,13 @@ def _legend_layout(names: list[str], width_in: float) -> tuple[int, int]:
     return cols, math.ceil(len(names) / cols)
 
 
-def samples_figure(views: list[ImageView], class_names: list[str], eval_classes: list[int],
-                   ignore_index: int, ged_key: str) -> Figure:
+def samples_figure(
+    views: list[ImageView],
+    class_names: list[str],
+    eval_classes: list[int],
+    ignore_index: int,
+    ged_key: str,
+) -> Figure:
     """Rows of images: input, annotations (weights), F, H(F), G's mean, samples; a legend."""
     k = len(class_names)
     lut = class_palette(k, eval_classes)
@@ -71,14 +76,17 @@ def samples_figure(views: list[ImageView], class_names: list[str], eval_classes:
     bars: list[tuple[Normalize, str, str]] = [(ent_norm, "magma", "entropy of F (nats)")]
     if binary:
         bars.insert(0, (Normalize(0, 1), "viridis", f"p({class_names[fg]})"))
-    handles = [Patch(facecolor=lut[c], edgecolor="0.5", lw=0.4, label=name)
-               for c, name in enumerate(class_names)]
+    handles = [
+        Patch(facecolor=lut[c], edgecolor="0.5", lw=0.4, label=name)
+        for c, name in enumerate(class_names)
+    ]
     if any((v.modes == ignore_index).any() for v in views):
         handles.append(Patch(facecolor=IGNORE, label="ignore"))
     bar_cols = 2 if ncols >= 8 else 1
     left = max(1, ncols - len(bars) * (bar_cols + 1))
-    leg_cols, leg_rows = _legend_layout([x.get_label() for x in handles],
-                                        TWO_COLUMNS * left / ncols)
+    leg_cols, leg_rows = _legend_layout(
+        [x.get_label() for x in handles], TWO_COLUMNS * left / ncols
+    )
     own_row = leg_rows > 2  # too many classes beside the colour bars: a full-width row
     if own_row:
         leg_cols, leg_rows = _legend_layout([x.get_label() for x in handles], TWO_COLUMNS)
@@ -92,8 +100,17 @@ def samples_figure(views: list[ImageView], class_names: list[str], eval_classes:
         heights += [leg_rows * 0.17 + 0.05]
     with paper_style():
         fig = Figure(figsize=(TWO_COLUMNS, sum(heights)))
-        gs = fig.add_gridspec(len(heights), ncols, height_ratios=heights, hspace=0.0,
-                              wspace=0.08, top=1.0, bottom=0.0, left=0.0, right=1.0)
+        gs = fig.add_gridspec(
+            len(heights),
+            ncols,
+            height_ratios=heights,
+            hspace=0.0,
+            wspace=0.08,
+            top=1.0,
+            bottom=0.0,
+            left=0.0,
+            right=1.0,
+        )
 
         def show_prob(ax, p: np.ndarray) -> None:
             if binary:
@@ -108,8 +125,9 @@ def samples_figure(views: list[ImageView], class_names: list[str], eval_classes:
             axes[0].imshow(image_rgb(v.image)[0], interpolation="nearest")
             ged = v.figures.get(ged_key)
             head = "image\n" if r == 0 else ""
-            axes[0].set_title(head + ("" if ged is None else f"GED{n_ged} {_short(ged)}"),
-                              linespacing=1.1)
+            axes[0].set_title(
+                head + ("" if ged is None else f"GED{n_ged} {_short(ged)}"), linespacing=1.1
+            )
             axes[0].set_ylabel(f"row {v.row}")
             for j in range(n_modes):
                 ax = axes[1 + j]
@@ -118,12 +136,18 @@ def samples_figure(views: list[ImageView], class_names: list[str], eval_classes:
                     continue
                 ax.imshow(lut[v.modes[j]], interpolation="nearest")
                 head = f"y{j + 1}\n" if r == 0 else ""
-                ax.set_title(f"{head}w {_short(v.mode_weights[j])}\nG {_short(v.mode_freq[j])}",
-                             linespacing=1.1)
+                ax.set_title(
+                    f"{head}w {_short(v.mode_weights[j])}\nG {_short(v.mode_freq[j])}",
+                    linespacing=1.1,
+                )
             c = 1 + n_modes
             show_prob(axes[c], v.p)
-            axes[c + 1].imshow(entr(v.p.astype(np.float64)).sum(axis=0), cmap="magma",
-                               norm=ent_norm, interpolation="nearest")
+            axes[c + 1].imshow(
+                entr(v.p.astype(np.float64)).sum(axis=0),
+                cmap="magma",
+                norm=ent_norm,
+                interpolation="nearest",
+            )
             show_prob(axes[c + 2], v.g_mean)
             for j in range(n_samp):
                 ax = axes[c + 3 + j]
@@ -134,24 +158,43 @@ def samples_figure(views: list[ImageView], class_names: list[str], eval_classes:
                 if r == 0:
                     ax.set_title(f"G #{v.sample_idx[j]}")
             if r == 0:
-                for ax, title in zip(axes[c: c + 3], ("F", "H(F)", "G mean"), strict=True):
+                for ax, title in zip(axes[c : c + 3], ("F", "H(F)", "G mean"), strict=True):
                     ax.set_title(title)
         bar_row = len(heights) - (3 if own_row else 2)
-        _colour_bars(fig, [gs[bar_row, ncols - (len(bars) - i) * (bar_cols + 1) + 1:
-                              ncols - (len(bars) - 1 - i) * (bar_cols + 1)]
-                           for i in range(len(bars))], bars)
+        _colour_bars(
+            fig,
+            [
+                gs[
+                    bar_row,
+                    ncols - (len(bars) - i) * (bar_cols + 1) + 1 : ncols
+                    - (len(bars) - 1 - i) * (bar_cols + 1),
+                ]
+                for i in range(len(bars))
+            ],
+            bars,
+        )
         leg_ax = fig.add_subplot(gs[-1, :] if own_row else gs[bar_row, :left])
         leg_ax.set_axis_off()
-        leg_ax.legend(handles=handles, loc="upper left" if own_row else "center left",
-                      ncol=leg_cols, frameon=False, handlelength=1.0, columnspacing=0.8,
-                      borderaxespad=0.0)
-        shown = (f"p({class_names[fg]})" if binary
-                 else "argmax class, paler = lower max probability")
-        fig.suptitle("Most ambiguous images (highest label entropy) and an unambiguous one (last)."
-                     "\ny: annotations, most probable first; w: probability; G: share of all "
-                     f"samples nearest to it.\nF, G mean: {shown}; H(F): entropy (nats); "
-                     f"GED{n_ged}: per-image GED with {n_ged} samples.", y=1.0, va="top",
-                     linespacing=1.25, fontsize=8)
+        leg_ax.legend(
+            handles=handles,
+            loc="upper left" if own_row else "center left",
+            ncol=leg_cols,
+            frameon=False,
+            handlelength=1.0,
+            columnspacing=0.8,
+            borderaxespad=0.0,
+        )
+        shown = f"p({class_names[fg]})" if binary else "argmax class, paler = lower max probability"
+        fig.suptitle(
+            "Most ambiguous images (highest label entropy) and an unambiguous one (last)."
+            "\ny: annotations, most probable first; w: probability; G: share of all "
+            f"samples nearest to it.\nF, G mean: {shown}; H(F): entropy (nats); "
+            f"GED{n_ged}: per-image GED with {n_ged} samples.",
+            y=1.0,
+            va="top",
+            linespacing=1.25,
+            fontsize=8,
+        )
         return fig
 
 

@@ -40,10 +40,26 @@ if TYPE_CHECKING:
     from carcli.plots.stats import ImageView
 
 PLOTS = ("reliability", "class_calibration", "samples")
-RELIABILITY_COLUMNS = ["bin", "lower", "upper", "count", "fraction", "confidence", "accuracy",
-                       "gap"]
-CLASS_COLUMNS = ["class_id", "class_name", "n_pixels", "true", "calibrator", "refiner",
-                 "calibrator_offset", "refiner_offset"]
+RELIABILITY_COLUMNS = [
+    "bin",
+    "lower",
+    "upper",
+    "count",
+    "fraction",
+    "confidence",
+    "accuracy",
+    "gap",
+]
+CLASS_COLUMNS = [
+    "class_id",
+    "class_name",
+    "n_pixels",
+    "true",
+    "calibrator",
+    "refiner",
+    "calibrator_offset",
+    "refiner_offset",
+]
 
 
 def output_names() -> list[str]:
@@ -58,12 +74,18 @@ def reliability_table(bins: ReliabilityBins) -> list[dict[str, Any]]:
     rows = []
     for b in range(res["n_bins"]):
         conf, acc = res["confidence"][b], res["accuracy"][b]
-        rows.append({
-            "bin": b, "lower": res["edges"][b], "upper": res["edges"][b + 1],
-            "count": res["count"][b], "fraction": res["count"][b] / total,
-            "confidence": conf, "accuracy": acc,
-            "gap": None if conf is None else acc - conf,
-        })
+        rows.append(
+            {
+                "bin": b,
+                "lower": res["edges"][b],
+                "upper": res["edges"][b + 1],
+                "count": res["count"][b],
+                "fraction": res["count"][b] / total,
+                "confidence": conf,
+                "accuracy": acc,
+                "gap": None if conf is None else acc - conf,
+            }
+        )
     return rows
 
 
@@ -105,20 +127,27 @@ def _samples_rows(views: list[ImageView], ged_key: str) -> list[dict[str, Any]]:
     """One CSV row per shown image: rows, shown modes and samples, per-image figures."""
     rows = []
     for i, v in enumerate(views):
-        rows.append({
-            "panel_row": i, "bank_position": v.position, "dataset_row": v.row,
-            "label_entropy": v.figures["label_entropy"], "num_modes": v.num_modes,
-            "mode_weights_shown": ";".join(f"{w:.6g}" for w in v.mode_weights),
-            "mode_sample_freq_shown": ";".join(f"{f:.6g}" for f in v.mode_freq),
-            "sample_indices": ";".join(str(j) for j in v.sample_idx),
-            ged_key: v.figures.get(ged_key), "diversity": v.figures.get("diversity"),
-            "f_entropy": v.figures.get("f_entropy"),
-        })
+        rows.append(
+            {
+                "panel_row": i,
+                "bank_position": v.position,
+                "dataset_row": v.row,
+                "label_entropy": v.figures["label_entropy"],
+                "num_modes": v.num_modes,
+                "mode_weights_shown": ";".join(f"{w:.6g}" for w in v.mode_weights),
+                "mode_sample_freq_shown": ";".join(f"{f:.6g}" for f in v.mode_freq),
+                "sample_indices": ";".join(str(j) for j in v.sample_idx),
+                ged_key: v.figures.get(ged_key),
+                "diversity": v.figures.get("diversity"),
+                "f_entropy": v.figures.get("f_entropy"),
+            }
+        )
     return rows
 
 
-def run_plot_reliability(recipe: Recipe, overwrite: bool = False, *, n_images: int = 4,
-                         quiet: bool = False) -> list[Path]:
+def run_plot_reliability(
+    recipe: Recipe, overwrite: bool = False, *, n_images: int = 4, quiet: bool = False
+) -> list[Path]:
     """Write the three figures (PNG + CSV each) and manifest.json; return the written paths."""
     from carcli.plots import figures, grid
     from carcli.plots.stats import GED_SAMPLES, accumulate, image_view, select_images
@@ -135,12 +164,14 @@ def run_plot_reliability(recipe: Recipe, overwrite: bool = False, *, n_images: i
     with DatasetFile(data_path) as ds, Bank(bank_path, ds.info) as bank:
         info = ds.info
         if info.task != "segmentation":
-            raise CarsegError(f"{data_path}: plot-reliability supports task 'segmentation', "
-                              f"not {info.task!r}")
+            raise CarsegError(
+                f"{data_path}: plot-reliability supports task 'segmentation', not {info.task!r}"
+            )
         if bank.n == 0:
-            raise CarsegError(f"{bank_path}: the sample bank holds no images",
-                              hint="sample the split again with `carseg sample RECIPE "
-                                   "--overwrite`")
+            raise CarsegError(
+                f"{bank_path}: the sample bank holds no images",
+                hint="sample the split again with `carseg sample RECIPE --overwrite`",
+            )
         stats = accumulate(ds, bank, recipe.evaluate.chunk_size, rep)
         chosen = select_images(stats.label_entropy, stats.n_present, n_images)
         views = [image_view(ds, bank, pos) for pos in chosen]
@@ -151,18 +182,35 @@ def run_plot_reliability(recipe: Recipe, overwrite: bool = False, *, n_images: i
     rel = stats.reliability.result()
     cls_rows = class_table(stats.classes, info.class_names)
     smp_rows = _samples_rows(views, ged_key)
-    smp_cols = ["panel_row", "bank_position", "dataset_row", "label_entropy", "num_modes",
-                "mode_weights_shown", "mode_sample_freq_shown", "sample_indices", ged_key,
-                "diversity", "f_entropy"]
+    smp_cols = [
+        "panel_row",
+        "bank_position",
+        "dataset_row",
+        "label_entropy",
+        "num_modes",
+        "mode_weights_shown",
+        "mode_sample_freq_shown",
+        "sample_indices",
+        ged_key,
+        "diversity",
+        "f_entropy",
+    ]
     ensure_dir(out_dir)
     built = {
-        "reliability": (figures.reliability_figure(rel_rows, rel["ece"], rel["n_pixels"]),
-                        to_csv(rel_rows, RELIABILITY_COLUMNS)),
-        "class_calibration": (figures.class_calibration_figure(cls_rows),
-                              to_csv(cls_rows, CLASS_COLUMNS)),
-        "samples": (grid.samples_figure(views, info.class_names, info.eval_classes,
-                                        info.ignore_index, ged_key),
-                    to_csv(smp_rows, smp_cols)),
+        "reliability": (
+            figures.reliability_figure(rel_rows, rel["ece"], rel["n_pixels"]),
+            to_csv(rel_rows, RELIABILITY_COLUMNS),
+        ),
+        "class_calibration": (
+            figures.class_calibration_figure(cls_rows),
+            to_csv(cls_rows, CLASS_COLUMNS),
+        ),
+        "samples": (
+            grid.samples_figure(
+                views, info.class_names, info.eval_classes, info.ignore_index, ged_key
+            ),
+            to_csv(smp_rows, smp_cols),
+        ),
     }
     written: list[Path] = []
     for stem in PLOTS:
@@ -173,8 +221,12 @@ def run_plot_reliability(recipe: Recipe, overwrite: bool = False, *, n_images: i
     for p in (data_path, bank_path):
         manifest.add_input(p)
     manifest.extra = {
-        "split": split, "n_images": n_bank, "num_samples": m, "ece": rel["ece"],
-        "n_pixels": rel["n_pixels"], "ambiguous_classes": [r["class_id"] for r in cls_rows],
+        "split": split,
+        "n_images": n_bank,
+        "num_samples": m,
+        "ece": rel["ece"],
+        "n_pixels": rel["n_pixels"],
+        "ambiguous_classes": [r["class_id"] for r in cls_rows],
         "shown_rows": [v.row for v in views],
     }
     manifest.write(out_dir, names[:-1])

@@ -58,21 +58,27 @@ class ImageView:
     figures: dict[str, float | None] = field(default_factory=dict)
 
 
-def chunk_rows(bank: Bank, info_k: int, hw: tuple[int, ...], num_annotations: int,
-               limit: int) -> int:
+def chunk_rows(
+    bank: Bank, info_k: int, hw: tuple[int, ...], num_annotations: int, limit: int
+) -> int:
     """Images per chunk so that one chunk's samples, probabilities and labels fit CHUNK_BYTES."""
     pix = int(np.prod(hw))
     per_image = pix * (bank.num_samples + 4 * info_k + num_annotations) + 1
     return max(1, min(limit, CHUNK_BYTES // per_image))
 
 
-def accumulate(ds: DatasetFile, bank: Bank, chunk_limit: int, rep: Reporter,
-               n_bins: int = 10) -> SplitStats:
+def accumulate(
+    ds: DatasetFile, bank: Bank, chunk_limit: int, rep: Reporter, n_bins: int = 10
+) -> SplitStats:
     """Stream the bank once: reliability bins, per-class calibration, per-image ambiguity."""
     info = ds.info
     k = info.num_classes
-    stats = SplitStats(ReliabilityBins(n_bins), ClassCalibration(k),
-                       np.zeros(bank.n), np.zeros(bank.n, dtype=np.int64))
+    stats = SplitStats(
+        ReliabilityBins(n_bins),
+        ClassCalibration(k),
+        np.zeros(bank.n),
+        np.zeros(bank.n, dtype=np.int64),
+    )
     step = chunk_rows(bank, k, info.label_shape, info.num_annotations, chunk_limit)
     with rep.progress(bank.n, "plot-reliability: statistics") as bar:
         for a in range(0, bank.n, step):
@@ -113,8 +119,9 @@ def select_images(label_entropy: np.ndarray, n_present: np.ndarray, n: int) -> l
     return [*chosen, int(calm)]
 
 
-def image_view(ds: DatasetFile, bank: Bank, position: int, n_samples: int = 4,
-               max_modes: int = 4) -> ImageView:
+def image_view(
+    ds: DatasetFile, bank: Bank, position: int, n_samples: int = 4, max_modes: int = 4
+) -> ImageView:
     """Read one image's data and compute the figures shown beside it (GED, entropies)."""
     info = ds.info
     k, row = info.num_classes, int(bank.index[position])
@@ -126,21 +133,35 @@ def image_view(ds: DatasetFile, bank: Bank, position: int, n_samples: int = 4,
     p = bank.read("calibration", slice(position, position + 1))[0].astype(np.float32)
     ignore = image_ignore_mask(labels, info.ignore_index, weights)
     rep_idx, mode_w = merge_modes(labels, weights, ignore)
-    mf = mode_frequencies(s, labels, weights, num_classes=k, eval_classes=info.eval_classes,
-                          ignore_index=info.ignore_index)
+    mf = mode_frequencies(
+        s,
+        labels,
+        weights,
+        num_classes=k,
+        eval_classes=info.eval_classes,
+        ignore_index=info.ignore_index,
+    )
     order = np.argsort(-mode_w, kind="stable")[:max_modes]
     q, valid = label_probabilities(labels, weights, k, info.ignore_index)
     m = len(s)
     n_ged = min(GED_SAMPLES, m)
-    acc = EvalAccumulator(k, info.ignore_index, info.eval_classes, ged_counts=[n_ged],
-                          hm_iou_n=n_ged)
+    acc = EvalAccumulator(
+        k, info.ignore_index, info.eval_classes, ged_counts=[n_ged], hm_iou_n=n_ged
+    )
     figs = acc.update(row, s, labels, weights, p)
     ent_q = entr(np.clip(q[:, valid], 0.0, 1.0)).sum(axis=0)
     shown = list(range(min(n_samples, m)))
     return ImageView(
-        position=position, row=row, image=image, modes=labels[rep_idx[order]],
-        mode_weights=mode_w[order], mode_freq=np.asarray(mf["frequencies"])[order],
-        num_modes=len(rep_idx), p=p, g_mean=sample_frequencies(s, k), samples=s[shown],
+        position=position,
+        row=row,
+        image=image,
+        modes=labels[rep_idx[order]],
+        mode_weights=mode_w[order],
+        mode_freq=np.asarray(mf["frequencies"])[order],
+        num_modes=len(rep_idx),
+        p=p,
+        g_mean=sample_frequencies(s, k),
+        samples=s[shown],
         sample_idx=shown,
         figures={
             "label_entropy": float(ent_q.mean()) if ent_q.size else 0.0,

@@ -159,8 +159,13 @@ def _check_ranges(r: Recipe, problems: list[str]) -> None:
     positive("discriminator.lr", r.discriminator.lr)
     if r.discriminator.n_on <= 0 or r.discriminator.n_off < 0:
         problems.append("discriminator.n_on/n_off -> need n_on > 0 and n_off >= 0")
-    for key in ("sample.num_samples", "sample.batch_size", "sample.chunk_size",
-                "evaluate.chunk_size", "evaluate.hm_iou_samples"):
+    for key in (
+        "sample.num_samples",
+        "sample.batch_size",
+        "sample.chunk_size",
+        "evaluate.chunk_size",
+        "evaluate.hm_iou_samples",
+    ):
         sec, f = key.split(".")
         positive(key, getattr(getattr(r, sec), f))
     for n in r.evaluate.ged_counts:
@@ -225,7 +230,9 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     """
     path = Path(path)
     if not path.is_file():
-        raise CarsegError(f"recipe {path} not found", hint="pass a YAML file, e.g. recipes/toy.yaml")
+        raise CarsegError(
+            f"recipe {path} not found", hint="pass a YAML file, e.g. recipes/toy.yaml"
+        )
     try:
         raw = _yaml_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:

@@ -16,7 +16,12 @@ import numpy as np
 import torch
 
 from carcli.artefacts.run import (
-    Manifest, RunLayout, atomic_path, check_not_finished, ensure_dir, sha256_file, stage_lock,
+    Manifest,
+    RunLayout,
+    atomic_path,
+    check_not_finished,
+    ensure_dir,
+    stage_lock,
 )
 from carcli.data.batches import BatchSource
 from carcli.data.dataset import DatasetFile, split_path
@@ -38,8 +43,16 @@ def image_noise(seed: int, row: int, m: int, dim: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def draw(F_net: torch.nn.Module, G: torch.nn.Module, source: BatchSource, rows: np.ndarray,
-         m: int, noise_dim: int, seed: int, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+def draw(
+    F_net: torch.nn.Module,
+    G: torch.nn.Module,
+    source: BatchSource,
+    rows: np.ndarray,
+    m: int,
+    noise_dim: int,
+    seed: int,
+    device: torch.device,
+) -> tuple[np.ndarray, np.ndarray]:
     """Samples [B, m, ...] and F's output for dataset `rows`."""
     info = source.info
     b = source.get(rows, None, annotation=np.zeros(len(rows), dtype=np.int64))
@@ -51,7 +64,7 @@ def draw(F_net: torch.nn.Module, G: torch.nn.Module, source: BatchSource, rows: 
     step = max(1, ELEMENT_BUDGET // max(1, per_sample * len(rows)))
     parts = []
     for s0 in range(0, m, step):
-        eps = noise[:, s0:s0 + step]
+        eps = noise[:, s0 : s0 + step]
         y = G(b.image.to(device), calib, num_samples=eps.shape[1], noise=eps)
         parts.append(y.argmax(2).to(torch.uint8) if seg else y.float())
     samples = torch.cat(parts, 1).cpu().numpy()
@@ -73,16 +86,29 @@ def run_sample(recipe: Recipe, overwrite: bool = False, quiet: bool = False) -> 
         with DatasetFile(data_path) as ds:
             info = ds.info
             device = setup_torch(recipe)
-            F_net = load_network(f_path, "calibrator", "calibrator", info,
-                                 "carseg train-calibrator RECIPE").to(device).eval()
-            G = load_network(g_path, "refiner", "refiner", info,
-                             "carseg train-refiner RECIPE").to(device).eval()
+            F_net = (
+                load_network(
+                    f_path, "calibrator", "calibrator", info, "carseg train-calibrator RECIPE"
+                )
+                .to(device)
+                .eval()
+            )
+            G = (
+                load_network(g_path, "refiner", "refiner", info, "carseg train-refiner RECIPE")
+                .to(device)
+                .eval()
+            )
             noise_dim = int(getattr(G, "noise_dim", recipe.refiner.noise_dim))
             manifest = Manifest("sample", recipe_to_dict(recipe), recipe.seed)
             for p in (data_path, f_path, g_path):
                 manifest.add_input(p)
-            plan = {"seed": recipe.seed, "num_samples": s.num_samples, "n": info.n,
-                    "chunk_size": s.chunk_size, "inputs": manifest.inputs}
+            plan = {
+                "seed": recipe.seed,
+                "num_samples": s.num_samples,
+                "n": info.n,
+                "chunk_size": s.chunk_size,
+                "inputs": manifest.inputs,
+            }
             # Finished chunks made from the same inputs and settings are reused even with
             # --overwrite; the old bank stays in place until the new one replaces it.
             partial = out_dir / f".{s.split}.partial"
@@ -90,18 +116,36 @@ def run_sample(recipe: Recipe, overwrite: bool = False, quiet: bool = False) -> 
             source = BatchSource(ds)
             chunks = [(a, min(info.n, a + s.chunk_size)) for a in range(0, info.n, s.chunk_size)]
             done = sum((partial / f"chunk-{a:08d}.h5").exists() for a, _ in chunks)
-            with rep.progress(info.n, f"sample {s.split}", start=min(info.n, done * s.chunk_size)) as bar:
+            with rep.progress(
+                info.n, f"sample {s.split}", start=min(info.n, done * s.chunk_size)
+            ) as bar:
                 for a, b in chunks:
                     chunk_path = partial / f"chunk-{a:08d}.h5"
                     if chunk_path.exists():
                         continue
-                    _write_chunk(chunk_path, F_net, G, source, a, b, s.batch_size,
-                                 s.num_samples, noise_dim, recipe.seed, device, bar)
+                    _write_chunk(
+                        chunk_path,
+                        F_net,
+                        G,
+                        source,
+                        a,
+                        b,
+                        s.batch_size,
+                        s.num_samples,
+                        noise_dim,
+                        recipe.seed,
+                        device,
+                        bar,
+                    )
             attrs = {
-                "dataset": str(data_path), "split": s.split, "num_samples": s.num_samples,
-                "seed": recipe.seed, "calibrator_sha256": manifest.inputs[str(f_path)],
+                "dataset": str(data_path),
+                "split": s.split,
+                "num_samples": s.num_samples,
+                "seed": recipe.seed,
+                "calibrator_sha256": manifest.inputs[str(f_path)],
                 "refiner_sha256": manifest.inputs[str(g_path)],
-                "recipe": recipe_to_yaml(recipe), "carseg_version": _version(),
+                "recipe": recipe_to_yaml(recipe),
+                "carseg_version": _version(),
             }
             _assemble(bank_path, partial, chunks, info, s.num_samples, attrs)
         shutil.rmtree(partial, ignore_errors=True)
@@ -132,9 +176,20 @@ def _check_plan(partial: Path, plan: dict, rep: Reporter) -> None:
     plan_path.write_text(json.dumps(plan))
 
 
-def _write_chunk(path: Path, F_net: torch.nn.Module, G: torch.nn.Module, source: BatchSource,
-                 a: int, b: int, batch_size: int, m: int, noise_dim: int, seed: int,
-                 device: torch.device, bar) -> None:
+def _write_chunk(
+    path: Path,
+    F_net: torch.nn.Module,
+    G: torch.nn.Module,
+    source: BatchSource,
+    a: int,
+    b: int,
+    batch_size: int,
+    m: int,
+    noise_dim: int,
+    seed: int,
+    device: torch.device,
+    bar,
+) -> None:
     samples, calib = [], []
     for start in range(a, b, batch_size):
         rows = np.arange(start, min(b, start + batch_size))
@@ -147,8 +202,9 @@ def _write_chunk(path: Path, F_net: torch.nn.Module, G: torch.nn.Module, source:
         h5.create_dataset("calibration", data=np.concatenate(calib))
 
 
-def _assemble(bank_path: Path, partial: Path, chunks: list[tuple[int, int]], info, m: int,
-              attrs: dict) -> None:
+def _assemble(
+    bank_path: Path, partial: Path, chunks: list[tuple[int, int]], info, m: int, attrs: dict
+) -> None:
     with atomic_path(bank_path) as tmp:
         h5 = create_bank(tmp, info, info.n, m, attrs)
         try:
@@ -159,8 +215,10 @@ def _assemble(bank_path: Path, partial: Path, chunks: list[tuple[int, int]], inf
                         h5["calibration"][a:b] = ch["calibration"][...]
                 except (OSError, KeyError, ValueError, TypeError) as exc:
                     (partial / f"chunk-{a:08d}.h5").unlink(missing_ok=True)
-                    raise CarsegError(f"chunk {a}..{b} in {partial} is unreadable ({exc}); "
-                                      "it was removed", hint="run the same command again") from None
+                    raise CarsegError(
+                        f"chunk {a}..{b} in {partial} is unreadable ({exc}); it was removed",
+                        hint="run the same command again",
+                    ) from None
             h5["index"][...] = np.arange(info.n, dtype=np.int64)
         finally:
             h5.close()

@@ -14,7 +14,14 @@ from carcli.errors import CarsegError
 from carcli.losses import cross_entropy, expected_cross_entropy, gaussian_nll
 from carcli.recipe.schema import Recipe
 from carcli.training.common import (
-    MetricsLog, TrainingStage, adam, check_finite, lr_at, rng_from_state, rng_state, set_lr,
+    MetricsLog,
+    TrainingStage,
+    adam,
+    check_finite,
+    lr_at,
+    rng_from_state,
+    rng_state,
+    set_lr,
     setup_torch,
 )
 from carcli.training.networks import new_calibrator, save_network
@@ -23,8 +30,14 @@ from carcli.ui import Reporter
 MAKE_CMD = "carseg train-calibrator RECIPE"
 
 
-def calibrator_loss(model: torch.nn.Module, cond: torch.Tensor, label: torch.Tensor,
-                    task: str, ignore_index: int, soft: torch.Tensor | None = None) -> torch.Tensor:
+def calibrator_loss(
+    model: torch.nn.Module,
+    cond: torch.Tensor,
+    label: torch.Tensor,
+    task: str,
+    ignore_index: int,
+    soft: torch.Tensor | None = None,
+) -> torch.Tensor:
     out = model(cond)
     if soft is not None:
         return expected_cross_entropy(out, soft, soft.sum(1) > 0)
@@ -34,8 +47,9 @@ def calibrator_loss(model: torch.nn.Module, cond: torch.Tensor, label: torch.Ten
 
 
 @torch.no_grad()
-def validation_loss(model: torch.nn.Module, val: BatchSource, n: int, device: torch.device,
-                    batch_size: int) -> float:
+def validation_loss(
+    model: torch.nn.Module, val: BatchSource, n: int, device: torch.device, batch_size: int
+) -> float:
     """Expected loss under the label distribution (label_weight) on the first `n` val images."""
     model.eval()
     n = min(n, val.info.n)
@@ -49,8 +63,9 @@ def validation_loss(model: torch.nn.Module, val: BatchSource, n: int, device: to
             if out is None:
                 out = model(b.cond.to(device)).float().cpu()
             if val.info.task == "segmentation":
-                per_px = F.cross_entropy(out, b.label, ignore_index=val.info.ignore_index,
-                                         reduction="none")
+                per_px = F.cross_entropy(
+                    out, b.label, ignore_index=val.info.ignore_index, reduction="none"
+                )
                 valid = (b.label != val.info.ignore_index).flatten(1).float()
                 per_img = (per_px.flatten(1) * valid).sum(1) / valid.sum(1).clamp_min(1)
             else:
@@ -60,8 +75,9 @@ def validation_loss(model: torch.nn.Module, val: BatchSource, n: int, device: to
     return total / max(1, n)
 
 
-def run_train_calibrator(recipe: Recipe, resume: bool = False, overwrite: bool = False,
-                         quiet: bool = False) -> Path:
+def run_train_calibrator(
+    recipe: Recipe, resume: bool = False, overwrite: bool = False, quiet: bool = False
+) -> Path:
     """Train F; writes calibrator/model.safetensors (+ best, last, metrics.jsonl, manifest)."""
     rep = Reporter(quiet)
     c = recipe.calibrator
@@ -90,9 +106,14 @@ def run_train_calibrator(recipe: Recipe, resume: bool = False, overwrite: bool =
                 set_lr(opt, lr_at(c.lr, c.lr_milestones, c.lr_gamma, step))
                 soft = c.soft_targets and info.task == "segmentation"
                 batch = train.get(train.random_indices(rng, c.batch_size), rng, soft=soft)
-                loss = calibrator_loss(model, batch.cond.to(device), batch.label.to(device),
-                                       info.task, info.ignore_index,
-                                       batch.soft.to(device) if soft else None)
+                loss = calibrator_loss(
+                    model,
+                    batch.cond.to(device),
+                    batch.label.to(device),
+                    info.task,
+                    info.ignore_index,
+                    batch.soft.to(device) if soft else None,
+                )
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -101,24 +122,48 @@ def run_train_calibrator(recipe: Recipe, resume: bool = False, overwrite: bool =
                 check_finite(value, "the cross-entropy", step, last_saved)
                 record = {"step": step, "loss_ce": value, "lr": opt.param_groups[0]["lr"]}
                 if c.val_every and (step % c.val_every == 0 or step == c.steps):
-                    record["val_ce"] = validation_loss(model, val, c.val_size, device,
-                                                       c.batch_size)
+                    record["val_ce"] = validation_loss(model, val, c.val_size, device, c.batch_size)
                     if record["val_ce"] < best:
                         best = record["val_ce"]
-                        save_network(stage.dir / "best.safetensors", model, "calibrator",
-                                     "calibrator", c.arch, info, step, {"val_ce": best})
+                        save_network(
+                            stage.dir / "best.safetensors",
+                            model,
+                            "calibrator",
+                            "calibrator",
+                            c.arch,
+                            info,
+                            step,
+                            {"val_ce": best},
+                        )
                 log.write(record)
-                bar.advance(1, f"ce {value:.3f}" + (f" val {record['val_ce']:.3f}"
-                                                      if "val_ce" in record else ""))
+                bar.advance(
+                    1,
+                    f"ce {value:.3f}"
+                    + (f" val {record['val_ce']:.3f}" if "val_ce" in record else ""),
+                )
                 if step % c.checkpoint_every == 0 or step == c.steps:
-                    stage.save({"F": model}, {"F": opt}, {},
-                                {"step": step, "best": best, "rng": rng_state(rng)})
+                    stage.save(
+                        {"F": model},
+                        {"F": opt},
+                        {},
+                        {"step": step, "best": best, "rng": rng_state(rng)},
+                    )
                     last_saved = stage.last
-        save_network(stage.dir / "model.safetensors", model, "calibrator", "calibrator",
-                     c.arch, info, step)
-        stage.finish([train_path, val_path], ["model.safetensors", "best.safetensors",
-                     "last.safetensors", "metrics.jsonl", "recipe.yaml"], device,
-                     {"steps": step, "best_val_ce": best, "batch_size": c.batch_size})
+        save_network(
+            stage.dir / "model.safetensors", model, "calibrator", "calibrator", c.arch, info, step
+        )
+        stage.finish(
+            [train_path, val_path],
+            [
+                "model.safetensors",
+                "best.safetensors",
+                "last.safetensors",
+                "metrics.jsonl",
+                "recipe.yaml",
+            ],
+            device,
+            {"steps": step, "best_val_ce": best, "batch_size": c.batch_size},
+        )
     rep.line(f"calibrator trained: {stage.dir / 'model.safetensors'} (step {step})")
     return stage.dir / "model.safetensors"
 
@@ -131,6 +176,8 @@ def _init_from(model: torch.nn.Module, path: Path) -> None:
     own = model.state_dict()
     matched = {k: v for k, v in tensors.items() if k in own and own[k].shape == v.shape}
     if not matched:
-        raise CarsegError(f"{path}: no parameter matches the calibrator by name and shape",
-                          hint="calibrator.init_weights needs weights saved from this architecture")
+        raise CarsegError(
+            f"{path}: no parameter matches the calibrator by name and shape",
+            hint="calibrator.init_weights needs weights saved from this architecture",
+        )
     model.load_state_dict(matched, strict=False)

@@ -26,12 +26,16 @@ def select_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise CarsegError(f"device {name!r} requested but CUDA is not available",
-                          hint="set device=auto or device=cpu")
+        raise CarsegError(
+            f"device {name!r} requested but CUDA is not available",
+            hint="set device=auto or device=cpu",
+        )
     try:
         return torch.device(name)
     except RuntimeError:
-        raise CarsegError(f"device -> unknown device {name!r}", hint="use auto, cpu or cuda") from None
+        raise CarsegError(
+            f"device -> unknown device {name!r}", hint="use auto, cpu or cuda"
+        ) from None
 
 
 def setup_torch(recipe: Recipe) -> torch.device:
@@ -74,8 +78,11 @@ class MetricsLog:
         if resume_step is None:
             path.write_text("")
         elif path.exists():
-            kept = [ln for ln in path.read_text().splitlines()
-                    if ln.strip() and json.loads(ln).get("step", 0) <= resume_step]
+            kept = [
+                ln
+                for ln in path.read_text().splitlines()
+                if ln.strip() and json.loads(ln).get("step", 0) <= resume_step
+            ]
             path.write_text("".join(ln + "\n" for ln in kept))
 
     def write(self, record: dict[str, Any]) -> None:
@@ -114,38 +121,70 @@ class TrainingStage:
                 clear_stage_dir(self.dir)
             elif self.resume:
                 if not self.last.exists():
-                    raise CarsegError(f"nothing to resume in {self.dir} (no last.safetensors)",
-                                      hint=f"start it with `{self.make_cmd}`")
+                    raise CarsegError(
+                        f"nothing to resume in {self.dir} (no last.safetensors)",
+                        hint=f"start it with `{self.make_cmd}`",
+                    )
             elif finished:
-                raise CarsegError(f"{self.name} already trained in {self.dir}",
-                                  hint="pass --overwrite to train again, or --resume to "
-                                       "continue to a higher step count")
+                raise CarsegError(
+                    f"{self.name} already trained in {self.dir}",
+                    hint="pass --overwrite to train again, or --resume to "
+                    "continue to a higher step count",
+                )
             elif self.last.exists():
-                raise CarsegError(f"an unfinished {self.name} run is in {self.dir}",
-                                  hint="pass --resume to continue it or --overwrite to restart")
+                raise CarsegError(
+                    f"an unfinished {self.name} run is in {self.dir}",
+                    hint="pass --resume to continue it or --overwrite to restart",
+                )
             (self.dir / "recipe.yaml").write_text(recipe_to_yaml(self.recipe))
             yield self
 
-    def restore(self, models: dict[str, torch.nn.Module], optimizers: dict[str, torch.optim.Optimizer],
-                generators: dict[str, torch.Generator]) -> dict[str, Any] | None:
+    def restore(
+        self,
+        models: dict[str, torch.nn.Module],
+        optimizers: dict[str, torch.optim.Optimizer],
+        generators: dict[str, torch.Generator],
+    ) -> dict[str, Any] | None:
         if not self.resume:
             return None
-        info = load_training_state(self.last, models=models, optimizers=optimizers,
-                                   generators=generators, make_cmd=self.make_cmd)
+        info = load_training_state(
+            self.last,
+            models=models,
+            optimizers=optimizers,
+            generators=generators,
+            make_cmd=self.make_cmd,
+        )
         if info.get("stage") != self.name:
-            raise CarsegError(f"{self.last}: training state of {info.get('stage')!r}, "
-                              f"expected {self.name!r}")
+            raise CarsegError(
+                f"{self.last}: training state of {info.get('stage')!r}, expected {self.name!r}"
+            )
         return info
 
-    def save(self, models: dict[str, torch.nn.Module], optimizers: dict[str, torch.optim.Optimizer],
-             generators: dict[str, torch.Generator], info: dict[str, Any]) -> None:
-        save_training_state(self.last, models=models, optimizers=optimizers,
-                            generators=generators, info={"stage": self.name, **info})
+    def save(
+        self,
+        models: dict[str, torch.nn.Module],
+        optimizers: dict[str, torch.optim.Optimizer],
+        generators: dict[str, torch.Generator],
+        info: dict[str, Any],
+    ) -> None:
+        save_training_state(
+            self.last,
+            models=models,
+            optimizers=optimizers,
+            generators=generators,
+            info={"stage": self.name, **info},
+        )
 
-    def finish(self, inputs: list[Path], outputs: list[str], device: torch.device,
-               extra: dict[str, Any]) -> None:
-        manifest = Manifest(self.name, recipe_to_dict(self.recipe), self.recipe.seed,
-                            started=self.started, extra=extra)
+    def finish(
+        self, inputs: list[Path], outputs: list[str], device: torch.device, extra: dict[str, Any]
+    ) -> None:
+        manifest = Manifest(
+            self.name,
+            recipe_to_dict(self.recipe),
+            self.recipe.seed,
+            started=self.started,
+            extra=extra,
+        )
         for p in inputs:
             manifest.add_input(p)
         manifest.write(self.dir, outputs, device=str(device))
@@ -159,4 +198,3 @@ def rng_from_state(state: dict[str, Any]) -> np.random.Generator:
     rng = np.random.default_rng()
     rng.bit_generator.state = state
     return rng
-

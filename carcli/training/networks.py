@@ -16,7 +16,10 @@ from carcli.artefacts.checkpoint import load_weights, save_weights
 from carcli.data.dataset import DatasetInfo
 from carcli.errors import CarsegError
 from carcli.models.registry import (
-    build_calibrator, build_discriminator, build_model, build_refiner,
+    build_calibrator,
+    build_discriminator,
+    build_model,
+    build_refiner,
 )
 from carcli.recipe.schema import Recipe
 
@@ -60,35 +63,68 @@ def new_discriminator(recipe: Recipe, info: DatasetInfo) -> torch.nn.Module:
 
 
 def dataset_meta(info: DatasetInfo) -> dict[str, Any]:
-    return {"task": info.task, "in_channels": info.in_channels,
-            "calibrator_in_channels": info.calibrator_in_channels,
-            "num_classes": info.num_classes, "label_shape": list(info.label_shape)}
+    return {
+        "task": info.task,
+        "in_channels": info.in_channels,
+        "calibrator_in_channels": info.calibrator_in_channels,
+        "num_classes": info.num_classes,
+        "label_shape": list(info.label_shape),
+    }
 
 
-def save_network(path: Path, model: torch.nn.Module, stage: str, role: str, arch: str,
-                 info: DatasetInfo, step: int, extra: dict[str, Any] | None = None) -> None:
-    save_weights(path, model, {"stage": stage, "role": role, "arch": arch,
-                               "config": getattr(model, "config", {}),
-                               "dataset": dataset_meta(info), "step": step, **(extra or {})})
+def save_network(
+    path: Path,
+    model: torch.nn.Module,
+    stage: str,
+    role: str,
+    arch: str,
+    info: DatasetInfo,
+    step: int,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    save_weights(
+        path,
+        model,
+        {
+            "stage": stage,
+            "role": role,
+            "arch": arch,
+            "config": getattr(model, "config", {}),
+            "dataset": dataset_meta(info),
+            "step": step,
+            **(extra or {}),
+        },
+    )
 
 
-def load_network(path: Path, stage: str, role: str, info: DatasetInfo, make_cmd: str) -> torch.nn.Module:
+def load_network(
+    path: Path, stage: str, role: str, info: DatasetInfo, make_cmd: str
+) -> torch.nn.Module:
     """Rebuild a network from its checkpoint and check it fits the dataset `info`."""
     tensors, meta = load_weights(path, stage=stage, make_cmd=make_cmd)
     if meta.get("role") != role:
-        raise CarsegError(f"{path}: holds a {meta.get('role')!r}, expected {role!r}",
-                          hint=f"make it with `{make_cmd}`")
+        raise CarsegError(
+            f"{path}: holds a {meta.get('role')!r}, expected {role!r}",
+            hint=f"make it with `{make_cmd}`",
+        )
     want, have = dataset_meta(info), meta.get("dataset", {})
-    for key in ("task", "num_classes", "calibrator_in_channels" if role == "calibrator"
-                else "in_channels"):
+    for key in (
+        "task",
+        "num_classes",
+        "calibrator_in_channels" if role == "calibrator" else "in_channels",
+    ):
         if have.get(key) != want[key]:
             raise CarsegError(
                 f"{path}: was trained on data with {key} = {have.get(key)}, but {info.path} has "
-                f"{want[key]}", hint=f"retrain with `{make_cmd}` on this dataset")
+                f"{want[key]}",
+                hint=f"retrain with `{make_cmd}` on this dataset",
+            )
     try:
         model = build_model(role, dict(meta.get("config") or {}))
         model.load_state_dict(tensors, strict=True)
     except (ValueError, TypeError, RuntimeError) as exc:
-        raise CarsegError(f"{path}: cannot rebuild the {role} ({str(exc).splitlines()[0]})",
-                          hint=f"make it again with `{make_cmd}`") from None
+        raise CarsegError(
+            f"{path}: cannot rebuild the {role} ({str(exc).splitlines()[0]})",
+            hint=f"make it again with `{make_cmd}`",
+        ) from None
     return model

@@ -12,12 +12,23 @@ import torch.nn.functional as F
 from carcli.data.batches import Batch, BatchSource
 from carcli.data.dataset import DatasetFile, split_path
 from carcli.losses import (
-    adversarial_loss, calibration_loss, discriminator_loss, r1_penalty,
-    regression_calibration_loss, sample_cross_entropy,
+    adversarial_loss,
+    calibration_loss,
+    discriminator_loss,
+    r1_penalty,
+    regression_calibration_loss,
+    sample_cross_entropy,
 )
 from carcli.recipe.schema import Recipe
 from carcli.training.common import (
-    MetricsLog, TrainingStage, adam, check_finite, lr_at, rng_from_state, rng_state, set_lr,
+    MetricsLog,
+    TrainingStage,
+    adam,
+    check_finite,
+    lr_at,
+    rng_from_state,
+    rng_state,
+    set_lr,
     setup_torch,
 )
 from carcli.training.networks import load_network, new_discriminator, new_refiner, save_network
@@ -44,16 +55,31 @@ def calibrator_output(F_net: torch.nn.Module, cond: torch.Tensor, task: str) -> 
         return out.softmax(1) if task == "segmentation" else out
 
 
-def as_label_map(label: torch.Tensor, num_classes: int, ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:
+def as_label_map(
+    label: torch.Tensor, num_classes: int, ignore_index: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One-hot real labels [B, K, H, W] (zeros at ignore pixels) and the valid mask [B, H, W]."""
     valid = label != ignore_index
     onehot = F.one_hot(label.clamp(0, num_classes - 1), num_classes).permute(0, 3, 1, 2)
     return onehot.float() * valid[:, None], valid
 
 
-def refiner_step(nets: Nets, batch: Batch, recipe: Recipe, task: str, num_classes: int,
-                 ignore_index: int, d_update: bool, noise: torch.Generator) -> dict[str, float]:
-    """One step of Algorithm 1: D (when its cycle is on), then G with L_adv + L_cal."""
+def refiner_step(
+    nets: Nets,
+    batch: Batch,
+    recipe: Recipe,
+    task: str,
+    num_classes: int,
+    ignore_index: int,
+    d_update: bool,
+    noise: torch.Generator,
+) -> dict[str, float]:
+    """One step of Algorithm 1: G's M samples, D's verdict on them, then simultaneous updates.
+
+    D runs ONCE over the B*M fakes; that forward serves both D's loss and G's adversarial
+    loss (simultaneous gradients: G's step sees D before this step's update). Each network
+    gets only its own gradient (autograd.grad): D's parameters accumulate nothing from L_G.
+    """
     r, d = recipe.refiner, recipe.discriminator
     x, y, M = batch.image, batch.label, r.num_samples
     p = calibrator_output(nets.F, batch.cond, task)
@@ -65,27 +91,11 @@ def refiner_step(nets: Nets, batch: Batch, recipe: Recipe, task: str, num_classe
         fake = fake.reshape(-1, *fake.shape[2:])
     else:
         real, valid, fake = y, None, logits.reshape(-1, logits.shape[-1])
+    d_fake = nets.D(xs, fake)
     out: dict[str, float] = {}
 
-    # D: real (x, y) against all M fakes (x, G(x, p, eps_m)), with the R1 penalty on reals.
-    if d_update:
-        real_in = real.detach().requires_grad_(True)
-        d_real, d_fake = nets.D(x, real_in), nets.D(xs, fake.detach())
-        acc = 0.5 * float((d_real > 0).float().mean() + (d_fake < 0).float().mean())
-        out["d_acc"] = acc
-        if d.max_accuracy is None or acc < d.max_accuracy:
-            loss_d = discriminator_loss(d_real, d_fake)
-            if d.r1_weight > 0:
-                loss_d = loss_d + d.r1_weight * r1_penalty(d_real, real_in)
-            nets.opt_D.zero_grad(set_to_none=True)
-            loss_d.backward()
-            nets.opt_D.step()
-            out["loss_d"] = loss_d.detach().item()
-
-    # G: L_G = w_adv * L_adv + w_cal * L_cal, D's parameters accumulate no gradient.
-    nets.D.requires_grad_(False)
-    loss_adv = adversarial_loss(nets.D(xs, fake))
-    nets.D.requires_grad_(True)
+    # L_G = w_adv * L_adv + w_cal * L_cal
+    loss_adv = adversarial_loss(d_fake)
     if r.calibration_loss == "none":
         loss_cal = torch.zeros((), device=x.device)
     elif task == "regression":
@@ -95,12 +105,40 @@ def refiner_step(nets: Nets, batch: Batch, recipe: Recipe, task: str, num_classe
     else:  # "ce": the paper's control, cross-entropy of every sample against the label
         loss_cal = sample_cross_entropy(logits, y, ignore_index=ignore_index)
     loss_g = r.w_adv * loss_adv + r.w_cal * loss_cal
-    nets.opt_G.zero_grad(set_to_none=True)
-    loss_g.backward()
+
+    # L_D: real (x, y) against all M fakes, plus the R1 penalty on reals; skipped while
+    # D is frozen in its cycle or too accurate.
+    step_d = False
+    if d_update:
+        real_in = real.detach().requires_grad_(True)
+        d_real = nets.D(x, real_in)
+        acc = 0.5 * float((d_real > 0).float().mean() + (d_fake < 0).float().mean())
+        out["d_acc"] = acc
+        if d.max_accuracy is None or acc < d.max_accuracy:
+            loss_d = discriminator_loss(d_real, d_fake)
+            if d.r1_weight > 0:
+                loss_d = loss_d + d.r1_weight * r1_penalty(d_real, real_in)
+            _set_grads(nets.D, loss_d, retain_graph=True)
+            out["loss_d"] = loss_d.detach().item()
+            step_d = True
+    _set_grads(nets.G, loss_g, retain_graph=False)
     nets.opt_G.step()
-    out.update(loss_g=loss_g.detach().item(), loss_adv=loss_adv.detach().item(),
-               loss_cal=loss_cal.detach().item())
+    if step_d:
+        nets.opt_D.step()
+    out.update(
+        loss_g=loss_g.detach().item(),
+        loss_adv=loss_adv.detach().item(),
+        loss_cal=loss_cal.detach().item(),
+    )
     return out
+
+
+def _set_grads(net: torch.nn.Module, loss: torch.Tensor, retain_graph: bool) -> None:
+    """net's parameters get d loss / d param (and nothing else gets anything)."""
+    params = [q for q in net.parameters() if q.requires_grad]
+    grads = torch.autograd.grad(loss, params, retain_graph=retain_graph, allow_unused=True)
+    for q, g in zip(params, grads, strict=True):
+        q.grad = g
 
 
 def d_cycle_on(step: int, n_on: int, n_off: int) -> bool:
@@ -108,8 +146,9 @@ def d_cycle_on(step: int, n_on: int, n_off: int) -> bool:
     return step % (n_on + n_off) < n_on
 
 
-def run_train_refiner(recipe: Recipe, resume: bool = False, overwrite: bool = False,
-                      quiet: bool = False) -> Path:
+def run_train_refiner(
+    recipe: Recipe, resume: bool = False, overwrite: bool = False, quiet: bool = False
+) -> Path:
     """Train G and D; writes refiner/model.safetensors and refiner/discriminator.safetensors."""
     rep = Reporter(quiet)
     r, d = recipe.refiner, recipe.discriminator
@@ -122,9 +161,13 @@ def run_train_refiner(recipe: Recipe, resume: bool = False, overwrite: bool = Fa
         F_net = load_network(f_path, "calibrator", "calibrator", info, CALIBRATOR_CMD)
         F_net.to(device).eval().requires_grad_(False)
         G, D = new_refiner(recipe, info).to(device), new_discriminator(recipe, info).to(device)
-        nets = Nets(F_net, G.train(), D.train(),
-                    adam(G.parameters(), r.lr, r.betas, r.weight_decay),
-                    adam(D.parameters(), d.lr, r.betas, r.weight_decay))
+        nets = Nets(
+            F_net,
+            G.train(),
+            D.train(),
+            adam(G.parameters(), r.lr, r.betas, r.weight_decay),
+            adam(D.parameters(), d.lr, r.betas, r.weight_decay),
+        )
         train = BatchSource(train_ds, flip=recipe.data.flip)
         val = BatchSource(val_ds)
         rng = np.random.default_rng([recipe.seed, 2])
@@ -144,33 +187,73 @@ def run_train_refiner(recipe: Recipe, resume: bool = False, overwrite: bool = Fa
                 set_lr(nets.opt_D, d.lr * scale)
                 batch = train.get(train.random_indices(rng, r.batch_size), rng)
                 batch = Batch(batch.image.to(device), batch.cond.to(device), batch.label.to(device))
-                figures = refiner_step(nets, batch, recipe, info.task, info.num_classes,
-                                       info.ignore_index, d_cycle_on(step, d.n_on, d.n_off), noise)
+                figures = refiner_step(
+                    nets,
+                    batch,
+                    recipe,
+                    info.task,
+                    info.num_classes,
+                    info.ignore_index,
+                    d_cycle_on(step, d.n_on, d.n_off),
+                    noise,
+                )
                 step += 1
                 check_finite(figures["loss_g"], "the refiner loss", step, last_saved)
                 record = {"step": step, **figures, "lr_g": nets.opt_G.param_groups[0]["lr"]}
                 if r.val_every and (step % r.val_every == 0 or step == r.steps):
                     G.eval()
-                    record.update(refiner_validation(F_net, G, val, r.val_size, device,
-                                                     recipe.seed))
+                    record.update(
+                        refiner_validation(F_net, G, val, r.val_size, device, recipe.seed)
+                    )
                     G.train()
                     if record["val_score"] < best:
                         best = record["val_score"]
-                        save_network(stage.dir / "best.safetensors", G, "refiner", "refiner",
-                                     r.arch, info, step, {"val_score": best})
+                        save_network(
+                            stage.dir / "best.safetensors",
+                            G,
+                            "refiner",
+                            "refiner",
+                            r.arch,
+                            info,
+                            step,
+                            {"val_score": best},
+                        )
                 log.write(record)
-                bar.advance(1, f"cal {figures['loss_cal']:.3f} adv {figures['loss_adv']:.2f}"
-                               + (f" D-acc {figures['d_acc']:.2f}" if "d_acc" in figures else ""))
+                bar.advance(
+                    1,
+                    f"cal {figures['loss_cal']:.3f} adv {figures['loss_adv']:.2f}"
+                    + (f" D-acc {figures['d_acc']:.2f}" if "d_acc" in figures else ""),
+                )
                 if step % r.checkpoint_every == 0 or step == r.steps:
-                    stage.save(models, opts, {"noise": noise},
-                               {"step": step, "best": best, "rng": rng_state(rng)})
+                    stage.save(
+                        models,
+                        opts,
+                        {"noise": noise},
+                        {"step": step, "best": best, "rng": rng_state(rng)},
+                    )
                     last_saved = stage.last
         save_network(stage.dir / "model.safetensors", G, "refiner", "refiner", r.arch, info, step)
-        save_network(stage.dir / "discriminator.safetensors", D, "refiner", "discriminator",
-                     d.arch, info, step)
-        stage.finish([train_path, val_path, f_path],
-                     ["model.safetensors", "discriminator.safetensors", "best.safetensors",
-                      "last.safetensors", "metrics.jsonl", "recipe.yaml"], device,
-                     {"steps": step, "best_val_score": best, "batch_size": r.batch_size})
+        save_network(
+            stage.dir / "discriminator.safetensors",
+            D,
+            "refiner",
+            "discriminator",
+            d.arch,
+            info,
+            step,
+        )
+        stage.finish(
+            [train_path, val_path, f_path],
+            [
+                "model.safetensors",
+                "discriminator.safetensors",
+                "best.safetensors",
+                "last.safetensors",
+                "metrics.jsonl",
+                "recipe.yaml",
+            ],
+            device,
+            {"steps": step, "best_val_score": best, "batch_size": r.batch_size},
+        )
     rep.line(f"refiner trained: {stage.dir / 'model.safetensors'} (step {step})")
     return stage.dir / "model.safetensors"

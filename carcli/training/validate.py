@@ -12,8 +12,15 @@ VAL_SAMPLES = 16
 
 
 @torch.no_grad()
-def refiner_validation(F_net: torch.nn.Module, G: torch.nn.Module, val: BatchSource, n: int,
-                       device: torch.device, seed: int, batch_size: int = 16) -> dict[str, float]:
+def refiner_validation(
+    F_net: torch.nn.Module,
+    G: torch.nn.Module,
+    val: BatchSource,
+    n: int,
+    device: torch.device,
+    seed: int,
+    batch_size: int = 16,
+) -> dict[str, float]:
     """GED with 16 samples (the score: lower is better) and the calibration gap of G's mean.
 
     Noise comes from its own generator seeded by `seed`, so every validation sees the same
@@ -37,8 +44,16 @@ def refiner_validation(F_net: torch.nn.Module, G: torch.nn.Module, val: BatchSou
             labels = val.rows("label", idx)
             weights = val.weights[idx]
             for i in range(len(idx)):
-                geds.append(ged(maps[i], labels[i], weights[i], num_classes=info.num_classes,
-                                eval_classes=info.eval_classes, ignore_index=info.ignore_index))
+                geds.append(
+                    ged(
+                        maps[i],
+                        labels[i],
+                        weights[i],
+                        num_classes=info.num_classes,
+                        eval_classes=info.eval_classes,
+                        ignore_index=info.ignore_index,
+                    )
+                )
         else:
             samples = G(b.image.to(device), out, num_samples=VAL_SAMPLES, generator=gen)
             gaps.extend((samples.mean(1) - out).abs().mean(1).cpu().tolist())

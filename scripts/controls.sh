@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The method and the paper's controls on the same data and budget (issue table):
+# calibration_loss=none (lambda = 0), =ce (cross-entropy control), num_samples=1 (M = 1).
+# F is trained once (the method's run) and shared, so the rows differ only in G.
+set -euo pipefail
+recipe=${1:-recipes/toy.yaml}
+py=${PY:-.venv/bin/python}
+scripts/cascade.sh "$recipe" toy-method
+export REUSE_CALIBRATOR=runs/toy-method
+scripts/cascade.sh "$recipe" toy-none refiner.calibration_loss=none
+scripts/cascade.sh "$recipe" toy-ce refiner.calibration_loss=ce
+scripts/cascade.sh "$recipe" toy-m1 refiner.num_samples=1
+$py scripts/compare_runs.py runs/toy-method runs/toy-none runs/toy-ce runs/toy-m1 | tee runs/controls.md
