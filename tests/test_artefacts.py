@@ -372,3 +372,18 @@ def test_training_state_is_not_a_weights_file(tmp_path: Path) -> None:
         load_training_state(
             tmp_path / "last.safetensors", models={}, optimizers={}, generators={}, make_cmd=MAKE
         )
+
+
+def test_empty_lock_file_left_by_a_killed_process_is_stale(tmp_path):
+    import os
+    import time
+
+    from carcli.artefacts.run import stage_lock
+
+    lock = tmp_path / ".lock"
+    lock.write_text("")
+    old = time.time() - 60
+    os.utime(lock, (old, old))
+    with stage_lock(tmp_path):
+        assert lock.exists()
+    assert not lock.exists()

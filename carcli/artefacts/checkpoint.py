@@ -25,6 +25,7 @@ from carcli.errors import CarsegError
 
 SCHEMA = "carseg.checkpoint/1"
 STATE_SCHEMA = "carseg.training-state/1"
+RAW_KEYS = ("schema", "carseg_version", "format")
 
 
 def _contiguous(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -32,9 +33,10 @@ def _contiguous(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def save_weights(path: str | Path, model: torch.nn.Module, meta: dict[str, Any]) -> None:
-    """Atomically write a model's state_dict with JSON-encoded metadata values."""
+    """Atomically write a model's state_dict; metadata values are JSON-encoded (strings too,
+    so they come back with their type), except the plain-text `schema` and `carseg_version`."""
     md = {"schema": SCHEMA, "carseg_version": carcli.__version__}
-    md.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()})
+    md.update({k: json.dumps(v) for k, v in meta.items() if k not in RAW_KEYS})
     with atomic_path(path) as tmp:
         save_file(_contiguous(model.state_dict()), str(tmp), metadata=md)
 
@@ -60,8 +62,12 @@ def read_safetensors(
 
 
 def decode_meta(meta: dict[str, str]) -> dict[str, Any]:
+    """Metadata values as written by save_weights (plain-text keys stay strings)."""
     out: dict[str, Any] = {}
     for k, v in meta.items():
+        if k in RAW_KEYS:
+            out[k] = v
+            continue
         try:
             out[k] = json.loads(v)
         except ValueError:

@@ -110,7 +110,7 @@ def ensure_dir(path: Path) -> None:
 
 
 def check_not_finished(marker: Path, what: str, overwrite: bool) -> None:
-    """Refuse to redo a finished artefact unless `overwrite`; with it, remove the old one."""
+    """Refuse to redo a finished artefact unless `overwrite` (callers replace it)."""
     if marker.exists():
         if not overwrite:
             raise CarsegError(
@@ -141,6 +141,16 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+EMPTY_LOCK_GRACE_S = 10.0
+
+
+def _age(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
 @contextlib.contextmanager
 def stage_lock(stage_dir: Path) -> Iterator[None]:
     """Refuse a second process on the same run_dir and stage; recognise stale locks."""
@@ -158,6 +168,9 @@ def stage_lock(stage_dir: Path) -> Iterator[None]:
             same_host = other.get("host") == me["host"]
             if same_host and isinstance(other.get("pid"), int) and not _pid_alive(other["pid"]):
                 lock.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            if not isinstance(other.get("pid"), int) and _age(lock) > EMPTY_LOCK_GRACE_S:
+                lock.unlink(missing_ok=True)  # killed between creating and writing the lock
                 continue
             raise CarsegError(
                 f"{stage_dir} is in use by process {other.get('pid', '?')} on "
