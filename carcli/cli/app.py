@@ -176,12 +176,15 @@ def evaluate(
 @app.command("plot-reliability")
 @handle_errors
 def plot_reliability(
-    recipe: RecipeArg, overrides: OverridesArg = None, overwrite: OverwriteOpt = False
+    recipe: RecipeArg,
+    overrides: OverridesArg = None,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Reliability diagram, per-class calibration and sample grids (PNG + CSV)."""
     from carcli.plots.reliability import run_plot_reliability
 
-    run_plot_reliability(_recipe(recipe, overrides), overwrite=overwrite)
+    run_plot_reliability(_recipe(recipe, overrides), overwrite=overwrite, quiet=quiet)
 
 
 @app.command()
