@@ -137,3 +137,20 @@ def test_accuracy_cap_skips_d_update():
     )
     assert "d_acc" in out and "loss_d" not in out
     assert all(torch.equal(a, b) for a, b in zip(d_before, nets.D.parameters(), strict=True))
+
+
+def test_calibrator_init_from_local_weights(tmp_path):
+    from safetensors.torch import save_file
+
+    from carcli.errors import CarsegError
+    from carcli.training.calibrator import _init_from
+
+    src = build_calibrator("segnet", 1, 2, width=4, depth=2)
+    save_file({k: v.contiguous() for k, v in src.state_dict().items()}, str(tmp_path / "w.st"))
+    dst = build_calibrator("segnet", 1, 2, width=4, depth=2)
+    _init_from(dst, tmp_path / "w.st")
+    for k, v in src.state_dict().items():
+        assert torch.equal(v, dst.state_dict()[k]), k
+    save_file({"unrelated": torch.zeros(3)}, str(tmp_path / "bad.st"))
+    with pytest.raises(CarsegError, match="no parameter matches"):
+        _init_from(dst, tmp_path / "bad.st")
