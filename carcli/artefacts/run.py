@@ -23,8 +23,6 @@ from typing import Any
 import carcli
 from carcli.errors import CarsegError
 
-STAGES = ("calibrator", "refiner", "samples", "eval", "plots")
-
 
 @dataclass(frozen=True)
 class RunLayout:
