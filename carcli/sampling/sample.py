@@ -15,6 +15,7 @@ import h5py
 import numpy as np
 import torch
 
+import carcli
 from carcli.artefacts.run import (
     Manifest,
     RunLayout,
@@ -145,19 +146,13 @@ def run_sample(recipe: Recipe, overwrite: bool = False, quiet: bool = False) -> 
                 "calibrator_sha256": manifest.inputs[str(f_path)],
                 "refiner_sha256": manifest.inputs[str(g_path)],
                 "recipe": recipe_to_yaml(recipe),
-                "carseg_version": _version(),
+                "carseg_version": carcli.__version__,
             }
             _assemble(bank_path, partial, chunks, info, s.num_samples, attrs)
         shutil.rmtree(partial, ignore_errors=True)
         manifest.write(out_dir, [bank_path.name], device=str(device))
     rep.line(f"sample bank written: {bank_path} ({info.n} images x {s.num_samples} samples)")
     return bank_path
-
-
-def _version() -> str:
-    import carcli
-
-    return carcli.__version__
 
 
 def _check_plan(partial: Path, plan: dict, rep: Reporter) -> None:
