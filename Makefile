@@ -7,7 +7,7 @@ CARSEG := $(VENV)/bin/carseg
 export OMP_WAIT_POLICY ?= PASSIVE
 RECIPE ?= recipes/toy.yaml
 
-.PHONY: install demo test test-all lint format bench controls unseen clean
+.PHONY: install demo test test-all lint format bench controls unseen regression regression-sweep clean
 
 install: $(VENV)/.installed
 
@@ -50,6 +50,14 @@ controls: install
 # The toy recipe on an unseen 64x64, 4-class synthetic set (about 30 min on 2 cores).
 unseen: install
 	scripts/unseen.sh $(RECIPE)
+
+# The 1D bimodal regression (pi 0.9, sigma 0.03, lambda = 1), every stage (about a minute).
+regression: install
+	$(MAKE) demo RECIPE=recipes/regression.yaml
+
+# The paper's Fig. 7 sweep: 3 pi x 3 sigma x lambda in {0, 1} x 5 seeds, two processes.
+regression-sweep: install
+	$(PY) scripts/regression_sweep.py --jobs 2
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

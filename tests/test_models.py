@@ -65,7 +65,11 @@ def test_calibrator_rejects_wrong_channels() -> None:
 def test_mlp_calibrator() -> None:
     f = build_calibrator("mlp", 2, 3)
     assert f(torch.randn(7, 2)).shape == (7, 3)
-    assert sum(isinstance(m, torch.nn.Linear) for m in f.modules()) == 4
+    # the paper's "4-layer MLP (64 units)": 4 hidden layers of 64, then the output layer
+    linears = [m for m in f.modules() if isinstance(m, torch.nn.Linear)]
+    assert [m.out_features for m in linears] == [64, 64, 64, 64, 3]
+    acts = [m for m in f.modules() if isinstance(m, torch.nn.LeakyReLU)]
+    assert len(acts) == 4 and all(a.negative_slope == 0.01 for a in acts)
 
 
 # --- refiners ----------------------------------------------------------------------------

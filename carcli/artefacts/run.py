@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import sys
@@ -63,9 +64,30 @@ def tmp_path_for(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
+_ERRNO_IN_TEXT = re.compile(r"(?:os error|errno =?)\s*(\d+)")
+
+
+def write_failure(exc: BaseException) -> str | None:
+    """The operating system's reason for a failed write (disk full, quota, permissions...),
+    or None when `exc` is not one. safetensors and h5py report these as their own error types
+    with the errno in the text."""
+    if isinstance(exc, OSError) and exc.errno:
+        return exc.strerror or os.strerror(exc.errno)
+    match = _ERRNO_IN_TEXT.search(str(exc))
+    if match:
+        return os.strerror(int(match.group(1)))
+    if isinstance(exc, OSError):
+        return str(exc) or type(exc).__name__
+    return None
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it onto `path` only on success."""
+    """Yield a temporary path beside `path`; rename it onto `path` only on success.
+
+    On any failure the temporary file is removed; an operating-system write failure (a full
+    disk, a quota, permissions) becomes a CarsegError naming `path`.
+    """
     path = Path(path)
     ensure_dir(path.parent)
     tmp = tmp_path_for(path)
@@ -74,10 +96,16 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         if not tmp.exists():
             raise RuntimeError(f"nothing was written to {tmp}")
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-        raise
+        reason = None if isinstance(exc, CarsegError) else write_failure(exc)
+        if reason is None:
+            raise
+        raise CarsegError(
+            f"cannot write {path}: {reason}",
+            hint=f"free disk space or make {path.parent} writable, then run the command again",
+        ) from None
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
@@ -140,6 +168,22 @@ def _pid_alive(pid: int) -> bool:
 
 
 EMPTY_LOCK_GRACE_S = 10.0
+_TMP_NAME = re.compile(r"^\..+\.(\d+)\.tmp$")
+
+
+def remove_stale_temps(folder: Path) -> list[Path]:
+    """Delete the temporary files (see tmp_path_for) that killed processes left in `folder`;
+    called by the holder of the folder's lock. Returns what was removed."""
+    removed = []
+    for child in folder.iterdir():
+        match = _TMP_NAME.match(child.name)
+        if not match or not child.is_file():
+            continue
+        pid = int(match.group(1))
+        if pid != os.getpid() and not _pid_alive(pid):
+            child.unlink(missing_ok=True)
+            removed.append(child)
+    return removed
 
 
 def _age(path: Path) -> float:
@@ -178,6 +222,7 @@ def stage_lock(stage_dir: Path) -> Iterator[None]:
         with os.fdopen(fd, "w") as fh:
             json.dump(me, fh)
         break
+    remove_stale_temps(stage_dir)
     try:
         yield
     finally:

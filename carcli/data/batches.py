@@ -6,6 +6,7 @@ Small splits are read into memory once; larger ones are read row by row from the
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,11 +49,36 @@ def label_distribution(
     return q
 
 
+def apply_class_flips(
+    label: np.ndarray,
+    q: np.ndarray | None,
+    flips: list[tuple[int, int, float]],
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Class flips drawn afresh (the file attribute `class_flips`, e.g. the modified
+    Cityscapes): per image and flip (src, dst, p), with probability p every pixel of class src
+    becomes dst. The soft target `q` [B, K, H, W], if given, takes the expectation in place."""
+    draws = rng.random((label.shape[0], len(flips)))
+    for j, (src, dst, p) in enumerate(flips):
+        for b in np.nonzero(draws[:, j] < p)[0]:
+            label[b][label[b] == src] = dst
+        if q is not None:
+            q[:, dst] += p * q[:, src]
+            q[:, src] *= 1 - p
+    return label
+
+
 class BatchSource:
-    """Draws batches of a split with a numpy Generator (its state is saved on checkpoints)."""
+    """Draws batches of a split with a numpy Generator (its state is saved on checkpoints).
+
+    A split whose file has the attribute `class_flips` (JSON [[src, dst, p], ...]) gets its
+    class flips drawn afresh per image each time it is drawn with an rng (training)."""
 
     def __init__(self, ds: DatasetFile, flip: bool = False) -> None:
         self.ds, self.info, self.flip = ds, ds.info, flip
+        raw = ds.h5.attrs.get("class_flips")
+        flips = json.loads(raw.decode() if isinstance(raw, bytes) else raw) if raw else []
+        self.class_flips = [(int(s), int(d), float(p)) for s, d, p in flips]
         names = ["image", "label"] + (["blackbox"] if ds.info.blackbox_channels else [])
         nbytes = sum(ds.h5[n].size * ds.h5[n].dtype.itemsize for n in names)
         self.cache: dict[str, np.ndarray] | None = None
@@ -89,6 +115,8 @@ class BatchSource:
             q = label_distribution(
                 labels, self.weights[idx], self.info.num_classes, self.info.ignore_index
             )
+        if self.class_flips and rng is not None:
+            label = apply_class_flips(label, q if soft else None, self.class_flips, rng)
         bb = self.rows("blackbox", idx) if self.info.blackbox_channels else None
         if self.flip and rng is not None and self.info.task == "segmentation":
             flips = rng.random(len(idx)) < 0.5

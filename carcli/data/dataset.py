@@ -244,7 +244,7 @@ def _check_body(h5: h5py.File, chunk: int) -> list[str]:
         try:
             k = int(h5.attrs["num_classes"])
             ignore = int(h5.attrs.get("ignore_index", 255))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             p.append("attributes num_classes / ignore_index must be integers")
             return p
         if not 2 <= k <= 255:
@@ -273,6 +273,13 @@ def _check_body(h5: h5py.File, chunk: int) -> list[str]:
     else:
         if label.dtype != np.float32:
             p.append(f"label has dtype {label.dtype}, expected float32 for regression")
+        if image.ndim != 2 or label.ndim != 3:
+            p.append(
+                f"regression needs image [N, D_in] and label [N, A, D_out], got image "
+                f"{image.shape} and label {label.shape}"
+            )
+        else:
+            p.extend(_check_mixture(h5, n, label.shape[2]))
     has_w = "label_weight" in h5
     if has_w:
         w = h5["label_weight"]
@@ -361,6 +368,32 @@ def _check_body(h5: h5py.File, chunk: int) -> list[str]:
     return p
 
 
+def _check_mixture(h5: h5py.File, n: int, d_out: int) -> list[str]:
+    """The optional true mixture of a regression split (see carcli/data/regression.py)."""
+    names = ("mixture_mean", "mixture_weight", "mixture_std")
+    present = [m for m in names if m in h5]
+    if not present:
+        return []
+    if len(present) != len(names):
+        missing = sorted(set(names) - set(present))
+        return [f"mixture datasets are incomplete: {', '.join(missing)} missing"]
+    mean, weight, std = (h5[m] for m in names)
+    k = weight.shape[1] if weight.ndim == 2 else -1
+    if mean.shape != (n, k, d_out) or weight.shape != (n, k) or std.shape != (n, k):
+        return [
+            f"mixture shapes {mean.shape}, {weight.shape}, {std.shape} do not match "
+            f"[N, K, {d_out}], [N, K], [N, K] with N = {n}"
+        ]
+    w, sd, mu = weight[...].astype(np.float64), std[...], mean[...]
+    if not (np.isfinite(w).all() and np.isfinite(sd).all() and np.isfinite(mu).all()):
+        return ["mixture datasets hold NaN or infinite values"]
+    if (w < 0).any() or (np.abs(w.sum(1) - 1) > 1e-5).any():
+        return ["mixture_weight rows must be non-negative and sum to 1"]
+    if (sd <= 0).any():
+        return ["mixture_std must be positive"]
+    return []
+
+
 def write_dataset(
     path: str | Path,
     *,
@@ -374,8 +407,11 @@ def write_dataset(
     task: str = "segmentation",
     blackbox: np.ndarray | None = None,
     attrs: dict[str, Any] | None = None,
+    extra: dict[str, np.ndarray] | None = None,
 ) -> Path:
-    """Write one split atomically (temp file + rename), chunked per image and compressed."""
+    """Write one split atomically (temp file + rename), chunked per image and compressed.
+
+    ``extra`` holds further datasets stored as given (e.g. the regression task's mixture)."""
     path = Path(path)
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
         h5.attrs["schema"] = SCHEMA
@@ -390,17 +426,23 @@ def write_dataset(
                 h5.attrs["eval_classes"] = json.dumps([int(c) for c in eval_classes])
         for key, value in (attrs or {}).items():
             h5.attrs[key] = value if isinstance(value, (str, int, float)) else json.dumps(value)
-        _put(h5, "image", image.astype(image.dtype if image.dtype == np.float16 else np.float32))
-        _put(h5, "label", label)
+        rows = task == "segmentation"
+        image = image.astype(image.dtype if image.dtype == np.float16 else np.float32)
+        _put(h5, "image", image, rows)
+        _put(h5, "label", label, rows)
         if label_weight is not None:
-            _put(h5, "label_weight", label_weight.astype(np.float32))
+            _put(h5, "label_weight", label_weight.astype(np.float32), rows)
         if blackbox is not None:
-            _put(h5, "blackbox", blackbox)
+            _put(h5, "blackbox", blackbox, rows)
+        for name, arr in (extra or {}).items():
+            _put(h5, name, arr, rows)
     return path
 
 
-def _put(h5: h5py.File, name: str, arr: np.ndarray) -> None:
-    chunks = (1, *arr.shape[1:]) if arr.ndim >= 3 and arr.shape[0] > 0 else None
+def _put(h5: h5py.File, name: str, arr: np.ndarray, per_row: bool = True) -> None:
+    """Image-like arrays are chunked one row per chunk and compressed; the small rows of
+    the regression task (per_row=False) are stored contiguously."""
+    chunks = (1, *arr.shape[1:]) if per_row and arr.ndim >= 3 and arr.shape[0] > 0 else None
     h5.create_dataset(
         name,
         data=arr,

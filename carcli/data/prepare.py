@@ -6,12 +6,16 @@ import time
 import zlib
 from pathlib import Path
 
+import numpy as np
+
 from carcli.artefacts.run import Manifest, ensure_dir, stage_lock
 from carcli.data.dataset import SPLITS, split_path, validate_dataset, write_dataset
 from carcli.errors import CarsegError
 from carcli.recipe.load import recipe_to_dict as recipe_dict
 from carcli.recipe.schema import Recipe
 from carcli.ui import Reporter
+
+REAL_SOURCES = ("lidc-png", "lidc-phiseg", "lidc-pickle", "cityscapes")
 
 
 def split_seed(seed: int, split: str) -> int:
@@ -48,13 +52,18 @@ def run_prepare(recipe: Recipe, overwrite: bool = False, quiet: bool = False) ->
     with stage_lock(out_dir):
         if data.source == "synthetic":
             paths = _prepare_synthetic(recipe, out_dir, rep)
+        elif data.source == "regression":
+            paths = _prepare_regression(recipe, out_dir, rep)
+        elif data.source in REAL_SOURCES:
+            paths = _prepare_real(recipe, out_dir, rep)  # validated before they are published
         else:
             raise CarsegError(
                 f"data.source {data.source!r} is not available in this version",
                 hint="use 'synthetic', or 'prepared' with files you made yourself",
             )
         for p in paths:
-            validate_dataset(p)
+            if data.source not in REAL_SOURCES:
+                validate_dataset(p)
         manifest.write(out_dir, [p.name for p in paths])
     rep.line(f"prepared {len(paths)} splits in {out_dir} ({time.time() - t0:.1f} s)")
     return paths
@@ -65,6 +74,7 @@ def _prepare_synthetic(recipe: Recipe, out_dir: Path, rep: Reporter) -> list[Pat
 
     d = recipe.data
     sizes = {"train": d.num_train, "val": d.num_val, "test": d.num_test}
+    bb = _synthetic_blackbox(recipe, sizes) if d.blackbox_dir else {}  # all read before writing
     paths = []
     for split in SPLITS:
         s = generate_synthetic(
@@ -82,8 +92,107 @@ def _prepare_synthetic(recipe: Recipe, out_dir: Path, rep: Reporter) -> list[Pat
             num_classes=d.num_classes,
             class_names=s.class_names,
             eval_classes=s.eval_classes,
+            blackbox=bb.get(split),
             attrs={"source": "synthetic", "split": split},
         )
         rep.line(f"  {path}: {sizes[split]} images, {s.label.shape[1]} modes max")
         paths.append(path)
     return paths
+
+
+def _prepare_regression(recipe: Recipe, out_dir: Path, rep: Reporter) -> list[Path]:
+    """The 1D bimodal regression data (data.pi, data.sigma) with its true mixture."""
+    from carcli.data.regression import REGIONS, generate_bimodal
+
+    d = recipe.data
+    sizes = {"train": d.num_train, "val": d.num_val, "test": d.num_test}
+    paths = []
+    for split in SPLITS:
+        try:
+            r = generate_bimodal(sizes[split], d.pi, d.sigma, split_seed(recipe.seed, split))
+        except ValueError as exc:
+            raise CarsegError(
+                f"data: {exc}", hint="set data.pi in [0, 1], data.sigma > 0"
+            ) from None
+        path = write_dataset(
+            split_path(out_dir, split),
+            image=r.x,
+            label=r.y,
+            task="regression",
+            attrs={
+                "source": "regression",
+                "split": split,
+                "pi": float(d.pi),
+                "sigma": float(d.sigma),
+                "regions": REGIONS,
+            },
+            extra={
+                "mixture_mean": r.mixture_mean,
+                "mixture_weight": r.mixture_weight,
+                "mixture_std": r.mixture_std,
+            },
+        )
+        rep.line(f"  {path}: {sizes[split]} points (pi {d.pi}, sigma {d.sigma})")
+        paths.append(path)
+    return paths
+
+
+def _synthetic_blackbox(recipe: Recipe, sizes: dict[str, int]) -> dict[str, np.ndarray]:
+    """Predictions for the synthetic images, named `<split>_<index:06d>` (e.g. train_000012)."""
+    from carcli.data.blackbox import BlackboxFolder
+
+    d = recipe.data
+    assert d.blackbox_dir is not None
+    folder = BlackboxFolder(d.blackbox_dir, d.num_classes)
+    return {
+        split: np.stack(
+            [
+                folder.load([f"{split}_{i:06d}"], f"{split} image {i}", (d.size, d.size))
+                for i in range(n)
+            ]
+        )
+        for split, n in sizes.items()
+    }
+
+
+def _prepare_real(recipe: Recipe, out_dir: Path, rep: Reporter) -> list[Path]:
+    """LIDC (three formats) or Cityscapes from data.raw: every split and its cases CSV is
+    written under a temporary name, validated, and only then renamed into place together."""
+    from carcli.data import cityscapes, lidc
+    from carcli.data.blackbox import BlackboxFolder
+    from carcli.data.writer import staged_splits
+
+    d = recipe.data
+    if d.raw is None:
+        raise CarsegError(
+            f"data.raw is not set; the {d.source} source reads the public files from it",
+            hint="set data.raw (see data/README.md for where to get the data)",
+        )
+    raw = Path(d.raw)
+    if not raw.exists():
+        raise CarsegError(
+            f"data.raw {raw} does not exist",
+            hint=f"get the {d.source} data (see data/README.md) and point data.raw at it",
+        )
+    cs = d.source == "cityscapes"
+    blackbox = None
+    if d.blackbox_dir:
+        k = cityscapes.NUM_CLASSES if cs else len(lidc.CLASS_NAMES)
+        blackbox = BlackboxFolder(d.blackbox_dir, k)
+    with staged_splits(out_dir) as staged:
+        if cs:
+            cityscapes.prepare_cityscapes(raw, staged, blackbox, rep)
+        else:
+            lidc.prepare_lidc(
+                d.source,
+                raw,
+                staged,
+                seed=recipe.seed,
+                allow_pickle=d.allow_pickle,
+                lesion_only=d.lesion_only,
+                blackbox=blackbox,
+                rep=rep,
+            )
+        staged.validate()
+        published = staged.commit()
+    return [p for p in published if p.suffix == ".h5"]

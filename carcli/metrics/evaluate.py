@@ -81,12 +81,23 @@ def evaluate_bank(
 ) -> tuple[dict, list[dict], list[str]]:
     """Metrics summary, per-image rows and CSV columns of a bank against its split."""
     e = recipe.evaluate
-    with DatasetFile(data_path) as ds, Bank(bank_path, ds.info) as bank:
+    with DatasetFile(data_path, validate=True) as ds, Bank(bank_path, ds.info) as bank:
         info = ds.info
-        if info.task != "segmentation":
-            raise CarsegError(
-                f"{data_path}: evaluation of task {info.task!r} is not available in this version"
-            )
+        if info.task == "regression":
+            from carcli.metrics.regression import evaluate_regression
+
+            figures, rows, columns = evaluate_regression(ds, bank, e.chunk_size, rep)
+            summary = {
+                "schema": METRICS_SCHEMA,
+                "task": "regression",
+                "split": e.split,
+                "dataset": str(data_path),
+                "bank": str(bank_path),
+                "n_images": bank.n,
+                "num_samples": bank.num_samples,
+                **figures,
+            }
+            return summary, rows, columns
         acc = EvalAccumulator(
             info.num_classes,
             info.ignore_index,
@@ -166,6 +177,9 @@ def _csv(rows: list[dict], columns: list[str]) -> str:
 def print_table(summary: dict[str, Any], rep: Reporter) -> None:
     from rich.table import Table
 
+    if summary.get("task") == "regression":
+        print_regression_table(summary, rep)
+        return
     table = Table(
         title=f"carseg evaluate: {summary['split']} ({summary['n_images']} images, "
         f"{summary['num_samples']} samples)"
@@ -198,6 +212,37 @@ def print_table(summary: dict[str, Any], rep: Reporter) -> None:
             )
     table.add_row("diversity", _fmt(summary.get("diversity")), "")
     table.add_row("entropy of F (nats)", _fmt(summary.get("entropy")), "")
+    rep.console.print(table)
+
+
+def print_regression_table(summary: dict[str, Any], rep: Reporter) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(
+        title=f"carseg evaluate: {summary['split']} ({summary['n_images']} inputs, "
+        f"{summary['num_samples']} samples)"
+    )
+    for col in ("metric", "samples", "real data", "truth"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    ll = summary.get("log_likelihood") or {}
+    if ll:
+        table.add_row(
+            "log-likelihood (1 sample / x)", _fmt(ll.get("samples")), _fmt(ll["real"]), ""
+        )
+    for r in (summary.get("upper_share") or {}).values():
+        lo, hi = r["range"]
+        flag = " (collapsed)" if r.get("collapsed") else ""
+        table.add_row(
+            escape(f"share y > 0, x in [{lo:g}, {hi:g}){flag}"),
+            _fmt(r.get("samples")),
+            _fmt(r.get("real")),
+            _fmt(r.get("true")),
+        )
+    table.add_row("|mean of samples - F(x)|", _fmt(summary.get("mean_vs_calibrator")), "", "")
+    if "mean_vs_truth" in summary:
+        table.add_row(escape("|mean of samples - E[y|x]|"), _fmt(summary["mean_vs_truth"]), "", "")
+        table.add_row(escape("|F(x) - E[y|x]|"), _fmt(summary["calibrator_vs_truth"]), "", "")
     rep.console.print(table)
 
 

@@ -41,14 +41,19 @@ def activation(act: str) -> nn.Module:
     raise ValueError(f"unknown activation {act!r}; valid: leaky_relu, relu")
 
 
-def mlp(in_features: int, out_features: int, hidden: int, num_layers: int) -> nn.Sequential:
-    """``num_layers`` linear layers (``hidden`` units each but the last), LeakyReLU(0.2) between."""
+def mlp(
+    in_features: int, out_features: int, hidden: int, num_layers: int, slope: float = 0.01
+) -> nn.Sequential:
+    """``num_layers`` hidden linear layers of ``hidden`` units, each followed by
+    LeakyReLU(slope), then a linear output layer (the paper's "4-layer MLP (64 units)" is
+    num_layers = 4, as in the authors' toy code). The 1D toy uses slope 0.01 (PyTorch's
+    default and the authors' code): at 0.2 the adversarial runs oscillated far more."""
     if num_layers < 1:
         raise ValueError(f"num_layers must be >= 1, got {num_layers}")
     layers: list[nn.Module] = []
     width = in_features
-    for _ in range(num_layers - 1):
-        layers += [nn.Linear(width, hidden), nn.LeakyReLU(0.2, inplace=True)]
+    for _ in range(num_layers):
+        layers += [nn.Linear(width, hidden), nn.LeakyReLU(slope, inplace=True)]
         width = hidden
     layers.append(nn.Linear(width, out_features))
     return nn.Sequential(*layers)

@@ -161,7 +161,12 @@ class MLPCalibrator(nn.Module):
     arch = "mlp"
 
     def __init__(
-        self, in_channels: int, num_classes: int, hidden: int = 64, num_layers: int = 4
+        self,
+        in_channels: int,
+        num_classes: int,
+        hidden: int = 64,
+        num_layers: int = 4,
+        slope: float = 0.01,
     ) -> None:
         super().__init__()
         check_positive(
@@ -173,9 +178,10 @@ class MLPCalibrator(nn.Module):
             "num_classes": num_classes,
             "hidden": hidden,
             "num_layers": num_layers,
+            "slope": slope,
         }
         self.in_channels = in_channels
-        self.net = mlp(in_channels, num_classes, hidden, num_layers)
+        self.net = mlp(in_channels, num_classes, hidden, num_layers, slope)
 
     def forward(self, x: Tensor) -> Tensor:
         """F(x) [B, D_out] for x [B, D_in]."""

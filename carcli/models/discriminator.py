@@ -149,7 +149,12 @@ class MLPDiscriminator(nn.Module):
     arch = "mlp"
 
     def __init__(
-        self, in_channels: int, num_classes: int, hidden: int = 64, num_layers: int = 4
+        self,
+        in_channels: int,
+        num_classes: int,
+        hidden: int = 64,
+        num_layers: int = 4,
+        slope: float = 0.01,
     ) -> None:
         super().__init__()
         check_positive(
@@ -161,9 +166,10 @@ class MLPDiscriminator(nn.Module):
             "num_classes": num_classes,
             "hidden": hidden,
             "num_layers": num_layers,
+            "slope": slope,
         }
         self.in_channels, self.num_classes = in_channels, num_classes
-        self.net = mlp(in_channels + num_classes, 1, hidden, num_layers)
+        self.net = mlp(in_channels + num_classes, 1, hidden, num_layers, slope)
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
         """Logits [N] for inputs x [N or B, D_in] and targets y [N, D_out]."""

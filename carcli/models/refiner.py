@@ -247,6 +247,7 @@ class MLPRefiner(nn.Module):
         noise_dim: int = 1,
         hidden: int = 64,
         num_layers: int = 4,
+        slope: float = 0.01,
     ) -> None:
         super().__init__()
         check_positive(
@@ -263,9 +264,12 @@ class MLPRefiner(nn.Module):
             "noise_dim": noise_dim,
             "hidden": hidden,
             "num_layers": num_layers,
+            "slope": slope,
         }
         self.in_channels, self.num_classes, self.noise_dim = in_channels, num_classes, noise_dim
-        self.net = mlp(in_channels + num_classes + noise_dim, num_classes, hidden, num_layers)
+        self.net = mlp(
+            in_channels + num_classes + noise_dim, num_classes, hidden, num_layers, slope
+        )
 
     def forward(
         self,

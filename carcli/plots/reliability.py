@@ -157,16 +157,18 @@ def run_plot_reliability(
     layout = RunLayout(Path(recipe.run_dir))
     out_dir = layout.plots_dir(split)
     data_path, bank_path = split_path(recipe.data.dir, split), layout.bank(split)
+    with DatasetFile(data_path) as ds:
+        task = ds.info.task
+    if task == "regression":
+        from carcli.plots.regression import run_plot_regression
+
+        return run_plot_regression(recipe, overwrite, quiet)
     names = output_names()
     for name in names:
         check_not_finished(out_dir / name, f"{split} plot file {name}", overwrite)
     manifest = Manifest("plot-reliability", recipe_to_dict(recipe), recipe.seed)
-    with DatasetFile(data_path) as ds, Bank(bank_path, ds.info) as bank:
+    with DatasetFile(data_path, validate=True) as ds, Bank(bank_path, ds.info) as bank:
         info = ds.info
-        if info.task != "segmentation":
-            raise CarsegError(
-                f"{data_path}: plot-reliability supports task 'segmentation', not {info.task!r}"
-            )
         if bank.n == 0:
             raise CarsegError(
                 f"{bank_path}: the sample bank holds no images",

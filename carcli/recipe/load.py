@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -47,6 +48,9 @@ def _yaml_load(text: str) -> Any:
     loader = _Loader(text)
     try:
         return loader.get_single_data()
+    except (ValueError, OverflowError) as exc:  # e.g. an integer of over 4300 digits
+        problem = str(exc).split(";")[0]
+        raise yaml.constructor.ConstructorError(problem=problem) from None
     finally:
         loader.dispose()
 
@@ -111,7 +115,13 @@ def _coerce(value: Any, tp: Any, key: str, problems: list[str]) -> Any:
             return value
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                if math.isfinite(float(value)):
+                    return float(value)
+            except OverflowError:
+                pass
+            problems.append(f"{key} -> expected a finite number, got {value!r}")
+            return _MISSING
     elif tp is str:
         if isinstance(value, str):
             return value

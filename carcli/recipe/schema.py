@@ -27,6 +27,9 @@ class DataConfig:
     """Explicit opt-in to read the pickle format (unpickling can run code)."""
     blackbox_dir: str | None = None
     """Folder of per-image black-box predictions to import (optional)."""
+    lesion_only: bool = False
+    """LIDC sources: keep only training images in which at least one annotator marks a
+    lesion (the paper's lesion-centred training crops); val and test are kept whole."""
     flip: bool = False
     """Random horizontal flips of training images (both training stages)."""
     num_train: int = 1500
@@ -82,6 +85,11 @@ class CalibratorConfig:
     """Steps between validations on a fixed subset of the val split (0: never)."""
     val_size: int = 64
     """Images in the fixed validation subset."""
+    on_nonfinite: Literal["stop", "skip"] = "stop"
+    """A step whose loss or gradients are NaN or infinite: `stop` ends the stage with an error
+    naming the last good checkpoint; `skip` drops that update (the weights stay as they were),
+    marks the step `skipped` in metrics.jsonl and counts it in `skipped_steps` (a skipped
+    step still counts towards `steps`)."""
 
 
 @dataclass
@@ -128,6 +136,11 @@ class RefinerConfig:
     """Steps between validations on a fixed subset of the val split (0: never)."""
     val_size: int = 64
     """Images in the fixed validation subset."""
+    on_nonfinite: Literal["stop", "skip"] = "stop"
+    """A step whose loss or gradients are NaN or infinite: `stop` ends the stage with an error
+    naming the last good checkpoint; `skip` drops that update (the weights stay as they were),
+    marks the step `skipped` in metrics.jsonl and counts it in `skipped_steps` (a skipped
+    step still counts towards `steps`)."""
 
 
 @dataclass
@@ -146,6 +159,10 @@ class DiscriminatorConfig:
     """D cycle: steps during which D is frozen (G trains every step)."""
     max_accuracy: float | None = 0.85
     """Skip D's update while its accuracy on the current batch is at least this (None: never)."""
+    update: Literal["simultaneous", "alternating"] = "simultaneous"
+    """simultaneous: G and D step on gradients from the same D forward (one D pass over the
+    B*M fakes); alternating: D steps first, then G's adversarial loss sees the updated D
+    (a second D pass; the authors' 1D regression code does this)."""
 
 
 @dataclass

@@ -53,8 +53,12 @@ class Bank:
     def __init__(self, path: Path, info: DatasetInfo) -> None:
         self.path = path
         self.h5 = open_h5(path, "sample bank", MAKE_CMD)
+        self.task, self.num_classes = info.task, info.num_classes
         try:
             self._check(info)
+        except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
+            self.h5.close()
+            raise _unreadable(path, exc) from None
         except BaseException:
             self.h5.close()
             raise
@@ -74,6 +78,11 @@ class Bank:
                     f"{p}: dataset {name!r} is missing",
                     hint=f"make it again with `{MAKE_CMD} --overwrite`",
                 )
+            if not isinstance(h5[name], h5py.Dataset) or h5[name].ndim == 0:
+                raise CarsegError(
+                    f"{p}: {name!r} is not an array",
+                    hint=f"make it again with `{MAKE_CMD} --overwrite`",
+                )
         s, c, idx = h5["samples"], h5["calibration"], h5["index"]
         n = s.shape[0]
         if info.task == "segmentation":
@@ -87,10 +96,18 @@ class Bank:
                     f"{p}: calibration has shape {c.shape}, expected "
                     f"{(n, info.num_classes, *info.label_shape)}"
                 )
-        elif s.ndim != 3 or s.shape[2:] != info.label_shape:
-            raise CarsegError(f"{p}: samples have shape {s.shape}, expected [N, M, D_out]")
-        if idx.shape != (n,):
-            raise CarsegError(f"{p}: index has shape {idx.shape}, expected ({n},)")
+        elif s.ndim != 3 or s.shape[2:] != info.label_shape or s.dtype.kind != "f":
+            raise CarsegError(f"{p}: samples are {s.dtype} {s.shape}, expected float [N, M, D_out]")
+        elif c.shape != (n, *info.label_shape):
+            raise CarsegError(f"{p}: calibration has shape {c.shape}, expected [N, D_out]")
+        if c.dtype.kind != "f":
+            raise CarsegError(f"{p}: calibration has dtype {c.dtype}, expected float16 or float32")
+        if s.shape[1] < 1:
+            raise CarsegError(f"{p}: samples hold no sample per image (M = 0)")
+        if idx.shape != (n,) or idx.dtype.kind not in "iu":
+            raise CarsegError(
+                f"{p}: index is {idx.dtype} {idx.shape}, expected integers of shape ({n},)"
+            )
         index = idx[...]
         if n and (index.min() < 0 or index.max() >= info.n or len(np.unique(index)) != n):
             raise CarsegError(
@@ -107,4 +124,30 @@ class Bank:
         self.h5.close()
 
     def read(self, name: str, rows: slice) -> np.ndarray:
-        return self.h5[name][rows]
+        """Rows of `samples` or `calibration`, checked: class ids in range, finite values."""
+        try:
+            arr = self.h5[name][rows]
+        except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
+            raise _unreadable(self.path, exc) from None
+        if arr.size == 0:
+            return arr
+        if name == "samples" and self.task == "segmentation":
+            if int(arr.max()) >= self.num_classes:
+                raise CarsegError(
+                    f"{self.path}: samples hold class id {int(arr.max())} >= num_classes "
+                    f"{self.num_classes}",
+                    hint=f"sample this split again with `{MAKE_CMD} --overwrite`",
+                )
+        elif arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            raise CarsegError(
+                f"{self.path}: {name} holds NaN or infinite values",
+                hint=f"sample this split again with `{MAKE_CMD} --overwrite`",
+            )
+        return arr
+
+
+def _unreadable(path: Path, exc: BaseException) -> CarsegError:
+    return CarsegError(
+        f"{path}: unreadable data ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})",
+        hint=f"the file is truncated or corrupt; make it again with `{MAKE_CMD} --overwrite`",
+    )

@@ -84,7 +84,7 @@ def run_sample(recipe: Recipe, overwrite: bool = False, quiet: bool = False) -> 
     ensure_dir(out_dir)
     with stage_lock(out_dir):
         check_not_finished(bank_path, f"a {s.split} sample bank", overwrite)
-        with DatasetFile(data_path) as ds:
+        with DatasetFile(data_path, validate=True) as ds:
             info = ds.info
             device = setup_torch(recipe)
             F_net = (
@@ -117,6 +117,7 @@ def run_sample(recipe: Recipe, overwrite: bool = False, quiet: bool = False) -> 
             source = BatchSource(ds)
             chunks = [(a, min(info.n, a + s.chunk_size)) for a in range(0, info.n, s.chunk_size)]
             done = sum((partial / f"chunk-{a:08d}.h5").exists() for a, _ in chunks)
+            manifest.extra.update(chunks=len(chunks), chunks_reused=done)
             with rep.progress(
                 info.n, f"sample {s.split}", start=min(info.n, done * s.chunk_size)
             ) as bar:

@@ -15,9 +15,9 @@ from carcli.losses import cross_entropy, expected_cross_entropy, gaussian_nll
 from carcli.recipe.schema import Recipe
 from carcli.training.common import (
     MetricsLog,
+    NonFiniteGuard,
     TrainingStage,
     adam,
-    check_finite,
     lr_at,
     rng_from_state,
     rng_state,
@@ -83,7 +83,11 @@ def run_train_calibrator(
     c = recipe.calibrator
     stage = TrainingStage(recipe, "calibrator", resume, overwrite, MAKE_CMD)
     train_path, val_path = split_path(recipe.data.dir, "train"), split_path(recipe.data.dir, "val")
-    with stage.open(), DatasetFile(train_path) as train_ds, DatasetFile(val_path) as val_ds:
+    with (
+        stage.open(),
+        DatasetFile(train_path, validate=True) as train_ds,
+        DatasetFile(val_path, validate=True) as val_ds,
+    ):
         device = setup_torch(recipe)
         info = train_ds.info
         train, val = BatchSource(train_ds, flip=recipe.data.flip), BatchSource(val_ds)
@@ -95,8 +99,10 @@ def run_train_calibrator(
         rng = np.random.default_rng([recipe.seed, 1])
         state = stage.restore({"F": model}, {"F": opt}, {})
         step, best = 0, float("inf")
+        guard = NonFiniteGuard(c.on_nonfinite, "calibrator", [opt])
         if state is not None:
             step, best = state["step"], state["best"]
+            guard.skipped = state.get("skipped", 0)
             rng = rng_from_state(state["rng"])
             rep.line(f"resuming {stage.dir} at step {step}")
         log = MetricsLog(stage.dir / "metrics.jsonl", step if state is not None else None)
@@ -119,8 +125,8 @@ def run_train_calibrator(
                 opt.step()
                 step += 1
                 value = loss.detach().item()
-                check_finite(value, "the cross-entropy", step, last_saved)
                 record = {"step": step, "loss_ce": value, "lr": opt.param_groups[0]["lr"]}
+                guard.check(record, step, last_saved)
                 if c.val_every and (step % c.val_every == 0 or step == c.steps):
                     record["val_ce"] = validation_loss(model, val, c.val_size, device, c.batch_size)
                     if record["val_ce"] < best:
@@ -146,7 +152,12 @@ def run_train_calibrator(
                         {"F": model},
                         {"F": opt},
                         {},
-                        {"step": step, "best": best, "rng": rng_state(rng)},
+                        {
+                            "step": step,
+                            "best": best,
+                            "rng": rng_state(rng),
+                            "skipped": guard.skipped,
+                        },
                     )
                     last_saved = stage.last
         save_network(
@@ -162,7 +173,12 @@ def run_train_calibrator(
                 "recipe.yaml",
             ],
             device,
-            {"steps": step, "best_val_ce": best, "batch_size": c.batch_size},
+            {
+                "steps": step,
+                "best_val_ce": best,
+                "batch_size": c.batch_size,
+                "skipped_steps": guard.skipped,
+            },
         )
     rep.line(f"calibrator trained: {stage.dir / 'model.safetensors'} (step {step})")
     return stage.dir / "model.safetensors"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,7 +17,13 @@ import numpy as np
 import torch
 
 from carcli.artefacts.checkpoint import load_training_state, save_training_state
-from carcli.artefacts.run import Manifest, clear_stage_dir, ensure_dir, stage_lock
+from carcli.artefacts.run import (
+    Manifest,
+    clear_stage_dir,
+    ensure_dir,
+    stage_lock,
+    write_text_atomic,
+)
 from carcli.errors import CarsegError
 from carcli.recipe.load import recipe_to_dict, recipe_to_yaml
 from carcli.recipe.schema import Recipe
@@ -70,24 +77,92 @@ def check_finite(value: float, name: str, step: int, last_good: Path | None) -> 
         )
 
 
+class NonFiniteGuard:
+    """The recipe's `on_nonfinite` rule for one training stage.
+
+    A step-pre-hook on every optimiser drops an update whose gradients are not all finite
+    (the weights stay as they were), so no checkpoint ever holds a non-finite weight. After
+    each step `check(record, ...)` looks at the step's figures: `stop` raises a CarsegError
+    naming the last good checkpoint; `skip` marks the record `skipped`, blanks the non-finite
+    figures (metrics.jsonl stays strict JSON) and counts the step in `skipped_steps`.
+    """
+
+    def __init__(
+        self, mode: str, key: str, optimizers: list[torch.optim.Optimizer], skipped: int = 0
+    ) -> None:
+        self.mode, self.key, self.skipped = mode, key, skipped
+        self._dropped: list[str] = []
+        for opt in optimizers:
+            opt.register_step_pre_hook(self._before_step)
+
+    def _before_step(self, opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
+        if not params:
+            return
+        finite = torch.stack([torch.isfinite(p.grad).all() for p in params]).all()
+        if not bool(finite):
+            for p in params:
+                p.grad = None  # Adam leaves parameters without a gradient untouched
+            self._dropped.append("gradients")
+
+    def check(self, record: dict[str, Any], step: int, last_good: Path | None) -> bool:
+        """True when this step was skipped; raises in `stop` mode."""
+        bad = [
+            k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v)
+        ] + self._dropped
+        self._dropped = []
+        if not bad:
+            if self.skipped:
+                record["skipped_steps"] = self.skipped
+            return False
+        if self.mode == "stop":
+            where = (
+                f"the last good checkpoint is {last_good}"
+                if last_good
+                else "no checkpoint was written before it"
+            )
+            raise CarsegError(
+                f"{' and '.join(dict.fromkeys(bad))} became non-finite at step {step}; {where}",
+                hint=f"lower the learning rate and resume with --resume, or set "
+                f"{self.key}.on_nonfinite=skip to skip such steps",
+            )
+        self.skipped += 1
+        for k in bad:
+            if k in record:
+                record[k] = None
+        record["skipped"] = True
+        record["skipped_steps"] = self.skipped
+        return True
+
+
 class MetricsLog:
     """metrics.jsonl: one JSON object per logged step; on resume, later lines are dropped."""
 
     def __init__(self, path: Path, resume_step: int | None) -> None:
         self.path = path
         if resume_step is None:
-            path.write_text("")
+            write_text_atomic(path, "")
         elif path.exists():
-            kept = [
-                ln
-                for ln in path.read_text().splitlines()
-                if ln.strip() and json.loads(ln).get("step", 0) <= resume_step
-            ]
-            path.write_text("".join(ln + "\n" for ln in kept))
+            kept = [ln for ln in path.read_text().splitlines() if _step_of(ln) <= resume_step]
+            write_text_atomic(path, "".join(ln + "\n" for ln in kept))
 
     def write(self, record: dict[str, Any]) -> None:
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
+        try:
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record) + "\n")
+        except OSError as exc:
+            raise CarsegError(
+                f"cannot write {self.path}: {exc.strerror or exc}",
+                hint="free disk space, then continue with --resume",
+            ) from None
+
+
+def _step_of(line: str) -> float:
+    """A log line's step; a line torn by a kill (or blank) counts as past any resume point."""
+    try:
+        return json.loads(line).get("step", 0)
+    except (ValueError, AttributeError):
+        return math.inf
 
 
 @dataclass
@@ -114,11 +189,26 @@ class TrainingStage:
         """Lock the folder and apply the finished / resume / overwrite rules."""
         if self.resume and self.overwrite:
             raise CarsegError("--resume and --overwrite exclude each other", hint="pass one")
-        ensure_dir(self.dir)
-        with stage_lock(self.dir):
+        created = _first_missing(self.dir)
+        try:
+            ensure_dir(self.dir)
+            with self._locked(created is not None):
+                yield self
+        except BaseException:
+            if created is not None:  # remove the (now empty) folders this run made
+                for p in (self.dir, *self.dir.parents):
+                    with contextlib.suppress(OSError):
+                        os.rmdir(p)  # only empty folders go
+                    if p == created:
+                        break
+            raise
+
+    @contextlib.contextmanager
+    def _locked(self, created: bool) -> Iterator[TrainingStage]:
+        with stage_lock(self.dir), _empty_on_early_failure(self.dir, created):
             finished = (self.dir / "manifest.json").exists()
             if self.overwrite:
-                clear_stage_dir(self.dir)
+                pass  # restore() clears the folder once the inputs have been read
             elif self.resume:
                 if not self.last.exists():
                     raise CarsegError(
@@ -136,7 +226,6 @@ class TrainingStage:
                     f"an unfinished {self.name} run is in {self.dir}",
                     hint="pass --resume to continue it or --overwrite to restart",
                 )
-            (self.dir / "recipe.yaml").write_text(recipe_to_yaml(self.recipe))
             yield self
 
     def restore(
@@ -145,19 +234,25 @@ class TrainingStage:
         optimizers: dict[str, torch.optim.Optimizer],
         generators: dict[str, torch.Generator],
     ) -> dict[str, Any] | None:
-        if not self.resume:
-            return None
-        info = load_training_state(
-            self.last,
-            models=models,
-            optimizers=optimizers,
-            generators=generators,
-            make_cmd=self.make_cmd,
-        )
-        if info.get("stage") != self.name:
-            raise CarsegError(
-                f"{self.last}: training state of {info.get('stage')!r}, expected {self.name!r}"
+        """The saved state on --resume (None otherwise); then writes recipe.yaml. With
+        --overwrite, the old outputs go only here: a run that fails on its inputs before this
+        point leaves the folder as it was."""
+        info = None
+        if self.overwrite:
+            clear_stage_dir(self.dir)
+        if self.resume:
+            info = load_training_state(
+                self.last,
+                models=models,
+                optimizers=optimizers,
+                generators=generators,
+                make_cmd=self.make_cmd,
             )
+            if info.get("stage") != self.name:
+                raise CarsegError(
+                    f"{self.last}: training state of {info.get('stage')!r}, expected {self.name!r}"
+                )
+        write_text_atomic(self.dir / "recipe.yaml", recipe_to_yaml(self.recipe))
         return info
 
     def save(
@@ -188,6 +283,34 @@ class TrainingStage:
         for p in inputs:
             manifest.add_input(p)
         manifest.write(self.dir, outputs, device=str(device))
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost folder of `path` that does not exist yet (None if `path` exists)."""
+    missing = None
+    for p in (path, *path.parents):
+        if p.exists():
+            break
+        missing = p
+    return missing
+
+
+@contextlib.contextmanager
+def _empty_on_early_failure(stage_dir: Path, created: bool) -> Iterator[None]:
+    """In a folder this run created, a failure before the first logged step (a bad input)
+    removes recipe.yaml and the empty metrics.jsonl, under the lock, so nothing is left."""
+    try:
+        yield
+    except BaseException:
+        if created:
+            names = {p.name for p in stage_dir.iterdir()} - {".lock"}
+            log = stage_dir / "metrics.jsonl"
+            if names <= {"recipe.yaml", "metrics.jsonl"} and not (
+                log.exists() and log.stat().st_size
+            ):
+                for name in names:
+                    (stage_dir / name).unlink(missing_ok=True)
+        raise
 
 
 def rng_state(rng: np.random.Generator) -> dict[str, Any]:

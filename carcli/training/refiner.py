@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from carcli.data.batches import Batch, BatchSource
 from carcli.data.dataset import DatasetFile, split_path
+from carcli.errors import CarsegError
 from carcli.losses import (
     adversarial_loss,
     calibration_loss,
@@ -22,9 +23,9 @@ from carcli.losses import (
 from carcli.recipe.schema import Recipe
 from carcli.training.common import (
     MetricsLog,
+    NonFiniteGuard,
     TrainingStage,
     adam,
-    check_finite,
     lr_at,
     rng_from_state,
     rng_state,
@@ -32,7 +33,7 @@ from carcli.training.common import (
     setup_torch,
 )
 from carcli.training.networks import load_network, new_discriminator, new_refiner, save_network
-from carcli.training.validate import refiner_validation
+from carcli.training.validate import refiner_validation, regression_validation
 from carcli.ui import Reporter
 
 MAKE_CMD = "carseg train-refiner RECIPE"
@@ -74,11 +75,13 @@ def refiner_step(
     d_update: bool,
     noise: torch.Generator,
 ) -> dict[str, float]:
-    """One step of Algorithm 1: G's M samples, D's verdict on them, then simultaneous updates.
+    """One step of Algorithm 1: G's M samples, D's verdict on them, then the updates.
 
-    D runs ONCE over the B*M fakes; that forward serves both D's loss and G's adversarial
-    loss (simultaneous gradients: G's step sees D before this step's update). Each network
-    gets only its own gradient (autograd.grad): D's parameters accumulate nothing from L_G.
+    ``discriminator.update: simultaneous`` (default): D runs ONCE over the B*M fakes; that
+    forward serves both D's loss and G's adversarial loss (G's step sees D before this
+    step's update). ``alternating``: D steps first on detached fakes, then G's adversarial
+    loss sees the updated D. Each network gets only its own gradient (autograd.grad): D's
+    parameters accumulate nothing from L_G.
     """
     r, d = recipe.refiner, recipe.discriminator
     x, y, M = batch.image, batch.label, r.num_samples
@@ -91,20 +94,10 @@ def refiner_step(
         fake = fake.reshape(-1, *fake.shape[2:])
     else:
         real, valid, fake = y, None, logits.reshape(-1, logits.shape[-1])
-    d_fake = nets.D(xs, fake)
+    alternating = d.update == "alternating"
+    # simultaneous: this one D forward serves L_D and L_adv; alternating: L_D on detached fakes
+    d_fake = nets.D(xs, fake.detach() if alternating else fake)
     out: dict[str, float] = {}
-
-    # L_G = w_adv * L_adv + w_cal * L_cal
-    loss_adv = adversarial_loss(d_fake)
-    if r.calibration_loss == "none":
-        loss_cal = torch.zeros((), device=x.device)
-    elif task == "regression":
-        loss_cal = regression_calibration_loss(logits, p)
-    elif r.calibration_loss == "kl":
-        loss_cal = calibration_loss(logits, p, valid)
-    else:  # "ce": the paper's control, cross-entropy of every sample against the label
-        loss_cal = sample_cross_entropy(logits, y, ignore_index=ignore_index)
-    loss_g = r.w_adv * loss_adv + r.w_cal * loss_cal
 
     # L_D: real (x, y) against all M fakes, plus the R1 penalty on reals; skipped while
     # D is frozen in its cycle or too accurate.
@@ -118,9 +111,26 @@ def refiner_step(
             loss_d = discriminator_loss(d_real, d_fake)
             if d.r1_weight > 0:
                 loss_d = loss_d + d.r1_weight * r1_penalty(d_real, real_in)
-            _set_grads(nets.D, loss_d, retain_graph=True)
+            _set_grads(nets.D, loss_d, retain_graph=not alternating)
             out["loss_d"] = loss_d.detach().item()
             step_d = True
+    if alternating:
+        if step_d:
+            nets.opt_D.step()
+            step_d = False
+        d_fake = nets.D(xs, fake)  # G's adversarial loss against the updated D
+
+    # L_G = w_adv * L_adv + w_cal * L_cal
+    loss_adv = adversarial_loss(d_fake)
+    if r.calibration_loss == "none":
+        loss_cal = torch.zeros((), device=x.device)
+    elif task == "regression":
+        loss_cal = regression_calibration_loss(logits, p)
+    elif r.calibration_loss == "kl":
+        loss_cal = calibration_loss(logits, p, valid)
+    else:  # "ce": the paper's control, cross-entropy of every sample against the label
+        loss_cal = sample_cross_entropy(logits, y, ignore_index=ignore_index)
+    loss_g = r.w_adv * loss_adv + r.w_cal * loss_cal
     _set_grads(nets.G, loss_g, retain_graph=False)
     nets.opt_G.step()
     if step_d:
@@ -155,9 +165,19 @@ def run_train_refiner(
     stage = TrainingStage(recipe, "refiner", resume, overwrite, MAKE_CMD)
     f_path = Path(recipe.run_dir) / "calibrator" / "model.safetensors"
     train_path, val_path = split_path(recipe.data.dir, "train"), split_path(recipe.data.dir, "val")
-    with stage.open(), DatasetFile(train_path) as train_ds, DatasetFile(val_path) as val_ds:
+    with (
+        stage.open(),
+        DatasetFile(train_path, validate=True) as train_ds,
+        DatasetFile(val_path, validate=True) as val_ds,
+    ):
         device = setup_torch(recipe)
         info = train_ds.info
+        if info.task == "regression" and r.calibration_loss == "ce":
+            raise CarsegError(
+                f"refiner.calibration_loss 'ce' (cross-entropy of each sample) is for "
+                f"segmentation, but {train_path} is a regression dataset",
+                hint="use 'kl' (the squared-error form of L_cal) or 'none' (lambda = 0)",
+            )
         F_net = load_network(f_path, "calibrator", "calibrator", info, CALIBRATOR_CMD)
         F_net.to(device).eval().requires_grad_(False)
         G, D = new_refiner(recipe, info).to(device), new_discriminator(recipe, info).to(device)
@@ -175,8 +195,10 @@ def run_train_refiner(
         models, opts = {"G": G, "D": D}, {"G": nets.opt_G, "D": nets.opt_D}
         state = stage.restore(models, opts, {"noise": noise})
         step, best = 0, float("inf")
+        guard = NonFiniteGuard(r.on_nonfinite, "refiner", [nets.opt_G, nets.opt_D])
         if state is not None:
             step, best, rng = state["step"], state["best"], rng_from_state(state["rng"])
+            guard.skipped = state.get("skipped", 0)
             rep.line(f"resuming {stage.dir} at step {step}")
         log = MetricsLog(stage.dir / "metrics.jsonl", step if state is not None else None)
         last_saved = stage.last if state is not None else None
@@ -198,13 +220,14 @@ def run_train_refiner(
                     noise,
                 )
                 step += 1
-                check_finite(figures["loss_g"], "the refiner loss", step, last_saved)
                 record = {"step": step, **figures, "lr_g": nets.opt_G.param_groups[0]["lr"]}
+                guard.check(record, step, last_saved)
                 if r.val_every and (step % r.val_every == 0 or step == r.steps):
                     G.eval()
-                    record.update(
-                        refiner_validation(F_net, G, val, r.val_size, device, recipe.seed)
+                    validation = (
+                        refiner_validation if info.task == "segmentation" else regression_validation
                     )
+                    record.update(validation(F_net, G, val, r.val_size, device, recipe.seed))
                     G.train()
                     if record["val_score"] < best:
                         best = record["val_score"]
@@ -229,7 +252,12 @@ def run_train_refiner(
                         models,
                         opts,
                         {"noise": noise},
-                        {"step": step, "best": best, "rng": rng_state(rng)},
+                        {
+                            "step": step,
+                            "best": best,
+                            "rng": rng_state(rng),
+                            "skipped": guard.skipped,
+                        },
                     )
                     last_saved = stage.last
         save_network(stage.dir / "model.safetensors", G, "refiner", "refiner", r.arch, info, step)
@@ -253,7 +281,12 @@ def run_train_refiner(
                 "recipe.yaml",
             ],
             device,
-            {"steps": step, "best_val_score": best, "batch_size": r.batch_size},
+            {
+                "steps": step,
+                "best_val_score": best,
+                "batch_size": r.batch_size,
+                "skipped_steps": guard.skipped,
+            },
         )
     rep.line(f"refiner trained: {stage.dir / 'model.safetensors'} (step {step})")
     return stage.dir / "model.safetensors"

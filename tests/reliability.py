@@ -1,0 +1,271 @@
+"""Shared by the tests/test_reliability_*.py files: tiny recipes, subprocess helpers, and
+the reliability table of README.md.
+
+Every fault and bad input the suite tries is a row of `ROWS` (or of `BAD_INPUTS`, one per
+case of tests/test_reliability_inputs.py). README.md's "Reliability" section holds
+`markdown_table()` verbatim; tests/test_reliability_table.py fails when the two differ, when a
+row names a test that does not exist, or when a bad-input case has no row.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A recipe small enough that a subprocess run is a few seconds, of which ~2 s is importing
+# torch; threads=1 and device=cpu make runs bitwise reproducible.
+TINY: dict[str, Any] = {
+    "name": "reliability",
+    "seed": 7,
+    "threads": 1,
+    "device": "cpu",
+    "data": {
+        "source": "synthetic",
+        "num_train": 24,
+        "num_val": 8,
+        "num_test": 48,
+        "size": 16,
+    },
+    "calibrator": {
+        "width": 4,
+        "depth": 2,
+        "steps": 4,
+        "batch_size": 4,
+        "val_every": 2,
+        "val_size": 4,
+        "checkpoint_every": 2,
+    },
+    "refiner": {
+        "width": 4,
+        "depth": 2,
+        "steps": 4,
+        "batch_size": 2,
+        "num_samples": 3,
+        "val_every": 2,
+        "val_size": 4,
+        "checkpoint_every": 2,
+    },
+    "discriminator": {"width": 4, "n_on": 2, "n_off": 1},
+    "sample": {"num_samples": 5, "chunk_size": 8, "batch_size": 4},
+    "evaluate": {"ged_counts": [2, 5], "hm_iou_samples": 4},
+}
+
+
+def write_recipe(path: Path, run_dir: Path, data_dir: Path, **sections: dict[str, Any]) -> Path:
+    """TINY with `run_dir`, `data.dir` and the given section updates, written as YAML."""
+    raw = {k: dict(v) if isinstance(v, dict) else v for k, v in TINY.items()}
+    raw["run_dir"] = str(run_dir)
+    raw["data"]["dir"] = str(data_dir)
+    for key, update in sections.items():
+        raw.setdefault(key, {}).update(update)
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def carseg_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "CARSEG_DEBUG"}
+    env.update(OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE", PYTHONUNBUFFERED="1")
+    return env
+
+
+def carseg_cmd(*args: str | Path) -> list[str]:
+    return [sys.executable, "-m", "carcli", *map(str, args)]
+
+
+def run_carseg(*args: str | Path, timeout: float = 120, **kw: Any) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        carseg_cmd(*args),
+        cwd=REPO,
+        env=carseg_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kw,
+    )
+
+
+def files_under(root: Path) -> dict[str, tuple[int, int]]:
+    """Every regular file under `root`: relative path -> (size, mtime_ns)."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            st = p.stat()
+            out[str(p.relative_to(root))] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+# ------------------------------------------------------------------------ the README table
+
+
+@dataclass(frozen=True)
+class Row:
+    fault: str
+    outcome: str
+    test: str  # "test_file.py::test_function" (a parametrized test: its function name)
+
+
+# One row per case of tests/test_reliability_inputs.py (keyed by the case id).
+BAD_INPUTS: dict[str, tuple[str, str]] = {
+    "malformed-yaml": ("malformed YAML recipe", "names the recipe, line and column"),
+    "wrong-type": ("wrong type of a recipe value", "names the key and the expected type"),
+    "bad-choice": ("a value outside a key's choices", "names the key and lists the choices"),
+    "unknown-key": ("unknown recipe key (typo)", "names the key and the close match"),
+    "missing-dataset": ("missing dataset split", "names the file and `carseg prepare`"),
+    "missing-checkpoint": (
+        "missing calibrator checkpoint (train-refiner)",
+        "names the file and `carseg train-calibrator`",
+    ),
+    "missing-refiner": ("missing refiner checkpoint (sample)", "names `carseg train-refiner`"),
+    "missing-bank": ("missing sample bank (evaluate)", "names the file and `carseg sample`"),
+    "nothing-to-resume": ("`--resume` with nothing to resume", "says so and how to start"),
+    "truncated-hdf5": ("truncated dataset HDF5", "names the file: truncated or corrupt"),
+    "corrupt-hdf5": ("corrupt bytes inside a dataset's compressed data", "names the file"),
+    "truncated-safetensors": ("truncated checkpoint", "names the file: truncated or corrupt"),
+    "corrupt-safetensors": ("checkpoint with a garbage header", "names the file"),
+    "truncated-bank": ("truncated sample bank", "names the file: truncated or corrupt"),
+    "dataset-schema": ("dataset of another schema version", "names the file and both schemas"),
+    "checkpoint-schema": ("checkpoint of another schema version", "names both schemas"),
+    "bank-schema": ("sample bank of another schema version", "names both schemas"),
+    "checkpoint-stage": ("calibrator checkpoint where the refiner's belongs", "names both"),
+    "checkpoint-role": ("discriminator weights where G's belong", "names both roles"),
+    "resume-other-arch": (
+        "`--resume` with another architecture than the checkpoint's",
+        "refuses; recipe.yaml of the run untouched",
+    ),
+    "class-count": ("dataset with other class count than the checkpoint", "names both counts"),
+    "channel-count": ("dataset with other channel count than the checkpoint", "names both"),
+    "nan-image": ("NaN image value", "names the file and the row"),
+    "inf-image": ("infinite image value", "names the file and the row"),
+    "label-out-of-range": ("label id >= num_classes", "names the row, the id and num_classes"),
+    "weights-sum": ("label weights that do not sum to 1", "names the row and the sum"),
+    "bank-index": ("bank `index` not matching the dataset", "names the bank, `--overwrite`"),
+    "bank-class-ids": ("bank samples with class ids >= num_classes", "names the bank"),
+    "overwrite-bad-input": (
+        "`--overwrite` of a finished stage with a broken input",
+        "refuses before deleting anything",
+    ),
+    "pickle-no-opt-in": (
+        "a pickle input (`lidc-pickle`) without `data.allow_pickle`",
+        "refuses before unpickling (a pickle that would create a file creates none)",
+    ),
+    "unwritable-run-dir": ("output directory that cannot be created", "names the directory"),
+    "disk-full-checkpoint": (
+        "full disk while writing a checkpoint (injected ENOSPC)",
+        "names the file and 'No space left on device'; no temp file left",
+    ),
+    "disk-full-bank": (
+        "full disk while writing a sample bank chunk (injected ENOSPC)",
+        "names the file; finished chunks kept for the rerun",
+    ),
+    "disk-full-metrics": (
+        "full disk while writing evaluate's outputs (injected ENOSPC)",
+        "names the file; the previous outputs stay",
+    ),
+}
+
+ROWS: list[Row] = [
+    Row(
+        "SIGKILL of `train-calibrator` at a random step, then `--resume`",
+        "finishes at the requested step; every artefact loads; weights, best checkpoint and "
+        "metrics.jsonl equal an uninterrupted run's",
+        "test_reliability_resume.py::test_kill_and_resume_training",
+    ),
+    Row(
+        "SIGKILL of `train-refiner` at a random step, then `--resume`",
+        "the same, for G and D",
+        "test_reliability_resume.py::test_kill_and_resume_training",
+    ),
+    Row(
+        "SIGKILL of `sample` at a random chunk, then the same command",
+        "finished chunks reused, not recomputed (counted in manifest.json); bank equals an "
+        "uninterrupted one",
+        "test_reliability_resume.py::test_kill_and_resume_sample",
+    ),
+    Row(
+        "two runs at once in different run_dirs",
+        "no interference: both equal a run made alone",
+        "test_reliability_resume.py::test_kill_and_resume_training",
+    ),
+    Row(
+        "a second process on the same run_dir and stage",
+        "exit 1: names the process holding the lock",
+        "test_reliability_resume.py::test_second_process_is_refused_then_stale_lock_cleared",
+    ),
+    Row(
+        "lock (and temp files) left by a killed process",
+        "recognised as stale and removed; the run proceeds",
+        "test_reliability_resume.py::test_second_process_is_refused_then_stale_lock_cleared",
+    ),
+    Row(
+        "metrics.jsonl line torn by a kill",
+        "dropped on `--resume`",
+        "test_reliability_faults.py::test_torn_metrics_line_is_dropped_on_resume",
+    ),
+    Row(
+        "non-finite loss, `on_nonfinite: stop` (default)",
+        "exit 1 naming the step and the last good checkpoint; `--resume` continues from it",
+        "test_reliability_faults.py::test_nonfinite_loss_stops",
+    ),
+    Row(
+        "non-finite loss or gradients, `on_nonfinite: skip`",
+        "update dropped (weights unchanged), step marked `skipped` in metrics.jsonl and "
+        "counted in `skipped_steps`",
+        "test_reliability_faults.py::test_nonfinite_loss_skip",
+    ),
+    Row(
+        "non-finite gradients with a finite loss",
+        "update dropped; `stop` ends the stage, so no checkpoint holds a NaN weight",
+        "test_reliability_faults.py::test_nonfinite_gradients_never_reach_the_weights",
+    ),
+    Row(
+        "file size limit hit mid-run (real write failure, `RLIMIT_FSIZE`)",
+        "exit 1 naming the file; no temp file left",
+        "test_reliability_faults.py::test_real_write_failure_in_a_subprocess",
+    ),
+    Row(
+        "random recipes, raw bytes and `key=value` overrides (hypothesis)",
+        "a recipe of the schema's types (floats finite), or a recipe error; nothing else",
+        "test_reliability_fuzz.py::test_fuzz_recipe_loader",
+    ),
+    Row(
+        "mutated dataset files: attributes, dtypes, shapes, NaN, truncation, random bytes",
+        "rejected with an error naming the file, or accepted only when an independent "
+        "check finds them valid",
+        "test_reliability_fuzz.py::test_fuzz_dataset_validator",
+    ),
+    Row(
+        "mutated sample banks: the same mutations",
+        "the same",
+        "test_reliability_fuzz.py::test_fuzz_bank_validator",
+    ),
+    Row(
+        "code from data: pickle, `torch.load` without `weights_only=True`, `yaml.load`, "
+        "`eval`/`exec`, `np.load(allow_pickle=True)`, `shell=True`",
+        "none in carcli/, scripts/ or bench/ (an AST scan; the only exception allowed is "
+        "the opted-in pickle reader carcli/data/lidc.py)",
+        "test_reliability_no_code.py::test_no_code_from_data",
+    ),
+]
+
+
+def all_rows() -> list[Row]:
+    bad = [
+        Row(fault, f"exit 1; {detail}", "test_reliability_inputs.py::test_bad_input")
+        for fault, detail in BAD_INPUTS.values()
+    ]
+    return bad + ROWS
+
+
+def markdown_table() -> str:
+    lines = ["| fault or bad input | outcome | test |", "|---|---|---|"]
+    for row in all_rows():
+        lines.append(f"| {row.fault} | {row.outcome} | `{row.test}` |")
+    return "\n".join(lines) + "\n"
