@@ -17,8 +17,7 @@ import numpy as np
 from PIL import Image  # Pillow comes with matplotlib
 
 from carcli.data.dataset import SPLITS
-from carcli.data.prepare import split_seed
-from carcli.data.synthetic import generate_synthetic
+from carcli.data.prepare import synthetic_split
 from carcli.recipe.load import load_recipe
 from carcli.recipe.schema import Recipe
 
@@ -29,18 +28,10 @@ def most_likely_mode(label: np.ndarray, weight: np.ndarray) -> np.ndarray:
 
 
 def write_predictions(recipe: Recipe, out_dir: Path) -> int:
-    d = recipe.data
     out_dir.mkdir(parents=True, exist_ok=True)
-    sizes = {"train": d.num_train, "val": d.num_val, "test": d.num_test}
     count = 0
     for split in SPLITS:
-        s = generate_synthetic(
-            sizes[split],
-            size=d.size,
-            channels=d.channels,
-            num_classes=d.num_classes,
-            seed=split_seed(recipe.seed, split),
-        )
+        s = synthetic_split(recipe, split)
         for i, pred in enumerate(most_likely_mode(s.label, s.label_weight)):
             Image.fromarray(pred).save(out_dir / f"{split}_{i:06d}.png")
             count += 1

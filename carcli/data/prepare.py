@@ -69,21 +69,33 @@ def run_prepare(recipe: Recipe, overwrite: bool = False, quiet: bool = False) ->
     return paths
 
 
-def _prepare_synthetic(recipe: Recipe, out_dir: Path, rep: Reporter) -> list[Path]:
+def split_sizes(recipe: Recipe) -> dict[str, int]:
+    """Sizes of the generated splits (synthetic and regression sources)."""
+    d = recipe.data
+    return {"train": d.num_train, "val": d.num_val, "test": d.num_test}
+
+
+def synthetic_split(recipe: Recipe, split: str):
+    """The synthetic split `split` of a recipe, exactly as `prepare` writes it."""
     from carcli.data.synthetic import generate_synthetic
 
     d = recipe.data
-    sizes = {"train": d.num_train, "val": d.num_val, "test": d.num_test}
+    return generate_synthetic(
+        split_sizes(recipe)[split],
+        size=d.size,
+        channels=d.channels,
+        num_classes=d.num_classes,
+        seed=split_seed(recipe.seed, split),
+    )
+
+
+def _prepare_synthetic(recipe: Recipe, out_dir: Path, rep: Reporter) -> list[Path]:
+    d = recipe.data
+    sizes = split_sizes(recipe)
     bb = _synthetic_blackbox(recipe, sizes) if d.blackbox_dir else {}  # all read before writing
     paths = []
     for split in SPLITS:
-        s = generate_synthetic(
-            sizes[split],
-            size=d.size,
-            channels=d.channels,
-            num_classes=d.num_classes,
-            seed=split_seed(recipe.seed, split),
-        )
+        s = synthetic_split(recipe, split)
         path = write_dataset(
             split_path(out_dir, split),
             image=s.image,
@@ -105,7 +117,7 @@ def _prepare_regression(recipe: Recipe, out_dir: Path, rep: Reporter) -> list[Pa
     from carcli.data.regression import REGIONS, generate_bimodal
 
     d = recipe.data
-    sizes = {"train": d.num_train, "val": d.num_val, "test": d.num_test}
+    sizes = split_sizes(recipe)
     paths = []
     for split in SPLITS:
         try:
