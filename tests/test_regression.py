@@ -181,6 +181,9 @@ def test_evaluate_regression_by_hand(tmp_path: Path) -> None:
     assert r0["true"] == pytest.approx(0.75, abs=1e-6) and not r0["collapsed"]
     assert r1["samples"] == 1.0 and r1["collapsed"] and r1["n"] == 1
     assert r2["samples"] == pytest.approx(0.5) and r2["true"] == pytest.approx(0.5)
+    # x >= 0.8 has one mode: a one-sided sample there is a bias, never a "collapse"
+    assert r0["multimodal"] and r1["multimodal"] and not r2["multimodal"]
+    assert not r2["collapsed"]
     assert summary["collapsed"] is True
     # |mean - F|: 0, 0, 0.375 - 0.1875, 0 -> mean 0.046875; E[y|x] = F here
     assert summary["mean_vs_calibrator"] == pytest.approx(0.1875 / 4)

@@ -6,8 +6,9 @@ Figures (all means over the split's inputs x):
   ``all_samples`` averages every sample; ``real`` scores the observed labels the same way.
 - ``upper_share``: per x-region (dataset attribute ``regions``), the share of samples with
   y > 0 (the upper mode), beside the observed labels' share (``real``) and the exact
-  probability under the mixture (``true``); ``collapsed`` marks a region where the true share
-  is between 0.05 and 0.95 but the samples put more than 99% (or less than 1%) above 0.
+  probability under the mixture (``true``); ``collapsed`` marks a region where the true
+  density has two modes (components of weight >= 0.05 for most of its inputs), the true share
+  is between 0.05 and 0.95, but the samples put more than 99% (or less than 1%) above 0.
 - ``mean_vs_calibrator``: |mean of the samples - F(x)|; ``mean_vs_truth``: |mean of the
   samples - E[y | x]|; ``calibrator_vs_truth``: |F(x) - E[y | x]| (Euclidean over D_out).
 Without a stored mixture only the figures that need none are reported.
@@ -32,6 +33,7 @@ from carcli.sampling.bank import Bank
 from carcli.ui import Reporter
 
 COLLAPSE_SHARE = 0.99
+MODE_WEIGHT = 0.05
 COLUMNS = [
     "index",
     "x",
@@ -64,6 +66,7 @@ def evaluate_regression(
     has_mixture = all(m in ds.h5 for m in MIXTURE_NAMES)
     xs, f_all, means, stds, shares = [], [], [], [], []
     ll1, ll_all, true_mean, true_up, real_up, real_ll = [], [], [], [], [], []
+    modal = []  # rows whose true density has two or more components of weight >= 0.05
     with rep.progress(bank.n, "evaluate regression") as bar:
         for a in range(0, bank.n, chunk_size):
             b = min(bank.n, a + chunk_size)
@@ -96,6 +99,7 @@ def evaluate_regression(
                 real_ll.append((mixture_log_likelihood(labels, mean, weight, std) * weights).sum(1))
                 true_mean.append(mixture_mean_y(mean, weight))
                 true_up.append(mixture_prob_positive(mean, weight, std))
+                modal.append((weight >= MODE_WEIGHT).sum(1) >= 2)
             bar.advance(b - a)
     cat = (lambda parts: np.concatenate(parts)) if bank.n else (lambda parts: np.zeros(0))
     x, f, mu, sd, share, real = (cat(v) for v in (xs, f_all, means, stds, shares, real_up))
@@ -106,6 +110,7 @@ def evaluate_regression(
     rows_out: list[dict[str, Any]] = []
     truth = cat(true_mean) if has_mixture else None
     up_true = cat(true_up) if has_mixture else None
+    multimodal = cat(modal).astype(bool) if has_mixture else None
     l1 = cat(ll1) if has_mixture else None
     la = cat(ll_all) if has_mixture else None
     if has_mixture:
@@ -130,8 +135,10 @@ def evaluate_regression(
         if has_mixture:
             entry["true"] = _mean(up_true[sel])
             t, s = entry["true"], entry["samples"]
+            entry["multimodal"] = bool(sel.any() and multimodal[sel].mean() > 0.5)
             entry["collapsed"] = bool(
-                t is not None
+                entry["multimodal"]
+                and t is not None
                 and s is not None
                 and 0.05 < t < 0.95
                 and (s > COLLAPSE_SHARE or s < 1 - COLLAPSE_SHARE)
