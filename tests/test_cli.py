@@ -134,6 +134,20 @@ def test_validate_real_source_without_raw(tmp_path: Path) -> None:
     assert any("carseg prepare" in line and "train.h5" in line for line in lines)
 
 
+def test_validate_checks_the_blackbox_folder(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    missing = tmp_path / "no_predictions"
+    lines = _error_lines(
+        _invoke("validate", TOY, f"data.blackbox_dir={missing}", *_isolated(tmp_path))
+    )
+    assert any(str(missing) in line and "not a folder" in line for line in lines)
+    missing.mkdir()
+    (missing / "train_000000.png").write_bytes(b"")
+    result = _invoke("validate", TOY, f"data.blackbox_dir={missing}", *_isolated(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert "1 black-box prediction files" in result.output
+
+
 def test_validate_pickle_needs_opt_in(tmp_path: Path) -> None:
     (tmp_path / "raw").mkdir()
     lines = _error_lines(

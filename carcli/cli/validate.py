@@ -45,6 +45,16 @@ def run_validate(path: str, overrides: list[str]) -> None:
             )
         else:
             rep.line(f"  {p}: not made yet; `carseg prepare {path}` builds it from {data.raw}")
+    if data.blackbox_dir is not None and data.source != "prepared":
+        bb = Path(data.blackbox_dir)
+        if not bb.is_dir():
+            problems.append(
+                f"data.blackbox_dir {bb} is not a folder; put the black-box predictions there "
+                f"(see data/README.md, 'Black-box predictions') or remove the key"
+            )
+        else:
+            n = sum(1 for f in bb.iterdir() if f.suffix in (".png", ".npy"))
+            rep.line(f"  {bb}: {n} black-box prediction files (.png / .npy)")
     if data.source == "lidc-pickle" and not data.allow_pickle:
         problems.append(
             "data.allow_pickle is false: the lidc-pickle source needs the explicit "
