@@ -7,7 +7,7 @@ CARSEG := $(VENV)/bin/carseg
 export OMP_WAIT_POLICY ?= PASSIVE
 RECIPE ?= recipes/toy.yaml
 
-.PHONY: install demo test test-all lint format bench controls unseen regression regression-sweep clean
+.PHONY: install demo test test-all lint format bench controls variants m-study unseen regression regression-sweep clean
 
 install: $(VENV)/.installed
 
@@ -46,6 +46,18 @@ bench: install
 controls: install
 	$(VENV)/bin/carseg prepare $(RECIPE) --overwrite --quiet
 	scripts/controls.sh $(RECIPE)
+
+# The paper's variants (latent-code refiner with L_cal or beta-KL, joint F) sharing one F
+# (about an hour on 2 cores); table in runs/variants.md.
+variants: install
+	$(VENV)/bin/carseg prepare $(RECIPE) --overwrite --quiet
+	scripts/variants.sh $(RECIPE)
+
+# The paper's Table 3: M in {1, 5, 10, 20} sharing one F (about 45 min on 2 cores);
+# table in runs/m-study.md.
+m-study: install
+	$(VENV)/bin/carseg prepare $(RECIPE) --overwrite --quiet
+	scripts/m_study.sh $(RECIPE)
 
 # The toy recipe on an unseen 64x64, 4-class synthetic set (about 30 min on 2 cores).
 unseen: install

@@ -236,12 +236,12 @@ def release() -> None:
 # matmul
 
 
-def bench_matmul(size: int, repeats: int, device: Any) -> float:
+def bench_matmul(size: int, repeats: int, device: Any, dtype: Any = None) -> float:
     import torch
 
     gen = torch.Generator().manual_seed(0)
-    a = torch.randn(size, size, generator=gen).to(device)
-    b = torch.randn(size, size, generator=gen).to(device)
+    a = torch.randn(size, size, generator=gen).to(device, dtype or torch.float32)
+    b = torch.randn(size, size, generator=gen).to(device, dtype or torch.float32)
     torch.mm(a, b)  # warm-up
     seconds = time_calls(lambda: torch.mm(a, b), repeats, device)
     return 2.0 * size**3 / seconds / 1e9
@@ -592,6 +592,9 @@ def print_table(results: dict[str, Any], settings: dict[str, str], wall: float) 
     table.add_column("GFLOP/s", justify="right", no_wrap=True)
     table.add_column("target", no_wrap=True)
     table.add_row("matmul_gflops", f"{results['matmul_gflops']:.1f}", "GFLOP/s", "", "", "")
+    if "matmul_gflops_bf16" in results:
+        bf16 = f"{results['matmul_gflops_bf16']:.1f}"
+        table.add_row("matmul_gflops_bf16", bf16, "GFLOP/s", "", "", "")
     for name in ENTRIES:
         if name not in results:
             continue
@@ -681,6 +684,14 @@ def main(argv: list[str] | None = None) -> int:
     settings["matmul_gflops"] = (
         f"float32 {sizes.matmul}x{sizes.matmul} matmul, median of {sizes.matmul_repeats}"
     )
+    if device.type == "cuda":  # the yardstick of speed.amp=bf16 runs (an extra key)
+        import torch
+
+        size = 4 * sizes.matmul
+        results["matmul_gflops_bf16"] = bench_matmul(
+            size, sizes.matmul_repeats, device, torch.bfloat16
+        )
+        settings["matmul_gflops_bf16"] = f"bfloat16 {size}x{size} matmul (CUDA only)"
     with tempfile.TemporaryDirectory(prefix="carseg-bench-") as tmp_name:
         tmp = Path(tmp_name)
         for d_arch in ("pixel", "dcgan"):

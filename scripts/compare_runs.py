@@ -38,6 +38,28 @@ def figures(run: Path, split: str) -> dict[str, str]:
     if worst_g is not None:
         out["max class offset G"] = f"{worst_g:.3f}"
     out["diversity"] = f"{m['diversity']:.3f}" if m.get("diversity") is not None else ""
+    out.update(training_figures(run / "refiner"))
+    return out
+
+
+def training_figures(refiner: Path, last: int = 100) -> dict[str, str]:
+    """G's training wall time and, for the latent-code variant, KL(q || N(0, I)) averaged over
+    the last `last` logged steps (how far the encoded codes are from the prior)."""
+    out: dict[str, str] = {}
+    manifest = refiner / "manifest.json"
+    if manifest.is_file():
+        wall = json.loads(manifest.read_text()).get("wall_time_s")
+        if wall is not None:
+            out["G train s"] = f"{wall:.0f}"
+    log = refiner / "metrics.jsonl"
+    if log.is_file():
+        kls = [
+            rec["loss_kl"]
+            for rec in map(json.loads, log.read_text().splitlines()[-last:])
+            if rec.get("loss_kl") is not None
+        ]
+        if kls:
+            out["KL(q)"] = f"{sum(kls) / len(kls):.3f}"
     return out
 
 

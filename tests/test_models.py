@@ -273,6 +273,7 @@ def test_hparam_defaults() -> None:
         "depth": 4,
         "dropout": 0.1,
         "residual_logits": True,
+        "noise": "gaussian",
     }
     assert hparam_defaults("discriminator", "pixel") == {"width": 64}
 

@@ -1,7 +1,10 @@
 """Refinement networks G: (x, F's output, noise) -> M samples.
 
 * ``unet`` — U-Net over the image concatenated with F's probabilities; noise enters every up
-  block through an AdaIN-like per-channel modulation h * (1 + gamma(eps)) + beta(eps).
+  block through an AdaIN-like per-channel modulation h * (1 + gamma(eps)) + beta(eps). With
+  ``noise="posterior"`` (the paper's latent-code variant, appendix B.2.3) a probabilistic head
+  on the encoder's bottleneck gives a Gaussian q(z | x, p) and the modulation is driven by the
+  reparameterised code z = mu + sigma * eps instead of eps itself.
 * ``mlp``  — 4-layer MLP for the 1D regression task: (x, F(x), eps) -> y.
 
 Both share the call ``forward(x, p, num_samples=1, noise=None, generator=None)`` and return
@@ -26,6 +29,12 @@ from carcli.models.blocks import (
 
 LOG_EPS = 1e-8
 """Probabilities are clamped to at least this before the log of the residual path."""
+
+LOG_SIGMA_RANGE = (-7.0, 3.0)
+"""The posterior head's log standard deviation is clamped to this range (sigma ~1e-3..20)."""
+
+NOISE_SOURCES = ("gaussian", "posterior")
+"""What drives the decoder's modulation: eps itself, or a code drawn from q(z | x, p)."""
 
 
 def draw_noise(
@@ -141,6 +150,13 @@ class UNetRefiner(nn.Module):
     deviation from the paper, see METHOD.md "Practical notes") log(clamp(p, 1e-8)) is added to
     the output logits, so a zeroed head makes softmax(G) equal p. H and W must be divisible
     by ``2**depth``.
+
+    ``noise="posterior"``: a linear head on the globally averaged bottleneck features gives
+    the mean and log standard deviation of q(z | x, p) = N(mu, diag sigma^2) over a
+    ``noise_dim``-dimensional code (:meth:`posterior`); ``decode`` turns the given eps into
+    codes z = mu + sigma * eps (reparameterised, so per-image seeded eps still fixes every
+    sample). The head starts at zero, i.e. q = N(0, I): training starts from the gaussian
+    refiner.
     """
 
     arch = "unet"
@@ -154,6 +170,7 @@ class UNetRefiner(nn.Module):
         depth: int = 4,
         dropout: float = 0.1,
         residual_logits: bool = True,
+        noise: str = "gaussian",
     ) -> None:
         super().__init__()
         check_positive(
@@ -164,6 +181,8 @@ class UNetRefiner(nn.Module):
             depth=depth,
         )
         check_dropout(dropout)
+        if noise not in NOISE_SOURCES:
+            raise ValueError(f"unknown noise source {noise!r}; valid: {', '.join(NOISE_SOURCES)}")
         self.config = {
             "arch": self.arch,
             "in_channels": in_channels,
@@ -173,9 +192,10 @@ class UNetRefiner(nn.Module):
             "depth": depth,
             "dropout": dropout,
             "residual_logits": residual_logits,
+            "noise": noise,
         }
         self.in_channels, self.num_classes, self.noise_dim = in_channels, num_classes, noise_dim
-        self.depth, self.residual_logits = depth, residual_logits
+        self.depth, self.residual_logits, self.noise = depth, residual_logits, noise
         chans = [width * 2**i for i in range(depth + 1)]
         self.encoder = _Encoder(in_channels + num_classes, chans, dropout)
         self.decoder = nn.ModuleList(
@@ -183,6 +203,10 @@ class UNetRefiner(nn.Module):
             for i in range(depth, 0, -1)
         )
         self.head = nn.Conv2d(chans[0], num_classes, 1)
+        if noise == "posterior":  # split output: mean and log standard deviation of the code
+            self.posterior_head = nn.Linear(chans[-1], 2 * noise_dim)
+            nn.init.zeros_(self.posterior_head.weight)
+            nn.init.zeros_(self.posterior_head.bias)
         channels_last(self)
 
     def encode(self, x: Tensor, p: Tensor) -> list[Tensor]:
@@ -194,8 +218,26 @@ class UNetRefiner(nn.Module):
         check_divisible("unet refiner", x, 2**self.depth, f"depth {self.depth}")
         return self.encoder(torch.cat([x, p.to(x.dtype)], dim=1))
 
+    def posterior(self, feats: list[Tensor]) -> tuple[Tensor, Tensor]:
+        """Mean and log standard deviation [B, d] of q(z | x, p) (``noise="posterior"``)."""
+        if self.noise != "posterior":
+            raise ValueError("posterior() needs a refiner built with noise='posterior'")
+        pooled = feats[-1].float().mean(dim=(2, 3))
+        mu, log_sigma = self.posterior_head(pooled).chunk(2, dim=1)
+        return mu, log_sigma.clamp(*LOG_SIGMA_RANGE)
+
+    def codes(self, feats: list[Tensor], noise: Tensor) -> Tensor:
+        """What drives the decoder for eps [B, M, d]: eps itself (gaussian), or the
+        reparameterised codes z = mu + sigma * eps of q(z | x, p) (posterior)."""
+        if self.noise != "posterior":
+            return noise
+        mu, log_sigma = self.posterior(feats)
+        z = mu.unsqueeze(1) + log_sigma.exp().unsqueeze(1) * noise.float()
+        return z.to(noise.dtype)
+
     def decode(self, feats: list[Tensor], p: Tensor, noise: Tensor) -> Tensor:
-        """Logits [B, M, K, H, W] from encoder features and noise [B, M, d]."""
+        """Logits [B, M, K, H, W] from encoder features and noise eps [B, M, d] (turned into
+        codes first by :meth:`codes` when ``noise="posterior"``)."""
         batch = feats[0].shape[0]
         if noise.dim() != 3 or noise.shape[0] != batch or noise.shape[2] != self.noise_dim:
             raise ValueError(
@@ -203,7 +245,7 @@ class UNetRefiner(nn.Module):
                 f"got {tuple(noise.shape)}"
             )
         samples = noise.shape[1]
-        eps = noise.reshape(batch * samples, -1)
+        eps = self.codes(feats, noise).reshape(batch * samples, -1)
         h = feats[-1]
         for i, block in enumerate(self.decoder):
             h = block(h, feats[-2 - i], eps, expand=i == 0)
@@ -221,14 +263,22 @@ class UNetRefiner(nn.Module):
         num_samples: int = 1,
         noise: Tensor | None = None,
         generator: torch.Generator | None = None,
-    ) -> Tensor:
+        return_posterior: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor, Tensor]:
         """M sample logits [B, M, K, H, W] for x [B, C, H, W] and F's probabilities p.
 
         ``noise`` [B, M, d] fixes the samples (then M = noise.shape[1]); otherwise
         ``num_samples`` noise vectors per image are drawn from N(0, I) with ``generator``.
+        ``return_posterior`` (``noise="posterior"`` only): also return q's mean and log
+        standard deviation [B, d], for the KL term of training (one call, so wrappers such as
+        torch.compile or autocast see the whole forward).
         """
         eps = draw_noise(x, num_samples, self.noise_dim, noise, generator)
-        return self.decode(self.encode(x, p), p, eps)
+        feats = self.encode(x, p)
+        logits = self.decode(feats, p, eps)
+        if return_posterior:
+            return (logits, *self.posterior(feats))
+        return logits
 
 
 class MLPRefiner(nn.Module):
@@ -288,4 +338,4 @@ class MLPRefiner(nn.Module):
         return self.net(torch.cat([cond, eps], dim=2))
 
 
-__all__ = ["LOG_EPS", "MLPRefiner", "UNetRefiner", "draw_noise"]
+__all__ = ["LOG_EPS", "LOG_SIGMA_RANGE", "MLPRefiner", "NOISE_SOURCES", "UNetRefiner", "draw_noise"]

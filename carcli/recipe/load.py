@@ -171,6 +171,12 @@ def _check_ranges(r: Recipe, problems: list[str]) -> None:
             problems.append(f"{key}.lr_milestones -> must be increasing, got {sec.lr_milestones}")
     positive("refiner.num_samples", r.refiner.num_samples)
     positive("refiner.noise_dim", r.refiner.noise_dim)
+    if r.refiner.kl_beta < 0:
+        problems.append(f"refiner.kl_beta -> must be >= 0, got {r.refiner.kl_beta}")
+    if r.refiner.kl_beta > 0 and r.refiner.noise != "posterior":
+        problems.append("refiner.kl_beta -> needs refiner.noise=posterior (gaussian has no q)")
+    if r.refiner.noise == "posterior" and r.refiner.arch != "unet":
+        problems.append(f"refiner.noise -> posterior needs refiner.arch=unet, got {r.refiner.arch}")
     positive("discriminator.lr", r.discriminator.lr)
     if r.discriminator.n_on <= 0 or r.discriminator.n_off < 0:
         problems.append("discriminator.n_on/n_off -> need n_on > 0 and n_off >= 0")
@@ -185,6 +191,7 @@ def _check_ranges(r: Recipe, problems: list[str]) -> None:
         positive(key, getattr(getattr(r, sec), f))
     for n in r.evaluate.ged_counts:
         positive("evaluate.ged_counts", n)
+    positive("distributed.timeout_s", r.distributed.timeout_s)
     if r.data.size % 16:
         problems.append(f"data.size -> must be a multiple of 16, got {r.data.size}")
     if r.data.num_classes < 3:

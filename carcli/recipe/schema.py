@@ -103,7 +103,17 @@ class RefinerConfig:
     dropout: float = 0.1
     """Dropout probability inside G."""
     noise: Literal["gaussian", "posterior"] = "gaussian"
-    """Noise source: gaussian (the method) or posterior (latent-code variant)."""
+    """Noise source: gaussian (the method: eps ~ N(0, I) drives the decoder) or posterior (the
+    paper's latent-code / cVAE-GAN variant, appendix B.2.3: a probabilistic head on G's
+    encoder gives q(z | x, F(x)) and codes z = mu + sigma * eps drive the decoder; unet only)."""
+    kl_beta: float = 0.0
+    """noise=posterior: weight beta of KL(q || N(0, I)) added to L_G (0: no prior, the paper's
+    L_G + L_cal variant; the paper's cVAE-GAN comparison uses 0.1, 1, 10 with
+    calibration_loss=none)."""
+    joint_calibrator: bool = False
+    """Also train F with its cross-entropy during train-refiner (the authors' code default),
+    starting from calibrator/model.safetensors at G's learning rate and schedule; the jointly
+    trained F is saved as refiner/calibrator.safetensors and `sample` uses it."""
     noise_dim: int = 8
     """Dimension of the noise vector epsilon."""
     residual_logits: bool = True
@@ -190,6 +200,32 @@ class EvaluateConfig:
 
 
 @dataclass
+class DistributedConfig:
+    backend: Literal["auto", "nccl", "gloo"] = "auto"
+    """Process-group backend under torchrun: auto = nccl on CUDA, gloo on CPU. Ignored by a
+    single process."""
+    timeout_s: float = 1800.0
+    """Seconds a rank waits at a collective (barrier, gradient all-reduce) for the others
+    before it fails, so an error on one rank cannot hang the rest forever."""
+    sync_batchnorm: bool = False
+    """Batch-norm statistics over all ranks (SyncBatchNorm); CUDA with several ranks only,
+    ignored with a note on CPU."""
+
+
+@dataclass
+class SpeedConfig:
+    amp: Literal["off", "bf16"] = "off"
+    """Mixed precision: bf16 runs the forward passes (training and sampling) under
+    torch.autocast(bfloat16) on CUDA, losses in float32; ignored with a note on CPU."""
+    channels_last: bool = False
+    """Convolution weights and inputs in channels-last (NHWC) memory order (faster on
+    tensor-core GPUs; harmless on CPU)."""
+    compile: bool = False
+    """torch.compile the forward passes of F and G (minutes of compilation first; D is not
+    compiled: R1 and the shared D forward differentiate through it twice)."""
+
+
+@dataclass
 class Recipe:
     name: str = "run"
     """Run name."""
@@ -198,7 +234,8 @@ class Recipe:
     run_dir: str = "runs/run"
     """Directory of this run's artefacts (relative to the working directory)."""
     device: str = "auto"
-    """auto (CUDA when present), cpu, cuda or cuda:N."""
+    """auto (CUDA when present), cpu, cuda or cuda:N; under torchrun auto and cuda mean
+    cuda:LOCAL_RANK."""
     threads: int = 0
     """CPU threads for torch (0: torch's default)."""
     data: DataConfig = field(default_factory=DataConfig)
@@ -213,3 +250,7 @@ class Recipe:
     """The sample stage."""
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     """The evaluate stage."""
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    """Multi-process runs under torchrun (see README, "Scaling out")."""
+    speed: SpeedConfig = field(default_factory=SpeedConfig)
+    """Device speed options; all off by default."""

@@ -1,12 +1,15 @@
 """`sample`: draw sample.num_samples segmentations per image of a split into a sample bank.
 
-Noise is seeded per image (seed, row), so the bank does not depend on batch or chunk sizes.
+Noise is seeded per image (seed, row), so the bank does not depend on batch or chunk sizes,
+nor on how many processes draw it: under torchrun the chunks go round-robin over the ranks
+and rank 0 assembles the bank once all are on disk.
 Work is done in chunks written to ``samples/.<split>.partial/``; a rerun keeps finished
 chunks; the bank ``samples/<split>.h5`` appears (by rename) only when complete.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -16,6 +19,7 @@ import numpy as np
 import torch
 
 import carcli
+from carcli import distributed
 from carcli.artefacts.run import (
     Manifest,
     RunLayout,
@@ -31,7 +35,9 @@ from carcli.recipe.load import recipe_to_dict, recipe_to_yaml
 from carcli.recipe.schema import Recipe
 from carcli.sampling.bank import create_bank
 from carcli.training.common import setup_torch
-from carcli.training.networks import load_network
+from carcli.training.networks import load_network, refiner_calibrator
+from carcli.training.speed import accelerate
+from carcli.training.speed import settings as speed_settings
 from carcli.ui import Reporter
 
 ELEMENT_BUDGET = 1 << 25  # logits elements per forward pass (~128 MB in float32)
@@ -74,16 +80,23 @@ def draw(
 
 
 def run_sample(recipe: Recipe, overwrite: bool = False, quiet: bool = False) -> Path:
-    rep = Reporter(quiet)
+    rep = Reporter(quiet or distributed.env_world()[0] > 0)  # rank 0 speaks for the job
     s = recipe.sample
     layout = RunLayout(Path(recipe.run_dir))
     bank_path = layout.bank(s.split)
     data_path = split_path(recipe.data.dir, s.split)
-    f_path, g_path = layout.calibrator / "model.safetensors", layout.refiner / "model.safetensors"
+    g_path = layout.refiner / "model.safetensors"
+    # the F that G was trained with: refiner/calibrator.safetensors after joint training
+    f_path = refiner_calibrator(g_path, layout.calibrator / "model.safetensors")
     out_dir = layout.samples_dir()
     ensure_dir(out_dir)
-    with stage_lock(out_dir):
-        check_not_finished(bank_path, f"a {s.split} sample bank", overwrite)
+    with distributed.session(recipe) as dist, contextlib.ExitStack() as held:
+
+        def claim() -> None:  # rank 0 (or the only process): the folder's lock and check
+            held.enter_context(stage_lock(out_dir))
+            check_not_finished(bank_path, f"a {s.split} sample bank", overwrite)
+
+        distributed.from_main(claim)
         with DatasetFile(data_path, validate=True) as ds:
             info = ds.info
             device = setup_torch(recipe)
@@ -101,34 +114,42 @@ def run_sample(recipe: Recipe, overwrite: bool = False, quiet: bool = False) -> 
             )
             noise_dim = int(getattr(G, "noise_dim", recipe.refiner.noise_dim))
             manifest = Manifest("sample", recipe_to_dict(recipe), recipe.seed)
-            for p in (data_path, f_path, g_path):
-                manifest.add_input(p)
-            plan = {
-                "seed": recipe.seed,
-                "num_samples": s.num_samples,
-                "n": info.n,
-                "chunk_size": s.chunk_size,
-                "inputs": manifest.inputs,
-            }
-            # Finished chunks made from the same inputs and settings are reused even with
-            # --overwrite; the old bank stays in place until the new one replaces it.
             partial = out_dir / f".{s.split}.partial"
-            _check_plan(partial, plan, rep)
-            source = BatchSource(ds)
             chunks = [(a, min(info.n, a + s.chunk_size)) for a in range(0, info.n, s.chunk_size)]
-            done = sum((partial / f"chunk-{a:08d}.h5").exists() for a, _ in chunks)
-            manifest.extra.update(chunks=len(chunks), chunks_reused=done)
-            with rep.progress(
-                info.n, f"sample {s.split}", start=min(info.n, done * s.chunk_size)
-            ) as bar:
-                for a, b in chunks:
-                    chunk_path = partial / f"chunk-{a:08d}.h5"
-                    if chunk_path.exists():
-                        continue
+
+            def plan_chunks() -> list[tuple[int, int]]:
+                """Rank 0: input hashes, the plan, and the chunks still to draw."""
+                for p in (data_path, f_path, g_path):
+                    manifest.add_input(p)
+                plan = {
+                    "seed": recipe.seed,
+                    "num_samples": s.num_samples,
+                    "n": info.n,
+                    "chunk_size": s.chunk_size,
+                    "inputs": manifest.inputs,
+                }
+                # Finished chunks made from the same inputs and settings are reused even with
+                # --overwrite; the old bank stays in place until the new one replaces it.
+                _check_plan(partial, plan, rep)
+                return [(a, b) for a, b in chunks if not (partial / f"chunk-{a:08d}.h5").exists()]
+
+            todo = distributed.from_main(plan_chunks)
+            manifest.extra.update(
+                chunks=len(chunks), chunks_reused=len(chunks) - len(todo), **dist.describe()
+            )
+            # Under torchrun the chunks still to draw go round-robin over the ranks; per-image
+            # noise makes each chunk the same whichever rank draws it.
+            mine = todo[dist.rank :: dist.world]
+            left = sum(b - a for a, b in mine)
+            source = BatchSource(ds)
+            F_call, G_call = accelerate(F_net, recipe, device), accelerate(G, recipe, device)
+            total = info.n if dist.world == 1 else left
+            with rep.progress(total, f"sample {s.split}", start=total - left) as bar:
+                for a, b in mine:
                     _write_chunk(
-                        chunk_path,
-                        F_net,
-                        G,
+                        partial / f"chunk-{a:08d}.h5",
+                        F_call,
+                        G_call,
                         source,
                         a,
                         b,
@@ -139,19 +160,23 @@ def run_sample(recipe: Recipe, overwrite: bool = False, quiet: bool = False) -> 
                         device,
                         bar,
                     )
-            attrs = {
-                "dataset": str(data_path),
-                "split": s.split,
-                "num_samples": s.num_samples,
-                "seed": recipe.seed,
-                "calibrator_sha256": manifest.inputs[str(f_path)],
-                "refiner_sha256": manifest.inputs[str(g_path)],
-                "recipe": recipe_to_yaml(recipe),
-                "carseg_version": carcli.__version__,
-            }
-            _assemble(bank_path, partial, chunks, info, s.num_samples, attrs)
-        shutil.rmtree(partial, ignore_errors=True)
-        manifest.write(out_dir, [bank_path.name], device=str(device))
+            distributed.barrier()  # every rank's chunks are on disk
+            if dist.main:
+                attrs = {
+                    "dataset": str(data_path),
+                    "split": s.split,
+                    "num_samples": s.num_samples,
+                    "seed": recipe.seed,
+                    "calibrator_sha256": manifest.inputs[str(f_path)],
+                    "refiner_sha256": manifest.inputs[str(g_path)],
+                    "recipe": recipe_to_yaml(recipe),
+                    "carseg_version": carcli.__version__,
+                }
+                _assemble(bank_path, partial, chunks, info, s.num_samples, attrs)
+        if dist.main:
+            shutil.rmtree(partial, ignore_errors=True)
+            manifest.extra["speed"] = speed_settings(recipe, device, 1)
+            manifest.write(out_dir, [bank_path.name], device=str(device))
     rep.line(f"sample bank written: {bank_path} ({info.n} images x {s.num_samples} samples)")
     return bank_path
 

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from carcli import distributed
 from carcli.data.batches import BatchSource
 from carcli.data.dataset import DatasetFile, split_path
 from carcli.errors import CarsegError
@@ -25,6 +26,9 @@ from carcli.training.common import (
     setup_torch,
 )
 from carcli.training.networks import new_calibrator, save_network
+from carcli.training.speed import accelerate
+from carcli.training.speed import notes as speed_notes
+from carcli.training.speed import settings as speed_settings
 from carcli.ui import Reporter
 
 MAKE_CMD = "carseg train-calibrator RECIPE"
@@ -79,16 +83,20 @@ def run_train_calibrator(
     recipe: Recipe, resume: bool = False, overwrite: bool = False, quiet: bool = False
 ) -> Path:
     """Train F; writes calibrator/model.safetensors (+ best, last, metrics.jsonl, manifest)."""
-    rep = Reporter(quiet)
+    rep = Reporter(quiet or distributed.env_world()[0] > 0)  # rank 0 speaks for the job
     c = recipe.calibrator
     stage = TrainingStage(recipe, "calibrator", resume, overwrite, MAKE_CMD)
     train_path, val_path = split_path(recipe.data.dir, "train"), split_path(recipe.data.dir, "val")
     with (
+        distributed.session(recipe) as dist,
         stage.open(),
         DatasetFile(train_path, validate=True) as train_ds,
         DatasetFile(val_path, validate=True) as val_ds,
     ):
         device = setup_torch(recipe)
+        distributed.check_batch(c.batch_size, "calibrator.batch_size")
+        for note in speed_notes(recipe, device):
+            rep.line(note)
         info = train_ds.info
         train, val = BatchSource(train_ds, flip=recipe.data.flip), BatchSource(val_ds)
         model = new_calibrator(recipe, info)
@@ -105,6 +113,10 @@ def run_train_calibrator(
             guard.skipped = state.get("skipped", 0)
             rng = rng_from_state(state["rng"])
             rep.line(f"resuming {stage.dir} at step {step}")
+        if not dist.main:  # own dropout stream, from (seed, rank, step)
+            torch.manual_seed(distributed.rank_seed(recipe.seed, dist.rank, step))
+        # DDP under torchrun (it starts every rank from rank 0's weights); `model` is saved
+        net = accelerate(model, recipe, device, dist.world, ddp=True)
         log = MetricsLog(stage.dir / "metrics.jsonl", step if state is not None else None)
         last_saved: Path | None = stage.last if state is not None else None
         with rep.progress(c.steps, "train-calibrator", start=step) as bar:
@@ -112,8 +124,9 @@ def run_train_calibrator(
                 set_lr(opt, lr_at(c.lr, c.lr_milestones, c.lr_gamma, step))
                 soft = c.soft_targets and info.task == "segmentation"
                 batch = train.get(train.random_indices(rng, c.batch_size), rng, soft=soft)
+                batch = distributed.shard(batch)  # this rank's rows of the global batch
                 loss = calibrator_loss(
-                    model,
+                    net,
                     batch.cond.to(device),
                     batch.label.to(device),
                     info.task,
@@ -124,10 +137,11 @@ def run_train_calibrator(
                 loss.backward()
                 opt.step()
                 step += 1
-                value = loss.detach().item()
+                value = distributed.global_mean(loss.detach().item())
                 record = {"step": step, "loss_ce": value, "lr": opt.param_groups[0]["lr"]}
                 guard.check(record, step, last_saved)
-                if c.val_every and (step % c.val_every == 0 or step == c.steps):
+                val_now = c.val_every and (step % c.val_every == 0 or step == c.steps)
+                if val_now and dist.main:
                     record["val_ce"] = validation_loss(model, val, c.val_size, device, c.batch_size)
                     if record["val_ce"] < best:
                         best = record["val_ce"]
@@ -178,6 +192,8 @@ def run_train_calibrator(
                 "best_val_ce": best,
                 "batch_size": c.batch_size,
                 "skipped_steps": guard.skipped,
+                "distributed": dist.describe(c.batch_size),
+                "speed": speed_settings(recipe, device, dist.world),
             },
         )
     rep.line(f"calibrator trained: {stage.dir / 'model.safetensors'} (step {step})")

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from carcli import distributed
 from carcli.artefacts.checkpoint import load_training_state, save_training_state
 from carcli.artefacts.run import (
     Manifest,
@@ -30,6 +31,16 @@ from carcli.recipe.schema import Recipe
 
 
 def select_device(name: str) -> torch.device:
+    """The recipe's device; under torchrun (WORLD_SIZE > 1) `auto` and `cuda` mean
+    cuda:LOCAL_RANK, one GPU per process."""
+    _, world, local = distributed.env_world()
+    if world > 1 and torch.cuda.is_available() and name in ("auto", "cuda"):
+        return torch.device("cuda", local)
+    if world > 1 and name.startswith("cuda:"):
+        raise CarsegError(
+            f"device {name!r} under torchrun would put every rank on one GPU",
+            hint="set device=cuda (or auto): each rank then takes cuda:LOCAL_RANK",
+        )
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -136,17 +147,23 @@ class NonFiniteGuard:
 
 
 class MetricsLog:
-    """metrics.jsonl: one JSON object per logged step; on resume, later lines are dropped."""
+    """metrics.jsonl: one JSON object per logged step; on resume, later lines are dropped.
+    Under torchrun only rank 0 writes it (on the other ranks this is a no-op)."""
 
     def __init__(self, path: Path, resume_step: int | None) -> None:
         self.path = path
-        if resume_step is None:
+        self.enabled = distributed.current().main
+        if not self.enabled:
+            pass
+        elif resume_step is None:
             write_text_atomic(path, "")
         elif path.exists():
             kept = [ln for ln in path.read_text().splitlines() if _step_of(ln) <= resume_step]
             write_text_atomic(path, "".join(ln + "\n" for ln in kept))
 
     def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
         try:
             with open(self.path, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record) + "\n")
@@ -184,17 +201,31 @@ class TrainingStage:
     def last(self) -> Path:
         return self.dir / "last.safetensors"
 
+    @property
+    def primary(self) -> bool:
+        """Rank 0 (or the only process): the one that locks, checks and writes the folder."""
+        return distributed.current().main
+
     @contextlib.contextmanager
     def open(self) -> Iterator[TrainingStage]:
         """Lock the folder and apply the finished / resume / overwrite rules."""
         if self.resume and self.overwrite:
             raise CarsegError("--resume and --overwrite exclude each other", hint="pass one")
+        if not self.primary:  # under torchrun: wait for rank 0's lock and checks
+            distributed.from_main(lambda: None)
+            yield self
+            return
         created = _first_missing(self.dir)
+        announced = False
         try:
             ensure_dir(self.dir)
             with self._locked(created is not None):
+                distributed.from_main(lambda: None)  # the other ranks may start
+                announced = True
                 yield self
-        except BaseException:
+        except BaseException as exc:
+            if not announced:
+                distributed.report_main_failure(exc)
             if created is not None:  # remove the (now empty) folders this run made
                 for p in (self.dir, *self.dir.parents):
                     with contextlib.suppress(OSError):
@@ -238,7 +269,7 @@ class TrainingStage:
         --overwrite, the old outputs go only here: a run that fails on its inputs before this
         point leaves the folder as it was."""
         info = None
-        if self.overwrite:
+        if self.overwrite and self.primary:
             clear_stage_dir(self.dir)
         if self.resume:
             info = load_training_state(
@@ -252,7 +283,8 @@ class TrainingStage:
                 raise CarsegError(
                     f"{self.last}: training state of {info.get('stage')!r}, expected {self.name!r}"
                 )
-        write_text_atomic(self.dir / "recipe.yaml", recipe_to_yaml(self.recipe))
+        if self.primary:
+            write_text_atomic(self.dir / "recipe.yaml", recipe_to_yaml(self.recipe))
         return info
 
     def save(
@@ -262,6 +294,8 @@ class TrainingStage:
         generators: dict[str, torch.Generator],
         info: dict[str, Any],
     ) -> None:
+        if not self.primary:
+            return
         save_training_state(
             self.last,
             models=models,
@@ -273,6 +307,8 @@ class TrainingStage:
     def finish(
         self, inputs: list[Path], outputs: list[str], device: torch.device, extra: dict[str, Any]
     ) -> None:
+        if not self.primary:
+            return
         manifest = Manifest(
             self.name,
             recipe_to_dict(self.recipe),

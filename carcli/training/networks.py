@@ -12,7 +12,8 @@ from typing import Any
 
 import torch
 
-from carcli.artefacts.checkpoint import load_weights, save_weights
+from carcli import distributed
+from carcli.artefacts.checkpoint import decode_meta, load_weights, save_weights
 from carcli.data.dataset import DatasetInfo
 from carcli.errors import CarsegError
 from carcli.models.registry import (
@@ -52,6 +53,7 @@ def new_refiner(recipe: Recipe, info: DatasetInfo) -> torch.nn.Module:
         hp = _hparams(r, "width", "depth")
         hp["dropout"] = r.dropout
         hp["residual_logits"] = r.residual_logits
+        hp["noise"] = r.noise
     return _registry_call(build_refiner, r.arch, info.in_channels, out, r.noise_dim, **hp)
 
 
@@ -82,6 +84,9 @@ def save_network(
     step: int,
     extra: dict[str, Any] | None = None,
 ) -> None:
+    """Write a network's weights; under torchrun only rank 0 writes (others return)."""
+    if not distributed.current().main:
+        return
     save_weights(
         path,
         model,
@@ -95,6 +100,26 @@ def save_network(
             **(extra or {}),
         },
     )
+
+
+JOINT_CALIBRATOR = "calibrator.safetensors"
+"""refiner/calibrator.safetensors: F as trained jointly with G (refiner.joint_calibrator)."""
+
+
+def refiner_calibrator(g_path: Path, default: Path) -> Path:
+    """The F that the refiner at `g_path` was trained with: the file named by its metadata
+    key `calibrator` (beside it; written by joint training), else `default`."""
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(g_path), framework="pt") as fh:
+            meta = decode_meta(dict(fh.metadata() or {}))
+    except Exception:  # unreadable or missing: loading G itself reports it clearly
+        return default
+    name = meta.get("calibrator")
+    if not isinstance(name, str) or not name or Path(name).name != name:
+        return default  # only a file beside the refiner
+    return g_path.parent / name
 
 
 def load_network(
