@@ -51,3 +51,26 @@ def test_errors_reach_the_consumer() -> None:
 def test_negative_depth_refused() -> None:
     with pytest.raises(ValueError, match="depth"):
         BatchPrefetcher(draw, np.random.default_rng(0), depth=-1)
+
+
+@pytest.mark.parametrize("stage", ["calibrator", "refiner"])
+def test_training_with_prefetch_equals_without(tmp_path, stage: str) -> None:
+    """speed.prefetch changes when batches are made, never which: same weights bit for bit."""
+    from safetensors.torch import load_file
+    from test_pipeline import tiny_recipe
+
+    from carcli.data.prepare import run_prepare
+    from carcli.training.calibrator import run_train_calibrator
+    from carcli.training.refiner import run_train_refiner
+
+    weights = {}
+    for depth in (0, 2):
+        r = tiny_recipe(tmp_path / f"p{depth}", f"speed.prefetch={depth}")
+        run_prepare(r, quiet=True)
+        run_train_calibrator(r, quiet=True)
+        if stage == "refiner":
+            run_train_refiner(r, quiet=True)
+        weights[depth] = load_file(tmp_path / f"p{depth}" / "run" / stage / "model.safetensors")
+    assert weights[0].keys() == weights[2].keys()
+    for k in weights[0]:
+        torch.testing.assert_close(weights[0][k], weights[2][k], rtol=0, atol=0)

@@ -223,6 +223,10 @@ class SpeedConfig:
     compile: bool = False
     """torch.compile the forward passes of F and G (minutes of compilation first; D is not
     compiled: R1 and the shared D forward differentiate through it twice)."""
+    prefetch: int = 0
+    """Training batches made ahead by a background thread (0: none). The random stream is the
+    same as without it (a resumed run continues it exactly); on CUDA the batches go to pinned
+    memory and are copied with non_blocking, overlapping the step."""
 
 
 @dataclass

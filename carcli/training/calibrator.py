@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from carcli import distributed
 from carcli.data.batches import BatchSource
 from carcli.data.dataset import DatasetFile, split_path
+from carcli.data.prefetch import BatchPrefetcher
 from carcli.errors import CarsegError
 from carcli.losses import cross_entropy, expected_cross_entropy, gaussian_nll
 from carcli.recipe.schema import Recipe
@@ -21,7 +22,6 @@ from carcli.training.common import (
     adam,
     lr_at,
     rng_from_state,
-    rng_state,
     set_lr,
     setup_torch,
 )
@@ -119,19 +119,24 @@ def run_train_calibrator(
         net = accelerate(model, recipe, device, dist.world, ddp=True)
         log = MetricsLog(stage.dir / "metrics.jsonl", step if state is not None else None)
         last_saved: Path | None = stage.last if state is not None else None
-        with rep.progress(c.steps, "train-calibrator", start=step) as bar:
+        soft = c.soft_targets and info.task == "segmentation"
+        loader = BatchPrefetcher(
+            lambda g: train.get(train.random_indices(g, c.batch_size), g, soft=soft),
+            rng,
+            recipe.speed.prefetch,
+            pin_memory=device.type == "cuda",
+        )
+        with loader, rep.progress(c.steps, "train-calibrator", start=step) as bar:
             while step < c.steps:
                 set_lr(opt, lr_at(c.lr, c.lr_milestones, c.lr_gamma, step))
-                soft = c.soft_targets and info.task == "segmentation"
-                batch = train.get(train.random_indices(rng, c.batch_size), rng, soft=soft)
-                batch = distributed.shard(batch)  # this rank's rows of the global batch
+                batch = distributed.shard(loader.next())  # this rank's rows of the global batch
                 loss = calibrator_loss(
                     net,
-                    batch.cond.to(device),
-                    batch.label.to(device),
+                    batch.cond.to(device, non_blocking=True),
+                    batch.label.to(device, non_blocking=True),
                     info.task,
                     info.ignore_index,
-                    batch.soft.to(device) if soft else None,
+                    batch.soft.to(device, non_blocking=True) if soft else None,
                 )
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -169,7 +174,7 @@ def run_train_calibrator(
                         {
                             "step": step,
                             "best": best,
-                            "rng": rng_state(rng),
+                            "rng": loader.rng_state(),
                             "skipped": guard.skipped,
                         },
                     )

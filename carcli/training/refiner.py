@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from carcli import distributed
 from carcli.data.batches import Batch, BatchSource
 from carcli.data.dataset import DatasetFile, split_path
+from carcli.data.prefetch import BatchPrefetcher
 from carcli.errors import CarsegError
 from carcli.losses import (
     adversarial_loss,
@@ -31,7 +32,6 @@ from carcli.training.common import (
     adam,
     lr_at,
     rng_from_state,
-    rng_state,
     set_lr,
     setup_torch,
 )
@@ -262,20 +262,25 @@ def run_train_refiner(
             noise.manual_seed(distributed.rank_seed(recipe.seed + 2, dist.rank, step))
         log = MetricsLog(stage.dir / "metrics.jsonl", step if state is not None else None)
         last_saved = stage.last if state is not None else None
-        with rep.progress(r.steps, "train-refiner", start=step) as bar:
+        loader = BatchPrefetcher(
+            lambda g: train.get(train.random_indices(g, r.batch_size), g, soft=soft),
+            rng,
+            recipe.speed.prefetch,
+            pin_memory=device.type == "cuda",
+        )
+        with loader, rep.progress(r.steps, "train-refiner", start=step) as bar:
             while step < r.steps:
                 scale = lr_at(1.0, r.lr_milestones, r.lr_gamma, step)
                 set_lr(nets.opt_G, r.lr * scale)
                 set_lr(nets.opt_D, d.lr * scale)
                 if nets.opt_F is not None:
                     set_lr(nets.opt_F, r.lr * scale)
-                batch = train.get(train.random_indices(rng, r.batch_size), rng, soft=soft)
-                batch = distributed.shard(batch)  # this rank's rows of the global batch
+                batch = distributed.shard(loader.next())  # this rank's rows of the global batch
                 batch = Batch(
-                    batch.image.to(device),
-                    batch.cond.to(device),
-                    batch.label.to(device),
-                    batch.soft.to(device) if batch.soft is not None else None,
+                    batch.image.to(device, non_blocking=True),
+                    batch.cond.to(device, non_blocking=True),
+                    batch.label.to(device, non_blocking=True),
+                    batch.soft.to(device, non_blocking=True) if batch.soft is not None else None,
                 )
                 figures = refiner_step(
                     nets,
@@ -325,7 +330,7 @@ def run_train_refiner(
                         {
                             "step": step,
                             "best": best,
-                            "rng": rng_state(rng),
+                            "rng": loader.rng_state(),
                             "skipped": guard.skipped,
                         },
                     )
