@@ -53,7 +53,7 @@ variants: install
 	$(VENV)/bin/carseg prepare $(RECIPE) --overwrite --quiet
 	scripts/variants.sh $(RECIPE)
 
-# The paper's Table 3: M in {1, 5, 10, 20} sharing one F (about 45 min on 2 cores);
+# The paper's Table 3: M in {1, 5, 10, 20} sharing one F (about 40 min on 2 cores);
 # table in runs/m-study.md.
 m-study: install
 	$(VENV)/bin/carseg prepare $(RECIPE) --overwrite --quiet
