@@ -283,6 +283,8 @@ def _curves(runs: list[dict]) -> tuple[np.ndarray, np.ndarray]:
 
 def fig2(out: Path, rows: list[dict]) -> None:
     """Fig. 2 for the showcase configuration, first seed: lambda = 1 beside lambda = 0."""
+    import h5py
+
     from carcli.data.dataset import DatasetFile
     from carcli.data.regression import mixture_mean_y
     from carcli.plots.regression import fit_figure
@@ -294,8 +296,6 @@ def fig2(out: Path, rows: list[dict]) -> None:
     panels = []
     for lam in LAMBDAS:
         rd = run_dir(out, pi, sigma, seeds[0], lam)
-        import h5py
-
         with h5py.File(rd / "samples" / "test.h5", "r") as bank:
             samples, calib = bank["samples"][:, :, 0], bank["calibration"][:, 0]
         with DatasetFile(unit_dir(out, pi, sigma, seeds[0]) / "data" / "test.h5") as ds:

@@ -24,6 +24,15 @@ class Batch:
     label: torch.Tensor  # [B, H, W] long, one annotation per image (regression: [B, D_out])
     soft: torch.Tensor | None = None  # [B, K, H, W] label distribution (when asked for)
 
+    def to(self, device: torch.device, non_blocking: bool = False) -> Batch:
+        """The batch on `device` (non_blocking: overlap the copy from pinned memory)."""
+        return Batch(
+            *(
+                None if t is None else t.to(device, non_blocking=non_blocking)
+                for t in (self.image, self.cond, self.label, self.soft)
+            )
+        )
+
 
 def blackbox_channels(bb: np.ndarray, info: DatasetInfo) -> np.ndarray:
     """Black-box predictions as float channels: one-hot for class ids (ignore -> zeros)."""

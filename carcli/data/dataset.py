@@ -15,6 +15,7 @@ import h5py
 import numpy as np
 
 from carcli.artefacts.run import atomic_path
+from carcli.data.regression import check_mixture
 from carcli.errors import CarsegError
 
 SCHEMA = "carseg.dataset/1"
@@ -279,7 +280,7 @@ def _check_body(h5: h5py.File, chunk: int) -> list[str]:
                 f"{image.shape} and label {label.shape}"
             )
         else:
-            p.extend(_check_mixture(h5, n, label.shape[2]))
+            p.extend(check_mixture(h5, n, label.shape[2]))
     has_w = "label_weight" in h5
     if has_w:
         w = h5["label_weight"]
@@ -366,32 +367,6 @@ def _check_body(h5: h5py.File, chunk: int) -> list[str]:
             elif not np.isfinite(b).all():
                 once("bbnan", "blackbox holds NaN or infinite values")
     return p
-
-
-def _check_mixture(h5: h5py.File, n: int, d_out: int) -> list[str]:
-    """The optional true mixture of a regression split (see carcli/data/regression.py)."""
-    names = ("mixture_mean", "mixture_weight", "mixture_std")
-    present = [m for m in names if m in h5]
-    if not present:
-        return []
-    if len(present) != len(names):
-        missing = sorted(set(names) - set(present))
-        return [f"mixture datasets are incomplete: {', '.join(missing)} missing"]
-    mean, weight, std = (h5[m] for m in names)
-    k = weight.shape[1] if weight.ndim == 2 else -1
-    if mean.shape != (n, k, d_out) or weight.shape != (n, k) or std.shape != (n, k):
-        return [
-            f"mixture shapes {mean.shape}, {weight.shape}, {std.shape} do not match "
-            f"[N, K, {d_out}], [N, K], [N, K] with N = {n}"
-        ]
-    w, sd, mu = weight[...].astype(np.float64), std[...], mean[...]
-    if not (np.isfinite(w).all() and np.isfinite(sd).all() and np.isfinite(mu).all()):
-        return ["mixture datasets hold NaN or infinite values"]
-    if (w < 0).any() or (np.abs(w.sum(1) - 1) > 1e-5).any():
-        return ["mixture_weight rows must be non-negative and sum to 1"]
-    if (sd <= 0).any():
-        return ["mixture_std must be positive"]
-    return []
 
 
 def write_dataset(

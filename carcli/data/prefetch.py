@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from carcli.data.batches import Batch
+from carcli.data.batches import Batch, BatchSource
 
 _DONE = object()
 
@@ -95,3 +95,21 @@ class BatchPrefetcher:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def training_loader(
+    source: BatchSource,
+    batch_size: int,
+    rng: np.random.Generator,
+    soft: bool,
+    depth: int,
+    device: Any,
+) -> BatchPrefetcher:
+    """Random training batches of `source` (one annotation drawn per image, plus the label
+    distribution with `soft`), `depth` made ahead, pinned when training on CUDA."""
+    return BatchPrefetcher(
+        lambda g: source.get(source.random_indices(g, batch_size), g, soft=soft),
+        rng,
+        depth,
+        pin_memory=getattr(device, "type", str(device)) == "cuda",
+    )

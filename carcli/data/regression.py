@@ -14,6 +14,7 @@ Component 0 is the upper mode (weight pi).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -95,3 +96,29 @@ def mixture_prob_positive(mean: np.ndarray, weight: np.ndarray, std: np.ndarray)
     w = w / w.sum(1, keepdims=True)
     z = np.asarray(mean, dtype=np.float64)[:, :, 0] / np.asarray(std, dtype=np.float64)
     return (w * ndtr(z)).sum(1)
+
+
+def check_mixture(h5: Any, n: int, d_out: int) -> list[str]:
+    """Problems of the optional true mixture of a regression split (open HDF5 file `h5`)."""
+    names = MIXTURE_NAMES
+    present = [m for m in names if m in h5]
+    if not present:
+        return []
+    if len(present) != len(names):
+        missing = sorted(set(names) - set(present))
+        return [f"mixture datasets are incomplete: {', '.join(missing)} missing"]
+    mean, weight, std = (h5[m] for m in names)
+    k = weight.shape[1] if weight.ndim == 2 else -1
+    if mean.shape != (n, k, d_out) or weight.shape != (n, k) or std.shape != (n, k):
+        return [
+            f"mixture shapes {mean.shape}, {weight.shape}, {std.shape} do not match "
+            f"[N, K, {d_out}], [N, K], [N, K] with N = {n}"
+        ]
+    w, sd, mu = weight[...].astype(np.float64), std[...], mean[...]
+    if not (np.isfinite(w).all() and np.isfinite(sd).all() and np.isfinite(mu).all()):
+        return ["mixture datasets hold NaN or infinite values"]
+    if (w < 0).any() or (np.abs(w.sum(1) - 1) > 1e-5).any():
+        return ["mixture_weight rows must be non-negative and sum to 1"]
+    if (sd <= 0).any():
+        return ["mixture_std must be positive"]
+    return []

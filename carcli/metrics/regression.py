@@ -71,13 +71,10 @@ def evaluate_regression(
         for a in range(0, bank.n, chunk_size):
             b = min(bank.n, a + chunk_size)
             rows = bank.index[a:b]
-            order = np.argsort(rows)  # h5py reads need increasing indices
             samples = bank.read("samples", slice(a, b)).astype(np.float64)
             calib = bank.read("calibration", slice(a, b)).astype(np.float64)
-            x = np.empty((b - a, *ds.info.image_shape))
-            x[order] = ds.read_rows("image", rows[order])
-            labels = np.empty((b - a, ds.info.num_annotations, *ds.info.label_shape))
-            labels[order] = ds.read_rows("label", rows[order])
+            x = ds.read_rows("image", rows).astype(np.float64)
+            labels = ds.read_rows("label", rows).astype(np.float64)
             weights = ds.weights(rows)
             xs.append(x[:, 0])
             f_all.append(calib)
@@ -86,13 +83,7 @@ def evaluate_regression(
             shares.append((samples[:, :, 0] > 0).mean(1))
             real_up.append(((labels[:, :, 0] > 0) * weights).sum(1))
             if has_mixture:
-                mix = []
-                for m in MIXTURE_NAMES:
-                    arr = ds.h5[m]
-                    out = np.empty((b - a, *arr.shape[1:]), dtype=np.float64)
-                    out[order] = arr[np.sort(rows)]
-                    mix.append(out)
-                mean, weight, std = mix
+                mean, weight, std = (ds.read_rows(m, rows) for m in MIXTURE_NAMES)
                 ll = mixture_log_likelihood(samples, mean, weight, std)
                 ll1.append(ll[:, 0])
                 ll_all.append(ll.mean(1))

@@ -161,18 +161,16 @@ def run_plot_regression(recipe: Any, overwrite: bool, quiet: bool) -> list[Path]
                 hint="sample the split again with `carseg sample RECIPE --overwrite`",
             )
         index = bank.index
-        order = np.argsort(index)
         samples = bank.read("samples", slice(0, bank.n))[:, :, 0]
         calib = bank.read("calibration", slice(0, bank.n))[:, 0]
-        x = np.empty(bank.n)
-        x[order] = ds.read_rows("image", index[order])[:, 0]
+        x = ds.read_rows("image", index)[:, 0]
         labels = ds.h5["label"][...]  # small: [N, A, 1]
         data_x = np.repeat(ds.h5["image"][:, 0], labels.shape[1])
         data_y = labels[:, :, 0].reshape(-1)
         truth = None
         if all(m in ds.h5 for m in MIXTURE_NAMES):
-            mean, weight = ds.h5["mixture_mean"][...], ds.h5["mixture_weight"][...]
-            truth = mixture_mean_y(mean[index], weight[index])[:, 0]
+            mean, weight = (ds.read_rows(m, index) for m in MIXTURE_NAMES[:2])
+            truth = mixture_mean_y(mean, weight)[:, 0]
     ensure_dir(out_dir)
     written: list[Path] = []
     fig = fit_figure(

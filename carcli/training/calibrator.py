@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from carcli import distributed
 from carcli.data.batches import BatchSource
 from carcli.data.dataset import DatasetFile, split_path
-from carcli.data.prefetch import BatchPrefetcher
+from carcli.data.prefetch import training_loader
 from carcli.errors import CarsegError
 from carcli.losses import cross_entropy, expected_cross_entropy, gaussian_nll
 from carcli.recipe.schema import Recipe
@@ -120,23 +120,14 @@ def run_train_calibrator(
         log = MetricsLog(stage.dir / "metrics.jsonl", step if state is not None else None)
         last_saved: Path | None = stage.last if state is not None else None
         soft = c.soft_targets and info.task == "segmentation"
-        loader = BatchPrefetcher(
-            lambda g: train.get(train.random_indices(g, c.batch_size), g, soft=soft),
-            rng,
-            recipe.speed.prefetch,
-            pin_memory=device.type == "cuda",
-        )
+        loader = training_loader(train, c.batch_size, rng, soft, recipe.speed.prefetch, device)
         with loader, rep.progress(c.steps, "train-calibrator", start=step) as bar:
             while step < c.steps:
                 set_lr(opt, lr_at(c.lr, c.lr_milestones, c.lr_gamma, step))
-                batch = distributed.shard(loader.next())  # this rank's rows of the global batch
+                # this rank's rows of the global batch
+                batch = distributed.shard(loader.next()).to(device, non_blocking=True)
                 loss = calibrator_loss(
-                    net,
-                    batch.cond.to(device, non_blocking=True),
-                    batch.label.to(device, non_blocking=True),
-                    info.task,
-                    info.ignore_index,
-                    batch.soft.to(device, non_blocking=True) if soft else None,
+                    net, batch.cond, batch.label, info.task, info.ignore_index, batch.soft
                 )
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from carcli import distributed
 from carcli.data.batches import Batch, BatchSource
 from carcli.data.dataset import DatasetFile, split_path
-from carcli.data.prefetch import BatchPrefetcher
+from carcli.data.prefetch import training_loader
 from carcli.errors import CarsegError
 from carcli.losses import (
     adversarial_loss,
@@ -262,12 +262,7 @@ def run_train_refiner(
             noise.manual_seed(distributed.rank_seed(recipe.seed + 2, dist.rank, step))
         log = MetricsLog(stage.dir / "metrics.jsonl", step if state is not None else None)
         last_saved = stage.last if state is not None else None
-        loader = BatchPrefetcher(
-            lambda g: train.get(train.random_indices(g, r.batch_size), g, soft=soft),
-            rng,
-            recipe.speed.prefetch,
-            pin_memory=device.type == "cuda",
-        )
+        loader = training_loader(train, r.batch_size, rng, soft, recipe.speed.prefetch, device)
         with loader, rep.progress(r.steps, "train-refiner", start=step) as bar:
             while step < r.steps:
                 scale = lr_at(1.0, r.lr_milestones, r.lr_gamma, step)
@@ -275,13 +270,8 @@ def run_train_refiner(
                 set_lr(nets.opt_D, d.lr * scale)
                 if nets.opt_F is not None:
                     set_lr(nets.opt_F, r.lr * scale)
-                batch = distributed.shard(loader.next())  # this rank's rows of the global batch
-                batch = Batch(
-                    batch.image.to(device, non_blocking=True),
-                    batch.cond.to(device, non_blocking=True),
-                    batch.label.to(device, non_blocking=True),
-                    batch.soft.to(device, non_blocking=True) if batch.soft is not None else None,
-                )
+                # this rank's rows of the global batch
+                batch = distributed.shard(loader.next()).to(device, non_blocking=True)
                 figures = refiner_step(
                     nets,
                     batch,
