@@ -35,7 +35,7 @@ def _seed() -> None:
 
 
 @pytest.mark.parametrize("size", SIZES)
-@pytest.mark.parametrize("arch", ["segnet", "convnet"])
+@pytest.mark.parametrize("arch", ["segnet", "convnet", "unet"])
 def test_calibrator_shapes(arch: str, size: tuple[int, int]) -> None:
     f = build_calibrator(arch, 3, 5, **SMALL[arch])
     out = f(torch.randn(2, 3, *size))
@@ -54,6 +54,22 @@ def test_segnet_rejects_indivisible_size() -> None:
     f = build_calibrator("segnet", 1, 2, width=4)
     with pytest.raises(ValueError, match="divisible by 16"):
         f(torch.randn(1, 1, 40, 32))
+
+
+def test_unet_calibrator_levels_and_skips() -> None:
+    f = build_calibrator("unet", 3, 4, width=4, depth=2).eval()
+    assert f.config["depth"] == 2 and len(f.down) == 3 and len(f.up) == 2
+    assert f(torch.randn(1, 3, 12, 8)).shape == (1, 4, 12, 8)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        f(torch.randn(1, 3, 10, 8))
+    # the full-resolution skip: a one-pixel change of the input changes that pixel's logits
+    # even though the coarse path sees it only through pooling
+    x = torch.randn(1, 3, 16, 16)
+    y = x.clone()
+    y[0, :, 5, 7] += 3.0
+    with torch.no_grad():
+        diff = (f(x) - f(y)).abs().sum(dim=1)[0]
+    assert diff[5, 7] > 0 and diff[3:8, 5:10].max() == diff.max()
 
 
 def test_calibrator_rejects_wrong_channels() -> None:
@@ -241,7 +257,7 @@ def test_mlp_discriminator() -> None:
 
 
 def test_registry_names() -> None:
-    assert sorted(CALIBRATORS) == ["convnet", "mlp", "segnet"]
+    assert sorted(CALIBRATORS) == ["convnet", "mlp", "segnet", "unet"]
     assert sorted(REFINERS) == ["mlp", "unet"]
     assert sorted(DISCRIMINATORS) == ["dcgan", "mlp", "pixel"]
 
@@ -249,7 +265,7 @@ def test_registry_names() -> None:
 def test_unknown_names() -> None:
     with pytest.raises(ValueError) as err:
         build_calibrator("segnett", 1, 2)
-    assert str(err.value) == "unknown calibrator 'segnett'; valid: convnet, mlp, segnet"
+    assert str(err.value) == "unknown calibrator 'segnett'; valid: convnet, mlp, segnet, unet"
     with pytest.raises(ValueError, match="unknown refiner 'unet2'; valid: mlp, unet"):
         build_refiner("unet2", 1, 2, 8)
     with pytest.raises(ValueError, match="unknown discriminator 'patch'; valid: dcgan, mlp, pixel"):
@@ -284,6 +300,7 @@ def test_hparam_defaults() -> None:
         ("calibrator", "segnet", (1, 2)),
         ("calibrator", "convnet", (5, 3)),
         ("calibrator", "mlp", (1, 1)),
+        ("calibrator", "unet", (3, 2)),
         ("refiner", "unet", (1, 2, 8)),
         ("refiner", "mlp", (1, 1, 1)),
         ("discriminator", "dcgan", (1, 2)),

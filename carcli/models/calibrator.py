@@ -2,11 +2,13 @@
 
 * ``segnet``  — SegNet-style encoder-decoder (LIDC), trained from scratch.
 * ``convnet`` — 5 full-resolution conv blocks (the paper's Cityscapes calibrator).
+* ``unet``    — U-Net encoder-decoder with skip connections (sharp boundaries at any size).
 * ``mlp``     — 4-layer MLP for the 1D regression task (F(x) is the Gaussian mean).
 """
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -150,6 +152,87 @@ class ConvNetCalibrator(nn.Module):
         """Logits [B, K, H, W] for an input [B, C, H, W]."""
         check_channels("convnet calibrator", x, self.in_channels, "input channels")
         return self.head(self.body(x)).contiguous()
+
+
+class UNetCalibrator(nn.Module):
+    """U-Net encoder-decoder with concatenated skip connections.
+
+    Encoder: a full-resolution level then ``depth`` levels (max-pool 2, then the level's
+    blocks), ``min(width * 2**i, 512)`` channels; every level has ``convs_per_level`` conv3x3
+    + BN + ReLU layers and ends with element-wise dropout. Decoder: per level, nearest x2
+    upsampling, a 1x1 conv to the skip's channel count, concatenation with the encoder's
+    features at that resolution, then ``convs_per_level`` conv layers (+ dropout). A 1x1 conv
+    gives the K logits. Unlike SegNet's max-unpooling, the full-resolution skip keeps each
+    pixel's own appearance, so thin ambiguous bands (e.g. a faint rim) keep sharp edges.
+    H and W must be divisible by ``2**depth``.
+
+    Output: logits [B, num_classes, H, W].
+    """
+
+    arch = "unet"
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        width: int = 32,
+        depth: int = 3,
+        convs_per_level: int = 2,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        check_positive(
+            in_channels=in_channels,
+            num_classes=num_classes,
+            width=width,
+            depth=depth,
+            convs_per_level=convs_per_level,
+        )
+        check_dropout(dropout)
+        self.config = {
+            "arch": self.arch,
+            "in_channels": in_channels,
+            "num_classes": num_classes,
+            "width": width,
+            "depth": depth,
+            "convs_per_level": convs_per_level,
+            "dropout": dropout,
+        }
+        self.in_channels = in_channels
+        self.depth = depth
+        chans = [min(width * 2**i, 512) for i in range(depth + 1)]
+
+        def level(c_in: int, c: int) -> nn.Sequential:
+            layers = [
+                conv_bn_act(c_in if j == 0 else c, c, act="relu") for j in range(convs_per_level)
+            ]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            return nn.Sequential(*layers)
+
+        self.down = nn.ModuleList(
+            level(in_channels if i == 0 else chans[i - 1], c) for i, c in enumerate(chans)
+        )
+        self.reduce = nn.ModuleList(
+            nn.Conv2d(chans[i + 1], chans[i], 1, bias=False) for i in reversed(range(depth))
+        )
+        self.up = nn.ModuleList(level(2 * chans[i], chans[i]) for i in reversed(range(depth)))
+        self.head = nn.Conv2d(chans[0], num_classes, 1)
+        channels_last(self)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits [B, K, H, W] for an input [B, C, H, W]."""
+        check_channels("unet calibrator", x, self.in_channels, "input channels")
+        check_divisible("unet calibrator", x, 2**self.depth, f"depth {self.depth}")
+        skips: list[Tensor] = []
+        for i, block in enumerate(self.down):
+            x = block(x if i == 0 else F.max_pool2d(x, 2))
+            skips.append(x)
+        x = skips.pop()
+        for reduce, block in zip(self.reduce, self.up, strict=True):
+            x = F.interpolate(reduce(x), scale_factor=2.0, mode="nearest")
+            x = block(torch.cat([x, skips.pop()], dim=1))
+        return self.head(x).contiguous()
 
 
 class MLPCalibrator(nn.Module):

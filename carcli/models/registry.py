@@ -13,7 +13,12 @@ from typing import Any
 
 from torch import nn
 
-from carcli.models.calibrator import ConvNetCalibrator, MLPCalibrator, SegNetCalibrator
+from carcli.models.calibrator import (
+    ConvNetCalibrator,
+    MLPCalibrator,
+    SegNetCalibrator,
+    UNetCalibrator,
+)
 from carcli.models.discriminator import DCGANDiscriminator, MLPDiscriminator, PixelDiscriminator
 from carcli.models.refiner import MLPRefiner, UNetRefiner
 
@@ -21,6 +26,7 @@ CALIBRATORS: dict[str, type[nn.Module]] = {
     "convnet": ConvNetCalibrator,
     "mlp": MLPCalibrator,
     "segnet": SegNetCalibrator,
+    "unet": UNetCalibrator,
 }
 """Calibration networks F by registry name."""
 

@@ -53,7 +53,7 @@ class DataConfig:
 @dataclass
 class CalibratorConfig:
     arch: str = "segnet"
-    """Registry name of F: segnet, convnet or mlp."""
+    """Registry name of F: segnet, unet, convnet or mlp."""
     width: int | None = None
     """Base channel count (None: the architecture's default)."""
     depth: int | None = None
