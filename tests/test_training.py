@@ -10,7 +10,7 @@ from carcli.data.batches import BatchSource, label_distribution
 from carcli.data.dataset import DatasetFile, write_dataset
 from carcli.models.registry import build_calibrator, build_discriminator, build_refiner
 from carcli.recipe.load import load_recipe
-from carcli.training.common import adam, lr_at
+from carcli.training.common import adam, lr_at, setup_torch
 from carcli.training.refiner import Nets, as_label_map, d_cycle_on, refiner_step
 
 
@@ -20,6 +20,18 @@ def test_lr_schedule_steps_down_at_milestones():
     assert lr_at(1.0, [10, 20], 0.5, 10) == 0.5
     assert lr_at(1.0, [10, 20], 0.5, 25) == 0.25
     assert lr_at(2e-4, [], 0.5, 10**6) == 2e-4
+
+
+def test_setup_torch_flushes_denormals():
+    """Weight decay leaves many weights denormal; CPU maths on them is several times slower,
+    so the training stages flush them to zero."""
+    was = torch.tensor([1e-40], dtype=torch.float32).item() != 0.0
+    try:
+        setup_torch(load_recipe("recipes/toy.yaml", ["threads=0"]))
+        assert torch.tensor([1e-40], dtype=torch.float32).item() == 0.0
+        assert torch.tensor([1e-37], dtype=torch.float32).item() != 0.0  # normal: kept
+    finally:
+        torch.set_flush_denormal(not was)
 
 
 def test_d_cycle_on_then_off():

@@ -57,7 +57,13 @@ def select_device(name: str) -> torch.device:
 
 
 def setup_torch(recipe: Recipe) -> torch.device:
-    """Threads and seeds; returns the device."""
+    """Threads, seeds and denormal flushing; returns the device.
+
+    Denormal floats are flushed to zero: weight decay drives the weights of unused channels
+    into the denormal range (a quarter of a toy U-Net F's parameters by the end of its run),
+    where CPU arithmetic is many times slower; measured 2.4 s against 0.37 s per F step.
+    """
+    torch.set_flush_denormal(True)
     if recipe.threads:
         torch.set_num_threads(recipe.threads)
     torch.manual_seed(recipe.seed)
