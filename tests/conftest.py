@@ -11,11 +11,22 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from carcli.data.dataset import write_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 TOY_RECIPE = REPO / "recipes" / "toy.yaml"
+
+
+@pytest.fixture(autouse=True)
+def _ieee_denormals():
+    """The stages flush denormals process-wide (`setup_torch`, as they set threads and seeds);
+    the tests run stages in-process, so each test starts and ends with IEEE behaviour
+    (hypothesis refuses to run with denormals flushed)."""
+    torch.set_flush_denormal(False)
+    yield
+    torch.set_flush_denormal(False)
 
 
 def tiny_arrays(

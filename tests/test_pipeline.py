@@ -143,7 +143,9 @@ def test_metrics_json(chain):
     m = json.loads((tmp / "run" / "eval" / "test" / "metrics.json").read_text())
     assert m == json.loads(json.dumps(metrics))
     assert m["schema"] == "carseg.metrics/1" and m["n_images"] == 6 and m["num_samples"] == 5
-    assert set(m["ged"]) == {"2", "5"} and 0 <= m["ged"]["5"] <= 1
+    # d in [0, 1], so GED = 2 E d(s, y) - E d(s, s') - E d(y, y') lies in [-1, 2]; a squared
+    # distance's GED is >= 0, and these tiny models stay far from the labels (up to ~1.7)
+    assert set(m["ged"]) == {"2", "5"} and 0 <= m["ged"]["5"] <= 2
     assert 0 <= m["hm_iou"] <= 1 and 0 <= m["ece"] <= 1
     assert "tv" in m["modes"] and "16" not in m["ged"]
     rows = (tmp / "run" / "eval" / "test" / "per_case.csv").read_text().splitlines()
