@@ -23,7 +23,60 @@ from carcli.models.blocks import (
 )
 
 
-class SegNetCalibrator(nn.Module):
+def _level(c_in: int, c: int, c_out: int, convs: int, dropout: float) -> nn.Sequential:
+    """``convs`` conv3x3 + BN + ReLU layers (c_in -> c -> ... -> c_out), then element-wise
+    dropout: one level of the encoder-decoder calibrators."""
+    layers: list[nn.Module] = [
+        conv_bn_act(c_in if j == 0 else c, c_out if j == convs - 1 else c, act="relu")
+        for j in range(convs)
+    ]
+    if dropout > 0:
+        layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
+
+
+class _EncoderDecoderCalibrator(nn.Module):
+    """Checks and config shared by the encoder-decoder calibrators (segnet, unet)."""
+
+    arch = ""
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        width: int,
+        depth: int,
+        convs_per_level: int,
+        dropout: float,
+    ) -> None:
+        super().__init__()
+        check_positive(
+            in_channels=in_channels,
+            num_classes=num_classes,
+            width=width,
+            depth=depth,
+            convs_per_level=convs_per_level,
+        )
+        check_dropout(dropout)
+        self.config = {
+            "arch": self.arch,
+            "in_channels": in_channels,
+            "num_classes": num_classes,
+            "width": width,
+            "depth": depth,
+            "convs_per_level": convs_per_level,
+            "dropout": dropout,
+        }
+        self.in_channels = in_channels
+        self.depth = depth
+
+    def _check_input(self, x: Tensor) -> None:
+        name = f"{self.arch} calibrator"
+        check_channels(name, x, self.in_channels, "input channels")
+        check_divisible(name, x, 2**self.depth, f"depth {self.depth}")
+
+
+class SegNetCalibrator(_EncoderDecoderCalibrator):
     """SegNet-style encoder-decoder: max-pool with indices going down, max-unpool going up.
 
     Level ``i`` (0-based) has ``min(width * 2**i, 512)`` channels and ``convs_per_level``
@@ -46,56 +99,22 @@ class SegNetCalibrator(nn.Module):
         convs_per_level: int = 2,
         dropout: float = 0.1,
     ) -> None:
-        super().__init__()
-        check_positive(
-            in_channels=in_channels,
-            num_classes=num_classes,
-            width=width,
-            depth=depth,
-            convs_per_level=convs_per_level,
-        )
-        check_dropout(dropout)
-        self.config = {
-            "arch": self.arch,
-            "in_channels": in_channels,
-            "num_classes": num_classes,
-            "width": width,
-            "depth": depth,
-            "convs_per_level": convs_per_level,
-            "dropout": dropout,
-        }
-        self.in_channels = in_channels
-        self.depth = depth
+        super().__init__(in_channels, num_classes, width, depth, convs_per_level, dropout)
         chans = [min(width * 2**i, 512) for i in range(depth)]
-
-        self.down = nn.ModuleList()
-        prev = in_channels
-        for c in chans:
-            layers = [
-                conv_bn_act(prev if j == 0 else c, c, act="relu") for j in range(convs_per_level)
-            ]
-            if dropout > 0:
-                layers.append(nn.Dropout(dropout))
-            self.down.append(nn.Sequential(*layers))
-            prev = c
-
-        self.up = nn.ModuleList()
-        for i in reversed(range(depth)):
-            c, c_out = chans[i], chans[max(i - 1, 0)]
-            layers = [
-                conv_bn_act(c, c_out if j == convs_per_level - 1 else c, act="relu")
-                for j in range(convs_per_level)
-            ]
-            if dropout > 0:
-                layers.append(nn.Dropout(dropout))
-            self.up.append(nn.Sequential(*layers))
+        ins = [in_channels, *chans[:-1]]
+        self.down = nn.ModuleList(
+            _level(c_in, c, c, convs_per_level, dropout) for c_in, c in zip(ins, chans, strict=True)
+        )
+        self.up = nn.ModuleList(
+            _level(chans[i], chans[i], chans[max(i - 1, 0)], convs_per_level, dropout)
+            for i in reversed(range(depth))
+        )
         self.head = nn.Conv2d(chans[0], num_classes, 1)
         channels_last(self)
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits [B, K, H, W] for an input [B, C, H, W]."""
-        check_channels("segnet calibrator", x, self.in_channels, "input channels")
-        check_divisible("segnet calibrator", x, 2**self.depth, f"depth {self.depth}")
+        self._check_input(x)
         indices: list[Tensor] = []
         for block in self.down:
             x = block(x)
@@ -154,7 +173,7 @@ class ConvNetCalibrator(nn.Module):
         return self.head(self.body(x)).contiguous()
 
 
-class UNetCalibrator(nn.Module):
+class UNetCalibrator(_EncoderDecoderCalibrator):
     """U-Net encoder-decoder with concatenated skip connections.
 
     Encoder: a full-resolution level then ``depth`` levels (max-pool 2, then the level's
@@ -180,50 +199,25 @@ class UNetCalibrator(nn.Module):
         convs_per_level: int = 2,
         dropout: float = 0.1,
     ) -> None:
-        super().__init__()
-        check_positive(
-            in_channels=in_channels,
-            num_classes=num_classes,
-            width=width,
-            depth=depth,
-            convs_per_level=convs_per_level,
-        )
-        check_dropout(dropout)
-        self.config = {
-            "arch": self.arch,
-            "in_channels": in_channels,
-            "num_classes": num_classes,
-            "width": width,
-            "depth": depth,
-            "convs_per_level": convs_per_level,
-            "dropout": dropout,
-        }
-        self.in_channels = in_channels
-        self.depth = depth
+        super().__init__(in_channels, num_classes, width, depth, convs_per_level, dropout)
         chans = [min(width * 2**i, 512) for i in range(depth + 1)]
-
-        def level(c_in: int, c: int) -> nn.Sequential:
-            layers = [
-                conv_bn_act(c_in if j == 0 else c, c, act="relu") for j in range(convs_per_level)
-            ]
-            if dropout > 0:
-                layers.append(nn.Dropout(dropout))
-            return nn.Sequential(*layers)
-
+        ins = [in_channels, *chans[:-1]]
         self.down = nn.ModuleList(
-            level(in_channels if i == 0 else chans[i - 1], c) for i, c in enumerate(chans)
+            _level(c_in, c, c, convs_per_level, dropout) for c_in, c in zip(ins, chans, strict=True)
         )
         self.reduce = nn.ModuleList(
             nn.Conv2d(chans[i + 1], chans[i], 1, bias=False) for i in reversed(range(depth))
         )
-        self.up = nn.ModuleList(level(2 * chans[i], chans[i]) for i in reversed(range(depth)))
+        self.up = nn.ModuleList(
+            _level(2 * chans[i], chans[i], chans[i], convs_per_level, dropout)
+            for i in reversed(range(depth))
+        )
         self.head = nn.Conv2d(chans[0], num_classes, 1)
         channels_last(self)
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits [B, K, H, W] for an input [B, C, H, W]."""
-        check_channels("unet calibrator", x, self.in_channels, "input channels")
-        check_divisible("unet calibrator", x, 2**self.depth, f"depth {self.depth}")
+        self._check_input(x)
         skips: list[Tensor] = []
         for i, block in enumerate(self.down):
             x = block(x if i == 0 else F.max_pool2d(x, 2))
