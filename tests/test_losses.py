@@ -132,6 +132,33 @@ def test_calibration_hand_value_one_pixel() -> None:
     torch.testing.assert_close(calibration_loss(logits, p), torch.tensor(expected))
 
 
+def test_calibration_forward_hand_value_one_pixel() -> None:
+    """kl_forward: KL(p || G_bar) for the same pixel as above."""
+    samples = torch.stack([as_logits([0.9, 0.1]), as_logits([0.5, 0.5])])
+    logits = samples.view(1, 2, 2, 1, 1)
+    p = torch.tensor([0.6, 0.4]).view(1, 2, 1, 1)
+    expected = 0.6 * math.log(0.6 / 0.7) + 0.4 * math.log(0.4 / 0.3)
+    torch.testing.assert_close(calibration_loss(logits, p, forward=True), torch.tensor(expected))
+    same = p.log().unsqueeze(1).expand(1, 3, 2, 1, 1)
+    assert abs(calibration_loss(same, p, forward=True).item()) < 1e-6
+
+
+def test_calibration_forward_keeps_a_dropped_answer_alive() -> None:
+    """All M samples crisp on class 0 where p gives class 1 probability 0.4 (a collapsed
+    ambiguity): the paper's KL(G_bar || p) hardly moves the logits (its gradient vanishes
+    with the samples' softmax), KL(p || G_bar) pulls with about p_1 / M per sample."""
+    m = 4
+    logits = torch.tensor([20.0, -20.0]).view(1, 1, 2, 1, 1).repeat(1, m, 1, 1, 1)
+    p = torch.tensor([0.6, 0.4]).view(1, 2, 1, 1)
+    grads = {}
+    for forward in (False, True):
+        z = logits.clone().requires_grad_(True)
+        calibration_loss(z, p, forward=forward).backward()
+        grads[forward] = z.grad[0, :, 1].squeeze()  # d loss / d (class-1 logit) per sample
+    assert grads[False].abs().max() < 1e-8
+    torch.testing.assert_close(grads[True], torch.full((m,), -0.4 / m))
+
+
 def test_calibration_one_hot_samples_no_nan() -> None:
     onehot = torch.tensor([[0.0, -math.inf]]).view(1, 1, 2, 1, 1).repeat(1, 3, 1, 1, 1)
     onehot.requires_grad_(True)
@@ -145,6 +172,13 @@ def test_calibration_one_hot_samples_no_nan() -> None:
     assert abs(loss.item()) < 1e-6
     loss.backward()
     assert torch.isfinite(big.grad).all()
+    onehot.grad = None
+    loss = calibration_loss(onehot, p, forward=True)  # log G_bar_1 = -inf is floored at -100
+    torch.testing.assert_close(
+        loss, torch.tensor(0.25 * math.log(0.25) + 0.75 * (math.log(0.75) + 100.0))
+    )
+    loss.backward()
+    assert torch.isfinite(onehot.grad).all()
 
 
 def test_calibration_p_with_zeros_is_finite() -> None:

@@ -165,7 +165,7 @@ def test_non_text_file(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- type checks
 
 
-@pytest.mark.parametrize("choice", ["kl", "ce", "none"])
+@pytest.mark.parametrize("choice", ["kl", "kl_forward", "ce", "none"])
 def test_calibration_loss_choices(choice: str) -> None:
     r = load_recipe(TOY, [f"refiner.calibration_loss={choice}"])
     assert r.refiner.calibration_loss == choice
@@ -188,7 +188,7 @@ def test_literal_choices_are_enforced(override: str, key: str) -> None:
 
 def test_literal_error_lists_the_choices() -> None:
     (problem,) = _problems(TOY, ["refiner.calibration_loss=mse"])
-    assert problem == "refiner.calibration_loss -> expected one of kl, ce, none, got 'mse'"
+    assert problem == "refiner.calibration_loss -> expected one of kl, kl_forward, ce, none, got 'mse'"
 
 
 # ------------------------------------------------------------------------------- overrides

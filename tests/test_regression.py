@@ -291,6 +291,10 @@ def test_regression_fail_if_and_ce_refused(reg_chain) -> None:
     run_evaluate(r, fail_if=["mean_vs_calibrator>100"], overwrite=True, quiet=True)
     with pytest.raises(CarsegError, match="'ce'"):
         run_train_refiner(_recipe(tmp, "refiner.calibration_loss=ce"), overwrite=True, quiet=True)
+    with pytest.raises(CarsegError, match="'kl_forward' is for segmentation"):
+        run_train_refiner(
+            _recipe(tmp, "refiner.calibration_loss=kl_forward"), overwrite=True, quiet=True
+        )
 
 
 def test_regression_cli_evaluate_table(reg_chain) -> None:

@@ -205,7 +205,7 @@ CASES: dict[str, Case] = {
     ),
     "bad-choice": Case(
         ["train-refiner", "RECIPE", "refiner.calibration_loss=mse"],
-        ["refiner.calibration_loss -> expected one of kl, ce, none"],
+        ["refiner.calibration_loss -> expected one of kl, kl_forward, ce, none"],
     ),
     "unknown-key": Case(
         ["sample", "RECIPE", "sample.num_sample=3"],

@@ -2,22 +2,41 @@
 
 from __future__ import annotations
 
+import math
+
+import torch
 from torch import Tensor
 
 PROB_EPS = 1e-8
-"""Probabilities are clamped to at least this inside the logarithms."""
+"""Probabilities are clamped to at least this inside the logarithms (the paper's KL)."""
+
+LOG_FLOOR = -100.0
+"""kl_forward: each sample's log-probabilities are floored here (only -inf logits or margins
+beyond 100 nats reach it)."""
 
 
 def calibration_loss(
-    sample_logits: Tensor, calib_probs: Tensor, mask: Tensor | None = None
+    sample_logits: Tensor,
+    calib_probs: Tensor,
+    mask: Tensor | None = None,
+    forward: bool = False,
 ) -> Tensor:
-    """L_cal: KL(G_bar || p) per pixel, averaged over pixels and batch.
+    """L_cal: KL(G_bar || p) per pixel (``forward``: KL(p || G_bar)), averaged over pixels and
+    batch.
 
     ``sample_logits`` [B, M, K, H, W] are G's logits for M samples; G_bar = mean over M of
     their softmax. ``calib_probs`` [B, K, H, W] are F's probabilities p (detached here: F is
     the fixed calibration target). Per pixel, KL = sum_k G_bar_k (log G_bar_k - log p_k), with
     both probabilities clamped to >= 1e-8 inside the logs, so a class with G_bar_k = 0
     contributes 0 (no NaN, also for exactly one-hot samples).
+
+    ``forward=True`` is the mass-covering direction KL(p || G_bar) = sum_k p_k (log p_k -
+    log G_bar_k) (recipe ``calibration_loss: kl_forward``, a deviation from the paper). With
+    crisp samples the paper's direction has vanishing gradients where G has dropped an answer
+    that p gives (G_bar_k -> 0: the term G_bar_k log G_bar_k and its gradient go to 0), so a
+    collapsed ambiguity stays collapsed; KL(p || G_bar) pulls each sample's logit of the
+    dropped class with about p_k / M however crisp the samples are. log G_bar is computed as
+    logsumexp over the samples' log-softmax, without the 1e-8 clamp.
 
     ``mask`` [B, H, W] (bool, or 0/1) selects the pixels that count (True = scored, e.g.
     ``label != ignore_index``); None scores all. The result is a mean over the scored pixels
@@ -37,7 +56,15 @@ def calibration_loss(
         )
     g_bar = sample_logits.float().softmax(dim=2).mean(dim=1)
     p = calib_probs.detach().float()
-    kl = (g_bar * (g_bar.clamp_min(PROB_EPS).log() - p.clamp_min(PROB_EPS).log())).sum(dim=1)
+    if forward:
+        # log G_bar from the samples' log-softmax (exact for crisp samples, whose G_bar_k may
+        # lie far below any clamp), floored only against log 0 from -inf logits
+        log_s = sample_logits.float().log_softmax(dim=2).clamp_min(LOG_FLOOR)
+        log_g = log_s.logsumexp(dim=1) - math.log(sample_logits.shape[1])
+        kl = (torch.xlogy(p, p) - p * log_g).sum(dim=1)
+    else:
+        log_ratio = g_bar.clamp_min(PROB_EPS).log() - p.clamp_min(PROB_EPS).log()
+        kl = (g_bar * log_ratio).sum(dim=1)
     if mask is None:
         return kl.mean()
     if mask.shape != kl.shape:

@@ -116,12 +116,19 @@ class RefinerConfig:
     trained F is saved as refiner/calibrator.safetensors and `sample` uses it."""
     noise_dim: int = 8
     """Dimension of the noise vector epsilon."""
+    positions: int = 0
+    """unet: octaves of fixed Fourier position channels (sin, cos of the row and column at
+    frequencies pi * 2**k, k < positions; 4 channels each) added to G's input, so that G's
+    response to the one global eps can differ between objects at different places (0: none,
+    the paper's G; a deviation, see README)."""
     residual_logits: bool = True
     """Add F's log-probabilities to G's output logits (a deviation from the paper; see README)."""
     num_samples: int = 5
     """M: samples per input for the calibration loss."""
-    calibration_loss: Literal["kl", "ce", "none"] = "kl"
-    """kl (the method), ce (the paper's control), none (lambda = 0)."""
+    calibration_loss: Literal["kl", "kl_forward", "ce", "none"] = "kl"
+    """kl (the method: KL(G_bar || p)), kl_forward (KL(p || G_bar), mass-covering: keeps
+    pulling answers that G has dropped; a deviation, see README), ce (the paper's control),
+    none (lambda = 0)."""
     w_adv: float = 10.0
     """Weight of the adversarial loss."""
     w_cal: float = 5.0

@@ -162,8 +162,8 @@ def refiner_step(
         loss_cal = torch.zeros((), device=x.device)
     elif task == "regression":
         loss_cal = regression_calibration_loss(logits, p)
-    elif r.calibration_loss == "kl":
-        loss_cal = calibration_loss(logits, p, valid)
+    elif r.calibration_loss in ("kl", "kl_forward"):
+        loss_cal = calibration_loss(logits, p, valid, forward=r.calibration_loss == "kl_forward")
     else:  # "ce": the paper's control, cross-entropy of every sample against the label
         loss_cal = sample_cross_entropy(logits, y, ignore_index=ignore_index)
     loss_g = r.w_adv * loss_adv + r.w_cal * loss_cal
@@ -220,10 +220,10 @@ def run_train_refiner(
         for note in speed_notes(recipe, device):
             rep.line(note)
         info = train_ds.info
-        if info.task == "regression" and r.calibration_loss == "ce":
+        if info.task == "regression" and r.calibration_loss in ("ce", "kl_forward"):
             raise CarsegError(
-                f"refiner.calibration_loss 'ce' (cross-entropy of each sample) is for "
-                f"segmentation, but {train_path} is a regression dataset",
+                f"refiner.calibration_loss {r.calibration_loss!r} is for segmentation, but "
+                f"{train_path} is a regression dataset",
                 hint="use 'kl' (the squared-error form of L_cal) or 'none' (lambda = 0)",
             )
         F_net = load_network(f_path, "calibrator", "calibrator", info, CALIBRATOR_CMD)
