@@ -188,7 +188,9 @@ def test_literal_choices_are_enforced(override: str, key: str) -> None:
 
 def test_literal_error_lists_the_choices() -> None:
     (problem,) = _problems(TOY, ["refiner.calibration_loss=mse"])
-    assert problem == "refiner.calibration_loss -> expected one of kl, kl_forward, ce, none, got 'mse'"
+    assert problem == (
+        "refiner.calibration_loss -> expected one of kl, kl_forward, ce, none, got 'mse'"
+    )
 
 
 # ------------------------------------------------------------------------------- overrides
