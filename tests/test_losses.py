@@ -18,6 +18,7 @@ from carcli.losses import (
     r1_penalty,
     regression_calibration_loss,
     sample_cross_entropy,
+    sample_entropy,
 )
 from carcli.models import build_discriminator
 
@@ -66,6 +67,23 @@ def test_sample_cross_entropy_is_mean_over_samples() -> None:
 
 
 # --- adversarial -------------------------------------------------------------------------
+
+
+def test_sample_entropy_hand_values() -> None:
+    logits = torch.zeros(1, 2, 2, 1, 2)  # two samples, two classes, two pixels
+    logits[0, 0, 0, 0, 1] = 50.0  # sample 0, pixel 1: crisp (entropy ~0)
+    # pixel 0: ln 2 in both samples; pixel 1: mean of ~0 and ln 2
+    torch.testing.assert_close(sample_entropy(logits), torch.tensor(0.75 * LN2))
+    valid = torch.tensor([[[False, True]]])
+    torch.testing.assert_close(sample_entropy(logits, valid), torch.tensor(0.5 * LN2))
+    assert sample_entropy(logits, torch.zeros_like(valid)).item() == 0.0
+    p = torch.tensor([0.7, 0.2, 0.1])
+    three = p.log().view(1, 1, 3, 1, 1).requires_grad_(True)
+    torch.testing.assert_close(sample_entropy(three), -(p * p.log()).sum())
+    sample_entropy(three).backward()
+    assert three.grad[0, 0, 0] < 0  # descending it raises the leading class: the sample decides
+    with pytest.raises(ValueError, match="expected"):
+        sample_entropy(torch.zeros(1, 2, 3, 3))
 
 
 def test_adversarial_losses_hand_values() -> None:

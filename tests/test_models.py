@@ -17,7 +17,6 @@ from carcli.models import (
     build_refiner,
     hparam_defaults,
 )
-from carcli.models.refiner import position_channels
 
 SIZES = [(32, 32), (32, 64)]
 SMALL = {"segnet": {"width": 4}, "convnet": {"width": 4}, "unet": {"width": 4}}
@@ -157,46 +156,6 @@ def test_unet_residual_logits_copies_f() -> None:
     torch.testing.assert_close(flat, torch.full_like(flat, 1 / 3))
 
 
-def test_position_channels_values() -> None:
-    x = torch.zeros(2, 1, 16, 8)
-    pos = position_channels(x, 2)
-    assert pos.shape == (2, 8, 16, 8)
-    # octave 0: sin, cos of pi * row, then of pi * column; rows and columns span [-1, 1]
-    torch.testing.assert_close(pos[0, 1, 0, 0], torch.tensor(-1.0))  # cos(-pi)
-    torch.testing.assert_close(pos[0, 1, -1, 3], torch.tensor(-1.0))  # cos(pi)
-    torch.testing.assert_close(pos[0, 3, 5, -1], torch.tensor(-1.0))  # cos(pi), last column
-    col = torch.linspace(-1, 1, 8)
-    torch.testing.assert_close(pos[1, 2, 7], torch.sin(torch.pi * col))
-    torch.testing.assert_close(pos[1, 6, 4], torch.sin(2 * torch.pi * col))  # octave 1
-    assert (pos[:, :, :, 0] == pos[:, :, :, 0]).all() and pos.dtype == x.dtype
-
-
-def test_unet_positions_feed_the_encoder() -> None:
-    """positions=k adds 4k position channels to G's input; without them G treats a shifted
-    copy of an input alike (away from the borders), with them it need not."""
-    seen: list[torch.Tensor] = []
-    g = build_refiner("unet", 1, 2, 4, width=4, depth=1, positions=2).eval()
-    g.encoder.register_forward_hook(lambda mod, inp, out: seen.append(inp[0]))
-    x, p = torch.randn(2, 1, 32, 32), probs(2, 2, 32, 32)
-    with torch.no_grad():
-        g(x, p, num_samples=2)
-    assert seen[0].shape == (2, 1 + 2 + 8, 32, 32)
-    torch.testing.assert_close(seen[0][:, 3:], position_channels(x, 2))
-    flat = torch.zeros(1, 1, 32, 32)
-    p_flat = torch.full((1, 2, 32, 32), 0.5)
-    noise = torch.randn(1, 1, 4)
-    for positions, varies in ((0, False), (2, True)):
-        g = build_refiner("unet", 1, 2, 4, width=4, depth=1, positions=positions).eval()
-        with torch.no_grad():
-            out = g(flat, p_flat, noise=noise)[0, 0, :, 8:24, 8:24]
-        assert bool((out - out[:, :1, :1]).abs().max() > 1e-5) == varies
-    rebuilt = build_model("refiner", json.loads(json.dumps(g.config)))
-    assert rebuilt.config["positions"] == 2
-    rebuilt.load_state_dict(g.state_dict())
-    with pytest.raises(ValueError, match="positions must be >= 0"):
-        build_refiner("unet", 1, 2, 4, positions=-1)
-
-
 def test_channels_last_weights_match_nchw() -> None:
     """Conv nets keep NHWC weights (fast on CPU); results equal the NCHW layout's, and the
     outputs handed back are contiguous."""
@@ -331,7 +290,6 @@ def test_hparam_defaults() -> None:
         "dropout": 0.1,
         "residual_logits": True,
         "noise": "gaussian",
-        "positions": 0,
     }
     assert hparam_defaults("discriminator", "pixel") == {"width": 64}
 

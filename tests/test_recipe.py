@@ -323,6 +323,7 @@ def test_override_of_data_dir_and_run_dir(tmp_path: Path) -> None:
         ("data.pi=1.5", "data.pi -> must be in [0, 1], got 1.5"),
         ("threads=-1", "threads -> must be >= 0, got -1"),
         ("refiner.val_every=-1", "refiner.val_every -> must be >= 0, got -1"),
+        ("refiner.w_entropy=-1", "refiner.w_entropy -> must be >= 0, got -1.0"),
     ],
 )
 def test_range_checks(override: str, expected: str) -> None:

@@ -13,6 +13,7 @@ from carcli.losses.segmentation import (
     cross_entropy,
     expected_cross_entropy,
     sample_cross_entropy,
+    sample_entropy,
 )
 
 __all__ = [
@@ -27,4 +28,5 @@ __all__ = [
     "r1_penalty",
     "regression_calibration_loss",
     "sample_cross_entropy",
+    "sample_entropy",
 ]

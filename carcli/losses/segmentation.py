@@ -49,3 +49,29 @@ def expected_cross_entropy(logits: Tensor, target_probs: Tensor, valid: Tensor) 
         )
     per_px = -(target_probs * F.log_softmax(logits.float(), dim=1)).sum(1)
     return (per_px * valid).sum() / valid.sum().clamp_min(1)
+
+
+def sample_entropy(sample_logits: Tensor, valid: Tensor | None = None) -> Tensor:
+    """Mean per-pixel entropy (nats) of G's M samples [B, M, K, H, W] over samples and the
+    valid pixels [B, H, W] (None: all); 0 if none is valid.
+
+    ``refiner.w_entropy`` adds it to L_G (a deviation from the paper): L_cal holds the mean of
+    the samples at F, and this term makes each sample decide -- a sample that copies F's soft
+    probabilities satisfies L_cal exactly but turns into the same argmax every time. D is
+    meant to reject such soft maps, but its verdict is one number per image, so thin
+    ambiguous structures (a 2-pixel band) barely move it.
+    """
+    if sample_logits.dim() != 5:
+        raise ValueError(
+            f"sample_entropy: expected [B, M, K, H, W] logits, got {tuple(sample_logits.shape)}"
+        )
+    log_s = F.log_softmax(sample_logits.float(), dim=2)
+    per_px = -(log_s.exp() * log_s).sum(2).mean(1)  # [B, H, W]
+    if valid is None:
+        return per_px.mean()
+    if valid.shape != per_px.shape:
+        raise ValueError(
+            f"sample_entropy: mask {tuple(valid.shape)} does not match pixels {tuple(per_px.shape)}"
+        )
+    keep = valid.to(per_px.dtype)
+    return (per_px * keep).sum() / keep.sum().clamp_min(1.0)

@@ -63,23 +63,6 @@ def draw_noise(
     return noise.to(device=x.device, dtype=x.dtype)
 
 
-def position_channels(x: Tensor, octaves: int) -> Tensor:
-    """Fixed Fourier features of the pixel position, [B, 4 * octaves, H, W] like x: sin and cos
-    of pi * 2**k * u for u = row and column coordinates in [-1, 1], k = 0 .. octaves - 1.
-
-    One global eps drives every pixel through per-channel modulation, and a convolutional G
-    responds alike to alike objects wherever they are, so their ambiguities get coupled;
-    these channels let G's response to eps depend on where an object is."""
-    batch, _, h, w = x.shape
-    rows = torch.linspace(-1.0, 1.0, h, device=x.device).view(h, 1).expand(h, w)
-    cols = torch.linspace(-1.0, 1.0, w, device=x.device).view(1, w).expand(h, w)
-    feats = []
-    for k in range(octaves):
-        for u in (rows, cols):
-            feats += [torch.sin(torch.pi * 2**k * u), torch.cos(torch.pi * 2**k * u)]
-    return torch.stack(feats).to(x.dtype).unsqueeze(0).expand(batch, -1, -1, -1)
-
-
 class _Encoder(nn.Module):
     """U-Net encoder: a full-resolution block, then ``depth`` (max-pool, block) levels."""
 
@@ -188,11 +171,8 @@ class UNetRefiner(nn.Module):
         dropout: float = 0.1,
         residual_logits: bool = True,
         noise: str = "gaussian",
-        positions: int = 0,
     ) -> None:
         super().__init__()
-        if positions < 0:
-            raise ValueError(f"positions must be >= 0, got {positions}")
         check_positive(
             in_channels=in_channels,
             num_classes=num_classes,
@@ -213,13 +193,11 @@ class UNetRefiner(nn.Module):
             "dropout": dropout,
             "residual_logits": residual_logits,
             "noise": noise,
-            "positions": positions,
         }
         self.in_channels, self.num_classes, self.noise_dim = in_channels, num_classes, noise_dim
         self.depth, self.residual_logits, self.noise = depth, residual_logits, noise
-        self.positions = positions
         chans = [width * 2**i for i in range(depth + 1)]
-        self.encoder = _Encoder(in_channels + num_classes + 4 * positions, chans, dropout)
+        self.encoder = _Encoder(in_channels + num_classes, chans, dropout)
         self.decoder = nn.ModuleList(
             _UpBlock(chans[i], chans[i - 1], chans[i - 1], noise_dim, dropout)
             for i in range(depth, 0, -1)
@@ -238,10 +216,7 @@ class UNetRefiner(nn.Module):
         if p.shape[0] != x.shape[0] or p.shape[-2:] != x.shape[-2:]:
             raise ValueError(f"unet refiner: p {tuple(p.shape)} does not match x {tuple(x.shape)}")
         check_divisible("unet refiner", x, 2**self.depth, f"depth {self.depth}")
-        parts = [x, p.to(x.dtype)]
-        if self.positions:
-            parts.append(position_channels(x, self.positions))
-        return self.encoder(torch.cat(parts, dim=1))
+        return self.encoder(torch.cat([x, p.to(x.dtype)], dim=1))
 
     def posterior(self, feats: list[Tensor]) -> tuple[Tensor, Tensor]:
         """Mean and log standard deviation [B, d] of q(z | x, p) (``noise="posterior"``)."""

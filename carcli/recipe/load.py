@@ -175,10 +175,8 @@ def _check_ranges(r: Recipe, problems: list[str]) -> None:
         problems.append(f"refiner.kl_beta -> must be >= 0, got {r.refiner.kl_beta}")
     if r.refiner.kl_beta > 0 and r.refiner.noise != "posterior":
         problems.append("refiner.kl_beta -> needs refiner.noise=posterior (gaussian has no q)")
-    if r.refiner.positions < 0:
-        problems.append(f"refiner.positions -> must be >= 0, got {r.refiner.positions}")
-    if r.refiner.positions and r.refiner.arch != "unet":
-        problems.append(f"refiner.positions -> needs refiner.arch=unet, got {r.refiner.arch}")
+    if r.refiner.w_entropy < 0:
+        problems.append(f"refiner.w_entropy -> must be >= 0, got {r.refiner.w_entropy}")
     if r.refiner.noise == "posterior" and r.refiner.arch != "unet":
         problems.append(f"refiner.noise -> posterior needs refiner.arch=unet, got {r.refiner.arch}")
     positive("discriminator.lr", r.discriminator.lr)

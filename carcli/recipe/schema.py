@@ -116,11 +116,6 @@ class RefinerConfig:
     trained F is saved as refiner/calibrator.safetensors and `sample` uses it."""
     noise_dim: int = 8
     """Dimension of the noise vector epsilon."""
-    positions: int = 0
-    """unet: octaves of fixed Fourier position channels (sin, cos of the row and column at
-    frequencies pi * 2**k, k < positions; 4 channels each) added to G's input, so that G's
-    response to the one global eps can differ between objects at different places (0: none,
-    the paper's G; a deviation, see README)."""
     residual_logits: bool = True
     """Add F's log-probabilities to G's output logits (a deviation from the paper; see README)."""
     num_samples: int = 5
@@ -133,6 +128,9 @@ class RefinerConfig:
     """Weight of the adversarial loss."""
     w_cal: float = 5.0
     """Weight of the calibration loss (lambda)."""
+    w_entropy: float = 0.0
+    """Weight of the mean per-pixel entropy of G's samples added to L_G (segmentation; 0: the
+    paper). L_cal holds the samples' mean at F, this makes each sample crisp; see README."""
     steps: int = 2000
     """Optimisation steps."""
     batch_size: int = 32

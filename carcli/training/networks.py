@@ -54,7 +54,6 @@ def new_refiner(recipe: Recipe, info: DatasetInfo) -> torch.nn.Module:
         hp["dropout"] = r.dropout
         hp["residual_logits"] = r.residual_logits
         hp["noise"] = r.noise
-        hp["positions"] = r.positions
     return _registry_call(build_refiner, r.arch, info.in_channels, out, r.noise_dim, **hp)
 
 

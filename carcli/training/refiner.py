@@ -22,6 +22,7 @@ from carcli.losses import (
     r1_penalty,
     regression_calibration_loss,
     sample_cross_entropy,
+    sample_entropy,
 )
 from carcli.recipe.schema import Recipe
 from carcli.training.calibrator import calibrator_loss
@@ -167,6 +168,10 @@ def refiner_step(
     else:  # "ce": the paper's control, cross-entropy of every sample against the label
         loss_cal = sample_cross_entropy(logits, y, ignore_index=ignore_index)
     loss_g = r.w_adv * loss_adv + r.w_cal * loss_cal
+    if r.w_entropy and task == "segmentation":  # a deviation: make each sample decide
+        loss_ent = sample_entropy(logits, valid)
+        loss_g = loss_g + r.w_entropy * loss_ent
+        out["loss_ent"] = loss_ent.detach().item()
     if loss_kl is not None:  # latent-code variant: + beta * KL(q || N(0, I)) (beta may be 0)
         loss_g = loss_g + r.kl_beta * loss_kl
         out["loss_kl"] = loss_kl.detach().item()
