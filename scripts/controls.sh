@@ -11,6 +11,9 @@ scripts/cascade.sh "$recipe" toy-none refiner.calibration_loss=none
 scripts/cascade.sh "$recipe" toy-ce refiner.calibration_loss=ce
 scripts/cascade.sh "$recipe" toy-m1 refiner.num_samples=1
 $py scripts/compare_runs.py runs/toy-method runs/toy-none runs/toy-ce runs/toy-m1 | tee runs/controls.md
+# how independent G's answers in separate ambiguous regions are (mode TV's main remainder)
+$py scripts/factor_coupling.py runs/toy-method runs/toy-none runs/toy-ce runs/toy-m1 \
+  | tee -a runs/controls.md
 # the acceptance bars (exit 1 when one is missed)
 $py scripts/acceptance.py runs/toy-method --budget-s 900 \
   --control runs/toy-none --control runs/toy-ce --control runs/toy-m1 | tee runs/controls_bars.md

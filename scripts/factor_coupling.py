@@ -11,13 +11,13 @@ dependence of G's samples, of the same number of draws from the true mode distri
 oracle: what sampling noise alone gives), and the TV between the pairs' joint distributions
 and the truth's, for G and the oracle.
 
-python scripts/factor_coupling.py RUN DATA_DIR [--split test] [--seed 0]
+python scripts/factor_coupling.py RUN [RUN ...] [--split test] [--seed 0]
+(the dataset is the one the sample bank names in its attrs)
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import h5py
@@ -78,33 +78,38 @@ def image_pairs(
     return out
 
 
-def coupling(run: Path, data: Path, split: str = "test", seed: int = 0) -> dict[str, float]:
-    with h5py.File(data / f"{split}.h5", "r") as f:
+def coupling(run: Path, split: str = "test", seed: int = 0) -> dict[str, float]:
+    bank = run / "samples" / f"{split}.h5"
+    with h5py.File(bank, "r") as f:
+        samples, data = f["samples"][:], Path(str(f.attrs["dataset"]))
+    with h5py.File(data, "r") as f:
         labels, weights = f["label"][:], f["label_weight"][:]
-    with h5py.File(run / "samples" / f"{split}.h5", "r") as f:
-        samples = f["samples"][:]
     if len(samples) != len(labels):
-        raise SystemExit(f"{run}: {len(samples)} sampled images but {len(labels)} in {data}")
+        raise SystemExit(f"{bank}: {len(samples)} sampled images but {len(labels)} in {data}")
     rng = np.random.default_rng(seed)
     pairs = [
         p for n in range(len(labels)) for p in image_pairs(labels[n], weights[n], samples[n], rng)
     ]
     if not pairs:
-        raise SystemExit(f"{data}/{split}.h5: no image has two independent ambiguous regions")
+        raise SystemExit(f"{data}: no image has two independent ambiguous regions")
     out = {k: float(np.mean([p[k] for p in pairs])) for k in pairs[0]}
     return {"pairs": len(pairs), **out}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("run", type=Path)
-    ap.add_argument("data", type=Path)
+    ap.add_argument("runs", type=Path, nargs="+")
     ap.add_argument("--split", default="test")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    print(
-        json.dumps({"run": str(args.run), **coupling(args.run, args.data, args.split, args.seed)})
-    )
+    print("| run | pairs | dependence (oracle) | joint TV (oracle) |")
+    print("|---|---|---|---|")
+    for run in args.runs:
+        c = coupling(run, args.split, args.seed)
+        print(
+            f"| {run.name} | {c['pairs']} | {c['dependence']:.3f} ({c['oracle_dependence']:.3f}) "
+            f"| {c['joint_tv']:.3f} ({c['oracle_joint_tv']:.3f}) |"
+        )
 
 
 if __name__ == "__main__":

@@ -61,3 +61,23 @@ def test_dependent_truth_and_single_mode_are_skipped() -> None:
     samples = np.stack([modes[0]] * 4)
     assert fc.image_pairs(modes, np.array([0.5, 0.0, 0.0, 0.5, 0.0]), samples, rng) == []
     assert fc.image_pairs(modes, np.array([1.0, 0.0, 0.0, 0.0, 0.0]), samples, rng) == []
+
+
+def test_coupling_reads_the_dataset_the_bank_names(tmp_path: Path) -> None:
+    import h5py
+
+    modes, w = _two_coins()
+    data = tmp_path / "test.h5"
+    with h5py.File(data, "w") as f:
+        f["label"] = np.stack([modes, modes])
+        f["label_weight"] = np.stack([w, w])
+    (tmp_path / "run" / "samples").mkdir(parents=True)
+    coupled = np.stack([modes[0]] * 50 + [modes[3]] * 50)
+    independent = np.stack([modes[a] for a in range(4)] * 25)
+    with h5py.File(tmp_path / "run" / "samples" / "test.h5", "w") as f:
+        f["samples"] = np.stack([coupled, independent])
+        f.attrs["dataset"] = str(data)
+    out = fc.coupling(tmp_path / "run")
+    assert out["pairs"] == 2
+    assert out["dependence"] == pytest.approx(0.25)  # mean of 0.5 and 0
+    assert out["joint_tv"] == pytest.approx(0.25)
