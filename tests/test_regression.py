@@ -295,6 +295,8 @@ def test_regression_fail_if_and_ce_refused(reg_chain) -> None:
         run_train_refiner(
             _recipe(tmp, "refiner.calibration_loss=kl_forward"), overwrite=True, quiet=True
         )
+    with pytest.raises(CarsegError, match="w_entropy is for segmentation"):
+        run_train_refiner(_recipe(tmp, "refiner.w_entropy=1"), overwrite=True, quiet=True)
 
 
 def test_regression_cli_evaluate_table(reg_chain) -> None:

@@ -54,7 +54,6 @@ def calibration_loss(
             f"calibration_loss: sample logits {tuple(sample_logits.shape)} do not match "
             f"probabilities {tuple(calib_probs.shape)}"
         )
-    g_bar = sample_logits.float().softmax(dim=2).mean(dim=1)
     p = calib_probs.detach().float()
     if forward:
         # log G_bar from the samples' log-softmax (exact for crisp samples, whose G_bar_k may
@@ -63,6 +62,7 @@ def calibration_loss(
         log_g = log_s.logsumexp(dim=1) - math.log(sample_logits.shape[1])
         kl = (torch.xlogy(p, p) - p * log_g).sum(dim=1)
     else:
+        g_bar = sample_logits.float().softmax(dim=2).mean(dim=1)
         log_ratio = g_bar.clamp_min(PROB_EPS).log() - p.clamp_min(PROB_EPS).log()
         kl = (g_bar * log_ratio).sum(dim=1)
     if mask is None:

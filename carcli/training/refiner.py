@@ -168,7 +168,7 @@ def refiner_step(
     else:  # "ce": the paper's control, cross-entropy of every sample against the label
         loss_cal = sample_cross_entropy(logits, y, ignore_index=ignore_index)
     loss_g = r.w_adv * loss_adv + r.w_cal * loss_cal
-    if r.w_entropy and task == "segmentation":  # a deviation: make each sample decide
+    if r.w_entropy:  # a deviation (segmentation only, checked at start): make each sample decide
         loss_ent = sample_entropy(logits, valid)
         loss_g = loss_g + r.w_entropy * loss_ent
         out["loss_ent"] = loss_ent.detach().item()
@@ -230,6 +230,12 @@ def run_train_refiner(
                 f"refiner.calibration_loss {r.calibration_loss!r} is for segmentation, but "
                 f"{train_path} is a regression dataset",
                 hint="use 'kl' (the squared-error form of L_cal) or 'none' (lambda = 0)",
+            )
+        if info.task == "regression" and r.w_entropy:
+            raise CarsegError(
+                f"refiner.w_entropy is for segmentation (the entropy of class maps), but "
+                f"{train_path} is a regression dataset",
+                hint="set refiner.w_entropy=0",
             )
         F_net = load_network(f_path, "calibrator", "calibrator", info, CALIBRATOR_CMD)
         joint = r.joint_calibrator  # F also trains (its own L_ce), else frozen
