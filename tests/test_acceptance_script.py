@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
+from script_loader import load_script
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("acceptance", REPO / "scripts/acceptance.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("acceptance")
 
 
 def _run(tmp: Path, name: str, ged16: float, f_off: float = 0.02, tv: float = 0.10) -> Path:

@@ -3,13 +3,13 @@ PNGs and .npy probabilities, size checks, alignment with the prepared rows, and 
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 from PIL import Image
+from script_loader import load_script
 
 from carcli.data.batches import BatchSource
 from carcli.data.blackbox import BlackboxFolder
@@ -24,13 +24,7 @@ TINY = ["data.num_train=6", "data.num_val=3", "data.num_test=2", "data.size=16"]
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location(
-        "blackbox_predictions", REPO / "scripts" / "blackbox_predictions.py"
-    )
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("blackbox_predictions")
 
 
 def demo_recipe(tmp: Path, *extra: str):

@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
+from script_loader import load_script
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("fc", REPO / "scripts/factor_coupling.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-fc = _load()
+fc = load_script("factor_coupling")
 
 
 def _two_coins() -> tuple[np.ndarray, np.ndarray]:

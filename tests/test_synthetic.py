@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 from pathlib import Path
 
 import numpy as np
 import pytest
+from script_loader import load_script
 
 from carcli.data.synthetic import (
     SyntheticSplit,
@@ -209,11 +209,7 @@ def test_invalid_arguments_are_all_reported() -> None:
 
 
 def test_plot_script_writes_png(tmp_path: Path) -> None:
-    path = Path(__file__).resolve().parents[1] / "scripts" / "plot_synthetic.py"
-    spec = importlib.util.spec_from_file_location("plot_synthetic", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("plot_synthetic")
     out = tmp_path / "synthetic.png"
     module.main([str(out), "--rows", "3"])
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -7,6 +7,8 @@ import math
 import torch
 from torch import Tensor
 
+from carcli.losses.segmentation import masked_pixel_mean
+
 PROB_EPS = 1e-8
 """Probabilities are clamped to at least this inside the logarithms (the paper's KL)."""
 
@@ -65,11 +67,4 @@ def calibration_loss(
         g_bar = sample_logits.float().softmax(dim=2).mean(dim=1)
         log_ratio = g_bar.clamp_min(PROB_EPS).log() - p.clamp_min(PROB_EPS).log()
         kl = (g_bar * log_ratio).sum(dim=1)
-    if mask is None:
-        return kl.mean()
-    if mask.shape != kl.shape:
-        raise ValueError(
-            f"calibration_loss: mask {tuple(mask.shape)} does not match pixels {tuple(kl.shape)}"
-        )
-    keep = mask.to(kl.dtype)
-    return (kl * keep).sum() / keep.sum().clamp_min(1.0)
+    return masked_pixel_mean("calibration_loss", kl, mask)

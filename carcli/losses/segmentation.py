@@ -48,7 +48,7 @@ def expected_cross_entropy(logits: Tensor, target_probs: Tensor, valid: Tensor) 
             f"{tuple(target_probs.shape)} and mask {tuple(valid.shape)} do not match"
         )
     per_px = -(target_probs * F.log_softmax(logits.float(), dim=1)).sum(1)
-    return (per_px * valid).sum() / valid.sum().clamp_min(1)
+    return masked_pixel_mean("expected_cross_entropy", per_px, valid)
 
 
 def sample_entropy(sample_logits: Tensor, valid: Tensor | None = None) -> Tensor:
@@ -67,11 +67,17 @@ def sample_entropy(sample_logits: Tensor, valid: Tensor | None = None) -> Tensor
         )
     log_s = F.log_softmax(sample_logits.float(), dim=2)
     per_px = -(log_s.exp() * log_s).sum(2).mean(1)  # [B, H, W]
-    if valid is None:
+    return masked_pixel_mean("sample_entropy", per_px, valid)
+
+
+def masked_pixel_mean(name: str, per_px: Tensor, mask: Tensor | None) -> Tensor:
+    """Mean of a per-pixel loss [B, H, W] over the pixels where ``mask`` [B, H, W] (bool, or
+    0/1) is set (None: all pixels); 0 if none is set. ``name`` labels a shape mismatch."""
+    if mask is None:
         return per_px.mean()
-    if valid.shape != per_px.shape:
+    if mask.shape != per_px.shape:
         raise ValueError(
-            f"sample_entropy: mask {tuple(valid.shape)} does not match pixels {tuple(per_px.shape)}"
+            f"{name}: mask {tuple(mask.shape)} does not match pixels {tuple(per_px.shape)}"
         )
-    keep = valid.to(per_px.dtype)
+    keep = mask.to(per_px.dtype)
     return (per_px * keep).sum() / keep.sum().clamp_min(1.0)
