@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from carcli.data.blackbox import BlackboxFolder
+from carcli.data.preprocess import ATTR, cityscapes_spec, to_json
 from carcli.data.writer import SplitWriter, StagedSplits
 from carcli.errors import CarsegError
 from carcli.ui import Reporter
@@ -277,6 +278,7 @@ def write_cityscapes_split(
     32 modes and their weights)."""
     train = split == "train"
     attrs: dict[str, object] = {"source": "cityscapes", "split": split, "size": list(SIZE)}
+    attrs[ATTR] = to_json(cityscapes_spec(SIZE, MEAN, STD))
     if train:
         attrs["class_flips"] = json.dumps([[s, d, p] for s, d, p in FLIPS])
     weights = mode_weights().astype(np.float32)

@@ -47,6 +47,7 @@ import numpy as np
 
 from carcli.data.blackbox import BlackboxFolder
 from carcli.data.dataset import SPLITS
+from carcli.data.preprocess import ATTR, lidc_spec, to_json
 from carcli.data.writer import SplitWriter, StagedSplits
 from carcli.errors import CarsegError
 from carcli.ui import Reporter
@@ -344,6 +345,7 @@ def write_lidc_split(
         "split": split,
         "normalisation": NORMALISATION,
         "lesion_only": not keep_all,
+        ATTR: to_json(lidc_spec(CROP)),
     }
     tmp = staged.path(f"{split}.h5")
     with (

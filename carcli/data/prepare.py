@@ -10,6 +10,7 @@ import numpy as np
 
 from carcli.artefacts.run import Manifest, ensure_dir, stage_lock
 from carcli.data.dataset import SPLITS, split_path, validate_dataset, write_dataset
+from carcli.data.preprocess import ATTR, synthetic_spec, to_json
 from carcli.errors import CarsegError
 from carcli.recipe.load import recipe_to_dict as recipe_dict
 from carcli.recipe.schema import Recipe
@@ -105,7 +106,11 @@ def _prepare_synthetic(recipe: Recipe, out_dir: Path, rep: Reporter) -> list[Pat
             class_names=s.class_names,
             eval_classes=s.eval_classes,
             blackbox=bb.get(split),
-            attrs={"source": "synthetic", "split": split},
+            attrs={
+                "source": "synthetic",
+                "split": split,
+                ATTR: to_json(synthetic_spec(s.norm_mean, s.norm_std)),
+            },
         )
         rep.line(f"  {path}: {sizes[split]} images, {s.label.shape[1]} modes max")
         paths.append(path)

@@ -15,6 +15,7 @@ import torch
 from carcli import distributed
 from carcli.artefacts.checkpoint import decode_meta, load_weights, save_weights
 from carcli.data.dataset import DatasetInfo
+from carcli.data.preprocess import checkpoint_extras
 from carcli.errors import CarsegError
 from carcli.models.registry import (
     build_calibrator,
@@ -96,6 +97,7 @@ def save_network(
             "arch": arch,
             "config": getattr(model, "config", {}),
             "dataset": dataset_meta(info),
+            **checkpoint_extras(info),  # preprocessing and classes, for export / predict
             "step": step,
             **(extra or {}),
         },
