@@ -8,12 +8,29 @@ from typing import Any
 
 from rich.console import Console
 
+# Width of a console that is not a terminal: wide enough that rich never wraps or crops a
+# table row there (tables are never expanded to it; they take the width their cells need).
+PIPE_WIDTH = 100_000
+
+
+def make_console() -> Console:
+    """A stderr console that never inserts a line break into a message.
+
+    ``soft_wrap`` leaves long lines to the terminal (which folds them only on screen, so a
+    copied path stays whole); in a pipe, a file or CI the console is ``PIPE_WIDTH`` wide, so
+    tables keep every row on one line and every number whole.
+    """
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
+    if not console.is_terminal:
+        console = Console(stderr=True, highlight=False, soft_wrap=True, width=PIPE_WIDTH)
+    return console
+
 
 class Reporter:
     """One place for a stage's console output (stderr, so stdout stays clean for data)."""
 
     def __init__(self, quiet: bool = False) -> None:
-        self.console = Console(stderr=True, highlight=False)
+        self.console = make_console()
         self.quiet = quiet
         self.fancy = not quiet and self.console.is_terminal
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import carcli
 from carcli.errors import CarsegError
+from carcli.threads import thread_settings
 
 
 @dataclass(frozen=True)
@@ -262,6 +263,7 @@ class Manifest:
             "torch_version": torch_version,
             "python_version": sys.version.split()[0],
             "device": device,
+            "threads": thread_settings(),
             "host": socket.gethostname(),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
             "wall_time_s": round(time.time() - self.started, 3),

@@ -15,6 +15,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from carcli.cli.help import PlainCommand, name_recipe
 from carcli.errors import CarsegError
 
 app = typer.Typer(
@@ -24,15 +25,22 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"], "terminal_width": 100},
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-RecipeArg = Annotated[str, typer.Argument(help="YAML recipe, e.g. recipes/toy.yaml")]
+RecipeArg = Annotated[
+    str, typer.Argument(metavar="RECIPE", help="YAML recipe, e.g. recipes/toy.yaml")
+]
 OverridesArg = Annotated[
     list[str] | None,
-    typer.Argument(help="recipe overrides key=value, e.g. refiner.steps=200", show_default=False),
+    typer.Argument(
+        metavar="KEY=VALUE",
+        help="recipe overrides, e.g. refiner.steps=200",
+        show_default=False,
+    ),
 ]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="replace finished outputs")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars; plain lines")]
@@ -60,7 +68,8 @@ def handle_errors(fn: F) -> F:
         except CarsegError as exc:
             if debug():
                 raise
-            lines = str(exc).splitlines() or ["failed"]
+            text = name_recipe(str(exc), kwargs.get("recipe"), kwargs.get("overrides"))
+            lines = text.splitlines() or ["failed"]
             for line in lines:
                 typer.echo(f"carseg: error: {line}", err=True)
             raise typer.Exit(1) from None
@@ -93,7 +102,7 @@ def _recipe(path: str, overrides: list[str] | None) -> Any:
     return load_recipe(path, overrides or [])
 
 
-@app.command()
+@app.command(cls=PlainCommand)
 @handle_errors
 def prepare(
     recipe: RecipeArg,
@@ -107,7 +116,7 @@ def prepare(
     run_prepare(_recipe(recipe, overrides), overwrite=overwrite, quiet=quiet)
 
 
-@app.command("train-calibrator")
+@app.command("train-calibrator", cls=PlainCommand)
 @handle_errors
 def train_calibrator(
     recipe: RecipeArg,
@@ -124,7 +133,7 @@ def train_calibrator(
     )
 
 
-@app.command("train-refiner")
+@app.command("train-refiner", cls=PlainCommand)
 @handle_errors
 def train_refiner(
     recipe: RecipeArg,
@@ -139,7 +148,7 @@ def train_refiner(
     run_train_refiner(_recipe(recipe, overrides), resume=resume, overwrite=overwrite, quiet=quiet)
 
 
-@app.command()
+@app.command(cls=PlainCommand)
 @handle_errors
 def sample(
     recipe: RecipeArg,
@@ -153,14 +162,18 @@ def sample(
     run_sample(_recipe(recipe, overrides), overwrite=overwrite, quiet=quiet)
 
 
-@app.command()
+@app.command(cls=PlainCommand)
 @handle_errors
 def evaluate(
     recipe: RecipeArg,
     overrides: OverridesArg = None,
     fail_if: Annotated[
         list[str] | None,
-        typer.Option("--fail-if", help='exit 1 when true, e.g. "ged.16>0.30" (repeatable)'),
+        typer.Option(
+            "--fail-if",
+            metavar="CONDITION",
+            help='exit 1 when true, e.g. "ged.16>0.30" (repeatable)',
+        ),
     ] = None,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
@@ -173,7 +186,7 @@ def evaluate(
     )
 
 
-@app.command("plot-reliability")
+@app.command("plot-reliability", cls=PlainCommand)
 @handle_errors
 def plot_reliability(
     recipe: RecipeArg,
@@ -187,7 +200,7 @@ def plot_reliability(
     run_plot_reliability(_recipe(recipe, overrides), overwrite=overwrite, quiet=quiet)
 
 
-@app.command()
+@app.command(cls=PlainCommand)
 @handle_errors
 def validate(recipe: RecipeArg, overrides: OverridesArg = None) -> None:
     """Check a recipe and its inputs without running anything."""
@@ -196,7 +209,7 @@ def validate(recipe: RecipeArg, overrides: OverridesArg = None) -> None:
     run_validate(recipe, overrides or [])
 
 
-@app.command()
+@app.command(cls=PlainCommand)
 @handle_errors
 def show(recipe: RecipeArg, overrides: OverridesArg = None) -> None:
     """Print the fully resolved recipe (defaults and overrides applied) as YAML."""
@@ -205,7 +218,7 @@ def show(recipe: RecipeArg, overrides: OverridesArg = None) -> None:
     typer.echo(recipe_to_yaml(_recipe(recipe, overrides)), nl=False)
 
 
-@app.command()
+@app.command(cls=PlainCommand)
 def version() -> None:
     """Print the carseg version."""
     import carcli

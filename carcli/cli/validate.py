@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from carcli.artefacts.run import RunLayout
+from carcli.cli.help import recipe_args
 from carcli.data.dataset import SPLITS, split_path, validate_dataset
 from carcli.errors import CarsegError
 from carcli.recipe.load import load_recipe
@@ -18,6 +19,7 @@ def run_validate(path: str, overrides: list[str]) -> None:
     rep = Reporter()
     recipe = load_recipe(path, overrides)
     rep.line(f"{path}: recipe is valid ({recipe.name}, seed {recipe.seed})")
+    args = recipe_args(path, overrides)
     problems: list[str] = []
     data = recipe.data
     for split in SPLITS:
@@ -32,7 +34,7 @@ def run_validate(path: str, overrides: list[str]) -> None:
             except CarsegError as exc:
                 problems.extend(str(exc).splitlines())
         elif data.source in GENERATED:
-            rep.line(f"  {p}: not made yet; `carseg prepare {path}` generates it")
+            rep.line(f"  {p}: not made yet; `carseg prepare {args}` generates it")
         elif data.source == "prepared":
             problems.append(
                 f"{p}: missing (data.source is 'prepared'); point data.dir at the prepared files"
@@ -41,10 +43,10 @@ def run_validate(path: str, overrides: list[str]) -> None:
             problems.append(
                 f"{p}: missing, and data.raw ({data.raw}) does not exist; get the "
                 f"{data.source} data (see data/README.md), then run "
-                f"`carseg prepare {path}`"
+                f"`carseg prepare {args}`"
             )
         else:
-            rep.line(f"  {p}: not made yet; `carseg prepare {path}` builds it from {data.raw}")
+            rep.line(f"  {p}: not made yet; `carseg prepare {args}` builds it from {data.raw}")
     if data.blackbox_dir is not None and data.source != "prepared":
         bb = Path(data.blackbox_dir)
         if not bb.is_dir():
