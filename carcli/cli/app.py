@@ -219,6 +219,64 @@ def show(recipe: RecipeArg, overrides: OverridesArg = None) -> None:
 
 
 @app.command(cls=PlainCommand)
+@handle_errors
+def export(
+    recipe: RecipeArg,
+    overrides: OverridesArg = None,
+    out: Annotated[
+        str | None, typer.Option("--out", help="bundle folder (default run_dir/bundle)")
+    ] = None,
+    preprocess: Annotated[
+        str | None,
+        typer.Option("--preprocess", help="preprocessing spec of image files, JSON list"),
+    ] = None,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Write a model bundle: F, G, model.json and a generated model card."""
+    from carcli.bundle.cli import export_command
+
+    export_command(_recipe(recipe, overrides), out, preprocess, overwrite, quiet)
+
+
+@app.command(cls=PlainCommand)
+@handle_errors
+def predict(
+    model: Annotated[str, typer.Argument(help="bundle folder (carseg export) or recipe")],
+    inputs: Annotated[
+        list[str], typer.Argument(help="image files, .npy arrays, folders or an HDF5 split")
+    ],
+    out: Annotated[str, typer.Option("--out", help="output folder")] = "predictions",
+    num_samples: Annotated[int, typer.Option("--num-samples", help="samples per image")] = 16,
+    seed: Annotated[int, typer.Option("--seed", help="noise seed")] = 0,
+    blackbox: Annotated[
+        str | None, typer.Option("--blackbox", help="folder of black-box predictions")
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="images per forward")] = 8,
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda, mps or auto")] = "cpu",
+    recursive: Annotated[bool, typer.Option("--recursive", help="read subfolders too")] = False,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Samples, uncertainty and label proposals for new images (one folder per input)."""
+    from carcli.predict.run import run_predict
+
+    run_predict(
+        model,
+        inputs,
+        out=out,
+        num_samples=num_samples,
+        seed=seed,
+        blackbox=blackbox,
+        batch_size=batch_size,
+        device=device,
+        overwrite=overwrite,
+        quiet=quiet,
+        recursive=recursive,
+    )
+
+
+@app.command(cls=PlainCommand)
 def version() -> None:
     """Print the carseg version."""
     import carcli

@@ -1,0 +1,162 @@
+"""The Python API: ``from carcli import load_model``.
+
+    model = load_model("runs/toy/bundle")            # a bundle folder, or a recipe path
+    pred = model.predict(images, num_samples=16, seed=0)
+    pred.samples, pred.probabilities, pred.entropy, pred.proposals
+
+`images` is a numpy array [B, C, H, W] (or one [C, H, W]) or a list of arrays, taken as
+already normalised, or file paths / folders, read as `carseg predict` reads them (image files
+through the model's preprocessing). Nothing is written unless asked (`Prediction.save`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Prediction:
+    """Per input: `samples` uint8 [N, H, W], `probabilities` (F's) float16 [K, H, W],
+    `entropy` (F's, nats) float32 [H, W], `proposals` (list of dicts, see
+    carcli/predict/proposals.py). When every input has one size the first three are stacked
+    arrays [B, ...]; otherwise lists."""
+
+    names: list[str]
+    samples: Any
+    probabilities: Any
+    entropy: Any
+    proposals: list[list[dict]]
+    items: list[Any] = field(repr=False, default_factory=list)
+    results: list[Any] = field(repr=False, default_factory=list)
+
+    def save(self, out: str | Path, model: Model, num_samples: int, seed: int) -> Path:
+        """Write the per-input folders and predictions.h5 as `carseg predict` does."""
+        from carcli.predict.run import write_all
+
+        return write_all(Path(out), self.items, self.results, model.meta, num_samples, seed)
+
+
+class Model:
+    """A loaded F and G with their description (model.json); see `load_model`."""
+
+    def __init__(self, loaded: Any, device: Any) -> None:
+        self.loaded, self.device = loaded, device
+        self.meta: dict[str, Any] = loaded.meta
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.meta["num_classes"])
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.meta["class_names"])
+
+    @property
+    def preprocess(self) -> list[dict] | None:
+        return self.meta.get("preprocess")
+
+    def read(self, images: Any, recursive: bool = False) -> list[Any]:
+        """Inputs as `Item`s (network input, name, sha256, noise key); nothing is run."""
+        from carcli.predict.inputs import collect
+
+        return collect(images, self.preprocess, int(self.meta["in_channels"]), recursive)
+
+    def predict(
+        self,
+        images: Any,
+        num_samples: int = 16,
+        seed: int = 0,
+        batch_size: int = 8,
+        blackbox: str | Path | list[np.ndarray] | None = None,
+        recursive: bool = False,
+        done: Any = None,
+    ) -> Prediction:
+        """Samples, F's probabilities and entropy, and proposals for `images`."""
+        items = self.read(images, recursive)
+        return self.predict_items(items, num_samples, seed, batch_size, blackbox, done)
+
+    def blackboxes(self, items: list[Any], blackbox: Any) -> list[np.ndarray | None]:
+        from carcli.predict.run import blackbox_for
+
+        return blackbox_for(items, blackbox, self.meta)
+
+    def predict_items(
+        self,
+        items: list[Any],
+        num_samples: int = 16,
+        seed: int = 0,
+        batch_size: int = 8,
+        blackbox: Any = None,
+        done: Any = None,
+        skip: set[int] | None = None,
+    ) -> Prediction:
+        import torch
+
+        from carcli.errors import CarsegError
+        from carcli.predict import engine
+
+        if num_samples < 1 or batch_size < 1:
+            raise CarsegError("num_samples and batch_size must be at least 1")
+        bbs = self.blackboxes(items, blackbox)
+        results: list[Any] = [None] * len(items)
+
+        def finished(i: int, res: Any) -> None:
+            results[i] = res
+            if done is not None:
+                done(i, res)
+
+        todo = [i for i in range(len(items)) if not skip or i not in skip]
+        with torch.inference_mode():
+            engine.run(
+                self.loaded.F,
+                self.loaded.G,
+                [items[i] for i in todo],
+                [bbs[i] for i in todo],
+                num_samples=num_samples,
+                seed=seed,
+                noise_dim=int(self.meta["noise_dim"]),
+                num_classes=self.num_classes,
+                eval_classes=[int(c) for c in self.meta["eval_classes"]],
+                stride=int(self.meta["stride"]),
+                batch_size=batch_size,
+                device=torch.device(self.device),
+                done=lambda j, res: finished(todo[j], res),
+            )
+        return _prediction(items, results)
+
+
+def _prediction(items: list[Any], results: list[Any]) -> Prediction:
+    ok = [r for r in results if r is not None]
+    same = len({r.entropy.shape for r in ok}) <= 1 and len(ok) == len(results)
+
+    def stack(name: str) -> Any:
+        arrays = [getattr(r, name) if r is not None else None for r in results]
+        return np.stack(arrays) if same and arrays else arrays
+
+    return Prediction(
+        names=[it.name for it in items],
+        samples=stack("samples"),
+        probabilities=stack("probabilities"),
+        entropy=stack("entropy"),
+        proposals=[r.proposals if r is not None else [] for r in results],
+        items=items,
+        results=results,
+    )
+
+
+def load_model(path: str | Path, device: str = "cpu") -> Model:
+    """A bundle folder (made by `carseg export`) or a recipe (its run's checkpoints).
+
+    The bundle's weights are checked against the sha256 in model.json; nothing is executed.
+    `device`: ``cpu``, ``cuda``, ``cuda:1``, ``mps`` or ``auto``."""
+    import torch
+
+    from carcli.bundle.load import load
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return Model(load(path, device), device)

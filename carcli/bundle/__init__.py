@@ -1,0 +1,1 @@
+"""Model bundles (`carseg.bundle/1`): export a trained F and G as a folder, load one back."""

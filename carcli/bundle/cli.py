@@ -1,0 +1,23 @@
+"""The body of `carseg export` (parsing of --preprocess)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from carcli.errors import CarsegError
+
+
+def export_command(
+    recipe: Any, out: str | None, preprocess: str | None, overwrite: bool, quiet: bool
+) -> None:
+    import json
+
+    from carcli.bundle.export import run_export
+
+    spec = None
+    if preprocess is not None:
+        try:
+            spec = json.loads(preprocess)
+        except ValueError as exc:
+            raise CarsegError(f"--preprocess: not JSON ({exc})") from None
+    run_export(recipe, out=out, overwrite=overwrite, quiet=quiet, preprocess=spec)

@@ -1,0 +1,129 @@
+"""`export`: copy a run's F and G into a model bundle folder with model.json and a card.
+
+The bundle is assembled in a temporary folder beside the target and renamed into place, so
+an interrupted export leaves no half bundle; an existing bundle is replaced only with
+``overwrite``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import carcli
+from carcli.artefacts.run import RunLayout, sha256_file
+from carcli.bundle.card import model_card
+from carcli.bundle.load import FILES, MODEL_JSON, SCHEMA, recipe_description, weights_of
+from carcli.data.dataset import SPLITS, split_path
+from carcli.data.preprocess import check_spec
+from carcli.errors import CarsegError
+from carcli.recipe.load import recipe_to_yaml
+from carcli.recipe.schema import Recipe
+from carcli.ui import Reporter
+
+
+def _split_sizes(data_dir: Path) -> dict[str, int]:
+    import h5py
+
+    sizes = {}
+    for split in SPLITS:
+        p = split_path(data_dir, split)
+        try:
+            with h5py.File(p, "r") as h5:
+                sizes[split] = int(h5["image"].shape[0])
+        except (OSError, KeyError):
+            continue
+    return sizes
+
+
+def _commands(layout: RunLayout) -> list[str]:
+    """The command lines of the stages that made the weights (from their manifests)."""
+    out = []
+    for stage in ("calibrator", "refiner"):
+        try:
+            m = json.loads((layout.root / stage / "manifest.json").read_text())
+            argv = m.get("argv") or []
+            if argv:
+                out.append(" ".join(["carseg", *argv[1:]]))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def _metrics(layout: RunLayout) -> dict[str, Any] | None:
+    try:
+        return json.loads((layout.eval_dir("test") / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def run_export(
+    recipe: Recipe,
+    out: str | Path | None = None,
+    overwrite: bool = False,
+    quiet: bool = False,
+    preprocess: list[dict[str, Any]] | None = None,
+) -> Path:
+    """Write the bundle of a recipe's run (default ``run_dir/bundle``); returns its folder."""
+    rep = Reporter(quiet)
+    layout = RunLayout(Path(recipe.run_dir))
+    target = Path(out) if out is not None else layout.root / "bundle"
+    if (target / MODEL_JSON).exists() and not overwrite:
+        raise CarsegError(f"{target}: a bundle is already there", hint="pass --overwrite")
+    if target.exists() and not (target / MODEL_JSON).exists() and any(target.iterdir()):
+        raise CarsegError(f"{target}: exists and is not a bundle", hint="choose another --out")
+    meta, files = recipe_description(recipe)
+    if meta["task"] != "segmentation":
+        raise CarsegError(f"{recipe.run_dir}: a {meta['task']} model; bundles hold segmenters")
+    makes = {
+        "calibrator": "carseg train-calibrator RECIPE",
+        "refiner": "carseg train-refiner RECIPE",
+    }
+    for role, path in files.items():
+        weights_of(path, f"{role} checkpoint", makes[role])  # readable through and through
+    if preprocess is not None:
+        try:
+            meta["preprocess"] = check_spec(preprocess, "--preprocess")
+        except ValueError as exc:
+            raise CarsegError(str(exc)) from None
+    data_dir = Path(recipe.data.dir)
+    sizes = _split_sizes(data_dir)
+    model = {
+        "schema": SCHEMA,
+        "carseg_version": carcli.__version__,
+        "name": recipe.name,
+        **meta,
+        "trained_on": {
+            "dataset": str(data_dir),
+            "source": recipe.data.source,
+            "sizes": sizes,
+            "recipe": recipe.name,
+        },
+    }
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        for role, name in FILES.items():
+            shutil.copyfile(files[role], tmp / name)
+            model[role]["file"] = name
+            model[role]["sha256"] = sha256_file(tmp / name)
+        (tmp / MODEL_JSON).write_text(json.dumps(model, indent=2) + "\n", encoding="utf-8")
+        card = model_card(model, _metrics(layout), _commands(layout), recipe_to_yaml(recipe))
+        (tmp / "README.md").write_text(card, encoding="utf-8")
+        if target.exists():
+            old = target.with_name(f".{target.name}.{os.getpid()}.old")
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    rep.line(f"bundle written: {target}")
+    return target

@@ -1,0 +1,1 @@
+"""`predict`: samples, F's probabilities and uncertainty, and proposals for new images."""
