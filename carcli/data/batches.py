@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from carcli.data.dataset import DatasetFile, DatasetInfo
+from carcli.errors import CarsegError
 
 IN_MEMORY_BYTES = 2 << 30
 
@@ -23,15 +24,19 @@ class Batch:
     cond: torch.Tensor  # F's input: image (+ black box), [B, C + K_b, H, W]
     label: torch.Tensor  # [B, H, W] long, one annotation per image (regression: [B, D_out])
     soft: torch.Tensor | None = None  # [B, K, H, W] label distribution (when asked for)
+    modes: torch.Tensor | None = None  # [B, A, H, W] every annotation (when asked for)
+    mode_weight: torch.Tensor | None = None  # [B, A] their probabilities (label_weight)
 
     def to(self, device: torch.device, non_blocking: bool = False) -> Batch:
         """The batch on `device` (non_blocking: overlap the copy from pinned memory)."""
         return Batch(
             *(
                 None if t is None else t.to(device, non_blocking=non_blocking)
-                for t in (self.image, self.cond, self.label, self.soft)
+                for t in (
+                    self.image, self.cond, self.label, self.soft, self.modes, self.mode_weight
+                )
             )
-        )
+        )  # fmt: skip
 
 
 def blackbox_channels(bb: np.ndarray, info: DatasetInfo) -> np.ndarray:
@@ -107,9 +112,17 @@ class BatchSource:
         rng: np.random.Generator | None,
         annotation: np.ndarray | None = None,
         soft: bool = False,
+        modes: bool = False,
     ) -> Batch:
         """Images `idx`; one annotation each, drawn by label_weight with `rng` (or given);
-        with `soft`, also the label distribution (ignore pixels: all-zero rows)."""
+        with `soft`, also the label distribution (ignore pixels: all-zero rows); with `modes`,
+        also every annotation and its weight (the joint calibration loss's targets)."""
+        if modes and self.class_flips:
+            raise CarsegError(
+                f"{self.ds.path}: refiner.w_joint needs the label distribution in the file's "
+                "annotations, but this split draws class flips afresh (class_flips)",
+                hint="set refiner.w_joint=0",
+            )
         idx = np.asarray(idx, dtype=np.int64)
         image = self.rows("image", idx).astype(np.float32)
         labels = self.rows("label", idx)
@@ -133,6 +146,8 @@ class BatchSource:
             label[flips] = label[flips][..., ::-1]
             if soft:
                 q[flips] = q[flips][..., ::-1]
+            if modes:
+                labels[flips] = labels[flips][..., ::-1]
             if bb is not None:
                 bb[flips] = bb[flips][..., ::-1]
         cond = image
@@ -145,6 +160,8 @@ class BatchSource:
             torch.from_numpy(np.ascontiguousarray(cond)),
             lab,
             torch.from_numpy(np.ascontiguousarray(q)) if soft else None,
+            torch.from_numpy(np.ascontiguousarray(labels)) if modes else None,
+            torch.from_numpy(self.weights[idx].astype(np.float32)) if modes else None,
         )
 
     def random_indices(self, rng: np.random.Generator, batch_size: int) -> np.ndarray:

@@ -10,6 +10,7 @@ batch in page-locked memory so the copy to the GPU can overlap the step (non_blo
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
 from collections.abc import Callable
@@ -23,11 +24,13 @@ _DONE = object()
 
 
 def _pinned(batch: Batch) -> Batch:
-    return Batch(
-        batch.image.pin_memory(),
-        batch.cond.pin_memory(),
-        batch.label.pin_memory(),
-        None if batch.soft is None else batch.soft.pin_memory(),
+    return dataclasses.replace(
+        batch,
+        **{
+            f.name: getattr(batch, f.name).pin_memory()
+            for f in dataclasses.fields(batch)
+            if getattr(batch, f.name) is not None
+        },
     )
 
 
@@ -104,11 +107,13 @@ def training_loader(
     soft: bool,
     depth: int,
     device: Any,
+    modes: bool = False,
 ) -> BatchPrefetcher:
     """Random training batches of `source` (one annotation drawn per image, plus the label
-    distribution with `soft`), `depth` made ahead, pinned when training on CUDA."""
+    distribution with `soft`, every annotation with `modes`), `depth` made ahead, pinned when
+    training on CUDA."""
     return BatchPrefetcher(
-        lambda g: source.get(source.random_indices(g, batch_size), g, soft=soft),
+        lambda g: source.get(source.random_indices(g, batch_size), g, soft=soft, modes=modes),
         rng,
         depth,
         pin_memory=getattr(device, "type", str(device)) == "cuda",

@@ -7,6 +7,7 @@ from carcli.losses.adversarial import (
     r1_penalty,
 )
 from carcli.losses.calibration import calibration_loss
+from carcli.losses.joint import joint_calibration_loss, joint_term
 from carcli.losses.latent import latent_kl
 from carcli.losses.regression import gaussian_nll, regression_calibration_loss
 from carcli.losses.segmentation import (
@@ -24,6 +25,8 @@ __all__ = [
     "discriminator_loss",
     "expected_cross_entropy",
     "gaussian_nll",
+    "joint_calibration_loss",
+    "joint_term",
     "latent_kl",
     "r1_penalty",
     "regression_calibration_loss",

@@ -177,6 +177,9 @@ def _check_ranges(r: Recipe, problems: list[str]) -> None:
         problems.append("refiner.kl_beta -> needs refiner.noise=posterior (gaussian has no q)")
     if r.refiner.w_entropy < 0:
         problems.append(f"refiner.w_entropy -> must be >= 0, got {r.refiner.w_entropy}")
+    if r.refiner.w_joint < 0:
+        problems.append(f"refiner.w_joint -> must be >= 0, got {r.refiner.w_joint}")
+    positive("refiner.joint_pairs", r.refiner.joint_pairs)
     if r.refiner.noise == "posterior" and r.refiner.arch != "unet":
         problems.append(f"refiner.noise -> posterior needs refiner.arch=unet, got {r.refiner.arch}")
     positive("discriminator.lr", r.discriminator.lr)

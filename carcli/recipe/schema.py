@@ -131,6 +131,13 @@ class RefinerConfig:
     w_entropy: float = 0.0
     """Weight of the mean per-pixel entropy of G's samples added to L_G (segmentation; 0: the
     paper). L_cal holds the samples' mean at F, this makes each sample crisp; see README."""
+    w_joint: float = 0.0
+    """Weight of the joint calibration loss (beyond the paper; 0: off): KL between G's joint
+    class distribution at pairs of ambiguous pixels (mean over the M samples of the products
+    of their softmaxes) and the labels' (from the annotations and label_weight), so the
+    frequencies of whole answers match, not only each pixel's. Segmentation; see README."""
+    joint_pairs: int = 256
+    """Pixel pairs per image for the joint calibration loss (drawn among ambiguous pixels)."""
     steps: int = 2000
     """Optimisation steps."""
     batch_size: int = 32
@@ -200,6 +207,10 @@ class EvaluateConfig:
     """Sample counts at which GED is reported (each only where the bank holds that many)."""
     hm_iou_samples: int = 16
     """Samples used by HM-IoU."""
+    convention: str = "carseg"
+    """Whose published evaluation rules GED, HM-IoU and diversity follow: carseg, car, mose,
+    phiseg, ccdm, flowssn; a comma-separated list or `all` reports each side by side (the
+    first is the primary, written at the top level of metrics.json)."""
     chunk_size: int = 64
     """Images read per chunk."""
 

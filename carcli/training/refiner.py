@@ -18,6 +18,7 @@ from carcli.losses import (
     adversarial_loss,
     calibration_loss,
     discriminator_loss,
+    joint_term,
     latent_kl,
     r1_penalty,
     regression_calibration_loss,
@@ -172,6 +173,11 @@ def refiner_step(
         loss_ent = sample_entropy(logits, valid)
         loss_g = loss_g + r.w_entropy * loss_ent
         out["loss_ent"] = loss_ent.detach().item()
+    if r.w_joint:  # beyond the paper: the pairs' joint answers match the labels'
+        assert batch.modes is not None and batch.mode_weight is not None
+        loss_joint = joint_term(logits, batch.modes, batch.mode_weight, valid, r.joint_pairs, noise)
+        loss_g = loss_g + r.w_joint * loss_joint
+        out["loss_joint"] = loss_joint.detach().item()
     if loss_kl is not None:  # latent-code variant: + beta * KL(q || N(0, I)) (beta may be 0)
         loss_g = loss_g + r.kl_beta * loss_kl
         out["loss_kl"] = loss_kl.detach().item()
@@ -231,6 +237,12 @@ def run_train_refiner(
                 f"{train_path} is a regression dataset",
                 hint="use 'kl' (the squared-error form of L_cal) or 'none' (lambda = 0)",
             )
+        if info.task == "regression" and r.w_joint:
+            raise CarsegError(
+                f"refiner.w_joint is for segmentation (joint class distributions), but "
+                f"{train_path} is a regression dataset",
+                hint="set refiner.w_joint=0",
+            )
         if info.task == "regression" and r.w_entropy:
             raise CarsegError(
                 f"refiner.w_entropy is for segmentation (the entropy of class maps), but "
@@ -273,7 +285,9 @@ def run_train_refiner(
             noise.manual_seed(distributed.rank_seed(recipe.seed + 2, dist.rank, step))
         log = MetricsLog(stage.dir / "metrics.jsonl", step if state is not None else None)
         last_saved = stage.last if state is not None else None
-        loader = training_loader(train, r.batch_size, rng, soft, recipe.speed.prefetch, device)
+        loader = training_loader(
+            train, r.batch_size, rng, soft, recipe.speed.prefetch, device, modes=r.w_joint > 0
+        )
         with loader, rep.progress(r.steps, "train-refiner", start=step) as bar:
             while step < r.steps:
                 scale = lr_at(1.0, r.lr_milestones, r.lr_gamma, step)

@@ -1,0 +1,120 @@
+"""The joint calibration loss: L_cal extended from single pixels to pairs of pixels.
+
+L_cal makes the mean of G's samples match F at every pixel, which fixes each pixel's
+marginal but leaves the *joint* answers free: one global noise vector may decide two
+independent objects together and every marginal is still right. For a pair of pixels (i, j)
+the labels give the joint distribution of their classes exactly,
+
+    T_ij[k, l] = sum_a w_a [y_a(i) = k] [y_a(j) = l]      (w: label_weight, or 1/A)
+
+and G's M samples give its estimate
+
+    G_ij[k, l] = 1/M sum_m s_m(i)_k s_m(j)_l              (s: each sample's softmax)
+
+whose marginals are G_bar at i and j. The loss is KL(G_ij || T_ij), the paper's direction of
+L_cal, on P random pairs of *ambiguous* pixels per image (pixels whose label distribution is
+not one class: elsewhere the pair's joint is the product of the marginals and L_cal already
+holds it). Pairs inside one ambiguous region teach coherence (their T is diagonal), pairs in
+two independent regions teach independence (their T is the product of the marginals). The
+target is smoothed as (1 - eta) T + eta / K^2 with eta = 1e-3 (the authors clamp L_cal's
+arguments to [1e-3, 1 - 1e-3] for the same reason: a finite penalty for an answer the labels
+never give).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from carcli.losses.segmentation import masked_pixel_mean
+
+TARGET_SMOOTHING = 1e-3
+AMBIGUOUS_BELOW = 1.0 - 1e-4
+"""A pixel is ambiguous when its most likely class has label probability below this."""
+
+
+def _onehot(labels: Tensor, num_classes: int) -> Tensor:
+    """One-hot [..., K] of class ids; ids >= K (the ignore index) give all zeros."""
+    return torch.nn.functional.one_hot(labels.long().clamp_max(num_classes), num_classes + 1)[
+        ..., :-1
+    ].float()
+
+
+def mode_label_probs(modes: Tensor, weights: Tensor, num_classes: int) -> Tensor:
+    """The label distribution q [B, K, H, W] = sum_a w_a onehot(y_a) of modes [B, A, H, W]."""
+    w = weights.float() / weights.float().sum(1, keepdim=True).clamp_min(1e-12)
+    return torch.einsum("ba,bahwk->bkhw", w, _onehot(modes, num_classes))
+
+
+def joint_term(
+    sample_logits: Tensor,
+    modes: Tensor,
+    weights: Tensor,
+    valid: Tensor,
+    num_pairs: int,
+    generator: torch.Generator | None,
+) -> Tensor:
+    """The joint calibration loss of a batch: pairs drawn, targets built, KL averaged."""
+    k = sample_logits.shape[2]
+    i, j, mask = sample_pixel_pairs(
+        mode_label_probs(modes, weights, k), valid, num_pairs, generator
+    )
+    target = pair_targets(modes, weights, i, j, k)
+    return joint_calibration_loss(sample_logits, i, j, target, mask)
+
+
+def sample_pixel_pairs(
+    label_probs: Tensor, valid: Tensor, num_pairs: int, generator: torch.Generator | None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``num_pairs`` random pairs of ambiguous pixels per image (flat indices [B, P] each)
+    and a mask [B, P] (False for images with fewer than two ambiguous pixels).
+
+    ``label_probs`` [B, K, H, W] is the label distribution q, ``valid`` [B, H, W] the scored
+    pixels. Pixels are drawn uniformly, with replacement, from each image's ambiguous set."""
+    b = label_probs.shape[0]
+    ambiguous = (label_probs.amax(1) < AMBIGUOUS_BELOW) & valid.bool()
+    weights = ambiguous.reshape(b, -1).float()
+    count = weights.sum(1)
+    ok = count >= 2
+    weights[~ok] = 1.0  # any pixel: those rows are masked out
+    idx = torch.multinomial(weights, 2 * num_pairs, replacement=True, generator=generator)
+    mask = ok[:, None].expand(b, num_pairs)
+    return idx[:, :num_pairs], idx[:, num_pairs:], mask
+
+
+def pair_targets(modes: Tensor, weights: Tensor, i: Tensor, j: Tensor, num_classes: int) -> Tensor:
+    """T [B, P, K, K]: the labels' joint class distribution at the pixel pairs (i, j) [B, P]
+    from the modes (or annotations) [B, A, H, W] with probabilities ``weights`` [B, A]
+    (zero-weight padding rows count nothing). Ignore-index values count as no class."""
+    b, a = modes.shape[:2]
+    flat = modes.reshape(b, a, -1).long()
+    yi = flat.gather(2, i[:, None].expand(b, a, i.shape[1]))  # [B, A, P]
+    yj = flat.gather(2, j[:, None].expand(b, a, j.shape[1]))
+    w = weights.float() / weights.float().sum(1, keepdim=True).clamp_min(1e-12)
+    return torch.einsum("ba,bapk,bapl->bpkl", w, _onehot(yi, num_classes), _onehot(yj, num_classes))
+
+
+def joint_calibration_loss(
+    sample_logits: Tensor, i: Tensor, j: Tensor, target: Tensor, mask: Tensor | None = None
+) -> Tensor:
+    """KL(G_ij || T_ij) summed over the K x K classes, mean over the pairs where ``mask``
+    [B, P] is set (0 if none). ``sample_logits`` [B, M, K, H, W]; ``i``, ``j`` [B, P] flat
+    pixel indices; ``target`` [B, P, K, K] from :func:`pair_targets`."""
+    if sample_logits.dim() != 5:
+        raise ValueError(
+            "joint_calibration_loss: expected sample logits [B, M, K, H, W], got "
+            f"{tuple(sample_logits.shape)}"
+        )
+    b, m, k = sample_logits.shape[:3]
+    if target.shape != (b, i.shape[1], k, k) or i.shape != j.shape:
+        raise ValueError(
+            f"joint_calibration_loss: target {tuple(target.shape)} and pairs {tuple(i.shape)}"
+            f" / {tuple(j.shape)} do not match logits {tuple(sample_logits.shape)}"
+        )
+    s = sample_logits.float().softmax(2).reshape(b, m, k, -1)
+    si = s.gather(3, i[:, None, None].expand(b, m, k, i.shape[1]))  # [B, M, K, P]
+    sj = s.gather(3, j[:, None, None].expand(b, m, k, j.shape[1]))
+    g = torch.einsum("bmkp,bmlp->bpkl", si, sj) / m
+    t = (1 - TARGET_SMOOTHING) * target.float() + TARGET_SMOOTHING / (k * k)
+    kl = (torch.xlogy(g, g) - g * t.log()).sum((2, 3))  # [B, P]
+    return masked_pixel_mean("joint_calibration_loss", kl, mask)

@@ -1,0 +1,55 @@
+"""One Markdown row per run with the joint-calibration figures (issue 16's table).
+
+python scripts/joint_table.py RUN [RUN ...] [--split test]
+Columns: factor dependence of G (oracle), mode TV - oracle, GED16 - oracle, within IoU 0.8,
+worst class offset of F and of G, refiner wall time (from wall_time.txt when present).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+_spec = importlib.util.spec_from_file_location(
+    "factor_coupling", Path(__file__).with_name("factor_coupling.py")
+)
+factor_coupling = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(factor_coupling)
+
+
+def row(run: Path, split: str) -> str:
+    m = json.loads((run / "eval" / split / "metrics.json").read_text())
+    c = factor_coupling.coupling(run, split, 0)
+    classes = [v for v in m["class_calibration"]["classes"].values() if v.get("n_pixels")]
+    f_off = max(v["calibrator_offset"] for v in classes)
+    g_off = max(v["refiner_offset"] for v in classes)
+    modes = m["modes"]
+    wall = (run / "wall_time.txt").read_text() if (run / "wall_time.txt").exists() else ""
+    found = re.search(r"train-refiner (\d+) s", wall)
+    return (
+        f"| {run.name} | {c['dependence']:.3f} ({c['oracle_dependence']:.3f}) "
+        f"| {modes['tv'] - modes['oracle_tv']:.3f} | {m['ged']['16'] - m['oracle_ged']['16']:.4f} "
+        f"| {modes['within_0.8']:.3f} | {f_off:.3f} | {g_off:.3f} "
+        f"| {found.group(1) if found else ''} |"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", type=Path, nargs="+")
+    ap.add_argument("--split", default="test")
+    args = ap.parse_args()
+    print(
+        "| run | factor dependence (oracle) | mode TV - oracle | GED16 - oracle | within 0.8 "
+        "| worst F offset | worst G offset | G train s |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for run in args.runs:
+        print(row(run, args.split))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""The joint calibration loss (refiner.w_joint): hand-computed values, pair sampling, targets."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from carcli.losses.joint import (
+    TARGET_SMOOTHING,
+    joint_calibration_loss,
+    joint_term,
+    mode_label_probs,
+    pair_targets,
+    sample_pixel_pairs,
+)
+
+BIG = 50.0  # logit margin: softmax is one-hot to float precision
+
+
+def _crisp(classes: list[list[int]], k: int) -> torch.Tensor:
+    """Logits [1, M, K, 1, P] of M crisp samples; classes[m][p] is sample m's class at p."""
+    c = torch.tensor(classes)
+    logits = torch.full((1, c.shape[0], k, 1, c.shape[1]), -BIG)
+    logits.scatter_(2, c[None, :, None, None, :], BIG)
+    return logits
+
+
+def _smooth(t: float, k: int) -> float:
+    return (1 - TARGET_SMOOTHING) * t + TARGET_SMOOTHING / (k * k)
+
+
+def test_coupled_samples_against_independent_labels_hand_value() -> None:
+    """Two pixels, samples (1, 1) and (2, 2): G's joint is 1/2 on the diagonal; the labels
+    are two independent fair coins (1/4 each): KL = 2 * 1/2 * log((1/2) / t(1/4))."""
+    k = 3
+    logits = _crisp([[1, 1], [2, 2]], k)
+    target = torch.zeros(1, 1, k, k)
+    target[0, 0, 1:, 1:] = 0.25
+    i, j = torch.tensor([[0]]), torch.tensor([[1]])
+    got = joint_calibration_loss(logits, i, j, target)
+    assert got.item() == pytest.approx(math.log(0.5 / _smooth(0.25, k)), rel=1e-5)
+
+
+def test_matching_joint_costs_only_the_smoothing() -> None:
+    k = 3
+    logits = _crisp([[1, 2], [2, 1]], k)  # anti-correlated, as the target
+    target = torch.zeros(1, 1, k, k)
+    target[0, 0, 1, 2] = target[0, 0, 2, 1] = 0.5
+    got = joint_calibration_loss(logits, torch.tensor([[0]]), torch.tensor([[1]]), target)
+    assert got.item() == pytest.approx(math.log(0.5 / _smooth(0.5, k)), rel=1e-5)
+    assert 0 < got.item() < 2e-3
+
+
+def test_marginals_right_joint_wrong_is_penalised_more_than_right_joint() -> None:
+    """Same marginals (each pixel 1/2 class 1), coupled vs independent samples: only the
+    joint loss tells them apart (L_cal cannot)."""
+    k = 3
+    target = torch.zeros(1, 1, k, k)
+    target[0, 0, 1:, 1:] = 0.25  # independent
+    i, j = torch.tensor([[0]]), torch.tensor([[1]])
+    coupled = _crisp([[1, 1], [2, 2], [1, 1], [2, 2]], k)
+    independent = _crisp([[1, 1], [1, 2], [2, 1], [2, 2]], k)
+    assert joint_calibration_loss(coupled, i, j, target) > 0.5
+    assert joint_calibration_loss(independent, i, j, target) < 2e-3
+
+
+def test_pair_targets_from_weighted_modes() -> None:
+    """Modes over 2 pixels with weights .5 / .3 / .2: T is their weighted joint; padding rows
+    (weight 0) and ignore pixels count nothing."""
+    modes = torch.tensor([[[[1, 1]], [[1, 2]], [[2, 255]], [[0, 0]]]], dtype=torch.uint8)
+    weights = torch.tensor([[0.5, 0.3, 0.2, 0.0]])
+    t = pair_targets(modes, weights, torch.tensor([[0]]), torch.tensor([[1]]), 3)[0, 0]
+    want = torch.zeros(3, 3)
+    want[1, 1], want[1, 2] = 0.5, 0.3  # mode 3's pixel 1 is ignored: no mass
+    assert torch.allclose(t, want)
+    q = mode_label_probs(modes, weights, 3)[0, :, 0]  # [K, 2]
+    assert torch.allclose(q[:, 0], torch.tensor([0.0, 0.8, 0.2]))
+
+
+def test_pairs_come_from_ambiguous_pixels_only() -> None:
+    q = torch.zeros(2, 3, 4, 4)
+    q[:, 0] = 1.0
+    q[0, :, 1, 1] = torch.tensor([0.0, 0.5, 0.5])
+    q[0, :, 2, 3] = torch.tensor([0.0, 0.3, 0.7])
+    q[1, :, 0, 0] = torch.tensor([0.2, 0.8, 0.0])  # a single ambiguous pixel: no pair
+    valid = torch.ones(2, 4, 4, dtype=torch.bool)
+    g = torch.Generator().manual_seed(0)
+    i, j, mask = sample_pixel_pairs(q, valid, 64, g)
+    assert set(i[0].tolist()) | set(j[0].tolist()) <= {1 * 4 + 1, 2 * 4 + 3}
+    assert mask[0].all() and not mask[1].any()
+
+
+def test_joint_term_is_zero_without_ambiguity_and_differentiable() -> None:
+    modes = torch.randint(0, 3, (2, 1, 4, 4), dtype=torch.uint8)
+    weights = torch.tensor([[1.0], [1.0]])
+    logits = torch.randn(2, 3, 3, 4, 4, requires_grad=True)
+    out = joint_term(logits, modes, weights, torch.ones(2, 4, 4, dtype=torch.bool), 8, None)
+    assert out.item() == 0.0
+    modes = torch.stack([torch.zeros(4, 4), torch.ones(4, 4)])[None].to(torch.uint8)
+    out = joint_term(logits[:1], modes, torch.tensor([[0.5, 0.5]]), torch.ones(1, 4, 4), 8, None)
+    out.backward()
+    assert out.item() > 0 and logits.grad is not None and logits.grad.abs().sum() > 0
+
+
+def test_train_refiner_with_joint_calibration_logs_the_term(tmp_path) -> None:
+    """A tiny toy run with refiner.w_joint: the term is logged (finite, > 0 on ambiguous
+    images) and the default run has no such entry (the paper's path is untouched)."""
+    import json
+
+    from carcli.data.prepare import run_prepare
+    from carcli.training.calibrator import run_train_calibrator
+    from carcli.training.refiner import run_train_refiner
+    from tests.test_pipeline import tiny_recipe
+
+    r = tiny_recipe(tmp_path, "refiner.w_joint=5", "refiner.joint_pairs=16")
+    run_prepare(r, quiet=True)
+    run_train_calibrator(r, quiet=True)
+    run_train_refiner(r, quiet=True)
+    log = [
+        json.loads(x) for x in (tmp_path / "run/refiner/metrics.jsonl").read_text().split("\n") if x
+    ]
+    values = [rec["loss_joint"] for rec in log if "loss_joint" in rec]
+    assert values and all(math.isfinite(v) for v in values) and max(values) > 0
+    plain = tiny_recipe(tmp_path)
+    run_train_refiner(plain, overwrite=True, quiet=True)
+    log = (tmp_path / "run/refiner/metrics.jsonl").read_text()
+    assert "loss_joint" not in log
