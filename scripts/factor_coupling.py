@@ -12,7 +12,9 @@ oracle: what sampling noise alone gives), and the TV between the pairs' joint di
 and the truth's, for G and the oracle.
 
 python scripts/factor_coupling.py RUN [RUN ...] [--split test] [--seed 0]
-(the dataset is the one the sample bank names in its attrs)
+(the dataset is the one the sample bank names in its attrs). The measure itself lives in
+``carcli.metrics.factors``; ``carseg evaluate`` reports it as ``factor_dependence`` for
+every dataset with ``label_weight``.
 """
 
 from __future__ import annotations
@@ -22,60 +24,25 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-from scipy import ndimage
 
+from carcli.metrics.factors import dependence, factor_pairs, joint_distribution
 
-def dependence(joint: np.ndarray) -> float:
-    """TV between a joint distribution [a, b] and the product of its marginals."""
-    return float(0.5 * np.abs(joint - joint.sum(1, keepdims=True) * joint.sum(0)).sum())
-
-
-def joint(a: np.ndarray, b: np.ndarray, weight: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    out = np.zeros(shape)
-    np.add.at(out, (a, b), weight)
-    return out
+__all__ = ["coupling", "dependence", "image_pairs", "joint"]
+joint = joint_distribution
 
 
 def image_pairs(
     modes: np.ndarray, weights: np.ndarray, samples: np.ndarray, rng: np.random.Generator
 ) -> list[dict[str, float]]:
     """Figures of every truly independent pair of ambiguous regions of one image: ``modes``
-    [A, H, W] with ``weights`` [A] (zero-weight rows are padding), ``samples`` [M, H, W]."""
-    keep = weights > 0
-    modes, weights = modes[keep], weights[keep] / weights[keep].sum()
-    if len(modes) < 2:
+    [A, H, W] with ``weights`` [A] (zero-weight rows are padding), ``samples`` [M, H, W];
+    the oracle's M draws come from ``rng`` (``carcli.metrics.factors.factor_pairs``)."""
+    keep = np.flatnonzero(weights > 0)
+    if len(keep) < 2:
         return []
-    labels, count = ndimage.label((modes != modes[:1]).any(0), structure=np.ones((3, 3)))
-    regions = [labels == i for i in range(1, count + 1)]
-    regions = [r for r in regions if r.sum() >= 3]
-    m = len(samples)
-    oracle = rng.choice(len(modes), size=m, p=weights)
-    true_states, sample_states = [], []
-    for r in regions:
-        patterns, inverse = np.unique(modes[:, r], axis=0, return_inverse=True)
-        true_states.append(inverse.reshape(-1))
-        hamming = (samples[:, r][:, None, :] != patterns[None]).sum(-1)
-        sample_states.append(hamming.argmin(1))
-    out = []
-    uniform = np.full(m, 1.0 / m)
-    for i in range(len(regions)):
-        for j in range(i + 1, len(regions)):
-            ti, tj = true_states[i], true_states[j]
-            shape = (int(ti.max()) + 1, int(tj.max()) + 1)
-            truth = joint(ti, tj, weights, shape)
-            if min(shape) < 2 or dependence(truth) > 1e-6:
-                continue  # not two independent factors
-            g = joint(sample_states[i], sample_states[j], uniform, shape)
-            o = joint(ti[oracle], tj[oracle], uniform, shape)
-            out.append(
-                {
-                    "dependence": dependence(g),
-                    "oracle_dependence": dependence(o),
-                    "joint_tv": float(0.5 * np.abs(g - truth).sum()),
-                    "oracle_joint_tv": float(0.5 * np.abs(o - truth).sum()),
-                }
-            )
-    return out
+    w = weights[keep] / weights[keep].sum()
+    oracle = keep[rng.choice(len(keep), size=len(samples), p=w)]
+    return factor_pairs(modes, weights, samples, oracle)
 
 
 def coupling(run: Path, split: str = "test", seed: int = 0) -> dict[str, float]:

@@ -48,7 +48,7 @@ def test_accumulator_agrees_with_functions(k):
         # M = 6 > n_top = 4: diversity on the first 4 samples, modes on all 6
         mask = (y[:3] == 255).any(0)
         d, v = pairwise_distance(s[:4], s[:4], num_classes=k, ignore_mask=mask)
-        assert row["diversity"] == pytest.approx(diversity(d, v))
+        assert row["diversity"] == pytest.approx(diversity(d))  # pairs without class count
         modes = mode_frequencies(s, y, w, num_classes=k)
         assert row["modes_tv"] == pytest.approx(modes["tv"])
         assert row["modes_within_0.8"] == pytest.approx(modes["within_0.8"])
@@ -62,7 +62,14 @@ def test_accumulator_agrees_with_functions(k):
     assert out["ged"]["4"] == pytest.approx(np.mean([r["ged_4"] for r in acc.rows()]))
     assert out["ece"] == pytest.approx(rel.result()["ece"])
     assert out["class_calibration"] == cc.result()
-    assert set(out["modes"]) == {"tv", "within_0.8", "oracle_tv", "oracle_within_0.8"}
+    assert set(out["modes"]) == {
+        "tv",
+        "within_0.8",
+        "coverage",
+        "oracle_tv",
+        "oracle_within_0.8",
+        "oracle_coverage",
+    }  # coverage added by issue 18
     assert set(out["oracle_ged"]) == {"2", "4"}
     json.dumps(out, allow_nan=False)
     json.dumps(acc.rows(), allow_nan=False)

@@ -133,14 +133,22 @@ def test_ged_weighted_by_hand():
     assert ged(maps(Y2), maps(Y1, Y2), [0.75, 0.25], num_classes=2) == pytest.approx(9 / 16)
 
 
-def test_ged_multiclass_invalid_pairs_dropped():
-    # K = 3, labels (E, Y1), w = (1/2, 1/2), sample E.
-    # (s,E) invalid, (s,Y1) d 1 -> E d(s,y) = (1/2·1)/(1/2) = 1 (renormalised)
-    # (s,s) invalid -> E d(s,s') = 0 (nothing remains)
-    # (E,E) invalid, (E,Y1) = (Y1,E) = 1, (Y1,Y1) = 0 each weight 1/4 -> 1/2 / 3/4 = 2/3
-    # GED = 2 - 0 - 2/3 = 4/3
+def test_ged_multiclass_pairs_without_scored_class_count_as_equal():
+    # Issue 18 changed this rule: it used to drop such pairs (GED 4/3 here) while HM-IoU
+    # scored them IoU 1; carseg now has one rule: d = 0 and the pair counts (as two empty
+    # binary masks do). K = 3, labels (E, Y1), w = (1/2, 1/2), sample E.
+    # (s,E) d 0, (s,Y1) d 1 -> E d(s,y) = 1/2; (s,s) d 0 -> E d(s,s') = 0
+    # (E,E) = (Y1,Y1) = 0, (E,Y1) = (Y1,E) = 1, each weight 1/4 -> E d(y,y') = 1/2
+    # GED = 2·1/2 - 0 - 1/2 = 1/2
     got = ged(maps(E), maps(E, Y1), [0.5, 0.5], num_classes=3)
-    assert got == pytest.approx(4 / 3)
+    assert got == pytest.approx(0.5)
+    # the validity masks of ged_from_matrices still drop pairs (some conventions need it)
+    kw = dict(num_classes=3)
+    d_sy, v_sy = pairwise_distance(maps(E), maps(E, Y1), **kw)
+    d_ss, v_ss = pairwise_distance(maps(E), maps(E), **kw)
+    d_yy, v_yy = pairwise_distance(maps(E, Y1), maps(E, Y1), **kw)
+    dropped = ged_from_matrices(d_sy, v_sy, d_ss, v_ss, d_yy, v_yy, [0.5, 0.5])
+    assert dropped == pytest.approx(4 / 3)
 
 
 def test_ged_from_matrices_all_invalid_is_zero():
@@ -170,7 +178,9 @@ def test_diversity_by_hand():
     d, v = pairwise_distance(s, s, num_classes=2)
     assert diversity(d, v) == pytest.approx(1 / 3)
     assert diversity(np.zeros((1, 1))) == 0.0  # one sample: no pairs
-    # multi-class: empty samples form invalid pairs, dropped; (Y1, E) pairs d 1
+    # multi-class: with the validity mask, pairs of empty samples are dropped; (Y1, E) d 1
     s = maps(Y1, E, E)
     d, v = pairwise_distance(s, s, num_classes=3)
     assert diversity(d, v) == 1.0
+    # carseg's rule (no mask): the two (E, E) pairs count with d 0 -> 4 / 6
+    assert diversity(d) == pytest.approx(4 / 6)

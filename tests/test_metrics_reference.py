@@ -3,8 +3,6 @@ on random banks: binary and multi-class, with ignore pixels and zero-weight padd
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
 
@@ -73,42 +71,39 @@ def ref_expect(pairs):
 
 
 def ref_ged(s, y, w, num_classes, classes):
+    """carseg's rule (issue 18): a pair with no scored class counts, with d = 0."""
     ignore = ref_ignore(y, w)
     m = len(s)
     sy, ss, yy = [], [], []
     for i in range(m):
         for a in range(len(y)):
-            sy.append((w[a] / m, *ref_pair(s[i], y[a], num_classes, classes, ignore)))
+            sy.append((w[a] / m, ref_pair(s[i], y[a], num_classes, classes, ignore)[0], True))
         for j in range(m):
-            ss.append((1.0 / m**2, *ref_pair(s[i], s[j], num_classes, classes, ignore)))
+            ss.append((1.0 / m**2, ref_pair(s[i], s[j], num_classes, classes, ignore)[0], True))
     for a in range(len(y)):
         for b in range(len(y)):
-            yy.append((w[a] * w[b], *ref_pair(y[a], y[b], num_classes, classes, ignore)))
+            yy.append((w[a] * w[b], ref_pair(y[a], y[b], num_classes, classes, ignore)[0], True))
     return 2 * ref_expect(sy) - ref_expect(ss) - ref_expect(yy)
 
 
-def ref_tile(w, n):
-    """Largest remainder by hand: floor, then one more to the largest remainders in turn."""
-    counts = [int(np.floor(n * x)) for x in w]
-    rema = [(n * x - c if x > 0 else -1.0) for x, c in zip(w, counts, strict=True)]
-    while sum(counts) < n:
-        best = max(range(len(w)), key=lambda i: (rema[i], -i))
-        counts[best] += 1
-        rema[best] = -2.0
-    return counts
-
-
 def ref_hm_iou(s, y, w, n, num_classes, classes):
+    """The exact fractional assignment's value by its dual LP (an independent formulation):
+    max Σ_i u_i / n + Σ_j v_j w_j subject to u_i + v_j <= d_ij; HM-IoU = 1 - that value."""
+    from scipy.optimize import linprog
+
     ignore = ref_ignore(y, w)
-    tiled = []
-    for a, c in enumerate(ref_tile(w, n)):
-        tiled += [a] * c
-    iou = [
-        [1.0 - ref_pair(s[i], y[t], num_classes, classes, ignore)[0] for t in tiled]
-        for i in range(n)
-    ]
-    best = max(sum(iou[i][perm[i]] for i in range(n)) for perm in itertools.permutations(range(n)))
-    return best / n
+    labels = [a for a in range(len(y)) if w[a] > 0]
+    d = np.array(
+        [[ref_pair(s[i], y[a], num_classes, classes, ignore)[0] for a in labels] for i in range(n)]
+    )
+    q = len(labels)
+    a_ub = np.zeros((n * q, n + q))
+    for i in range(n):
+        for j in range(q):
+            a_ub[i * q + j, i] = a_ub[i * q + j, n + j] = 1.0
+    gain = np.concatenate([np.full(n, 1.0 / n), [w[a] for a in labels]])
+    res = linprog(-gain, A_ub=a_ub, b_ub=d.reshape(-1), bounds=(None, None), method="highs")
+    return 1.0 + res.fun
 
 
 def ref_modes(s, y, w, num_classes, classes):
@@ -229,7 +224,8 @@ def test_ged_at_counts_equals_ged_on_first_n(num_classes):
     d_sy, v_sy = pairwise_distance(s, y, **kw)
     d_ss, v_ss = pairwise_distance(s, s, **kw)
     d_yy, v_yy = pairwise_distance(y, y, **kw)
-    got = ged_at_counts(d_sy, v_sy, d_ss, v_ss, d_yy, v_yy, w, (1, 4, 9, 12))
+    # carseg's rule: pairs with no scored class count (no validity masks passed)
+    got = ged_at_counts(d_sy, None, d_ss, None, d_yy, None, w, (1, 4, 9, 12))
     assert set(got) == {"1", "4", "9"}
     for n in (1, 4, 9):
         want = ref_ged(s[:n], y, w, num_classes, list(range(1, num_classes)))

@@ -1,5 +1,6 @@
-"""metrics: evaluation kernels (GED, HM-IoU, calibration, mode frequencies) and the
-per-split accumulator the evaluate stage feeds."""
+"""metrics: evaluation kernels (GED, HM-IoU, calibration, mode frequencies, Dice, QUBIQ,
+NCC, factor dependence), the peers' conventions and the per-split accumulator the evaluate
+stage feeds. Every kernel takes plain arrays and returns numbers."""
 
 from carcli.metrics.accumulate import EvalAccumulator
 from carcli.metrics.calibration import (
@@ -9,11 +10,15 @@ from carcli.metrics.calibration import (
     mean_entropy,
     sample_frequencies,
 )
-from carcli.metrics.distance import image_ignore_mask, pairwise_distance
+from carcli.metrics.conventions import CONVENTIONS, Convention, parse_conventions
+from carcli.metrics.dice import dice_figures, qubiq_score
+from carcli.metrics.distance import image_ignore_mask, pairwise_distance, pairwise_overlap
+from carcli.metrics.factors import dependence, factor_pairs
 from carcli.metrics.ged import diversity, ged, ged_at_counts, ged_from_matrices
-from carcli.metrics.hm_iou import hm_iou, hm_iou_from_matrix, tile_counts
+from carcli.metrics.hm_iou import hm_iou, hm_iou_from_matrix, tile_counts, transport_value
 from carcli.metrics.modes import (
     merge_modes,
+    mode_coverage,
     mode_frequencies,
     mode_statistics,
     oracle_indices,
@@ -21,10 +26,15 @@ from carcli.metrics.modes import (
 )
 
 __all__ = [
+    "CONVENTIONS",
     "ClassCalibration",
+    "Convention",
     "EvalAccumulator",
     "ReliabilityBins",
+    "dependence",
+    "dice_figures",
     "diversity",
+    "factor_pairs",
     "ged",
     "ged_at_counts",
     "ged_from_matrices",
@@ -34,11 +44,16 @@ __all__ = [
     "label_probabilities",
     "mean_entropy",
     "merge_modes",
+    "mode_coverage",
     "mode_frequencies",
     "mode_statistics",
     "oracle_indices",
     "oracle_samples",
     "pairwise_distance",
+    "pairwise_overlap",
+    "parse_conventions",
+    "qubiq_score",
     "sample_frequencies",
     "tile_counts",
+    "transport_value",
 ]

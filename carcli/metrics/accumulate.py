@@ -1,13 +1,19 @@
 """Per-split evaluation accumulator: feed it image by image, read per-image rows and a summary.
 
-Per image, one distance matrix is computed over the stack [first n_top samples; non-padding
-labels] (n_top = min(M, the largest GED count or HM-IoU n)); GED at each count n <= M uses
-its top-left blocks, HM-IoU the first ``hm_iou_n`` rows, diversity the n_top samples. Mode
-figures use all M samples. The oracle draws M label indices per image with
-``np.random.default_rng([oracle_seed, index])``; its samples are copies of labels, so its
-distances are read from the label/label block (identical to feeding the drawn maps through
-``pairwise_distance``). Per-image figures are averaged over the images that have them;
-reliability (ECE) and per-class calibration pool pixels over the split.
+Per image, one overlap computation (``pairwise_overlap``: per-class IoU and Dice sums and the
+number of scored classes present) is made over the stack [first n_top samples; non-padding
+labels] (n_top = min(M, the largest GED count or HM-IoU n)). Every convention
+(``conventions``) derives its distances from it: GED at each count n <= M uses the top-left
+blocks, HM-IoU the first ``hm_iou_n`` rows, diversity the n_top samples. The ``carseg``
+columns (``ged_16``, ``hm_iou_16``, ``diversity``) are always there; another convention's
+carry its name as a prefix (``mose_ged_16``). The Dice figures use the same overlaps (the
+best match the first ``hm_iou_n`` samples); NCC, QUBIQ and the mode figures use all M
+samples, mode coverage the first ``COVERAGE_SAMPLES``. The oracle draws M label indices per
+image with ``np.random.default_rng([oracle_seed, index])``; its samples are copies of labels,
+so its distances are read from the label/label block (identical to feeding the drawn maps
+through ``pairwise_distance``), and the same draws are the oracle of the factor dependence.
+Per-image figures are averaged over the images that have them; reliability (ECE) and
+per-class calibration pool pixels over the split, the factor dependence its region pairs.
 """
 
 from __future__ import annotations
@@ -24,12 +30,16 @@ from carcli.metrics.calibration import (
     mean_entropy,
     sample_frequencies,
 )
-from carcli.metrics.distance import image_ignore_mask, pairwise_distance
-from carcli.metrics.ged import diversity, ged_at_counts, ged_from_matrices
-from carcli.metrics.hm_iou import hm_iou_from_matrix
-from carcli.metrics.modes import merge_modes, mode_statistics, oracle_indices
+from carcli.metrics.conventions import CONVENTIONS, convention_figures, distances, parse_conventions
+from carcli.metrics.dice import dice_figures, dice_from_overlap, qubiq_score
+from carcli.metrics.distance import image_ignore_mask, pairwise_distance, pairwise_overlap
+from carcli.metrics.factors import factor_pairs, summarise
+from carcli.metrics.ged import ged_from_matrices
+from carcli.metrics.modes import merge_modes, mode_coverage, mode_statistics, oracle_indices
+from carcli.metrics.ncc import ncc
 
 WITHIN = "within_0.8"
+COVERAGE_SAMPLES = 16
 
 
 class EvalAccumulator:
@@ -45,8 +55,11 @@ class EvalAccumulator:
         with_modes: bool = False,
         oracle_seed: int = 0,
         n_bins: int = 10,
+        conventions: str | Sequence[str] = "carseg",
     ) -> None:
-        """Configure the metrics; ``with_modes`` adds mode and oracle figures (known w)."""
+        """Configure the metrics; ``with_modes`` adds mode, oracle and factor figures (known
+        w); ``conventions`` names the rule sets reported (the first is the primary one,
+        whose GED / HM-IoU / diversity are the summary's top-level figures)."""
         self.num_classes = int(num_classes)
         self.ignore_index = ignore_index
         self.eval_classes = resolve_eval_classes(self.num_classes, eval_classes)
@@ -54,19 +67,36 @@ class EvalAccumulator:
         self.hm_iou_n = int(hm_iou_n)
         self.with_modes = bool(with_modes)
         self.oracle_seed = int(oracle_seed)
+        self.conventions = parse_conventions(conventions)
         self.reliability = ReliabilityBins(n_bins)
         self.class_calibration = ClassCalibration(self.num_classes)
         self._rows: list[dict] = []
+        self._pairs: list[dict] = []
         self._has_p = False
+
+    def _computed(self) -> list[str]:
+        """Conventions computed: carseg (always: the standard columns) and the requested."""
+        return ["carseg", *[c for c in self.conventions if c != "carseg"]]
+
+    @staticmethod
+    def _prefix(name: str) -> str:
+        return "" if name == "carseg" else f"{name}_"
 
     def columns(self) -> list[str]:
         """Column names of the per-image rows, in order."""
+        hm = f"hm_iou_{self.hm_iou_n}"
         cols = ["index", "num_samples"] + [f"ged_{n}" for n in self.ged_counts]
-        cols += [f"hm_iou_{self.hm_iou_n}", "diversity", "entropy"]
+        cols += [hm, "diversity", "entropy"]
+        cols += ["ncc", "dice_expected", "dice_mean_prediction", "dice_best_match"]
+        cols += ["qubiq_samples", "qubiq_calibrator"]
+        for name in self._computed()[1:]:
+            cols += [f"{name}_ged_{n}" for n in self.ged_counts]
+            cols += [f"{name}_{hm}", f"{name}_diversity"]
         if self.with_modes:
-            cols += ["modes_tv", f"modes_{WITHIN}"]
+            cols += ["modes_tv", f"modes_{WITHIN}", "mode_coverage"]
             cols += [f"oracle_ged_{n}" for n in self.ged_counts]
-            cols += ["oracle_tv", f"oracle_{WITHIN}"]
+            cols += ["oracle_tv", f"oracle_{WITHIN}", "oracle_mode_coverage"]
+            cols += ["factor_pairs", "factor_dependence", "oracle_factor_dependence"]
         return cols
 
     def update(
@@ -96,61 +126,96 @@ class EvalAccumulator:
         kw = dict(num_classes=self.num_classes, eval_classes=self.eval_classes)
         n_top = min(m, max([*self.ged_counts, self.hm_iou_n, 1]))
         stack = np.concatenate([s[:n_top], yv])
-        d, v = pairwise_distance(stack, stack, ignore_mask=ignore, **kw)
-        d_ss, v_ss = d[:n_top, :n_top], v[:n_top, :n_top]
-        d_sy, v_sy = d[:n_top, n_top:], v[:n_top, n_top:]
-        d_yy, v_yy = d[n_top:, n_top:], v[n_top:, n_top:]
+        iou_sum, dice_sum, count = pairwise_overlap(stack, stack, ignore_mask=ignore, **kw)
+        binary, n_cls = self.num_classes == 2, len(self.eval_classes)
+        hm = f"hm_iou_{self.hm_iou_n}"
+        for name in self._computed():
+            figs = convention_figures(
+                CONVENTIONS[name],
+                iou_sum,
+                count,
+                n_top,
+                wv,
+                binary=binary,
+                n_classes=n_cls,
+                ged_counts=self.ged_counts,
+                hm_iou_n=self.hm_iou_n,
+            )
+            pre = self._prefix(name)
+            for n, value in figs["ged"].items():
+                row[f"{pre}ged_{n}"] = value
+            row[f"{pre}{hm}"] = figs["hm_iou"]
+            row[f"{pre}diversity"] = figs["diversity"]
 
-        geds = ged_at_counts(d_sy, v_sy, d_ss, v_ss, d_yy, v_yy, wv, self.ged_counts)
-        for n, value in geds.items():
-            row[f"ged_{n}"] = value
-        if m >= self.hm_iou_n:
-            row[f"hm_iou_{self.hm_iou_n}"] = hm_iou_from_matrix(d_sy, wv, self.hm_iou_n)
-        row["diversity"] = diversity(d_ss, v_ss)
+        d = distances(CONVENTIONS["carseg"], iou_sum, count, binary, n_cls)
+        d_sy, d_yy = d[:n_top, n_top:], d[n_top:, n_top:]
+        dice = dice_from_overlap(dice_sum, count)[:n_top, n_top:]
+        figs = dice_figures(dice, wv, best_n=min(self.hm_iou_n, n_top))
+        row["dice_expected"], row["dice_best_match"] = figs["expected"], figs["best_match"]
 
         q, valid = label_probabilities(y, w, self.num_classes, self.ignore_index)
         freq = sample_frequencies(s, self.num_classes)
+        mean_pred = freq.argmax(axis=0).astype(np.uint8)[None]
+        _, dice_mp, count_mp = pairwise_overlap(mean_pred, yv, ignore_mask=ignore, **kw)
+        row["dice_mean_prediction"] = float((dice_from_overlap(dice_mp, count_mp)[0] * wv).sum())
+        row["qubiq_samples"] = qubiq_score(freq, q, self.eval_classes, valid)
+        row["ncc"] = ncc(freq, y, w, valid)
         self.class_calibration.update(q, p, freq, valid)
         if p is not None:
             self._has_p = True
             self.reliability.update(p, q, valid)
             ent = mean_entropy(p, valid)
             row["entropy"] = None if np.isnan(ent) else ent
+            row["qubiq_calibrator"] = qubiq_score(p, q, self.eval_classes, valid)
 
         if self.with_modes:
-            self._modes(row, index, s, n_top, yv, wv, w, lab, ignore, d_sy, v_sy, d_yy, v_yy, kw)
+            self._modes(row, index, s, y, w, n_top, yv, wv, lab, ignore, d_sy, d_yy, kw)
         self._rows.append(row)
         return dict(row)
 
-    def _modes(self, row, index, s, n_top, yv, wv, w, lab, ignore, d_sy, v_sy, d_yy, v_yy, kw):
-        """Fill the mode and oracle columns of ``row`` (with_modes only)."""
+    def _modes(self, row, index, s, y, w, n_top, yv, wv, lab, ignore, d_sy, d_yy, kw):
+        """Fill the mode, oracle and factor columns of ``row`` (with_modes only)."""
         m = len(s)
         rep, mode_w = merge_modes(yv, wv, ignore)
-        d_sm, v_sm = d_sy[:, rep], v_sy[:, rep]
+        d_sm = d_sy[:, rep]
         if m > n_top:
-            d_r, v_r = pairwise_distance(s[n_top:], yv[rep], ignore_mask=ignore, **kw)
-            d_sm, v_sm = np.concatenate([d_sm, d_r]), np.concatenate([v_sm, v_r])
-        stats = mode_statistics(d_sm, v_sm, mode_w)
+            d_r, _ = pairwise_distance(s[n_top:], yv[rep], ignore_mask=ignore, **kw)
+            d_sm = np.concatenate([d_sm, d_r])
+        stats = mode_statistics(d_sm, None, mode_w)
         row["modes_tv"], row[f"modes_{WITHIN}"] = stats["tv"], stats[WITHIN]
+        row["mode_coverage"] = mode_coverage(d_sm[:COVERAGE_SAMPLES], None, mode_w)
 
         rng = np.random.default_rng([self.oracle_seed, int(index)])
         position = np.full(len(w), -1, dtype=np.intp)
         position[lab] = np.arange(len(lab))
-        drawn = position[oracle_indices(w, m, rng)]  # rows of the label block
+        raw = oracle_indices(w, m, rng)
+        drawn = position[raw]  # rows of the label block
         for n in self.ged_counts:
             if n <= m:
                 o = drawn[:n]
                 row[f"oracle_ged_{n}"] = ged_from_matrices(
-                    d_yy[o], v_yy[o], d_yy[np.ix_(o, o)], v_yy[np.ix_(o, o)], d_yy, v_yy, wv
+                    d_yy[o], None, d_yy[np.ix_(o, o)], None, d_yy, None, wv
                 )
-        ostats = mode_statistics(d_yy[np.ix_(drawn, rep)], v_yy[np.ix_(drawn, rep)], mode_w)
+        d_om = d_yy[np.ix_(drawn, rep)]
+        ostats = mode_statistics(d_om, None, mode_w)
         row["oracle_tv"], row[f"oracle_{WITHIN}"] = ostats["tv"], ostats[WITHIN]
+        row["oracle_mode_coverage"] = mode_coverage(d_om[:COVERAGE_SAMPLES], None, mode_w)
+
+        pairs = factor_pairs(y, w, s, raw)
+        self._pairs.extend(pairs)
+        row["factor_pairs"] = len(pairs)
+        if pairs:
+            row["factor_dependence"] = float(np.mean([x["dependence"] for x in pairs]))
+            row["oracle_factor_dependence"] = float(
+                np.mean([x["oracle_dependence"] for x in pairs])
+            )
 
     def merge(self, other: EvalAccumulator) -> None:
         """Add another accumulator's images (e.g. from a worker process, same settings)."""
         if other.columns() != self.columns():
             raise ValueError("cannot merge accumulators with different settings")
         self._rows.extend(dict(r) for r in other._rows)
+        self._pairs.extend(dict(x) for x in other._pairs)
         self.reliability.merge(other.reliability)
         self.class_calibration.merge(other.class_calibration)
         self._has_p = self._has_p or other._has_p
@@ -167,28 +232,67 @@ class EvalAccumulator:
         out = {str(n): self._mean(f"{prefix}{n}") for n in self.ged_counts}
         return {k: v for k, v in out.items() if v is not None}
 
+    def _count(self, key: str) -> int:
+        return sum(1 for r in self._rows if r.get(key) is not None)
+
+    def convention_result(self, name: str) -> dict:
+        """One convention's block: its rules, GED by count, HM-IoU, diversity and how many
+        images each mean is over (a convention that makes an image NaN leaves it out)."""
+        pre = self._prefix(name)
+        hm = f"{pre}hm_iou_{self.hm_iou_n}"
+        return {
+            "rules": CONVENTIONS[name].rules(),
+            "ged": self._by_count(f"{pre}ged_"),
+            "hm_iou": self._mean(hm),
+            "diversity": self._mean(f"{pre}diversity"),
+            "n_images": {
+                "ged": {str(n): self._count(f"{pre}ged_{n}") for n in self.ged_counts},
+                "hm_iou": self._count(hm),
+            },
+        }
+
     def result(self) -> dict:
-        """Summary: means over images of the per-image figures, pooled ECE and calibration."""
+        """Summary: means over images of the per-image figures, pooled ECE and calibration.
+
+        Top-level ``ged``, ``hm_iou`` and ``diversity`` follow the primary convention;
+        ``conventions`` holds one block per requested convention."""
         reliability = self.reliability.result() if self._has_p else None
+        blocks = {name: self.convention_result(name) for name in self.conventions}
+        primary = blocks[self.conventions[0]]
         out: dict = {
             "n_images": len(self._rows),
-            "ged": self._by_count("ged_"),
-            "hm_iou": self._mean(f"hm_iou_{self.hm_iou_n}"),
+            "convention": self.conventions[0],
+            "ged": primary["ged"],
+            "hm_iou": primary["hm_iou"],
             "hm_iou_samples": self.hm_iou_n,
             "ece": None if reliability is None else reliability["ece"],
             "reliability": reliability,
             "class_calibration": self.class_calibration.result(),
             "modes": None,
             "oracle_ged": None,
-            "diversity": self._mean("diversity"),
+            "diversity": primary["diversity"],
             "entropy": self._mean("entropy"),
+            "ncc": self._mean("ncc"),
+            "dice": {
+                "expected": self._mean("dice_expected"),
+                "mean_prediction": self._mean("dice_mean_prediction"),
+                "best_match": self._mean("dice_best_match"),
+            },
+            "qubiq": {
+                "samples": self._mean("qubiq_samples"),
+                "calibrator": self._mean("qubiq_calibrator"),
+            },
+            "conventions": blocks,
         }
         if self.with_modes:
             out["modes"] = {
                 "tv": self._mean("modes_tv"),
                 WITHIN: self._mean(f"modes_{WITHIN}"),
+                "coverage": self._mean("mode_coverage"),
                 "oracle_tv": self._mean("oracle_tv"),
                 f"oracle_{WITHIN}": self._mean(f"oracle_{WITHIN}"),
+                "oracle_coverage": self._mean("oracle_mode_coverage"),
             }
             out["oracle_ged"] = self._by_count("oracle_ged_")
+            out["factor_dependence"] = summarise(self._pairs)
         return out

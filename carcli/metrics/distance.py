@@ -113,19 +113,19 @@ def _class_overlaps(
             yield inter, size_a[:, None] + size_b[None, :] - inter
 
 
-def pairwise_distance(
+def pairwise_overlap(
     a: np.ndarray,
     b: np.ndarray,
     *,
     num_classes: int,
     eval_classes: Sequence[int] | None = None,
     ignore_mask: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Return (d float64 [P, Q], valid bool [P, Q]) for maps a [P, H, W] and b [Q, H, W].
-
-    See the module docstring for the binary / multi-class rules and ignore pixels.
-    Passing the same array object as ``a`` and ``b`` takes the faster symmetric path.
-    """
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return (iou_sum, dice_sum, count), float64 / float64 / int32 [P, Q]: the sums of the
+    per-class IoU and Dice over the scored classes present in either map of each pair, and
+    how many there are. Binary tasks (``num_classes == 2``) always count their one class,
+    with IoU = Dice = 1 for two empty masks. The conventions (``conventions``) build every
+    distance from these three matrices."""
     same = b is a
     a = as_maps(a, "a")
     b = a if same else as_maps(b, "b")
@@ -145,22 +145,41 @@ def pairwise_distance(
     a2 = a.reshape(len(a), -1)
     b2 = a2 if same else b.reshape(len(b), -1)
     shape = (len(a2), len(b2))
-    if 0 in shape:
-        return np.zeros(shape), np.ones(shape, dtype=bool)
-
-    if binary:
-        ((inter, union),) = list(_class_overlaps(a2, b2, same, classes, keep, True))
-        iou = np.ones(shape)
-        np.divide(inter, union, out=iou, where=union > 0)
-        return 1.0 - iou, np.ones(shape, dtype=bool)
-
-    iou_sum = np.zeros(shape)
+    iou_sum, dice_sum = np.zeros(shape), np.zeros(shape)
     count = np.zeros(shape, dtype=np.int32)
-    for inter, union in _class_overlaps(a2, b2, same, classes, keep, False):
+    if 0 in shape:
+        return iou_sum, dice_sum, count
+    for inter, union in _class_overlaps(a2, b2, same, classes, keep, binary):
         present = union > 0
-        iou_sum += np.divide(inter, union, out=np.zeros(shape), where=present)
+        iou = np.divide(inter, union, out=np.zeros(shape), where=present)
+        iou_sum += iou
+        dice_sum += np.divide(2.0 * iou, 1.0 + iou)  # Dice = 2·IoU / (1 + IoU)
         count += present
+    if binary:  # two empty masks: IoU = Dice = 1, and the pair counts
+        empty = count == 0
+        iou_sum[empty], dice_sum[empty], count[:] = 1.0, 1.0, 1
+    return iou_sum, dice_sum, count
+
+
+def pairwise_distance(
+    a: np.ndarray,
+    b: np.ndarray,
+    *,
+    num_classes: int,
+    eval_classes: Sequence[int] | None = None,
+    ignore_mask: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return (d float64 [P, Q], valid bool [P, Q]) for maps a [P, H, W] and b [Q, H, W].
+
+    See the module docstring for the binary / multi-class rules and ignore pixels.
+    Passing the same array object as ``a`` and ``b`` takes the faster symmetric path.
+    """
+    iou_sum, _, count = pairwise_overlap(
+        a, b, num_classes=num_classes, eval_classes=eval_classes, ignore_mask=ignore_mask
+    )
     valid = count > 0
-    d = np.zeros(shape)
+    d = np.zeros(count.shape)
     d[valid] = 1.0 - iou_sum[valid] / count[valid]
+    if 0 in count.shape:
+        valid = np.ones(count.shape, dtype=bool)
     return d, valid

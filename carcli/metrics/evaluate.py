@@ -2,6 +2,13 @@
 
 `--fail-if "ged.16>0.30"` turns a metric into a CI gate: a dotted path into metrics.json,
 an operator (<, <=, >, >=, ==, !=) and a number; exit status 1 when any condition holds.
+Every number in metrics.json has a path (``conventions.mose.hm_iou``, ``dice.best_match``,
+``factor_dependence.g``, ``modes.within_0.8``: a key may itself hold a dot).
+
+`evaluate.convention` (or `--convention`) picks the rule sets (``metrics.conventions``); a
+requested sample count above the bank's M is an error before anything is computed. A bank
+whose ``calibration`` is not F's (``import-samples`` without probabilities: attribute
+``calibration_source`` = ``none``) reports the figures of F as not available (null).
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from carcli.artefacts.run import (
 from carcli.data.dataset import DatasetFile, split_path
 from carcli.errors import CarsegError
 from carcli.metrics.accumulate import EvalAccumulator
+from carcli.metrics.conventions import CONVENTIONS, parse_conventions
 from carcli.recipe.load import recipe_to_dict
 from carcli.recipe.schema import Recipe
 from carcli.sampling.bank import Bank
@@ -51,15 +59,31 @@ def parse_condition(text: str) -> tuple[str, str, float]:
         raise CarsegError(f"--fail-if {text!r}: {m.group(3)!r} is not a number") from None
 
 
+def _find(node: Any, parts: list[str]) -> Any:
+    """The value at ``parts`` (keys may contain dots: the longest key that matches wins)."""
+    if not parts:
+        return node
+    if not isinstance(node, dict):
+        raise KeyError
+    for k in range(len(parts), 0, -1):
+        key = ".".join(parts[:k])
+        if key in node:
+            try:
+                return _find(node[key], parts[k:])
+            except KeyError:
+                continue
+    raise KeyError
+
+
 def lookup(metrics: dict[str, Any], path: str) -> float:
-    node: Any = metrics
-    for part in path.split("."):
-        if not isinstance(node, dict) or part not in node:
-            raise CarsegError(
-                f"--fail-if: metrics.json has no {path!r}",
-                hint="see the keys of metrics.json, e.g. ged.16, hm_iou, ece",
-            )
-        node = node[part]
+    try:
+        node = _find(metrics, path.split("."))
+    except KeyError:
+        raise CarsegError(
+            f"--fail-if: metrics.json has no {path!r}",
+            hint="see the keys of metrics.json, e.g. ged.16, hm_iou, ece, dice.best_match, "
+            "conventions.mose.hm_iou, factor_dependence.g",
+        ) from None
     if not isinstance(node, (int, float)) or isinstance(node, bool):
         raise CarsegError(f"--fail-if: {path!r} is not a number ({node!r})")
     return float(node)
@@ -98,6 +122,9 @@ def evaluate_bank(
                 **figures,
             }
             return summary, rows, columns
+        check_sample_counts(bank.num_samples, e.ged_counts, e.hm_iou_samples, bank_path)
+        names = conventions_of(e.convention)
+        has_f = calibration_source(bank) != "none"
         acc = EvalAccumulator(
             info.num_classes,
             info.ignore_index,
@@ -106,17 +133,19 @@ def evaluate_bank(
             hm_iou_n=e.hm_iou_samples,
             with_modes=info.has_weights,
             oracle_seed=recipe.seed,
+            conventions=names,
         )
         with rep.progress(bank.n, f"evaluate {e.split}") as bar:
             for a in range(0, bank.n, e.chunk_size):
                 b = min(bank.n, a + e.chunk_size)
                 rows = bank.index[a:b]
                 samples = bank.read("samples", slice(a, b))
-                calib = bank.read("calibration", slice(a, b)).astype("float32")
+                calib = bank.read("calibration", slice(a, b)).astype("float32") if has_f else None
                 labels = ds.read_rows("label", rows)
                 weights = ds.weights(rows)
                 for i, row in enumerate(rows):
-                    acc.update(int(row), samples[i], labels[i], weights[i], calib[i])
+                    p = None if calib is None else calib[i]
+                    acc.update(int(row), samples[i], labels[i], weights[i], p)
                 bar.advance(b - a)
         summary = acc.result()
         summary = {
@@ -130,18 +159,67 @@ def evaluate_bank(
             "class_names": info.class_names,
             "eval_classes": info.eval_classes,
             "known_distribution": info.has_weights,
+            "calibration_source": calibration_source(bank),
             **summary,
         }
         return summary, acc.rows(), acc.columns()
 
 
+def check_sample_counts(m: int, ged_counts: list[int], hm_iou_n: int, bank_path: Path) -> None:
+    """Every requested sample count must fit the bank's M (else: an error naming M and the
+    overrides that would fit)."""
+    too_many = sorted({int(n) for n in ged_counts if n > m})
+    problems = []
+    if too_many:
+        fit = [int(n) for n in ged_counts if n <= m] or [m]
+        problems.append(
+            f"evaluate.ged_counts asks for {too_many} samples per image "
+            f"(use evaluate.ged_counts=[{','.join(map(str, sorted(set(fit))))}])"
+        )
+    if hm_iou_n > m:
+        problems.append(
+            f"evaluate.hm_iou_samples={hm_iou_n} (use evaluate.hm_iou_samples={min(16, m)})"
+        )
+    if problems:
+        raise CarsegError(
+            f"{bank_path}: the bank holds M = {m} samples per image, but " + "; ".join(problems),
+            hint="or sample more with `carseg sample RECIPE sample.num_samples=N --overwrite`",
+        )
+
+
+def conventions_of(spec: str) -> list[str]:
+    """The conventions named by evaluate.convention (a CarsegError for an unknown one)."""
+    try:
+        return parse_conventions(spec)
+    except ValueError as exc:
+        raise CarsegError(f"evaluate.convention -> {exc}") from None
+
+
+def calibration_source(bank: Bank) -> str:
+    """Where the bank's ``calibration`` came from: ``calibrator`` (F) unless it says ``none``."""
+    value = bank.h5.attrs.get("calibration_source", "calibrator")
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def run_evaluate(
-    recipe: Recipe, fail_if: list[str] | None = None, overwrite: bool = False, quiet: bool = False
+    recipe: Recipe,
+    fail_if: list[str] | None = None,
+    overwrite: bool = False,
+    quiet: bool = False,
+    convention: str | None = None,
 ) -> dict[str, Any]:
+    """Evaluate the bank of ``evaluate.split``; ``convention`` overrides evaluate.convention."""
+    import dataclasses
+
     rep = Reporter(quiet)
     conditions = list(fail_if or [])
     for text in conditions:
         parse_condition(text)  # reject a malformed condition before any work
+    if convention is not None:
+        recipe = dataclasses.replace(
+            recipe, evaluate=dataclasses.replace(recipe.evaluate, convention=convention)
+        )
+    conventions_of(recipe.evaluate.convention)  # an unknown name fails before any work
     layout = RunLayout(Path(recipe.run_dir))
     split = recipe.evaluate.split
     out_dir = layout.eval_dir(split)
@@ -180,9 +258,10 @@ def print_table(summary: dict[str, Any], rep: Reporter) -> None:
     if summary.get("task") == "regression":
         print_regression_table(summary, rep)
         return
+    primary = summary.get("convention", "carseg")
     table = Table(
         title=f"carseg evaluate: {summary['split']} ({summary['n_images']} images, "
-        f"{summary['num_samples']} samples)"
+        f"{summary['num_samples']} samples; convention {primary})"
     )
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -200,6 +279,21 @@ def print_table(summary: dict[str, Any], rep: Reporter) -> None:
             _fmt(modes.get("within_0.8")),
             _fmt(modes.get("oracle_within_0.8")),
         )
+        table.add_row(
+            "mode coverage (p >= 0.05, 16 samples)",
+            _fmt(modes.get("coverage")),
+            _fmt(modes.get("oracle_coverage")),
+        )
+    factors = summary.get("factor_dependence") or {}
+    if factors.get("n_pairs"):
+        table.add_row(
+            f"factor dependence ({factors['n_pairs']} pairs)",
+            _fmt(factors.get("g")),
+            _fmt(factors.get("oracle")),
+        )
+        table.add_row(
+            "factor joint TV", _fmt(factors.get("joint_tv_g")), _fmt(factors.get("joint_tv_oracle"))
+        )
     names = summary.get("class_names") or {}
     per_class = (summary.get("class_calibration") or {}).get("classes") or {}
     for k, c in per_class.items():
@@ -212,6 +306,43 @@ def print_table(summary: dict[str, Any], rep: Reporter) -> None:
             )
     table.add_row("diversity", _fmt(summary.get("diversity")), "")
     table.add_row("entropy of F (nats)", _fmt(summary.get("entropy")), "")
+    table.add_row("NCC (PHiSeg)", _fmt(summary.get("ncc")), "")
+    dice = summary.get("dice") or {}
+    table.add_row("Dice: expected", _fmt(dice.get("expected")), "")
+    table.add_row("Dice: mean prediction", _fmt(dice.get("mean_prediction")), "")
+    table.add_row("Dice: best match per label", _fmt(dice.get("best_match")), "")
+    qubiq = summary.get("qubiq") or {}
+    table.add_row(
+        "QUBIQ: G / F", f"{_fmt(qubiq.get('samples'))} / {_fmt(qubiq.get('calibrator'))}", ""
+    )
+    rep.console.print(table)
+    blocks = summary.get("conventions") or {}
+    if len(blocks) > 1:
+        print_conventions_table(summary, rep)
+
+
+def print_conventions_table(summary: dict[str, Any], rep: Reporter) -> None:
+    """GED, HM-IoU and diversity under each requested convention, side by side."""
+    from rich.table import Table
+
+    blocks = summary["conventions"]
+    table = Table(title="the same samples under each convention")
+    table.add_column("metric")
+    for name in blocks:
+        table.add_column(name, justify="right")
+    counts = sorted({n for b in blocks.values() for n in b["ged"]}, key=int)
+    for n in counts:
+        table.add_row(f"GED ({n})", *[_fmt(b["ged"].get(n)) for b in blocks.values()])
+    hm_n = summary.get("hm_iou_samples", 16)
+    table.add_row(f"HM-IoU ({hm_n})", *[_fmt(b["hm_iou"]) for b in blocks.values()])
+    table.add_row("diversity", *[_fmt(b["diversity"]) for b in blocks.values()])
+    if counts:
+        top = counts[-1]
+        table.add_row(
+            f"images scored (GED {top})",
+            *[str(b["n_images"]["ged"].get(top, "")) for b in blocks.values()],
+        )
+    table.add_row("HM-IoU matching", *[CONVENTIONS[n].hm_iou for n in blocks])
     rep.console.print(table)
 
 

@@ -2,9 +2,14 @@
 
 GED² = 2·E d(s, y) − E d(s, s′) − E d(y, y′), each expectation over all ORDERED pairs with
 the diagonal included. Pair weights: (s, y) w_y / M, (s, s′) 1 / M², (y, y′) w_y·w_y′.
-Invalid pairs (multi-class maps with no scored class, see ``distance``) are dropped from
-their expectation and the remaining weights renormalised; an expectation with no remaining
-weight is 0. Zero-weight labels (padding) carry no weight anywhere.
+Pairs with no scored class in either map (``valid`` False in ``distance``): under the
+``carseg`` convention they count, with d = 0 (two maps that agree on every scored class,
+as two empty binary masks do), in GED, HM-IoU, diversity and the mode figures alike; ``ged``
+and the accumulator pass no validity mask for that reason. ``ged_from_matrices`` still
+accepts validity masks: given one, invalid pairs are dropped from their expectation and the
+remaining weights renormalised (an expectation with no remaining weight is 0), which is
+what some peers' conventions need (``conventions``). Zero-weight labels (padding) carry no
+weight anywhere.
 
 The value is the squared distance D²_GED itself (no square root), as in the paper's tables.
 
@@ -90,7 +95,8 @@ def ged_at_counts(
 
 
 def diversity(d_ss: np.ndarray, v_ss: np.ndarray | None = None) -> float:
-    """Mean d over ordered pairs of distinct samples (valid pairs only); 0 if there are none."""
+    """Mean d over ordered pairs of distinct samples (only the valid ones when ``v_ss`` is
+    given); 0 if there are none."""
     d_ss = np.asarray(d_ss, dtype=np.float64)
     m = d_ss.shape[0]
     off = ~np.eye(m, dtype=bool)
@@ -114,6 +120,7 @@ def ged(
     """GED of one image from samples s [M, H, W] (first ``n`` used) and labels y [A, H, W].
 
     ``w`` None means uniform label weights. Ignore pixels follow ``image_ignore_mask``.
+    A pair with no scored class in either map counts with d = 0 (the ``carseg`` rule).
     """
     s = as_maps(s, "s")
     y = as_maps(y, "y")
@@ -127,7 +134,7 @@ def ged(
         eval_classes=eval_classes,
         ignore_mask=image_ignore_mask(y, ignore_index, w),
     )
-    d_sy, v_sy = pairwise_distance(s, y, **kw)
-    d_ss, v_ss = pairwise_distance(s, s, **kw)
-    d_yy, v_yy = pairwise_distance(y, y, **kw)
-    return ged_from_matrices(d_sy, v_sy, d_ss, v_ss, d_yy, v_yy, w)
+    d_sy, _ = pairwise_distance(s, y, **kw)
+    d_ss, _ = pairwise_distance(s, s, **kw)
+    d_yy, _ = pairwise_distance(y, y, **kw)
+    return ged_from_matrices(d_sy, None, d_ss, None, d_yy, None, w)

@@ -113,3 +113,24 @@ def oracle_samples(
     """Return n oracle samples [n, H, W]: modes of y drawn from the categorical w."""
     y = as_maps(y, "y")
     return y[oracle_indices(w, n, rng)]
+
+
+def mode_coverage(
+    d_sm: np.ndarray,
+    v_sm: np.ndarray | None,
+    mode_w: np.ndarray | Sequence[float],
+    min_weight: float = 0.05,
+    threshold: float = 0.8,
+) -> float | None:
+    """Share of the modes of weight >= ``min_weight`` that at least one sample (a row of
+    d_sm [n, R]) matches at similarity >= ``threshold``; None when no mode is that likely."""
+    d_sm = np.asarray(d_sm, dtype=np.float64)
+    mode_w = np.asarray(mode_w, dtype=np.float64)
+    likely = mode_w >= min_weight - _TOL
+    if not likely.any() or d_sm.shape[0] == 0:
+        return None
+    sim = 1.0 - d_sm
+    if v_sm is not None:
+        sim[~np.asarray(v_sm, dtype=bool)] = 1.0
+    hit = (sim >= threshold - _TOL).any(axis=0)
+    return float(hit[likely].mean())
