@@ -1,0 +1,103 @@
+"""Shared by tests/test_predict*.py and tests/test_bundle*.py: one tiny trained toy run
+(16x16, 3 channels, a few steps) and its exported bundle, made once per session."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY = [
+    "data.num_train=24",
+    "data.num_val=8",
+    "data.num_test=6",
+    "data.size=16",
+    "calibrator.width=4",
+    "calibrator.depth=2",
+    "calibrator.steps=4",
+    "calibrator.batch_size=4",
+    "calibrator.val_every=2",
+    "calibrator.val_size=4",
+    "calibrator.checkpoint_every=2",
+    "refiner.width=4",
+    "refiner.depth=2",
+    "refiner.steps=4",
+    "refiner.batch_size=2",
+    "refiner.num_samples=3",
+    "refiner.val_every=2",
+    "refiner.val_size=4",
+    "refiner.checkpoint_every=2",
+    "discriminator.width=4",
+    "discriminator.n_on=2",
+    "discriminator.n_off=1",
+    "sample.num_samples=8",
+    "sample.chunk_size=4",
+    "sample.batch_size=3",
+    "evaluate.ged_counts=[2,8]",
+    "evaluate.hm_iou_samples=4",
+    "threads=1",
+    "device=cpu",
+]
+
+
+def tiny_recipe(tmp: Path, *extra: str):
+    from carcli.recipe.load import load_recipe
+
+    return load_recipe(
+        str(REPO / "recipes" / "toy.yaml"),
+        [f"run_dir={tmp / 'run'}", f"data.dir={tmp / 'data'}", *TINY, *extra],
+    )
+
+
+def write_recipe(tmp: Path) -> Path:
+    """The same tiny recipe as a YAML file (for `carseg predict RECIPE`)."""
+    from carcli.recipe.load import recipe_to_yaml
+
+    path = tmp / "tiny.yaml"
+    path.write_text(recipe_to_yaml(tiny_recipe(tmp)))
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """(tmp, recipe, bundle folder) of a tiny trained toy run."""
+    from carcli.bundle.export import run_export
+    from carcli.data.prepare import run_prepare
+    from carcli.training.calibrator import run_train_calibrator
+    from carcli.training.refiner import run_train_refiner
+
+    tmp = tmp_path_factory.mktemp("predict_run")
+    r = tiny_recipe(tmp)
+    run_prepare(r, quiet=True)
+    run_train_calibrator(r, quiet=True)
+    run_train_refiner(r, quiet=True)
+    bundle = run_export(r, quiet=True)
+    return tmp, r, bundle
+
+
+def split_images(tmp: Path) -> np.ndarray:
+    with h5py.File(tmp / "data" / "test.h5", "r") as h5:
+        return h5["image"][...]
+
+
+def write_inputs(tmp: Path, folder: Path, n: int = 3, png: bool = True) -> Path:
+    """The first n test images as .npy (exact) and as 8-bit PNGs of the raw image."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with h5py.File(tmp / "data" / "test.h5", "r") as h5:
+        x = h5["image"][:n]
+        spec = json.loads(h5.attrs["preprocess"])
+    mean = np.array(spec[1]["mean"], np.float32)
+    std = np.array(spec[1]["std"], np.float32)
+    for i, xi in enumerate(x):
+        np.save(folder / f"arr{i}.npy", xi)
+        if png:
+            raw = xi.transpose(1, 2, 0) * std + mean
+            u8 = np.clip(np.round(raw * 255), 0, 255).astype(np.uint8)
+            Image.fromarray(u8).save(folder / f"img{i}.png")
+    return folder
