@@ -175,6 +175,15 @@ def evaluate(
             help='exit 1 when true, e.g. "ged.16>0.30" (repeatable)',
         ),
     ] = None,
+    convention: Annotated[
+        str | None,
+        typer.Option(
+            "--convention",
+            metavar="NAME[,NAME]",
+            help="rules of carseg, car, mose, phiseg, ccdm, flowssn, or all (sets "
+            "evaluate.convention)",
+        ),
+    ] = None,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -182,7 +191,11 @@ def evaluate(
     from carcli.metrics.evaluate import run_evaluate
 
     run_evaluate(
-        _recipe(recipe, overrides), fail_if=fail_if or [], overwrite=overwrite, quiet=quiet
+        _recipe(recipe, overrides),
+        fail_if=fail_if or [],
+        overwrite=overwrite,
+        quiet=quiet,
+        convention=convention,
     )
 
 
@@ -273,6 +286,34 @@ def predict(
         overwrite=overwrite,
         quiet=quiet,
         recursive=recursive,
+    )
+
+
+@app.command("import-samples", cls=PlainCommand)
+@handle_errors
+def import_samples(
+    recipe: RecipeArg,
+    source: Annotated[str, typer.Argument(help="folder of sample PNGs, or .npy / .npz array")],
+    overrides: OverridesArg = None,
+    split: Annotated[str | None, typer.Option("--split", help="default evaluate.split")] = None,
+    out: Annotated[str | None, typer.Option("--out", help="bank path")] = None,
+    calibration: Annotated[
+        str | None, typer.Option("--calibration", help=".npy of probabilities [N, K, H, W]")
+    ] = None,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Turn another method's samples into a sample bank that evaluate can score."""
+    from carcli.sampling.importer import run_import_samples
+
+    run_import_samples(
+        _recipe(recipe, overrides),
+        source,
+        split=split,
+        out=out,
+        calibration=calibration,
+        overwrite=overwrite,
+        quiet=quiet,
     )
 
 
