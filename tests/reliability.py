@@ -171,6 +171,38 @@ BAD_INPUTS: dict[str, tuple[str, str]] = {
     ),
 }
 
+# One row per case of tests/test_predict_inputs.py (`carseg predict`; keyed by the case id).
+PREDICT_BAD_INPUTS: dict[str, tuple[str, str]] = {
+    "predict-truncated-image": ("`predict`: a truncated image file", "names the file"),
+    "predict-text-as-png": ("`predict`: a text file named `.png`", "names the file"),
+    "predict-empty-folder": ("`predict`: an empty input folder", "names the folder"),
+    "predict-grey-into-rgb": (
+        "`predict`: a grey image among RGB ones for an RGB model",
+        "names the file and both channel counts",
+    ),
+    "predict-npy-channels": ("`predict`: a `.npy` with the wrong channel count", "names both"),
+    "predict-npy-nan": ("`predict`: NaN in a `.npy` input", "names the file"),
+    "predict-bundle-missing-file": ("`predict`: a bundle missing a weights file", "names it"),
+    "predict-bundle-tampered": (
+        "`predict`: a bundle file that does not match its sha256",
+        "names the file; export again",
+    ),
+    "predict-bundle-schema": ("`predict`: a bundle of another schema version", "names both"),
+    "predict-blackbox-missing": (
+        "`predict --blackbox`: a folder missing one input's prediction",
+        "names the input",
+    ),
+    "predict-no-preprocessing": (
+        "`predict`: an image file for a model whose dataset declared no preprocessing",
+        "names the file and how to declare the steps",
+    ),
+    "predict-out-inside-input": (
+        "`predict`: `--out` inside an input folder being read",
+        "names both folders",
+    ),
+    "predict-out-unwritable": ("`predict`: a non-writable `--out`", "names `--out`"),
+}
+
 ROWS: list[Row] = [
     Row(
         "SIGKILL of `train-calibrator` at a random step, then `--resume`",
@@ -260,6 +292,14 @@ def all_rows() -> list[Row]:
     bad = [
         Row(fault, f"exit 1; {detail}", "test_reliability_inputs.py::test_bad_input")
         for fault, detail in BAD_INPUTS.values()
+    ]
+    bad += [
+        Row(
+            fault,
+            f"exit 1; {detail}; nothing written",
+            "test_predict_inputs.py::test_bad_predict_input",
+        )
+        for fault, detail in PREDICT_BAD_INPUTS.values()
     ]
     return bad + ROWS
 

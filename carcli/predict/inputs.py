@@ -30,6 +30,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 ARRAY_SUFFIXES = (".npy",)
 HDF5_SUFFIXES = (".h5", ".hdf5")
 SUFFIXES = IMAGE_SUFFIXES + ARRAY_SUFFIXES + HDF5_SUFFIXES
+CONVERTS = ("grey", "rgb", "grey_to_rgb")  # steps that set the channel count
 KEY_SPACE = 2**31
 
 
@@ -119,23 +120,38 @@ def read_image(path: Path, spec: list[dict[str, Any]] | None, channels: int) -> 
             "\"divide_by\": 255}]'` (README, 'Use a trained model')",
         )
     try:
-        with Image.open(path) as im:
-            im.load()
-            x = apply_spec(spec, im)
+        im = Image.open(path)
+        im.load()
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
         raise CarsegError(
             f"{path}: not a readable image ({exc})", hint="replace or remove the file"
         ) from None
-    if x.shape[0] != channels:
+    bands = len(im.getbands())
+    if bands != channels and not any(s["step"] in CONVERTS for s in spec):
+        _channel_error(path, bands, channels)
+    try:
+        x = apply_spec(spec, im)
+    except (OSError, ValueError) as exc:
         raise CarsegError(
-            f"{path}: has {x.shape[0]} channel(s) after preprocessing, but the model takes "
-            f"{channels}",
-            hint="convert the image (e.g. grey to RGB), or declare a step that does "
-            "(grey, rgb, grey_to_rgb) when exporting",
-        )
+            f"{path}: the model's preprocessing failed on it ({exc})",
+            hint="check that the image is of the kind the model was trained on",
+        ) from None
+    finally:
+        im.close()
+    if x.shape[0] != channels:
+        _channel_error(path, x.shape[0], channels, after=True)
     if not np.isfinite(x).all():
         raise CarsegError(f"{path}: preprocessing gave NaN or infinite values")
     return x
+
+
+def _channel_error(path: Path, have: int, channels: int, after: bool = False) -> None:
+    raise CarsegError(
+        f"{path}: has {have} channel(s){' after preprocessing' if after else ''}, but the "
+        f"model takes {channels}",
+        hint="convert the image (e.g. grey to RGB), or declare a step that does "
+        "(grey, rgb, grey_to_rgb) when exporting",
+    )
 
 
 def read_hdf5(path: Path, channels: int) -> list[Item]:

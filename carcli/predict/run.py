@@ -84,6 +84,17 @@ def check_out(out: Path, inputs: list[str | Path]) -> None:
                 f"--out {out} is inside the input folder {raw}, which is being read",
                 hint="choose an --out outside the input folders",
             )
+    base = out
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if not base.is_dir() or not os.access(base, os.W_OK | os.X_OK):
+        raise CarsegError(
+            f"--out {out} is not writable ({base} is not a writable folder)",
+            hint="choose another --out or fix its permissions",
+        )
+
+
+def make_out(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / f".write-test.{os.getpid()}"
@@ -185,6 +196,7 @@ def run_predict(
     bbs = model.blackboxes(items, blackbox)
     records = [outputs.expected_record(it, num_samples, seed, model.meta) for it in items]
     keep = plan(out, items, records, overwrite)
+    make_out(out)
     h5 = _open_h5(out, items, model.meta, num_samples, seed)
     writing = [0.0]
     ok = False
