@@ -7,6 +7,10 @@ Measures, through the project's real code paths (no re-implementations):
   paper's LIDC shapes, 128x128, 1 channel, 2 classes, batch 4, M = 20 samples, F frozen,
   D updated in the step (the worst case, R1 penalty included);
 * ``sample_128`` / ``sample_256x512``: `draw` throughput in eval mode (samples per second);
+* ``predict_128``: `carseg predict` (`run_predict`) on 200 PNG files of 128x128 with the LIDC
+  recipe's architectures (random weights, exported as a bundle), 16 samples each, every
+  output written; images per second, with the share of the wall time spent writing files
+  (``write_share``);
 * ``evaluate_lidc_test`` / ``evaluate_lidc_test_rss``: `evaluate_bank` over a bank the size
   of the LIDC test set (1992 images x 100 samples, 4 labels, 128x128, binary), run in a
   child process so its peak RSS is its own.
@@ -53,6 +57,7 @@ ENTRIES = (
     "refiner_step_dcgan",
     "sample_128",
     "sample_256x512",
+    "predict_128",
     "evaluate_lidc_test",
     "evaluate_lidc_test_rss",
 )
@@ -61,6 +66,7 @@ UNITS = {
     "refiner_step_dcgan": "s/step",
     "sample_128": "samples/s",
     "sample_256x512": "samples/s",
+    "predict_128": "images/s",
     "evaluate_lidc_test": "s",
     "evaluate_lidc_test_rss": "MB",
 }
@@ -96,6 +102,14 @@ class SampleSize:
 
 
 @dataclass(frozen=True)
+class PredictSize:
+    hw: int = 128
+    images: int = 200
+    samples: int = 16
+    batch: int = 8
+
+
+@dataclass(frozen=True)
 class EvalSize:
     n: int = 1992
     samples: int = 100
@@ -116,6 +130,7 @@ class Sizes:
     refiner: RefinerSize = field(default_factory=RefinerSize)
     sample_128: SampleSize = SampleSize(128, 128, 1, 2, images=4, samples=16)
     sample_256x512: SampleSize = SampleSize(256, 512, 3, 24, images=2, samples=16)
+    predict_128: PredictSize = field(default_factory=PredictSize)
     evaluate: EvalSize = field(default_factory=EvalSize)
 
 
@@ -126,6 +141,7 @@ QUICK = Sizes(
     refiner=RefinerSize(hw=32, batch=2, samples=2, repeats=1),
     sample_128=SampleSize(32, 32, 1, 2, images=2, samples=2, repeats=1),
     sample_256x512=SampleSize(32, 64, 3, 24, images=1, samples=2, repeats=1),
+    predict_128=PredictSize(hw=32, images=3, samples=2, batch=2),
     evaluate=EvalSize(
         n=6, samples=8, labels=4, hw=32, ged_counts=(4, 8), hm_iou=4, r_min=2.0, r_max=6.0
     ),
@@ -359,6 +375,68 @@ def bench_sample(size: SampleSize, device: Any, tmp: Path) -> tuple[dict, str]:
         f"M={size.samples}, median of {size.repeats}"
     )
     return entry(per_call / seconds, "samples/s", flop, seconds), setting
+
+
+def bench_predict(size: PredictSize, device: Any, tmp: Path) -> tuple[dict, str]:
+    """`run_predict` end to end: a bundle of the LIDC recipe's networks (random weights) and
+    PNG files in a folder; every output written."""
+    import torch
+    from PIL import Image
+
+    from carcli.bundle.export import run_export
+    from carcli.data.dataset import DatasetFile, write_dataset
+    from carcli.data.preprocess import ATTR, lidc_spec, to_json
+    from carcli.predict.run import run_predict
+    from carcli.recipe.load import load_recipe
+    from carcli.training.networks import new_calibrator, new_refiner, save_network
+
+    root = tmp / "predict"
+    recipe = load_recipe(
+        str(REPO / "recipes" / "lidc.yaml"),
+        [f"run_dir={root / 'run'}", f"data.dir={root / 'data'}", "data.source=prepared"],
+    )
+    rng = np.random.default_rng(0)
+    hw = size.hw
+    train = write_dataset(
+        root / "data" / "train.h5",
+        image=rng.standard_normal((1, 1, hw, hw)).astype(np.float32),
+        label=rng.integers(0, 2, (1, 1, hw, hw), dtype=np.uint8),
+        num_classes=2,
+        class_names=["background", "lesion"],
+        eval_classes=[1],
+        attrs={ATTR: to_json(lidc_spec(hw))},
+    )
+    with DatasetFile(train) as ds:
+        info = ds.info
+    torch.manual_seed(0)
+    run = root / "run"
+    save_network(run / "calibrator" / "model.safetensors", new_calibrator(recipe, info),
+                 "calibrator", "calibrator", recipe.calibrator.arch, info, 0)  # fmt: skip
+    save_network(run / "refiner" / "model.safetensors", new_refiner(recipe, info),
+                 "refiner", "refiner", recipe.refiner.arch, info, 0)  # fmt: skip
+    bundle = run_export(recipe, quiet=True)
+    images = root / "images"
+    images.mkdir()
+    for i in range(size.images):
+        pix = rng.integers(0, 256, (hw, hw), dtype=np.uint8)
+        Image.fromarray(pix).save(images / f"crop_{i:04d}.png")
+    stats = run_predict(
+        bundle,
+        [str(images)],
+        out=root / "out",
+        num_samples=size.samples,
+        batch_size=size.batch,
+        device=str(device),
+        quiet=True,
+    )
+    out = entry(size.images / stats["wall_s"], "images/s")
+    out["write_share"] = round(stats["write_s"] / stats["wall_s"], 4)
+    out["wall_s"] = round(stats["wall_s"], 2)
+    setting = (
+        f"{size.images} PNG files {hw}x{hw}, LIDC recipe's segnet F + unet G (random weights), "
+        f"N={size.samples}, batch {size.batch}; writing {out['write_share']:.0%} of the wall time"
+    )
+    return out, setting
 
 
 # --------------------------------------------------------------------------------------------
@@ -708,6 +786,12 @@ def main(argv: list[str] | None = None) -> int:
                 rep(f"{name} ...")
                 results[name], settings[name] = bench_sample(size, device, tmp)
                 release()
+        if "predict_128" in wanted:
+            rep("predict_128 ...")
+            results["predict_128"], settings["predict_128"] = bench_predict(
+                sizes.predict_128, device, tmp
+            )
+            release()
         if "evaluate_lidc_test" in wanted:
             rep("evaluate_lidc_test ...")
             folder = tmp / "eval" if args.quick else args.cache / "lidc_test"

@@ -20,6 +20,7 @@ UNITS = {
     "refiner_step_dcgan": "s/step",
     "sample_128": "samples/s",
     "sample_256x512": "samples/s",
+    "predict_128": "images/s",
     "evaluate_lidc_test": "s",
     "evaluate_lidc_test_rss": "MB",
 }
