@@ -260,12 +260,13 @@ def run_import_samples(
     bank_path = Path(out) if out else layout.bank(split)
     data_path = split_path(recipe.data.dir, split)
     check_not_finished(bank_path, f"a {split} sample bank", overwrite)
-    made_dir = not bank_path.parent.exists()
+    new_dirs = [d for d in [bank_path.parent, *bank_path.parent.parents] if not d.exists()]
     try:
         return _import(recipe, source, split, bank_path, data_path, calibration, rep)
     except BaseException:
-        if made_dir and bank_path.parent.is_dir() and not any(bank_path.parent.iterdir()):
-            bank_path.parent.rmdir()  # nothing written: not even the folder
+        for d in new_dirs:  # nothing written: not even the folders (innermost first)
+            if d.is_dir() and not any(d.iterdir()):
+                d.rmdir()
         raise
 
 
