@@ -7,7 +7,7 @@ CARSEG := $(VENV)/bin/carseg
 export OMP_WAIT_POLICY ?= PASSIVE
 RECIPE ?= recipes/toy.yaml
 
-.PHONY: install demo test test-all lint format bench controls variants m-study unseen regression regression-sweep clean
+.PHONY: install demo demo-predict test test-all lint format bench controls variants m-study unseen regression regression-sweep clean
 
 install: $(VENV)/.installed
 
@@ -24,6 +24,13 @@ demo: install
 	$(CARSEG) sample $(RECIPE) --overwrite
 	$(CARSEG) evaluate $(RECIPE) --overwrite
 	$(CARSEG) plot-reliability $(RECIPE) --overwrite
+	@if [ "$(RECIPE)" = recipes/toy.yaml ]; then $(MAKE) --no-print-directory demo-predict; fi
+
+# The end of the toy demo: export the model, write four test images as PNG files, predict.
+demo-predict: install
+	$(CARSEG) export recipes/toy.yaml --overwrite
+	$(PY) scripts/demo_images.py data/toy/test.h5 runs/toy/demo_images --count 4
+	$(CARSEG) predict runs/toy/bundle runs/toy/demo_images --out runs/toy/predictions --overwrite
 
 test: install
 	$(PY) -m pytest -q
