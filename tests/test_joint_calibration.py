@@ -127,3 +127,25 @@ def test_train_refiner_with_joint_calibration_logs_the_term(tmp_path) -> None:
     run_train_refiner(plain, overwrite=True, quiet=True)
     log = (tmp_path / "run/refiner/metrics.jsonl").read_text()
     assert "loss_joint" not in log
+
+
+def test_unbiased_squared_distance_hand_value_and_expectation() -> None:
+    """kind='sq': crisp independent samples (all four combinations) against independent
+    labels give ||G - T||^2 estimated without bias: cross terms m != m' only."""
+    k = 3
+    target = torch.zeros(1, 1, k, k)
+    target[0, 0, 1:, 1:] = 0.25
+    i, j = torch.tensor([[0]]), torch.tensor([[1]])
+    independent = _crisp([[1, 1], [1, 2], [2, 1], [2, 2]], k)
+    # sum_{m != m'} <P_m, P_m'> = 0 (distinct one-hot outer products): 0 - 2 * 1/4 + 1/4
+    got = joint_calibration_loss(independent, i, j, target, kind="sq")
+    assert got.item() == pytest.approx(-0.25, abs=1e-6)
+    coupled = _crisp([[1, 1], [2, 2], [1, 1], [2, 2]], k)
+    # cross: pairs (0, 2), (2, 0), (1, 3), (3, 1) equal -> 4 / 12; <G, T> = 1/4
+    got = joint_calibration_loss(coupled, i, j, target, kind="sq")
+    assert got.item() == pytest.approx(4 / 12 - 0.5 + 0.25, abs=1e-6)
+    # soft copies of the marginals (what the M-sample KL favours) gain nothing over crisp ones
+    soft = torch.zeros(1, 4, k, 1, 2)
+    soft[:, :, 0] = -BIG
+    got = joint_calibration_loss(soft, i, j, target, kind="sq")
+    assert got.item() == pytest.approx(4 * 3 * (0.25 * 0.25 * 4) / 12 - 0.5 + 0.25, abs=1e-6)

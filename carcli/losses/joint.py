@@ -53,14 +53,15 @@ def joint_term(
     valid: Tensor,
     num_pairs: int,
     generator: torch.Generator | None,
+    kind: str = "kl",
 ) -> Tensor:
-    """The joint calibration loss of a batch: pairs drawn, targets built, KL averaged."""
+    """The joint calibration loss of a batch: pairs drawn, targets built, loss averaged."""
     k = sample_logits.shape[2]
     i, j, mask = sample_pixel_pairs(
         mode_label_probs(modes, weights, k), valid, num_pairs, generator
     )
     target = pair_targets(modes, weights, i, j, k)
-    return joint_calibration_loss(sample_logits, i, j, target, mask)
+    return joint_calibration_loss(sample_logits, i, j, target, mask, kind)
 
 
 def sample_pixel_pairs(
@@ -94,12 +95,27 @@ def pair_targets(modes: Tensor, weights: Tensor, i: Tensor, j: Tensor, num_class
     return torch.einsum("ba,bapk,bapl->bpkl", w, _onehot(yi, num_classes), _onehot(yj, num_classes))
 
 
+JOINT_LOSSES = ("kl", "sq")
+"""kl: KL(G_ij || T_ij) of the M-sample estimate; sq: an unbiased estimate of the squared
+distance ||G_ij - T_ij||^2 (the cross-sample products m != m' estimate ||G_ij||^2), whose
+expectation is minimal at G's true joint = T whatever the samples' crispness; the M-sample
+KL instead favours soft samples a little (its estimate's spread costs ~ (K^2 - 1) / 2M)."""
+
+
 def joint_calibration_loss(
-    sample_logits: Tensor, i: Tensor, j: Tensor, target: Tensor, mask: Tensor | None = None
+    sample_logits: Tensor,
+    i: Tensor,
+    j: Tensor,
+    target: Tensor,
+    mask: Tensor | None = None,
+    kind: str = "kl",
 ) -> Tensor:
-    """KL(G_ij || T_ij) summed over the K x K classes, mean over the pairs where ``mask``
-    [B, P] is set (0 if none). ``sample_logits`` [B, M, K, H, W]; ``i``, ``j`` [B, P] flat
-    pixel indices; ``target`` [B, P, K, K] from :func:`pair_targets`."""
+    """KL(G_ij || T_ij) summed over the K x K classes (``kind="sq"``: the unbiased squared
+    distance, see ``JOINT_LOSSES``), mean over the pairs where ``mask`` [B, P] is set (0 if
+    none). ``sample_logits`` [B, M, K, H, W]; ``i``, ``j`` [B, P] flat pixel indices;
+    ``target`` [B, P, K, K] from :func:`pair_targets`."""
+    if kind not in JOINT_LOSSES:
+        raise ValueError(f"unknown joint loss {kind!r}; valid: {', '.join(JOINT_LOSSES)}")
     if sample_logits.dim() != 5:
         raise ValueError(
             "joint_calibration_loss: expected sample logits [B, M, K, H, W], got "
@@ -115,6 +131,15 @@ def joint_calibration_loss(
     si = s.gather(3, i[:, None, None].expand(b, m, k, i.shape[1]))  # [B, M, K, P]
     sj = s.gather(3, j[:, None, None].expand(b, m, k, j.shape[1]))
     g = torch.einsum("bmkp,bmlp->bpkl", si, sj) / m
+    if kind == "sq":
+        if m < 2:
+            raise ValueError("joint_calibration_loss: kind 'sq' needs M >= 2 samples")
+        # sum_{m != m'} <s_m(i) s_m(j)^T, s_m'(i) s_m'(j)^T> = (sum_m P_m)^2 - sum_m |P_m|^2,
+        # with <P_m, P_m'> = <s_m(i), s_m'(i)> <s_m(j), s_m'(j)>
+        same = ((si * si).sum(2) * (sj * sj).sum(2)).sum(1)  # [B, P]
+        cross = ((g * m) ** 2).sum((2, 3)) - same
+        per_pair = cross / (m * (m - 1)) - 2 * (g * target).sum((2, 3)) + (target**2).sum((2, 3))
+        return masked_pixel_mean("joint_calibration_loss", per_pair, mask)
     t = (1 - TARGET_SMOOTHING) * target.float() + TARGET_SMOOTHING / (k * k)
     kl = (torch.xlogy(g, g) - g * t.log()).sum((2, 3))  # [B, P]
     return masked_pixel_mean("joint_calibration_loss", kl, mask)

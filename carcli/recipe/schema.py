@@ -138,6 +138,9 @@ class RefinerConfig:
     frequencies of whole answers match, not only each pixel's. Segmentation; see README."""
     joint_pairs: int = 256
     """Pixel pairs per image for the joint calibration loss (drawn among ambiguous pixels)."""
+    joint_loss: Literal["kl", "sq"] = "kl"
+    """Form of the joint calibration loss: kl (KL of G's M-sample joint to the labels') or sq
+    (an unbiased estimate of their squared distance; no pull towards soft samples)."""
     steps: int = 2000
     """Optimisation steps."""
     batch_size: int = 32

@@ -175,7 +175,9 @@ def refiner_step(
         out["loss_ent"] = loss_ent.detach().item()
     if r.w_joint:  # beyond the paper: the pairs' joint answers match the labels'
         assert batch.modes is not None and batch.mode_weight is not None
-        loss_joint = joint_term(logits, batch.modes, batch.mode_weight, valid, r.joint_pairs, noise)
+        loss_joint = joint_term(
+            logits, batch.modes, batch.mode_weight, valid, r.joint_pairs, noise, r.joint_loss
+        )
         loss_g = loss_g + r.w_joint * loss_joint
         out["loss_joint"] = loss_joint.detach().item()
     if loss_kl is not None:  # latent-code variant: + beta * KL(q || N(0, I)) (beta may be 0)
