@@ -238,6 +238,9 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
             )
         recipe = load_recipe(path, [])
         meta, files = recipe_description(recipe)
+        for role, f in files.items():  # recorded in prediction.json, as a bundle's are
+            if f.is_file():
+                meta[role]["sha256"] = sha256_file(f)
         makes = {
             "calibrator": f"carseg train-calibrator {path}",
             "refiner": f"carseg train-refiner {path}",
