@@ -34,6 +34,11 @@ LOG_SIGMA_RANGE = (-7.0, 3.0)
 """The posterior head's log standard deviation is clamped to this range (sigma ~1e-3..20)."""
 
 NOISE_SOURCES = ("gaussian", "posterior")
+
+GRID_CHANNELS = 2
+"""``noise_grid`` g > 0: eps also holds GRID_CHANNELS x g x g independent numbers, a coarse
+noise map over the image (nearest-upsampled to the bottleneck, a 1x1 conv, added to every
+sample's bottleneck features), so separate regions can draw their answers independently."""
 """What drives the decoder's modulation: eps itself, or a code drawn from q(z | x, p)."""
 
 
@@ -171,6 +176,7 @@ class UNetRefiner(nn.Module):
         dropout: float = 0.1,
         residual_logits: bool = True,
         noise: str = "gaussian",
+        noise_grid: int = 0,
     ) -> None:
         super().__init__()
         check_positive(
@@ -183,6 +189,8 @@ class UNetRefiner(nn.Module):
         check_dropout(dropout)
         if noise not in NOISE_SOURCES:
             raise ValueError(f"unknown noise source {noise!r}; valid: {', '.join(NOISE_SOURCES)}")
+        if noise_grid < 0 or (noise_grid and noise != "gaussian"):
+            raise ValueError(f"noise_grid needs gaussian noise and >= 0, got {noise_grid}")
         self.config = {
             "arch": self.arch,
             "in_channels": in_channels,
@@ -194,7 +202,12 @@ class UNetRefiner(nn.Module):
             "residual_logits": residual_logits,
             "noise": noise,
         }
-        self.in_channels, self.num_classes, self.noise_dim = in_channels, num_classes, noise_dim
+        if noise_grid:  # (absent: 0, so checkpoints of earlier versions load unchanged)
+            self.config["noise_grid"] = noise_grid
+        self.in_channels, self.num_classes = in_channels, num_classes
+        # eps = [global code (noise_dim) | spatial grid (GRID_CHANNELS x g x g)]
+        self.code_dim, self.noise_grid = noise_dim, noise_grid
+        self.noise_dim = noise_dim + GRID_CHANNELS * noise_grid**2
         self.depth, self.residual_logits, self.noise = depth, residual_logits, noise
         chans = [width * 2**i for i in range(depth + 1)]
         self.encoder = _Encoder(in_channels + num_classes, chans, dropout)
@@ -203,6 +216,8 @@ class UNetRefiner(nn.Module):
             for i in range(depth, 0, -1)
         )
         self.head = nn.Conv2d(chans[0], num_classes, 1)
+        if noise_grid:  # per-location noise, added to the bottleneck of every sample
+            self.grid_proj = nn.Conv2d(GRID_CHANNELS, chans[-1], 1)
         if noise == "posterior":  # split output: mean and log standard deviation of the code
             self.posterior_head = nn.Linear(chans[-1], 2 * noise_dim)
             nn.init.zeros_(self.posterior_head.weight)
@@ -246,9 +261,15 @@ class UNetRefiner(nn.Module):
             )
         samples = noise.shape[1]
         eps = self.codes(feats, noise).reshape(batch * samples, -1)
-        h = feats[-1]
+        h, expand = feats[-1], True
+        if self.noise_grid:
+            g = self.noise_grid
+            grid = eps[:, self.code_dim :].reshape(-1, GRID_CHANNELS, g, g)
+            grid = F.interpolate(grid, size=h.shape[-2:], mode="nearest")
+            h = h.repeat_interleave(samples, dim=0) + self.grid_proj(grid)
+            eps, expand = eps[:, : self.code_dim], False
         for i, block in enumerate(self.decoder):
-            h = block(h, feats[-2 - i], eps, expand=i == 0)
+            h = block(h, feats[-2 - i], eps, expand=expand and i == 0)
         logits = self.head(h)
         logits = logits.contiguous().view(batch, samples, *logits.shape[1:])
         if self.residual_logits:

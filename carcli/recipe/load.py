@@ -180,6 +180,10 @@ def _check_ranges(r: Recipe, problems: list[str]) -> None:
     if r.refiner.w_joint < 0:
         problems.append(f"refiner.w_joint -> must be >= 0, got {r.refiner.w_joint}")
     positive("refiner.joint_pairs", r.refiner.joint_pairs)
+    if r.refiner.noise_grid < 0:
+        problems.append(f"refiner.noise_grid -> must be >= 0, got {r.refiner.noise_grid}")
+    if r.refiner.noise_grid and (r.refiner.arch != "unet" or r.refiner.noise != "gaussian"):
+        problems.append("refiner.noise_grid -> needs refiner.arch=unet and refiner.noise=gaussian")
     if r.refiner.noise == "posterior" and r.refiner.arch != "unet":
         problems.append(f"refiner.noise -> posterior needs refiner.arch=unet, got {r.refiner.arch}")
     positive("discriminator.lr", r.discriminator.lr)

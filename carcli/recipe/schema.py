@@ -116,6 +116,10 @@ class RefinerConfig:
     trained F is saved as refiner/calibrator.safetensors and `sample` uses it."""
     noise_dim: int = 8
     """Dimension of the noise vector epsilon."""
+    noise_grid: int = 0
+    """Beyond the paper (unet, gaussian noise; 0: off): G also draws a coarse g x g map of
+    independent noise (2 channels per cell) added to its bottleneck, so separate regions can
+    draw their answers independently instead of one global epsilon deciding them together."""
     residual_logits: bool = True
     """Add F's log-probabilities to G's output logits (a deviation from the paper; see README)."""
     num_samples: int = 5

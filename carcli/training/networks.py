@@ -55,6 +55,8 @@ def new_refiner(recipe: Recipe, info: DatasetInfo) -> torch.nn.Module:
         hp["dropout"] = r.dropout
         hp["residual_logits"] = r.residual_logits
         hp["noise"] = r.noise
+        if r.noise_grid:
+            hp["noise_grid"] = r.noise_grid
     return _registry_call(build_refiner, r.arch, info.in_channels, out, r.noise_dim, **hp)
 
 
