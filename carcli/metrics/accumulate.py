@@ -129,6 +129,7 @@ class EvalAccumulator:
         iou_sum, dice_sum, count = pairwise_overlap(stack, stack, ignore_mask=ignore, **kw)
         binary, n_cls = self.num_classes == 2, len(self.eval_classes)
         hm = f"hm_iou_{self.hm_iou_n}"
+        cache: dict = {}
         for name in self._computed():
             figs = convention_figures(
                 CONVENTIONS[name],
@@ -140,6 +141,7 @@ class EvalAccumulator:
                 n_classes=n_cls,
                 ged_counts=self.ged_counts,
                 hm_iou_n=self.hm_iou_n,
+                cache=cache,
             )
             pre = self._prefix(name)
             for n, value in figs["ged"].items():
@@ -155,7 +157,10 @@ class EvalAccumulator:
 
         q, valid = label_probabilities(y, w, self.num_classes, self.ignore_index)
         freq = sample_frequencies(s, self.num_classes)
-        mean_pred = freq.argmax(axis=0).astype(np.uint8)[None]
+        if self.num_classes == 2:  # the most frequent class, ties to the lowest
+            mean_pred = (freq[1] > freq[0]).astype(np.uint8)[None]
+        else:
+            mean_pred = freq.argmax(axis=0).astype(np.uint8)[None]
         _, dice_mp, count_mp = pairwise_overlap(mean_pred, yv, ignore_mask=ignore, **kw)
         row["dice_mean_prediction"] = float((dice_from_overlap(dice_mp, count_mp)[0] * wv).sum())
         row["qubiq_samples"] = qubiq_score(freq, q, self.eval_classes, valid)

@@ -100,7 +100,7 @@ CONVENTIONS: dict[str, Convention] = {
             hm_iou="transport",
             hm_iou_nan="zero",
             diversity_diagonal=True,
-            published="Gao et al. (MoSE): LIDC and Cityscapes GED and M-IoU (16 samples)",
+            published="Gao et al. (MoSE): LIDC and Cityscapes GED and M-IoU",
             source="gaozhitong/MoSE-AUSeg utils/metrics.py (tiled Hungarian when uniform and "
             "N % A == 0, else exact optimal transport; images averaged with nanmean)",
         ),
@@ -112,7 +112,8 @@ CONVENTIONS: dict[str, Convention] = {
             hm_iou="none",
             hm_iou_nan="skip",
             diversity_diagonal=True,
-            published="Baumgartner et al. (PHiSeg): LIDC GED and NCC (50 or 100 samples)",
+            published="Baumgartner et al. (PHiSeg): LIDC GED and NCC (its test script draws "
+            "50 samples)",
             source="baumgach/PHiSeg-code utils.py generalised_energy_distance (per-label "
             "IoU 1 when absent from both, divided by the number of labels)",
         ),
@@ -124,7 +125,8 @@ CONVENTIONS: dict[str, Convention] = {
             hm_iou="lcm",
             hm_iou_nan="skip",
             diversity_diagonal=True,
-            published="Zbinden et al. (CCDM): LIDC GED and HM-IoU at 1/4/16/100 samples",
+            published="Zbinden et al. (CCDM): LIDC GED and HM-IoU (its script reports four "
+            "sample counts)",
             source="LarsDoorenbos/ccdm-stochastic-segmentation "
             "evaluation/evaluate_lidc_uncertainty.py (NaN IoU set to 1, mean over classes "
             "1.., samples and labels tiled to lcm(N, A))",
@@ -191,9 +193,16 @@ def _ged(d_sy: np.ndarray, d_ss: np.ndarray, d_yy: np.ndarray, w: np.ndarray) ->
     return 2.0 * e_sy - e_ss - e_yy
 
 
-def _hm_iou(conv: Convention, d_sy: np.ndarray, w: np.ndarray) -> float | None:
+def _hm_iou(
+    conv: Convention, d_sy: np.ndarray, w: np.ndarray, cache: dict | None = None
+) -> float | None:
     if conv.hm_iou == "none":
         return None
+    if cache is not None:  # conventions that agree on this image share one solve
+        key = (conv.hm_iou, conv.hm_iou_nan, d_sy.tobytes(), w.tobytes())
+        if key not in cache:
+            cache[key] = _hm_iou(conv, d_sy, w)
+        return cache[key]
     if np.isnan(d_sy).any():
         return 0.0 if conv.hm_iou_nan == "zero" else None
     n, a = d_sy.shape
@@ -216,12 +225,14 @@ def convention_figures(
     n_classes: int,
     ged_counts: Sequence[int],
     hm_iou_n: int,
+    cache: dict | None = None,
 ) -> dict:
     """GED at each count, HM-IoU and diversity of one image under ``conv``.
 
     ``iou_sum``, ``count`` [n_top + A, n_top + A] are the overlaps of the stack [first n_top
     samples; the A non-padding labels] (``pairwise_overlap``), ``w`` [A] the labels' weights.
-    NaN results are returned as None (the image is left out of that mean).
+    NaN results are returned as None (the image is left out of that mean). ``cache`` (one
+    dict per image) lets several conventions share an identical HM-IoU solve.
     """
     d = distances(conv, iou_sum, count, binary, n_classes)
     a = len(w)
@@ -232,7 +243,7 @@ def convention_figures(
         return None if x is None or np.isnan(x) else float(x)
 
     geds = {str(n): clean(_ged(d_sy[:n], d_ss[:n, :n], d_yy, w)) for n in ged_counts if n <= n_top}
-    hm = clean(_hm_iou(conv, d_sy[:hm_iou_n], w)) if hm_iou_n <= n_top else None
+    hm = clean(_hm_iou(conv, d_sy[:hm_iou_n], w, cache)) if hm_iou_n <= n_top else None
     if conv.diversity_diagonal:
         div = clean(float(d_ss.mean()))
     elif n_top < 2:

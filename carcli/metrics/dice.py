@@ -48,11 +48,6 @@ def dice_figures(dice_sy: np.ndarray, w: np.ndarray | Sequence[float], best_n: i
     }
 
 
-def _mask_dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
-
-
 def qubiq_score(
     pred: np.ndarray,
     q: np.ndarray,
@@ -62,14 +57,26 @@ def qubiq_score(
 ) -> float:
     """QUBIQ score of ``pred`` [K, H, W] (frequencies or probabilities) against the
     rater-average ``q`` [K, H, W] over ``classes``; ``valid`` [H, W] selects pixels."""
-    pred = np.asarray(pred, dtype=np.float64)
-    q = np.asarray(q, dtype=np.float64)
-    keep = None if valid is None else np.asarray(valid, dtype=bool)
+    k = np.shape(pred)[0]
+    pred = np.asarray(pred).reshape(k, -1)
+    q = np.asarray(q).reshape(k, -1)
+    if valid is not None:
+        keep = np.asarray(valid, dtype=bool).reshape(-1)
+        if not keep.all():
+            pred, q = pred[:, keep], q[:, keep]
+    t = np.asarray(thresholds, dtype=np.float64) + 1e-12  # sorted ascending
+
+    def above(x: np.ndarray) -> np.ndarray:
+        """Per threshold, how many values exceed it (one pass: x > t_i iff rank(x) > i)."""
+        rank = np.searchsorted(t, x.astype(np.float64), side="left")
+        return np.cumsum(np.bincount(rank, minlength=len(t) + 1)[::-1])[::-1][1:]
+
     scores = []
     for c in classes:
-        pc, qc = pred[c], q[c]
-        if keep is not None:
-            pc, qc = pc[keep], qc[keep]
-        for t in thresholds:
-            scores.append(_mask_dice(pc > t + 1e-12, qc > t + 1e-12))
+        a, b = pred[c], q[c]
+        inter = above(np.minimum(a, b))  # (a > t) & (b > t) iff min(a, b) > t
+        total = above(a) + above(b)
+        dice = np.ones(len(t))
+        np.divide(2.0 * inter, total, out=dice, where=total > 0)
+        scores.append(dice)
     return float(np.mean(scores))

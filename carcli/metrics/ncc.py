@@ -21,13 +21,9 @@ import numpy as np
 EPS = 1e-8
 
 
-def _pearson(a: np.ndarray, b: np.ndarray) -> float | None:
-    a = a - a.mean()
-    b = b - b.mean()
-    den = np.sqrt((a * a).sum() * (b * b).sum())
-    if den <= 1e-12 * max(1.0, a.size):
-        return None
-    return float((a * b).sum() / den)
+def _centred(x: np.ndarray) -> tuple[np.ndarray, float]:
+    x = x - x.mean()
+    return x, float(np.sqrt((x * x).sum()))
 
 
 def ncc(
@@ -36,25 +32,42 @@ def ncc(
     w: np.ndarray | Sequence[float],
     valid: np.ndarray | None = None,
 ) -> float | None:
-    """PHiSeg's NCC from G's class frequencies ``freq`` [K, H, W], labels y [A, H, W] (class
-    ids), weights w [A] (zero = padding) and the pixels to use ``valid`` [H, W]."""
+    """PHiSeg's NCC from G's class frequencies ``freq`` [K, H, W] (summing to 1 per pixel),
+    labels y [A, H, W] (class ids), weights w [A] (zero = padding) and the pixels to use
+    ``valid`` [H, W].
+
+    With Σ_k f_k = 1, E_ss = −log ε + (log ε − log(1 + ε))·Σ_k f_k² and E_sy_j = −log ε +
+    (log ε − log(1 + ε))·f_y: both are the same affine map of Σ_k f_k² and f_y, and a
+    correlation is unchanged by it, so NCC_j = corr(Σ_k f_k², f_y) exactly.
+    """
     freq = np.asarray(freq, dtype=np.float64)
     k = freq.shape[0]
-    keep = np.ones(freq.shape[1:], dtype=bool) if valid is None else np.asarray(valid, bool)
-    f = freq[:, keep]  # [K, P]
-    log1, log0 = np.log(1.0 + EPS), np.log(EPS)
-    e_ss = -(f * (f * log1 + (1.0 - f) * log0)).sum(axis=0)
+    f = freq.reshape(k, -1)
+    keep = None if valid is None else np.asarray(valid, bool).reshape(-1)
+    if keep is not None and not keep.all():
+        f = f[:, keep]
+    else:
+        keep = None
+    if f.shape[1] < 2:
+        return None
+    g, g_norm = _centred((f * f).sum(axis=0))
     w = np.asarray(w, dtype=np.float64).reshape(-1)
-    total, weight = 0.0, 0.0
     cols = np.arange(f.shape[1])
+    total, weight = 0.0, 0.0
     for j in np.flatnonzero(w > 0):
-        yj = np.asarray(y[j])[keep].astype(np.intp)
-        inside = yj < k
-        fy = np.zeros(f.shape[1])
-        fy[inside] = f[yj[inside], cols[inside]]
-        e_sy = -(fy * log1 + (1.0 - fy) * log0)
-        r = _pearson(e_ss, e_sy)
-        if r is not None:
-            total += w[j] * r
-            weight += w[j]
+        yj = np.asarray(y[j]).reshape(-1)
+        if keep is not None:
+            yj = yj[keep]
+        if k == 2:  # two classes: a select beats the gather
+            fy = np.where(yj == 1, f[1], np.where(yj == 0, f[0], 0.0))
+        else:
+            yj = yj.astype(np.intp)
+            inside = yj < k
+            fy = f[np.where(inside, yj, 0), cols] * inside
+        fy, fy_norm = _centred(fy)
+        den = g_norm * fy_norm
+        if den <= 1e-12:
+            continue  # a constant map: no correlation
+        total += w[j] * float((g * fy).sum() / den)
+        weight += w[j]
     return total / weight if weight > 0 else None
