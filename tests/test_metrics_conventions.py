@@ -192,3 +192,78 @@ def test_parse_conventions():
     assert parse_conventions("mose, car,mose") == ["mose", "car"]
     with pytest.raises(ValueError, match="valid: carseg"):
         parse_conventions("probunet")
+
+
+# ---------------------------------------------------------------- against literal references
+def ref_pair_iou(a, b, k, rule):
+    """IoU of one pair from the rules, per class, literally."""
+    if k == 2:
+        fa, fb = a == 1, b == 1
+        union = int((fa | fb).sum())
+        return 1.0 if union == 0 else int((fa & fb).sum()) / union
+    ious = []
+    for c in range(1, k):
+        fa, fb = a == c, b == c
+        union = int((fa | fb).sum())
+        if union == 0:
+            if rule.absent_class == "one":
+                ious.append(1.0)
+            continue
+        ious.append(int((fa & fb).sum()) / union)
+    if not ious:
+        return 1.0 if rule.empty_pair == "zero" else float("nan")
+    return sum(ious) / len(ious)
+
+
+def ref_figures(name, s, y, w, k):
+    from scipy.optimize import linear_sum_assignment, linprog
+
+    rule = CONVENTIONS[name]
+    n, a = len(s), len(y)
+    w = np.asarray(w) if rule.label_weights else np.full(a, 1 / a)
+    d_sy = np.array([[1 - ref_pair_iou(si, yj, k, rule) for yj in y] for si in s])
+    d_ss = np.array([[1 - ref_pair_iou(si, sj, k, rule) for sj in s] for si in s])
+    d_yy = np.array([[1 - ref_pair_iou(yi, yj, k, rule) for yj in y] for yi in y])
+    g = 2 * (d_sy * w / n).sum() - d_ss.mean() - (d_yy * np.outer(w, w)).sum()
+    ged_value = None if np.isnan(g) else g
+    if rule.hm_iou == "none":
+        hm = None
+    elif np.isnan(d_sy).any():
+        hm = 0.0 if rule.hm_iou_nan == "zero" else None
+    elif rule.hm_iou == "rectangular":
+        i, j = linear_sum_assignment(d_sy)
+        hm = 1 - d_sy[i, j].mean()
+    elif rule.hm_iou == "lcm" or np.allclose(w, 1 / a):
+        lcm = np.lcm(n, a)  # both sides tiled, one Hungarian matching
+        tiled = d_sy[np.repeat(np.arange(n), lcm // n)][:, np.repeat(np.arange(a), lcm // a)]
+        i, j = linear_sum_assignment(tiled)
+        hm = 1 - tiled[i, j].mean()
+    else:  # the dual of the transportation problem
+        a_ub = np.zeros((n * a, n + a))
+        for i in range(n):
+            for j in range(a):
+                a_ub[i * a + j, i] = a_ub[i * a + j, n + j] = 1
+        gain = np.concatenate([np.full(n, 1 / n), w])
+        res = linprog(-gain, A_ub=a_ub, b_ub=d_sy.reshape(-1), bounds=(None, None))
+        hm = 1 + res.fun
+    return ged_value, hm
+
+
+@pytest.mark.parametrize("k", [2, 4])
+@pytest.mark.parametrize("name", ALL)
+def test_conventions_match_literal_references(name, k):
+    rng = np.random.default_rng(k)
+    for trial in range(6):
+        n, a = 5, 3
+        s = rng.integers(0, k, (n, 3, 3)).astype(np.uint8)
+        y = rng.integers(0, k, (a, 3, 3)).astype(np.uint8)
+        s[rng.random(n) < 0.3] = 0  # empty maps: empty pairs
+        y[rng.random(a) < 0.3] = 0
+        w = rng.dirichlet(np.ones(a)) if trial % 2 else np.full(a, 1 / a)
+        got = figures(name, s, y, w, k, [n], n)
+        want_ged, want_hm = ref_figures(name, s, y, w, k)
+        for value, want in ((got["ged"][str(n)], want_ged), (got["hm_iou"], want_hm)):
+            if want is None:
+                assert value is None
+            else:
+                assert value == pytest.approx(want, abs=1e-9)
