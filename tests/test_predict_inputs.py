@@ -182,3 +182,23 @@ def test_bad_predict_input(case_id: str, trained, blackbox_bundle: Path, tmp_pat
     after = files_under(root)
     made = {p for p in after if p not in before}
     assert not made and not (root / "out").exists(), made  # no input folder, no .h5
+
+
+def test_blackbox_model_predicts_with_its_predictions(trained, blackbox_bundle, tmp_path):
+    """The positive case: one black-box PNG per input, or the HDF5 split's own `blackbox`."""
+    from carcli import load_model
+
+    tmp, _, _ = trained
+    inputs = write_inputs(tmp, tmp_path / "in", n=2, png=False)
+    bb = tmp_path / "bb"
+    bb.mkdir()
+    for name in ("arr0", "arr1"):
+        Image.fromarray(np.full((16, 16), 2, np.uint8)).save(bb / f"{name}.png")
+    out = tmp_path / "out"
+    args = ["predict", str(blackbox_bundle), str(inputs), "--blackbox", str(bb), "--out", str(out)]
+    result = CliRunner().invoke(app, [*args, "-q"])
+    assert result.exit_code == 0, result.output
+    assert (out / "arr1" / "prediction.json").exists()
+    split = blackbox_bundle.parent.parent / "data" / "test.h5"
+    pred = load_model(blackbox_bundle).predict([split], num_samples=2)
+    assert pred.samples.shape == (4, 2, 16, 16)

@@ -69,7 +69,10 @@ def overview(
 
     h, w = item.size
     z = max(1, 128 // max(h, w))
-    tiles = [("image", _display(item.image)), (f"entropy 0-{vmax:.2f}", colour(res.entropy, vmax))]
+    tiles = [
+        ("image", _display(item.image)),
+        (f"entropy 0-{vmax:.2f} nats", colour(res.entropy, vmax)),
+    ]
     for k, p in enumerate(res.proposals[:top]):
         tiles.append((f"#{k + 1} {p['frequency']:.0%}", pal[res.samples[p["sample"]]]))
     gap, cap = 4, 14
