@@ -97,8 +97,11 @@ class ReliabilityBins:
 
     Per pixel: confidence = max_k p_k, prediction = argmax (ties: lowest class), accuracy =
     q[prediction] (the expected accuracy under the label distribution). Bins have equal
-    width over [0, 1]: bin b = [b/n, (b+1)/n), found as floor(confidence·n), except the
-    last, which is closed (confidence 1 goes to bin n-1).
+    width over [0, 1]: bin b = [b/n, (b+1)/n), found as floor(confidence·n) in float64 from
+    the stored value, except the last, which is closed (confidence 1 goes to bin n-1). So a
+    confidence exactly on an edge goes to the upper bin (0.5, exact in float16, is in bin 5
+    of 10; MoSE's code puts it in the lower one); a stored 0.7 (0.69999999 in float32) is
+    below its edge and stays in bin 6.
     """
 
     def __init__(self, n_bins: int = 10) -> None:
