@@ -290,6 +290,7 @@ def test_hparam_defaults() -> None:
         "dropout": 0.1,
         "residual_logits": True,
         "noise": "gaussian",
+        "noise_grid": 0,
     }
     assert hparam_defaults("discriminator", "pixel") == {"width": 64}
 

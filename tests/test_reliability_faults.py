@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 import carcli.training.calibrator as calibrator_mod
-import carcli.training.refiner as refiner_mod
+import carcli.losses.calibration as calibration_mod
 from carcli.cli.app import app
 from carcli.data.prepare import run_prepare
 from carcli.recipe.load import load_recipe
@@ -124,7 +124,7 @@ def test_nonfinite_loss_before_any_checkpoint(
     recipe = _recipe(tmp_path, data)
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "calibrator").symlink_to(calibrator)
-    _poison(monkeypatch, refiner_mod, "calibration_loss", {1}, "nan")
+    _poison(monkeypatch, calibration_mod, "calibration_loss", {1}, "nan")
     line = _error(CliRunner().invoke(app, ["train-refiner", recipe, "-q"]))
     assert "became non-finite at step 1; no checkpoint was written before it" in line
     assert "loss_g" in line and "refiner.on_nonfinite=skip" in line
@@ -167,7 +167,7 @@ def test_refiner_skip(
     recipe = _recipe(tmp_path, data, **section)
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "calibrator").symlink_to(calibrator)
-    _poison(monkeypatch, refiner_mod, "calibration_loss", {2}, "nan")
+    _poison(monkeypatch, calibration_mod, "calibration_loss", {2}, "nan")
     result = CliRunner().invoke(app, ["train-refiner", recipe, "-q"])
     assert result.exit_code == 0, result.output
     stage = tmp_path / "run" / "refiner"

@@ -334,7 +334,7 @@ CASES: dict[str, Case] = {
         ["evaluate", "RECIPE"],
         [
             f"{{root}}/{BANK}: index does not match {{root}}/{TEST}",
-            "carseg sample RECIPE --overwrite",
+            "carseg sample {root}/r.yaml --overwrite",
         ],
         lambda root, mp: _edit(root / BANK, _set("index", (1,), 0)),
     ),
@@ -342,7 +342,7 @@ CASES: dict[str, Case] = {
         ["evaluate", "RECIPE"],
         [
             f"{{root}}/{BANK}: samples hold class id 9 >= num_classes 3",
-            "carseg sample RECIPE --overwrite",
+            "carseg sample {root}/r.yaml --overwrite",
         ],
         lambda root, mp: _edit(root / BANK, lambda h5: h5["samples"].__setitem__((0, 0, 0, 0), 9)),
     ),

@@ -6,7 +6,8 @@ from carcli.losses.adversarial import (
     discriminator_loss,
     r1_penalty,
 )
-from carcli.losses.calibration import calibration_loss
+from carcli.losses.calibration import CALIBRATION_TERMS, calibration_loss, calibration_term
+from carcli.losses.calibrator import calibrator_loss
 from carcli.losses.joint import joint_calibration_loss, joint_term
 from carcli.losses.latent import latent_kl
 from carcli.losses.regression import gaussian_nll, regression_calibration_loss
@@ -18,6 +19,9 @@ from carcli.losses.segmentation import (
 )
 
 __all__ = [
+    "CALIBRATION_TERMS",
+    "calibration_term",
+    "calibrator_loss",
     "adversarial_loss",
     "calibration_loss",
     "cross_entropy",

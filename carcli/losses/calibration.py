@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
-from carcli.losses.segmentation import masked_pixel_mean
+from carcli.losses.regression import regression_calibration_loss
+from carcli.losses.segmentation import masked_pixel_mean, sample_cross_entropy
 
 PROB_EPS = 1e-8
 """Probabilities are clamped to at least this inside the logarithms (the paper's KL)."""
@@ -68,3 +70,51 @@ def calibration_loss(
         log_ratio = g_bar.clamp_min(PROB_EPS).log() - p.clamp_min(PROB_EPS).log()
         kl = (g_bar * log_ratio).sum(dim=1)
     return masked_pixel_mean("calibration_loss", kl, mask)
+
+
+CalibrationTerm = Callable[[Tensor, Tensor, Tensor, Tensor | None, int], Tensor]
+"""(sample logits, F's output p, one drawn label, valid mask, ignore index) -> L_cal."""
+
+
+def _kl(logits: Tensor, p: Tensor, label: Tensor, valid: Tensor | None, ignore: int) -> Tensor:
+    return calibration_loss(logits, p, valid)
+
+
+def _kl_forward(
+    logits: Tensor, p: Tensor, label: Tensor, valid: Tensor | None, ignore: int
+) -> Tensor:
+    return calibration_loss(logits, p, valid, forward=True)
+
+
+def _ce(logits: Tensor, p: Tensor, label: Tensor, valid: Tensor | None, ignore: int) -> Tensor:
+    return sample_cross_entropy(logits, label, ignore_index=ignore)
+
+
+def _none(logits: Tensor, p: Tensor, label: Tensor, valid: Tensor | None, ignore: int) -> Tensor:
+    return torch.zeros((), device=logits.device)
+
+
+def _regression(
+    logits: Tensor, p: Tensor, label: Tensor, valid: Tensor | None, ignore: int
+) -> Tensor:
+    return regression_calibration_loss(logits, p)
+
+
+CALIBRATION_TERMS: dict[str, CalibrationTerm] = {
+    "kl": _kl,  # the method: KL(G_bar || p)
+    "kl_forward": _kl_forward,  # a deviation: KL(p || G_bar)
+    "ce": _ce,  # the paper's control: each sample's cross-entropy against the label
+    "none": _none,  # lambda = 0
+}
+
+
+def calibration_term(name: str, task: str) -> CalibrationTerm:
+    """The L_cal of ``refiner.calibration_loss`` for a task (regression: its squared-error
+    form for every name but ``none``)."""
+    if name not in CALIBRATION_TERMS:
+        raise ValueError(
+            f"unknown calibration loss {name!r}; valid: {', '.join(CALIBRATION_TERMS)}"
+        )
+    if task == "regression" and name != "none":
+        return _regression
+    return CALIBRATION_TERMS[name]

@@ -3,28 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from carcli import distributed
-from carcli.data.batches import BatchSource
-from carcli.data.dataset import DatasetFile, split_path
+from carcli.data.batches import Batch, BatchSource
+from carcli.data.dataset import DatasetFile, DatasetInfo, split_path
 from carcli.data.prefetch import training_loader
 from carcli.errors import CarsegError
-from carcli.losses import cross_entropy, expected_cross_entropy, gaussian_nll
+from carcli.losses import calibrator_loss
 from carcli.recipe.schema import Recipe
-from carcli.training.common import (
-    MetricsLog,
-    NonFiniteGuard,
-    TrainingStage,
-    adam,
-    lr_at,
-    rng_from_state,
-    set_lr,
-    setup_torch,
-)
+from carcli.training.common import TrainingStage, adam, setup_torch
+from carcli.training.loop import Schedule, StagePlan, run_loop
 from carcli.training.networks import new_calibrator, save_network
 from carcli.training.speed import accelerate
 from carcli.training.speed import notes as speed_notes
@@ -32,22 +25,6 @@ from carcli.training.speed import settings as speed_settings
 from carcli.ui import Reporter
 
 MAKE_CMD = "carseg train-calibrator RECIPE"
-
-
-def calibrator_loss(
-    model: torch.nn.Module,
-    cond: torch.Tensor,
-    label: torch.Tensor,
-    task: str,
-    ignore_index: int,
-    soft: torch.Tensor | None = None,
-) -> torch.Tensor:
-    out = model(cond)
-    if soft is not None:
-        return expected_cross_entropy(out, soft, soft.sum(1) > 0)
-    if task == "segmentation":
-        return cross_entropy(out, label, ignore_index=ignore_index)
-    return gaussian_nll(out, label)
 
 
 @torch.no_grad()
@@ -104,74 +81,26 @@ def run_train_calibrator(
             _init_from(model, Path(c.init_weights))
         model.to(device).train()
         opt = adam(model.parameters(), c.lr, c.betas, c.weight_decay)
-        rng = np.random.default_rng([recipe.seed, 1])
-        state = stage.restore({"F": model}, {"F": opt}, {})
-        step, best = 0, float("inf")
-        guard = NonFiniteGuard(c.on_nonfinite, "calibrator", [opt])
-        if state is not None:
-            step, best = state["step"], state["best"]
-            guard.skipped = state.get("skipped", 0)
-            rng = rng_from_state(state["rng"])
-            rep.line(f"resuming {stage.dir} at step {step}")
-        if not dist.main:  # own dropout stream, from (seed, rank, step)
-            torch.manual_seed(distributed.rank_seed(recipe.seed, dist.rank, step))
-        # DDP under torchrun (it starts every rank from rank 0's weights); `model` is saved
-        net = accelerate(model, recipe, device, dist.world, ddp=True)
-        log = MetricsLog(stage.dir / "metrics.jsonl", step if state is not None else None)
-        last_saved: Path | None = stage.last if state is not None else None
+        plan = _plan(recipe, model, opt, val, stage, info, device, dist)
         soft = c.soft_targets and info.task == "segmentation"
-        loader = training_loader(train, c.batch_size, rng, soft, recipe.speed.prefetch, device)
-        with loader, rep.progress(c.steps, "train-calibrator", start=step) as bar:
-            while step < c.steps:
-                set_lr(opt, lr_at(c.lr, c.lr_milestones, c.lr_gamma, step))
-                # this rank's rows of the global batch
-                batch = distributed.shard(loader.next()).to(device, non_blocking=True)
-                loss = calibrator_loss(
-                    net, batch.cond, batch.label, info.task, info.ignore_index, batch.soft
-                )
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                step += 1
-                value = distributed.global_mean(loss.detach().item())
-                record = {"step": step, "loss_ce": value, "lr": opt.param_groups[0]["lr"]}
-                guard.check(record, step, last_saved)
-                val_now = c.val_every and (step % c.val_every == 0 or step == c.steps)
-                if val_now and dist.main:
-                    record["val_ce"] = validation_loss(model, val, c.val_size, device, c.batch_size)
-                    if record["val_ce"] < best:
-                        best = record["val_ce"]
-                        save_network(
-                            stage.dir / "best.safetensors",
-                            model,
-                            "calibrator",
-                            "calibrator",
-                            c.arch,
-                            info,
-                            step,
-                            {"val_ce": best},
-                        )
-                log.write(record)
-                bar.advance(
-                    1,
-                    f"ce {value:.3f}"
-                    + (f" val {record['val_ce']:.3f}" if "val_ce" in record else ""),
-                )
-                if step % c.checkpoint_every == 0 or step == c.steps:
-                    stage.save(
-                        {"F": model},
-                        {"F": opt},
-                        {},
-                        {
-                            "step": step,
-                            "best": best,
-                            "rng": loader.rng_state(),
-                            "skipped": guard.skipped,
-                        },
-                    )
-                    last_saved = stage.last
+        result = run_loop(
+            stage,
+            plan,
+            np.random.default_rng([recipe.seed, 1]),
+            lambda rng: training_loader(
+                train, c.batch_size, rng, soft, recipe.speed.prefetch, device
+            ),
+            device,
+            rep,
+        )
         save_network(
-            stage.dir / "model.safetensors", model, "calibrator", "calibrator", c.arch, info, step
+            stage.dir / "model.safetensors",
+            model,
+            "calibrator",
+            "calibrator",
+            c.arch,
+            info,
+            result.step,
         )
         stage.finish(
             [train_path, val_path],
@@ -184,16 +113,79 @@ def run_train_calibrator(
             ],
             device,
             {
-                "steps": step,
-                "best_val_ce": best,
+                "steps": result.step,
+                "best_val_ce": result.best,
                 "batch_size": c.batch_size,
-                "skipped_steps": guard.skipped,
+                "skipped_steps": result.skipped,
                 "distributed": dist.describe(c.batch_size),
                 "speed": speed_settings(recipe, device, dist.world),
             },
         )
-    rep.line(f"calibrator trained: {stage.dir / 'model.safetensors'} (step {step})")
+    rep.line(f"calibrator trained: {stage.dir / 'model.safetensors'} (step {result.step})")
     return stage.dir / "model.safetensors"
+
+
+def _plan(
+    recipe: Recipe,
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    val: BatchSource,
+    stage: TrainingStage,
+    info: DatasetInfo,
+    device: torch.device,
+    dist: distributed.Dist,
+) -> StagePlan:
+    """F's side of the shared loop: one L_ce step, the validation cross-entropy."""
+    c = recipe.calibrator
+    net = model  # DDP-wrapped (and sped up) in start(); `model` is what is saved
+
+    def start(step: int) -> None:
+        nonlocal net
+        if not dist.main:  # own dropout stream, from (seed, rank, step)
+            torch.manual_seed(distributed.rank_seed(recipe.seed, dist.rank, step))
+        # DDP under torchrun (it starts every rank from rank 0's weights)
+        net = accelerate(model, recipe, device, dist.world, ddp=True)
+
+    def step(batch: Batch, _: int) -> dict[str, float]:
+        loss = calibrator_loss(
+            net(batch.cond), batch.label, info.task, info.ignore_index, batch.soft
+        )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return {"loss_ce": distributed.global_mean(loss.detach().item())}
+
+    def save_best(step: int, best: float) -> None:
+        save_network(
+            stage.dir / "best.safetensors",
+            model,
+            "calibrator",
+            "calibrator",
+            c.arch,
+            info,
+            step,
+            {"val_ce": best},
+        )
+
+    def summary(figures: dict[str, Any], record: dict[str, Any]) -> str:
+        val = f" val {record['val_ce']:.3f}" if "val_ce" in record else ""
+        return f"ce {figures['loss_ce']:.3f}{val}"
+
+    return StagePlan(
+        schedule=Schedule.of(c),
+        models={"F": model},
+        optimizers={"F": opt},
+        base_lr={"F": c.lr},
+        generators={},
+        start=start,
+        step=step,
+        validate=lambda: {"val_ce": validation_loss(model, val, c.val_size, device, c.batch_size)},
+        score="val_ce",
+        save_best=save_best,
+        lr_key="lr",
+        lr_opt="F",
+        summary=summary,
+    )
 
 
 def _init_from(model: torch.nn.Module, path: Path) -> None:

@@ -1,0 +1,130 @@
+"""The training loop both stages share.
+
+A stage (``train-calibrator``, ``train-refiner``) builds its networks and optimisers and hands
+the loop a :class:`StagePlan`: what to save and restore, how one step goes, how to validate.
+The loop owns everything else, the same way for both: resume (weights, optimisers, generators,
+step, best score, batch stream), the non-finite guard, the learning-rate schedule, this
+rank's shard of each batch, metrics.jsonl, validation and the best checkpoint, the periodic
+``last.safetensors``, and the progress bar.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from carcli import distributed
+from carcli.data.batches import Batch
+from carcli.data.prefetch import BatchPrefetcher
+from carcli.training.common import (
+    MetricsLog,
+    NonFiniteGuard,
+    TrainingStage,
+    lr_at,
+    rng_from_state,
+    set_lr,
+)
+from carcli.ui import Reporter
+
+
+@dataclass
+class Schedule:
+    """The recipe section's loop keys (calibrator.* or refiner.*)."""
+
+    steps: int
+    lr_milestones: list[int]
+    lr_gamma: float
+    val_every: int
+    checkpoint_every: int
+    on_nonfinite: str
+
+    @classmethod
+    def of(cls, section: Any) -> Schedule:
+        return cls(
+            section.steps,
+            section.lr_milestones,
+            section.lr_gamma,
+            section.val_every,
+            section.checkpoint_every,
+            section.on_nonfinite,
+        )
+
+
+@dataclass
+class StagePlan:
+    """What a training stage supplies to the loop."""
+
+    schedule: Schedule
+    models: dict[str, torch.nn.Module]  # saved in last.safetensors under these names
+    optimizers: dict[str, torch.optim.Optimizer]
+    base_lr: dict[str, float]  # optimiser name -> learning rate before the schedule
+    generators: dict[str, torch.Generator]
+    start: Callable[[int], None]  # called once the step is known (seeds, wrappers)
+    step: Callable[[Batch, int], dict[str, float]]  # one update -> figures (global means)
+    validate: Callable[[], dict[str, float]]  # validation figures, including `score`
+    score: str  # the validation figure that picks best.safetensors (lower is better)
+    save_best: Callable[[int, float], None]
+    lr_key: str  # logged learning rate: (key, optimiser name)
+    lr_opt: str
+    summary: Callable[[dict[str, Any], dict[str, Any]], str]  # progress text: figures, record
+
+
+@dataclass
+class LoopResult:
+    step: int
+    best: float
+    skipped: int
+
+
+def run_loop(
+    stage: TrainingStage,
+    plan: StagePlan,
+    rng: np.random.Generator,
+    make_loader: Callable[[np.random.Generator], BatchPrefetcher],
+    device: torch.device,
+    rep: Reporter,
+) -> LoopResult:
+    """Restore (on --resume), then train to ``plan.schedule.steps``; see the module doc."""
+    s, dist = plan.schedule, distributed.current()
+    state = stage.restore(plan.models, plan.optimizers, plan.generators)
+    step, best = 0, float("inf")
+    guard = NonFiniteGuard(s.on_nonfinite, stage.name, list(plan.optimizers.values()))
+    if state is not None:
+        step, best, rng = state["step"], state["best"], rng_from_state(state["rng"])
+        guard.skipped = state.get("skipped", 0)
+        rep.line(f"resuming {stage.dir} at step {step}")
+    plan.start(step)
+    log = MetricsLog(stage.dir / "metrics.jsonl", step if state is not None else None)
+    last_saved = stage.last if state is not None else None
+    loader = make_loader(rng)
+    with loader, rep.progress(s.steps, f"train-{stage.name}", start=step) as bar:
+        while step < s.steps:
+            for name, opt in plan.optimizers.items():
+                set_lr(opt, lr_at(plan.base_lr[name], s.lr_milestones, s.lr_gamma, step))
+            batch = distributed.shard(loader.next()).to(device, non_blocking=True)
+            figures = plan.step(batch, step)  # this rank's rows of the global batch
+            step += 1
+            lr = plan.optimizers[plan.lr_opt].param_groups[0]["lr"]
+            record = {"step": step, **figures, plan.lr_key: lr}
+            guard.check(record, step, last_saved)
+            if s.val_every and (step % s.val_every == 0 or step == s.steps) and dist.main:
+                record.update(plan.validate())
+                if record[plan.score] < best:
+                    best = record[plan.score]
+                    plan.save_best(step, best)
+            log.write(record)
+            bar.advance(1, plan.summary(figures, record))
+            if step % s.checkpoint_every == 0 or step == s.steps:
+                info = {"step": step, "best": best, "rng": loader.rng_state()}
+                stage.save(
+                    plan.models,
+                    plan.optimizers,
+                    plan.generators,
+                    {**info, "skipped": guard.skipped},
+                )
+                last_saved = stage.last
+    return LoopResult(step, best, guard.skipped)

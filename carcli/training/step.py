@@ -1,0 +1,270 @@
+"""Algorithm 1: one optimisation step of the refiner G and the discriminator D.
+
+The paper's path reads top to bottom in :func:`algorithm1`; every variant (which L_cal, the
+terms beyond the paper, D's schedule and accuracy gate, simultaneous or alternating D) is
+chosen once, in :class:`RefinerTerms` and :class:`DiscriminatorPolicy`, outside the step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from carcli import distributed
+from carcli.data.batches import Batch
+from carcli.losses import (
+    adversarial_loss,
+    calibration_term,
+    calibrator_loss,
+    discriminator_accuracy,
+    discriminator_loss,
+    joint_term,
+    latent_kl,
+    r1_penalty,
+    sample_entropy,
+)
+from carcli.losses.calibration import CalibrationTerm
+from carcli.recipe.schema import Recipe
+
+
+@dataclass
+class Nets:
+    F: torch.nn.Module
+    G: torch.nn.Module
+    D: torch.nn.Module
+    opt_G: torch.optim.Optimizer
+    opt_D: torch.optim.Optimizer
+    opt_F: torch.optim.Optimizer | None = None  # joint training only (refiner.joint_calibrator)
+
+
+# An extra term of L_G: (name logged, weight, fn(logits, batch, valid, noise, latent KL)).
+ExtraTerm = tuple[str, float, Callable[..., torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class RefinerTerms:
+    """What L_G is made of, chosen once from the recipe."""
+
+    task: str
+    num_classes: int
+    ignore_index: int
+    num_samples: int  # M
+    w_adv: float
+    w_cal: float
+    calibration: CalibrationTerm  # L_cal (kl, kl_forward, ce, none; regression: squared error)
+    extras: tuple[ExtraTerm, ...]  # beyond the paper, each added with its weight
+
+    @classmethod
+    def from_recipe(
+        cls, recipe: Recipe, task: str, num_classes: int, ignore_index: int
+    ) -> RefinerTerms:
+        r = recipe.refiner
+        extras: list[ExtraTerm] = []
+        if r.w_entropy:  # make each sample decide (segmentation only, checked at start)
+            extras.append(("loss_ent", r.w_entropy, lambda lg, b, v, n, kl: sample_entropy(lg, v)))
+        if r.w_joint:  # the pairs' joint answers match the labels'
+
+            def joint(lg: torch.Tensor, b: Batch, v: torch.Tensor, n, kl) -> torch.Tensor:
+                assert b.modes is not None and b.mode_weight is not None
+                return joint_term(lg, b.modes, b.mode_weight, v, r.joint_pairs, n, r.joint_loss)
+
+            extras.append(("loss_joint", r.w_joint, joint))
+        if r.noise == "posterior":  # latent-code variant: + beta * KL(q || N(0, I))
+            extras.append(("loss_kl", r.kl_beta, lambda lg, b, v, n, kl: kl))
+        return cls(
+            task,
+            num_classes,
+            ignore_index,
+            r.num_samples,
+            r.w_adv,
+            r.w_cal,
+            calibration_term(r.calibration_loss, task),
+            tuple(extras),
+        )
+
+
+@dataclass(frozen=True)
+class DiscriminatorPolicy:
+    """When and how D learns: its on/off cycle, the accuracy gate, R1, and the update order.
+
+    ``simultaneous`` (default): D runs ONCE over the B*M fakes; that forward serves both L_D
+    and G's L_adv (G sees D before this step's update). ``alternating``: D steps first on
+    detached fakes, then G's L_adv sees the updated D. Each network gets only its own
+    gradient (autograd.grad): D's parameters accumulate nothing from L_G.
+    """
+
+    n_on: int
+    n_off: int
+    max_accuracy: float | None
+    r1_weight: float
+    alternating: bool
+
+    @classmethod
+    def from_recipe(cls, recipe: Recipe) -> DiscriminatorPolicy:
+        d = recipe.discriminator
+        return cls(d.n_on, d.n_off, d.max_accuracy, d.r1_weight, d.update == "alternating")
+
+    def on(self, step: int) -> bool:
+        """D trains n_on steps, then stays frozen n_off steps (G trains every step)."""
+        return d_cycle_on(step, self.n_on, self.n_off)
+
+
+def d_cycle_on(step: int, n_on: int, n_off: int) -> bool:
+    """D trains n_on steps, then stays frozen n_off steps (G trains every step)."""
+    return step % (n_on + n_off) < n_on
+
+
+def algorithm1(
+    nets: Nets,
+    batch: Batch,
+    terms: RefinerTerms,
+    policy: DiscriminatorPolicy,
+    d_on: bool,
+    noise: torch.Generator,
+) -> dict[str, float]:
+    """One step of Algorithm 1: F's probabilities, M noise draws and G's samples, D's
+    verdict, L_G = w_adv L_adv + w_cal L_cal (+ the extra terms), then the updates."""
+    x, M = batch.image, terms.num_samples
+    p = calibrator_output(nets.F, batch.cond, terms.task)  # F frozen: the calibration target
+    logits, loss_kl = refiner_samples(nets.G, x, p, M, noise)  # [B, M, K, H, W] or [B, M, D]
+    xs, real, fake, valid = discriminator_inputs(batch, logits, terms)
+    d_fake, out, step_d = discriminator_update(nets, policy, x, xs, real, fake, d_on)
+    loss_adv = adversarial_loss(d_fake)
+    loss_cal = terms.calibration(logits, p, batch.label, valid, terms.ignore_index)
+    loss_g = terms.w_adv * loss_adv + terms.w_cal * loss_cal
+    for name, weight, term in terms.extras:
+        value = term(logits, batch, valid, noise, loss_kl)
+        loss_g = loss_g + weight * value
+        out[name] = value.detach().item()
+    set_grads(nets.G, loss_g, retain_graph=False)
+    nets.opt_G.step()
+    step_d()  # simultaneous D: its update, after G's (both saw the same D)
+    out.update(
+        loss_g=loss_g.detach().item(),
+        loss_adv=loss_adv.detach().item(),
+        loss_cal=loss_cal.detach().item(),
+    )
+    return out
+
+
+def refiner_step(
+    nets: Nets,
+    batch: Batch,
+    recipe: Recipe,
+    task: str,
+    num_classes: int,
+    ignore_index: int,
+    d_update: bool,
+    noise: torch.Generator,
+) -> dict[str, float]:
+    """:func:`algorithm1` with its terms and D policy read from ``recipe`` (for benchmarks
+    and tests; the training loop builds them once), plus joint F's step when configured."""
+    terms = RefinerTerms.from_recipe(recipe, task, num_classes, ignore_index)
+    out = algorithm1(nets, batch, terms, DiscriminatorPolicy.from_recipe(recipe), d_update, noise)
+    if nets.opt_F is not None:
+        out["loss_ce"] = calibrator_update(nets, batch, task, ignore_index)
+    return out
+
+
+def calibrator_output(F_net: torch.nn.Module, cond: torch.Tensor, task: str) -> torch.Tensor:
+    """F's per-pixel probabilities (segmentation) or mean (regression), no gradient."""
+    with torch.no_grad():
+        out = F_net(cond)
+        return out.softmax(1) if task == "segmentation" else out
+
+
+def refiner_samples(
+    G: torch.nn.Module, x: torch.Tensor, p: torch.Tensor, M: int, noise: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """G's M samples per input (M noise vectors drawn inside G's forward from ``noise``) and,
+    for the latent-code variant (noise = posterior), KL(q(z | x, p) || N(0, I)) of its
+    encoded distribution (None for gaussian noise)."""
+    if getattr(G, "noise", "gaussian") != "posterior":
+        return G(x, p, num_samples=M, generator=noise), None
+    logits, mu, log_sigma = G(x, p, num_samples=M, generator=noise, return_posterior=True)
+    return logits, latent_kl(mu, log_sigma)
+
+
+def as_label_map(
+    label: torch.Tensor, num_classes: int, ignore_index: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One-hot real labels [B, K, H, W] (zeros at ignore pixels) and the valid mask [B, H, W]."""
+    valid = label != ignore_index
+    onehot = F.one_hot(label.clamp(0, num_classes - 1), num_classes).permute(0, 3, 1, 2)
+    return onehot.float() * valid[:, None], valid
+
+
+def discriminator_inputs(
+    batch: Batch, logits: torch.Tensor, terms: RefinerTerms
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """What D sees: the image once per fake, the real label map, the B*M fakes (G's softmax,
+    zero at ignore pixels), and the valid-pixel mask (None for regression)."""
+    x, y, M = batch.image, batch.label, terms.num_samples
+    xs = x.unsqueeze(1).expand(-1, M, *x.shape[1:]).reshape(-1, *x.shape[1:])
+    if terms.task != "segmentation":
+        return xs, y, logits.reshape(-1, logits.shape[-1]), None
+    real, valid = as_label_map(y, terms.num_classes, terms.ignore_index)
+    fake = logits.softmax(2) * valid[:, None, None]
+    return xs, real, fake.reshape(-1, *fake.shape[2:]), valid
+
+
+def discriminator_update(
+    nets: Nets,
+    policy: DiscriminatorPolicy,
+    x: torch.Tensor,
+    xs: torch.Tensor,
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    d_on: bool,
+) -> tuple[torch.Tensor, dict[str, float], Callable[[], None]]:
+    """L_D (real (x, y) against all M fakes, + R1 on reals), unless D is frozen in its cycle
+    or too accurate. Returns D's verdict on the fakes for L_adv, the logged figures, and the
+    D update still to apply after G's (a no-op when none is pending)."""
+    d_fake = nets.D(xs, fake.detach() if policy.alternating else fake)
+    out: dict[str, float] = {}
+    pending = False
+    if d_on:
+        real_in = real.detach().requires_grad_(True)
+        d_real = nets.D(x, real_in)
+        acc = distributed.global_mean(discriminator_accuracy(d_real, d_fake))  # one decision
+        out["d_acc"] = acc
+        if policy.max_accuracy is None or acc < policy.max_accuracy:
+            loss_d = discriminator_loss(d_real, d_fake)
+            if policy.r1_weight > 0:
+                loss_d = loss_d + policy.r1_weight * r1_penalty(d_real, real_in)
+            set_grads(nets.D, loss_d, retain_graph=not policy.alternating)
+            out["loss_d"] = loss_d.detach().item()
+            pending = True
+    if policy.alternating:
+        if pending:
+            nets.opt_D.step()
+            pending = False
+        d_fake = nets.D(xs, fake)  # G's adversarial loss against the updated D
+    return d_fake, out, nets.opt_D.step if pending else _nothing
+
+
+def _nothing() -> None:
+    return None
+
+
+def calibrator_update(nets: Nets, batch: Batch, task: str, ignore_index: int) -> float:
+    """Joint training: one step of F on its own L_ce (train mode), on this batch."""
+    assert nets.opt_F is not None
+    nets.F.train()
+    loss = calibrator_loss(nets.F(batch.cond), batch.label, task, ignore_index, batch.soft)
+    set_grads(nets.F, loss, retain_graph=False)
+    nets.opt_F.step()
+    nets.F.eval()
+    return loss.detach().item()
+
+
+def set_grads(net: torch.nn.Module, loss: torch.Tensor, retain_graph: bool) -> None:
+    """net's parameters get d loss / d param (and nothing else gets anything)."""
+    params = [q for q in net.parameters() if q.requires_grad]
+    grads = torch.autograd.grad(loss, params, retain_graph=retain_graph, allow_unused=True)
+    for q, g in zip(params, grads, strict=True):
+        q.grad = g
+    distributed.average_gradients(params)  # under torchrun: the mean over the ranks
