@@ -85,7 +85,9 @@ def test_same_seed_same_samples_whatever_batch_or_order(trained):
     a = model.predict(x, num_samples=6, seed=1, batch_size=1)
     b = model.predict(x[::-1].copy(), num_samples=6, seed=1, batch_size=4)
     np.testing.assert_array_equal(a.samples, b.samples[::-1])
-    np.testing.assert_array_equal(a.probabilities, b.probabilities[::-1])
+    # F's float16 probabilities may differ by one float16 step: CPU convolution kernels round
+    # differently for different batch sizes
+    np.testing.assert_allclose(a.probabilities, b.probabilities[::-1], atol=1e-3)
     c = model.predict(x, num_samples=6, seed=2)
     assert c.samples.shape == a.samples.shape
 
@@ -168,7 +170,9 @@ def test_predict_on_the_split_reproduces_sample(trained):
 
     tmp, r, bundle = trained
     bank = run_sample(r, quiet=True, overwrite=True)
-    pred = load_model(bundle).predict([tmp / "data" / "test.h5"], num_samples=8, seed=r.seed)
+    split = tmp / "data" / "test.h5"
+    bsz = r.sample.batch_size  # the same batches: F's float16 probabilities bit for bit too
+    pred = load_model(bundle).predict([split], num_samples=8, seed=r.seed, batch_size=bsz)
     with h5py.File(bank, "r") as h5:
         np.testing.assert_array_equal(pred.samples, h5["samples"][...])
         np.testing.assert_array_equal(pred.probabilities, h5["calibration"][...])
