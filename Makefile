@@ -3,11 +3,12 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 CARSEG := $(VENV)/bin/carseg
-# OpenMP spin-waiting makes 2-thread CPU training several times slower when other work runs.
+# carseg itself defaults to it (carcli/threads.py); the test suite imports torch before the
+# CLI, so the variable is also exported here for it.
 export OMP_WAIT_POLICY ?= PASSIVE
 RECIPE ?= recipes/toy.yaml
 
-.PHONY: install demo demo-predict test test-all lint format bench controls variants m-study unseen regression regression-sweep clean
+.PHONY: install demo demo-predict test test-all lint format bench bench-threads controls variants m-study unseen regression regression-sweep clean
 
 install: $(VENV)/.installed
 
@@ -48,6 +49,11 @@ format: install
 
 bench: install
 	$(PY) bench/run.py
+
+# carseg's thread defaults beside a busy process: train and evaluate, with and without the
+# variables in the environment (issue 20; a few minutes).
+bench-threads: install
+	$(PY) bench/threads.py
 
 # The paper's controls beside the method on the toy set (about 30 min on 2 cores).
 controls: install
