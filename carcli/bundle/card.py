@@ -7,6 +7,8 @@ from typing import Any
 
 
 def _fmt(v: Any) -> str:
+    if isinstance(v, dict):
+        return ", ".join(f"{k}: {_fmt(x)}" for k, x in v.items())
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 

@@ -45,9 +45,11 @@ def _commands(layout: RunLayout) -> list[str]:
     for stage in ("calibrator", "refiner"):
         try:
             m = json.loads((layout.root / stage / "manifest.json").read_text())
-            argv = m.get("argv") or []
+            argv = [str(a) for a in m.get("argv") or []]
+            if argv and Path(argv[0]).name in ("carseg", "__main__.py"):
+                argv = ["carseg", *argv[1:]]  # the console script or `python -m carcli`
             if argv:
-                out.append(" ".join(["carseg", *argv[1:]]))
+                out.append(f"{m.get('stage', stage)}: {' '.join(argv)}")
         except (OSError, ValueError):
             continue
     return out
