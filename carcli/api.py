@@ -6,7 +6,7 @@
 
 `images` is a numpy array [B, C, H, W] (or one [C, H, W]) or a list of arrays, taken as
 already normalised, or file paths / folders, read as `carseg predict` reads them (image files
-through the model's preprocessing). Nothing is written unless asked (`Prediction.save`).
+through the model's preprocessing). Nothing is written unless asked (`pred.save(out)`).
 """
 
 from __future__ import annotations
@@ -30,14 +30,19 @@ class Prediction:
     probabilities: Any
     entropy: Any
     proposals: list[list[dict]]
+    num_samples: int = 0
+    seed: int = 0
     items: list[Any] = field(repr=False, default_factory=list)
     results: list[Any] = field(repr=False, default_factory=list)
+    meta: dict[str, Any] = field(repr=False, default_factory=dict)
 
-    def save(self, out: str | Path, model: Model, num_samples: int, seed: int) -> Path:
+    def save(self, out: str | Path) -> Path:
         """Write the per-input folders and predictions.h5 as `carseg predict` does."""
         from carcli.predict.run import write_all
 
-        return write_all(Path(out), self.items, self.results, model.meta, num_samples, seed)
+        return write_all(
+            Path(out), self.items, self.results, self.meta, self.num_samples, self.seed
+        )
 
 
 class Model:
@@ -126,7 +131,9 @@ class Model:
                 device=torch.device(self.device),
                 done=lambda j, res: finished(todo[j], res),
             )
-        return _prediction(items, results)
+        pred = _prediction(items, results)
+        pred.num_samples, pred.seed, pred.meta = num_samples, seed, self.meta
+        return pred
 
 
 def _prediction(items: list[Any], results: list[Any]) -> Prediction:

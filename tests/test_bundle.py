@@ -112,3 +112,17 @@ def test_export_cli_with_declared_preprocessing(trained, tmp_path):
               '[{"step": "blur"}]']
     )  # fmt: skip
     assert res.exit_code == 1 and "blur" in res.stderr
+
+
+def test_malformed_preprocess_attribute_is_an_error(trained, tmp_path):
+    import h5py
+    from predict_fixtures import tiny_recipe
+
+    tmp, _, _ = trained
+    shutil.copytree(tmp / "data", tmp_path / "data")
+    shutil.copytree(tmp / "run", tmp_path / "run")
+    with h5py.File(tmp_path / "data" / "train.h5", "r+") as h5:
+        h5.attrs["preprocess"] = json.dumps([{"step": "sharpen"}])
+    with pytest.raises(CarsegError, match="sharpen"):
+        run_export(tiny_recipe(tmp_path), out=tmp_path / "b", quiet=True)
+    assert not (tmp_path / "b").exists()

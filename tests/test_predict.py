@@ -103,7 +103,7 @@ def test_any_size_is_padded_and_cropped_back(trained, tmp_path):
     assert isinstance(pred.samples, list)  # two sizes: lists, not stacked
     assert pred.samples[0].shape == (3, 13, 19) and pred.probabilities[0].shape == (3, 13, 19)
     assert pred.entropy[1].shape == (16, 16)
-    pred.save(tmp_path / "o", model, 3, 0)
+    pred.save(tmp_path / "o")
     with h5py.File(tmp_path / "o" / "predictions.h5", "r") as h5:
         assert h5["size"][...].tolist() == [[13, 19], [16, 16]]
         assert h5["samples"].shape == (2, 3, 16, 19)

@@ -18,7 +18,7 @@ from carcli.artefacts.run import RunLayout, sha256_file
 from carcli.bundle.card import model_card
 from carcli.bundle.load import FILES, MODEL_JSON, SCHEMA, recipe_description, weights_of
 from carcli.data.dataset import SPLITS, split_path
-from carcli.data.preprocess import check_spec
+from carcli.data.preprocess import check_spec, read_attr
 from carcli.errors import CarsegError
 from carcli.recipe.load import recipe_to_yaml
 from carcli.recipe.schema import Recipe
@@ -92,6 +92,19 @@ def run_export(
         except ValueError as exc:
             raise CarsegError(str(exc)) from None
     data_dir = Path(recipe.data.dir)
+    train = split_path(data_dir, "train")
+    if preprocess is None and train.is_file():  # a malformed spec is an error, not "none"
+        import h5py
+
+        try:
+            with h5py.File(train, "r") as h5:
+                read_attr(h5)
+        except ValueError as exc:
+            raise CarsegError(
+                str(exc), hint="fix the split files' 'preprocess' attribute, or pass --preprocess"
+            ) from None
+        except OSError:
+            pass
     sizes = _split_sizes(data_dir)
     model = {
         "schema": SCHEMA,
