@@ -598,7 +598,7 @@ def peak_rss_mb() -> float:
 def evaluate_child(args: list[str]) -> None:
     """Child process: run evaluate_bank once; print seconds and this process's peak RSS."""
     data_path, bank_path, ged, hm = Path(args[0]), Path(args[1]), args[2], args[3]
-    from carcli.metrics.evaluate import evaluate_bank
+    from carcli.metrics.evaluate import EvalSettings, evaluate_bank
     from carcli.recipe.load import load_recipe
     from carcli.ui import Reporter
 
@@ -606,8 +606,9 @@ def evaluate_child(args: list[str]) -> None:
         RECIPE,
         [f"evaluate.ged_counts=[{ged}]", f"evaluate.hm_iou_samples={hm}", "evaluate.split=test"],
     )
+    settings = EvalSettings.from_recipe(recipe)
     t0 = time.perf_counter()
-    summary, rows, _ = evaluate_bank(data_path, bank_path, recipe, Reporter(quiet=True))
+    summary, rows, _ = evaluate_bank(data_path, bank_path, settings, Reporter(quiet=True))
     seconds = time.perf_counter() - t0
     rss_mb = peak_rss_mb()
     print(

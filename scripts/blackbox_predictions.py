@@ -17,9 +17,9 @@ import numpy as np
 from PIL import Image  # Pillow comes with matplotlib
 
 from carcli.data.dataset import SPLITS
-from carcli.data.prepare import synthetic_split
 from carcli.recipe.load import load_recipe
 from carcli.recipe.schema import Recipe
+from carcli.stages.prepare import synthetic_split
 
 
 def most_likely_mode(label: np.ndarray, weight: np.ndarray) -> np.ndarray:

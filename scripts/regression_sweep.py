@@ -86,10 +86,10 @@ def run_unit(args: tuple) -> list[dict]:
     """prepare + F once, then G, sample and evaluate for each lambda (skipping finished work)."""
     recipe_path, out, pi, sigma, seed, steps, f_steps, extra = args
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from carcli.data.prepare import run_prepare
-    from carcli.metrics.evaluate import run_evaluate
     from carcli.recipe.load import load_recipe
-    from carcli.sampling.sample import run_sample
+    from carcli.stages.evaluate import run_evaluate
+    from carcli.stages.prepare import run_prepare
+    from carcli.stages.sample import run_sample
     from carcli.training.calibrator import run_train_calibrator
     from carcli.training.refiner import run_train_refiner
 

@@ -68,7 +68,7 @@ def write_recipe(tmp: Path) -> Path:
 def trained(tmp_path_factory):
     """(tmp, recipe, bundle folder) of a tiny trained toy run."""
     from carcli.bundle.export import run_export
-    from carcli.data.prepare import run_prepare
+    from carcli.stages.prepare import run_prepare
     from carcli.training.calibrator import run_train_calibrator
     from carcli.training.refiner import run_train_refiner
 

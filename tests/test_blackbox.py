@@ -14,9 +14,9 @@ from script_loader import load_script
 from carcli.data.batches import BatchSource
 from carcli.data.blackbox import BlackboxFolder
 from carcli.data.dataset import DatasetFile
-from carcli.data.prepare import run_prepare
 from carcli.errors import CarsegError
 from carcli.recipe.load import load_recipe
+from carcli.stages.prepare import run_prepare
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "recipes" / "blackbox_demo.yaml"
@@ -95,8 +95,8 @@ def test_synthetic_blackbox_aligns_with_rows_and_feeds_f(tmp_path):
     script = _script()
     assert script.write_predictions(r, tmp_path / "bb") == 11
     run_prepare(r, quiet=True)
-    from carcli.data.prepare import split_seed
     from carcli.data.synthetic import generate_synthetic
+    from carcli.stages.prepare import split_seed
 
     s = generate_synthetic(3, size=16, seed=split_seed(r.seed, "val"))
     with h5py.File(tmp_path / "data" / "val.h5") as h5:

@@ -68,8 +68,8 @@ def test_bundle_files_and_model_json(trained):
 
 
 def test_card_carries_the_test_metrics_and_export_refuses_to_clobber(trained, tmp_path):
-    from carcli.metrics.evaluate import run_evaluate
-    from carcli.sampling.sample import run_sample
+    from carcli.stages.evaluate import run_evaluate
+    from carcli.stages.sample import run_sample
 
     tmp, r, _ = trained
     run_sample(r, quiet=True, overwrite=True)

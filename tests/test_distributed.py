@@ -24,10 +24,10 @@ import torch
 from carcli import distributed
 from carcli.artefacts.checkpoint import read_safetensors
 from carcli.data.batches import Batch
-from carcli.data.prepare import run_prepare
 from carcli.errors import CarsegError
 from carcli.recipe.load import load_recipe
-from carcli.sampling.sample import run_sample
+from carcli.stages.prepare import run_prepare
+from carcli.stages.sample import run_sample
 from carcli.training.calibrator import run_train_calibrator
 from carcli.training.common import select_device
 from carcli.training.refiner import run_train_refiner

@@ -109,7 +109,7 @@ def test_train_refiner_with_joint_calibration_logs_the_term(tmp_path) -> None:
     images) and the default run has no such entry (the paper's path is untouched)."""
     import json
 
-    from carcli.data.prepare import run_prepare
+    from carcli.stages.prepare import run_prepare
     from carcli.training.calibrator import run_train_calibrator
     from carcli.training.refiner import run_train_refiner
     from tests.test_pipeline import tiny_recipe
@@ -157,9 +157,9 @@ def test_noise_grid_refiner_draws_from_its_grid_and_round_trips(tmp_path) -> Non
     noise size (the bank is written)."""
     import h5py
 
-    from carcli.data.prepare import run_prepare
     from carcli.models.refiner import GRID_CHANNELS, UNetRefiner
-    from carcli.sampling.sample import run_sample
+    from carcli.stages.prepare import run_prepare
+    from carcli.stages.sample import run_sample
     from carcli.training.calibrator import run_train_calibrator
     from carcli.training.refiner import run_train_refiner
     from tests.test_pipeline import tiny_recipe

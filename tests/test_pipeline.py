@@ -12,11 +12,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from carcli.data.prepare import run_prepare
 from carcli.errors import CarsegError
-from carcli.metrics.evaluate import run_evaluate
 from carcli.recipe.load import load_recipe
-from carcli.sampling.sample import run_sample
+from carcli.stages.evaluate import run_evaluate
+from carcli.stages.prepare import run_prepare
+from carcli.stages.sample import run_sample
 from carcli.training.calibrator import run_train_calibrator
 from carcli.training.refiner import run_train_refiner
 
@@ -184,7 +184,7 @@ def test_sample_bank_independent_of_chunking_and_resumes(chain):
     # reuses them.
     partial = tmp / "run" / "samples" / ".test.partial"
     r3 = tiny_recipe(tmp, "sample.chunk_size=2")
-    import carcli.sampling.sample as sample_mod
+    import carcli.stages.sample as sample_mod
 
     calls = []
     original = sample_mod._write_chunk

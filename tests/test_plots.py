@@ -12,11 +12,12 @@ import pytest
 from carcli.data.dataset import DatasetFile, write_dataset
 from carcli.errors import CarsegError
 from carcli.metrics.calibration import label_probabilities
-from carcli.plots.reliability import output_names, run_plot_reliability
+from carcli.plots.reliability import output_names
 from carcli.plots.stats import select_images
 from carcli.recipe.load import load_recipe
 from carcli.recipe.schema import Recipe
 from carcli.sampling.bank import create_bank
+from carcli.stages.plot_reliability import run_plot_reliability
 
 N, HW, A, M = 6, 16, 3, 6
 IGNORE = 255

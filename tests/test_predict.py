@@ -166,7 +166,7 @@ def test_same_stems_get_unique_folders(trained, tmp_path):
 def test_predict_on_the_split_reproduces_sample(trained):
     """The same samples as `sample`: an HDF5 row is seeded by its row index as `sample` does."""
     from carcli import load_model
-    from carcli.sampling.sample import run_sample
+    from carcli.stages.sample import run_sample
 
     tmp, r, bundle = trained
     bank = run_sample(r, quiet=True, overwrite=True)

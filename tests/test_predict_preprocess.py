@@ -18,10 +18,10 @@ from test_prepare_cityscapes import overrides as cs_overrides
 from test_prepare_lidc import make_png_layout
 from test_prepare_lidc import recipe as lidc_recipe
 
-from carcli.data.prepare import run_prepare
 from carcli.data.preprocess import apply_spec, check_spec, read_attr
 from carcli.predict.inputs import read_file
 from carcli.recipe.load import load_recipe
+from carcli.stages.prepare import run_prepare
 
 
 def _spec_and_images(path: Path):
@@ -91,7 +91,7 @@ def test_synthetic_steps_bit_for_bit(tmp_path):
         shape_probs=(0.4, 0.7),
         max_factors=3,
     )
-    from carcli.data.prepare import split_seed
+    from carcli.stages.prepare import split_seed
 
     colours = synthetic._palette(cfg)
     for i in range(3):

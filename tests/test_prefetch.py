@@ -59,7 +59,7 @@ def test_training_with_prefetch_equals_without(tmp_path, stage: str) -> None:
     from safetensors.torch import load_file
     from test_pipeline import tiny_recipe
 
-    from carcli.data.prepare import run_prepare
+    from carcli.stages.prepare import run_prepare
     from carcli.training.calibrator import run_train_calibrator
     from carcli.training.refiner import run_train_refiner
 

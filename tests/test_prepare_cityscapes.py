@@ -20,8 +20,8 @@ from typer.testing import CliRunner
 from carcli.cli.app import app
 from carcli.data.batches import BatchSource, apply_class_flips
 from carcli.data.dataset import DatasetFile
-from carcli.data.prepare import run_prepare
 from carcli.recipe.load import load_recipe
+from carcli.stages.prepare import run_prepare
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "cityscapes.yaml"

@@ -17,9 +17,9 @@ from typer.testing import CliRunner
 
 from carcli.cli.app import app
 from carcli.data.lidc import split_series
-from carcli.data.prepare import run_prepare
 from carcli.errors import CarsegError
 from carcli.recipe.load import load_recipe
+from carcli.stages.prepare import run_prepare
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "lidc.yaml"

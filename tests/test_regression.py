@@ -221,10 +221,10 @@ def _recipe(tmp: Path, *extra: str):
 
 @pytest.fixture(scope="module")
 def reg_chain(tmp_path_factory):
-    from carcli.data.prepare import run_prepare
-    from carcli.metrics.evaluate import run_evaluate
-    from carcli.plots.reliability import run_plot_reliability
-    from carcli.sampling.sample import run_sample
+    from carcli.stages.evaluate import run_evaluate
+    from carcli.stages.plot_reliability import run_plot_reliability
+    from carcli.stages.prepare import run_prepare
+    from carcli.stages.sample import run_sample
     from carcli.training.calibrator import run_train_calibrator
     from carcli.training.refiner import run_train_refiner
 
@@ -282,7 +282,7 @@ def test_regression_chain_outputs(reg_chain) -> None:
 
 
 def test_regression_fail_if_and_ce_refused(reg_chain) -> None:
-    from carcli.metrics.evaluate import run_evaluate
+    from carcli.stages.evaluate import run_evaluate
     from carcli.training.refiner import run_train_refiner
 
     tmp, r, _, _ = reg_chain

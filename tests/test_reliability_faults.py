@@ -16,11 +16,11 @@ from reliability import REPO, carseg_cmd, carseg_env, files_under, write_recipe
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-import carcli.training.calibrator as calibrator_mod
 import carcli.losses.calibration as calibration_mod
+import carcli.training.calibrator as calibrator_mod
 from carcli.cli.app import app
-from carcli.data.prepare import run_prepare
 from carcli.recipe.load import load_recipe
+from carcli.stages.prepare import run_prepare
 from carcli.training.calibrator import run_train_calibrator
 
 

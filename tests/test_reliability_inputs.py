@@ -25,9 +25,9 @@ from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 from carcli.cli.app import app
-from carcli.data.prepare import run_prepare
 from carcli.recipe.load import load_recipe
-from carcli.sampling.sample import run_sample
+from carcli.stages.prepare import run_prepare
+from carcli.stages.sample import run_sample
 from carcli.training.calibrator import run_train_calibrator
 from carcli.training.refiner import run_train_refiner
 
@@ -133,7 +133,7 @@ def _full_disk_safetensors(mp: pytest.MonkeyPatch) -> None:
 
 def _full_disk_h5py(mp: pytest.MonkeyPatch) -> None:
     """The second HDF5 file the sample stage creates fails as h5py fails on a full disk."""
-    import carcli.sampling.sample as sample_mod
+    import carcli.stages.sample as sample_mod
 
     created = []
 

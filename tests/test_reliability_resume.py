@@ -30,8 +30,8 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from carcli.cli.app import app
-from carcli.data.prepare import run_prepare
 from carcli.recipe.load import load_recipe
+from carcli.stages.prepare import run_prepare
 from carcli.training.calibrator import run_train_calibrator
 from carcli.training.refiner import run_train_refiner
 

@@ -17,11 +17,12 @@ from test_training import _nets
 
 from carcli.data.batches import Batch, BatchSource
 from carcli.data.dataset import DatasetFile
-from carcli.data.prepare import run_prepare
 from carcli.losses import latent_kl
 from carcli.models.registry import build_model, build_refiner
 from carcli.recipe.load import RecipeError, load_recipe
-from carcli.sampling.sample import draw, run_sample
+from carcli.sampling.sample import draw
+from carcli.stages.prepare import run_prepare
+from carcli.stages.sample import run_sample
 from carcli.training.calibrator import run_train_calibrator
 from carcli.training.networks import load_network, refiner_calibrator, save_network
 from carcli.training.refiner import refiner_step, run_train_refiner

@@ -111,7 +111,7 @@ def prepare(
     quiet: QuietOpt = False,
 ) -> None:
     """Build the dataset files (train/val/test.h5) in data.dir from data.source."""
-    from carcli.data.prepare import run_prepare
+    from carcli.stages.prepare import run_prepare
 
     run_prepare(_recipe(recipe, overrides), overwrite=overwrite, quiet=quiet)
 
@@ -157,7 +157,7 @@ def sample(
     quiet: QuietOpt = False,
 ) -> None:
     """Draw sample.num_samples segmentations per image into a sample bank."""
-    from carcli.sampling.sample import run_sample
+    from carcli.stages.sample import run_sample
 
     run_sample(_recipe(recipe, overrides), overwrite=overwrite, quiet=quiet)
 
@@ -188,7 +188,7 @@ def evaluate(
     quiet: QuietOpt = False,
 ) -> None:
     """Compute the metrics of a sample bank against the dataset split."""
-    from carcli.metrics.evaluate import run_evaluate
+    from carcli.stages.evaluate import run_evaluate
 
     run_evaluate(
         _recipe(recipe, overrides),
@@ -208,7 +208,7 @@ def plot_reliability(
     quiet: QuietOpt = False,
 ) -> None:
     """Reliability diagram, per-class calibration and sample grids (PNG + CSV)."""
-    from carcli.plots.reliability import run_plot_reliability
+    from carcli.stages.plot_reliability import run_plot_reliability
 
     run_plot_reliability(_recipe(recipe, overrides), overwrite=overwrite, quiet=quiet)
 

@@ -1,0 +1,216 @@
+"""`carseg evaluate`: the metrics of a sample bank against its dataset split.
+
+Writes ``eval/<split>/metrics.json`` and ``per_case.csv`` (computed by
+:func:`carcli.metrics.evaluate.evaluate_bank`), prints the table, applies ``--fail-if``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+from carcli.artefacts.run import (
+    Manifest,
+    RunLayout,
+    check_not_finished,
+    ensure_dir,
+    write_json_atomic,
+    write_text_atomic,
+)
+from carcli.data.dataset import split_path
+from carcli.errors import CarsegError
+from carcli.metrics.conventions import CONVENTIONS
+from carcli.metrics.evaluate import (
+    EvalSettings,
+    check_conditions,
+    conventions_of,
+    evaluate_bank,
+    parse_condition,
+)
+from carcli.recipe.load import recipe_to_dict
+from carcli.recipe.schema import Recipe
+from carcli.ui import Reporter
+
+
+def run_evaluate(
+    recipe: Recipe,
+    fail_if: list[str] | None = None,
+    overwrite: bool = False,
+    quiet: bool = False,
+    convention: str | None = None,
+) -> dict[str, Any]:
+    """Evaluate the bank of ``evaluate.split``; ``convention`` overrides evaluate.convention."""
+    import dataclasses
+
+    rep = Reporter(quiet)
+    conditions = list(fail_if or [])
+    for text in conditions:
+        parse_condition(text)  # reject a malformed condition before any work
+    if convention is not None:
+        recipe = dataclasses.replace(
+            recipe, evaluate=dataclasses.replace(recipe.evaluate, convention=convention)
+        )
+    conventions_of(recipe.evaluate.convention)  # an unknown name fails before any work
+    layout = RunLayout(Path(recipe.run_dir))
+    split = recipe.evaluate.split
+    out_dir = layout.eval_dir(split)
+    data_path, bank_path = split_path(recipe.data.dir, split), layout.bank(split)
+    check_not_finished(out_dir / "metrics.json", f"{split} metrics", overwrite)
+    manifest = Manifest("evaluate", recipe_to_dict(recipe), recipe.seed)
+    summary, rows, columns = evaluate_bank(
+        data_path, bank_path, EvalSettings.from_recipe(recipe), rep
+    )
+    ensure_dir(out_dir)
+    write_text_atomic(out_dir / "per_case.csv", _csv(rows, columns))
+    write_json_atomic(out_dir / "metrics.json", summary)
+    for p in (data_path, bank_path):
+        manifest.add_input(p)
+    manifest.write(out_dir, ["metrics.json", "per_case.csv"])
+    if not quiet:
+        print_table(summary, rep)
+    failed = check_conditions(summary, conditions)
+    if failed:
+        raise CarsegError(
+            "metric threshold crossed: " + "; ".join(failed), hint=f"see {out_dir / 'metrics.json'}"
+        )
+    return summary
+
+
+def _csv(rows: list[dict], columns: list[str]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    return buf.getvalue()
+
+
+def print_table(summary: dict[str, Any], rep: Reporter) -> None:
+    from rich.table import Table
+
+    if summary.get("task") == "regression":
+        print_regression_table(summary, rep)
+        return
+    primary = summary.get("convention", "carseg")
+    table = Table(
+        title=f"carseg evaluate: {summary['split']} ({summary['n_images']} images, "
+        f"{summary['num_samples']} samples; convention {primary})"
+    )
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_column("oracle", justify="right")
+    oracle_ged = summary.get("oracle_ged") or {}
+    for n, v in (summary.get("ged") or {}).items():
+        table.add_row(f"GED ({n} samples)", _fmt(v), _fmt(oracle_ged.get(n)))
+    table.add_row(f"HM-IoU ({summary.get('hm_iou_samples', 16)})", _fmt(summary.get("hm_iou")), "")
+    table.add_row("ECE of F", _fmt(summary.get("ece")), "")
+    modes = summary.get("modes") or {}
+    if modes:
+        table.add_row("mode TV", _fmt(modes.get("tv")), _fmt(modes.get("oracle_tv")))
+        table.add_row(
+            "samples within IoU 0.8 of mode",
+            _fmt(modes.get("within_0.8")),
+            _fmt(modes.get("oracle_within_0.8")),
+        )
+        table.add_row(
+            "mode coverage (p >= 0.05, 16 samples)",
+            _fmt(modes.get("coverage")),
+            _fmt(modes.get("oracle_coverage")),
+        )
+    factors = summary.get("factor_dependence") or {}
+    if factors.get("n_pairs"):
+        table.add_row(
+            f"factor dependence ({factors['n_pairs']} pairs)",
+            _fmt(factors.get("g")),
+            _fmt(factors.get("oracle")),
+        )
+        table.add_row(
+            "factor joint TV", _fmt(factors.get("joint_tv_g")), _fmt(factors.get("joint_tv_oracle"))
+        )
+    names = summary.get("class_names") or {}
+    per_class = (summary.get("class_calibration") or {}).get("classes") or {}
+    for k, c in per_class.items():
+        if c.get("true") is not None:
+            name = names[int(k)] if int(k) < len(names) else k
+            table.add_row(
+                f"{name}: p true / F / G",
+                f"{c['true']:.3f} / {_fmt(c.get('calibrator'))} / {_fmt(c.get('refiner'))}",
+                "",
+            )
+    table.add_row("diversity", _fmt(summary.get("diversity")), "")
+    table.add_row("entropy of F (nats)", _fmt(summary.get("entropy")), "")
+    table.add_row("NCC (PHiSeg)", _fmt(summary.get("ncc")), "")
+    dice = summary.get("dice") or {}
+    table.add_row("Dice: expected", _fmt(dice.get("expected")), "")
+    table.add_row("Dice: mean prediction", _fmt(dice.get("mean_prediction")), "")
+    table.add_row("Dice: best match per label", _fmt(dice.get("best_match")), "")
+    qubiq = summary.get("qubiq") or {}
+    table.add_row(
+        "QUBIQ: G / F", f"{_fmt(qubiq.get('samples'))} / {_fmt(qubiq.get('calibrator'))}", ""
+    )
+    rep.console.print(table)
+    blocks = summary.get("conventions") or {}
+    if len(blocks) > 1:
+        print_conventions_table(summary, rep)
+
+
+def print_conventions_table(summary: dict[str, Any], rep: Reporter) -> None:
+    """GED, HM-IoU and diversity under each requested convention, side by side."""
+    from rich.table import Table
+
+    blocks = summary["conventions"]
+    table = Table(title="the same samples under each convention")
+    table.add_column("metric")
+    for name in blocks:
+        table.add_column(name, justify="right")
+    counts = sorted({n for b in blocks.values() for n in b["ged"]}, key=int)
+    for n in counts:
+        table.add_row(f"GED ({n})", *[_fmt(b["ged"].get(n)) for b in blocks.values()])
+    hm_n = summary.get("hm_iou_samples", 16)
+    table.add_row(f"HM-IoU ({hm_n})", *[_fmt(b["hm_iou"]) for b in blocks.values()])
+    table.add_row("diversity", *[_fmt(b["diversity"]) for b in blocks.values()])
+    if counts:
+        top = counts[-1]
+        table.add_row(
+            f"images scored (GED {top})",
+            *[str(b["n_images"]["ged"].get(top, "")) for b in blocks.values()],
+        )
+    table.add_row("HM-IoU matching", *[CONVENTIONS[n].hm_iou for n in blocks])
+    rep.console.print(table)
+
+
+def print_regression_table(summary: dict[str, Any], rep: Reporter) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(
+        title=f"carseg evaluate: {summary['split']} ({summary['n_images']} inputs, "
+        f"{summary['num_samples']} samples)"
+    )
+    for col in ("metric", "samples", "real data", "truth"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    ll = summary.get("log_likelihood") or {}
+    if ll:
+        table.add_row(
+            "log-likelihood (1 sample / x)", _fmt(ll.get("samples")), _fmt(ll["real"]), ""
+        )
+    for r in (summary.get("upper_share") or {}).values():
+        lo, hi = r["range"]
+        flag = " (collapsed)" if r.get("collapsed") else ""
+        table.add_row(
+            escape(f"share y > 0, x in [{lo:g}, {hi:g}){flag}"),
+            _fmt(r.get("samples")),
+            _fmt(r.get("real")),
+            _fmt(r.get("true")),
+        )
+    table.add_row("|mean of samples - F(x)|", _fmt(summary.get("mean_vs_calibrator")), "", "")
+    if "mean_vs_truth" in summary:
+        table.add_row(escape("|mean of samples - E[y|x]|"), _fmt(summary["mean_vs_truth"]), "", "")
+        table.add_row(escape("|F(x) - E[y|x]|"), _fmt(summary["calibrator_vs_truth"]), "", "")
+    rep.console.print(table)
+
+
+def _fmt(v: Any) -> str:
+    return "" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)

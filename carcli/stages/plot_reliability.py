@@ -1,0 +1,225 @@
+"""`carseg plot-reliability`: F's calibration and G's samples as figures, each PNG with a
+CSV of its numbers beside it, into ``run_dir/plots/<split>/`` (split = ``evaluate.split``),
+then ``manifest.json``:
+
+* ``reliability``: F's reliability diagram (10 equal bins of max probability; accuracy = the
+  label probability of F's argmax), the gap to the mean confidence, pixel histogram, ECE;
+* ``class_calibration``: per class with ambiguous pixels (0 < q_k < 1), the true probability,
+  F's mean probability and G's sample frequency there (the paper's Fig. 5);
+* ``samples``: the most ambiguous images (mean entropy of the label distribution) and the
+  least ambiguous one: input, annotations with weights, F, F's entropy, G's mean, samples.
+
+A regression split gets ``fit`` and ``loglik`` instead. Nothing is read from
+``metrics.json``: the figures are recomputed from the bank, streamed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from carcli.artefacts.run import (
+    Manifest,
+    RunLayout,
+    check_not_finished,
+    ensure_dir,
+    write_text_atomic,
+)
+from carcli.data.dataset import DatasetFile, split_path
+from carcli.errors import CarsegError
+from carcli.plots.files import save_figure, to_csv
+from carcli.plots.regression import (
+    SAMPLES_SHOWN,
+    _single_loglik_figure,
+    fit_figure,
+    read_loglik,
+)
+from carcli.plots.reliability import (
+    CLASS_COLUMNS,
+    PLOTS,
+    RELIABILITY_COLUMNS,
+    _samples_rows,
+    class_table,
+    output_names,
+    reliability_table,
+)
+from carcli.recipe.load import recipe_to_dict
+from carcli.recipe.schema import Recipe
+from carcli.sampling.bank import Bank
+from carcli.ui import Reporter
+
+
+def run_plot_reliability(
+    recipe: Recipe, overwrite: bool = False, *, n_images: int = 4, quiet: bool = False
+) -> list[Path]:
+    """Write the three figures (PNG + CSV each) and manifest.json; return the written paths."""
+    from carcli.plots import figures, grid
+    from carcli.plots.stats import GED_SAMPLES, accumulate, image_view, select_images
+
+    rep = Reporter(quiet)
+    split = recipe.evaluate.split
+    layout = RunLayout(Path(recipe.run_dir))
+    out_dir = layout.plots_dir(split)
+    data_path, bank_path = split_path(recipe.data.dir, split), layout.bank(split)
+    with DatasetFile(data_path) as ds:
+        task = ds.info.task
+    if task == "regression":
+        return run_plot_regression(recipe, overwrite, quiet)
+    names = output_names()
+    for name in names:
+        check_not_finished(out_dir / name, f"{split} plot file {name}", overwrite)
+    manifest = Manifest("plot-reliability", recipe_to_dict(recipe), recipe.seed)
+    with DatasetFile(data_path, validate=True) as ds, Bank(bank_path, ds.info) as bank:
+        info = ds.info
+        if bank.n == 0:
+            raise CarsegError(
+                f"{bank_path}: the sample bank holds no images",
+                hint="sample the split again with `carseg sample RECIPE --overwrite`",
+            )
+        stats = accumulate(ds, bank, recipe.evaluate.chunk_size, rep)
+        chosen = select_images(stats.label_entropy, stats.n_present, n_images)
+        views = [image_view(ds, bank, pos) for pos in chosen]
+        ged_key = f"ged_{min(GED_SAMPLES, bank.num_samples)}"
+        n_bank, m = bank.n, bank.num_samples
+
+    rel_rows = reliability_table(stats.reliability)
+    rel = stats.reliability.result()
+    cls_rows = class_table(stats.classes, info.class_names)
+    smp_rows = _samples_rows(views, ged_key)
+    smp_cols = [
+        "panel_row",
+        "bank_position",
+        "dataset_row",
+        "label_entropy",
+        "num_modes",
+        "mode_weights_shown",
+        "mode_sample_freq_shown",
+        "sample_indices",
+        ged_key,
+        "diversity",
+        "f_entropy",
+    ]
+    ensure_dir(out_dir)
+    built = {
+        "reliability": (
+            figures.reliability_figure(rel_rows, rel["ece"], rel["n_pixels"]),
+            to_csv(rel_rows, RELIABILITY_COLUMNS),
+        ),
+        "class_calibration": (
+            figures.class_calibration_figure(cls_rows),
+            to_csv(cls_rows, CLASS_COLUMNS),
+        ),
+        "samples": (
+            grid.samples_figure(
+                views, info.class_names, info.eval_classes, info.ignore_index, ged_key
+            ),
+            to_csv(smp_rows, smp_cols),
+        ),
+    }
+    written: list[Path] = []
+    for stem in PLOTS:
+        fig, text = built[stem]
+        save_figure(fig, out_dir / f"{stem}.png")
+        write_text_atomic(out_dir / f"{stem}.csv", text)
+        written += [out_dir / f"{stem}.png", out_dir / f"{stem}.csv"]
+    for p in (data_path, bank_path):
+        manifest.add_input(p)
+    manifest.extra = {
+        "split": split,
+        "n_images": n_bank,
+        "num_samples": m,
+        "ece": rel["ece"],
+        "n_pixels": rel["n_pixels"],
+        "ambiguous_classes": [r["class_id"] for r in cls_rows],
+        "shown_rows": [v.row for v in views],
+    }
+    manifest.write(out_dir, names[:-1])
+    written.append(out_dir / "manifest.json")
+    ece_txt = "n/a" if rel["ece"] is None else f"{100 * rel['ece']:.2f}%"
+    rep.line(f"plot-reliability: ECE of F {ece_txt}; wrote {len(written)} files to {out_dir}")
+    return written
+
+
+FIT_COLUMNS = ["index", "x", "calibrator", "sample_mean", "true_mean", "samples_shown"]
+
+
+def run_plot_regression(recipe: Any, overwrite: bool, quiet: bool) -> list[Path]:
+    """`plot-reliability` on a regression split: fit.png (+ csv) and, when the refiner's
+    metrics.jsonl logged it, loglik.png (+ csv); then manifest.json."""
+    from carcli.data.regression import MIXTURE_NAMES, mixture_mean_y
+
+    rep = Reporter(quiet)
+    split = recipe.evaluate.split
+    layout = RunLayout(Path(recipe.run_dir))
+    out_dir = layout.plots_dir(split)
+    data_path, bank_path = split_path(recipe.data.dir, split), layout.bank(split)
+    metrics_path = layout.refiner / "metrics.jsonl"
+    for name in ("fit.png", "fit.csv", "loglik.png", "loglik.csv", "manifest.json"):
+        check_not_finished(out_dir / name, f"{split} plot file {name}", overwrite)
+    manifest = Manifest("plot-reliability", recipe_to_dict(recipe), recipe.seed)
+    with DatasetFile(data_path) as ds, Bank(bank_path, ds.info) as bank:
+        if bank.n == 0:
+            raise CarsegError(
+                f"{bank_path}: the sample bank holds no inputs",
+                hint="sample the split again with `carseg sample RECIPE --overwrite`",
+            )
+        index = bank.index
+        samples = bank.read("samples", slice(0, bank.n))[:, :, 0]
+        calib = bank.read("calibration", slice(0, bank.n))[:, 0]
+        x = ds.read_rows("image", index)[:, 0]
+        labels = ds.h5["label"][...]  # small: [N, A, 1]
+        data_x = np.repeat(ds.h5["image"][:, 0], labels.shape[1])
+        data_y = labels[:, :, 0].reshape(-1)
+        truth = None
+        if all(m in ds.h5 for m in MIXTURE_NAMES):
+            mean, weight = (ds.read_rows(m, index) for m in MIXTURE_NAMES[:2])
+            truth = mixture_mean_y(mean, weight)[:, 0]
+    ensure_dir(out_dir)
+    written: list[Path] = []
+    fig = fit_figure(
+        [
+            {
+                "data_x": data_x,
+                "data_y": data_y,
+                "x": x,
+                "samples": samples,
+                "calibrator": calib,
+                "true_mean": truth,
+                "title": f"{recipe.name}: {split}, {samples.shape[1]} samples per x",
+            }
+        ]
+    )
+    rows = [
+        {
+            "index": int(index[i]),
+            "x": float(x[i]),
+            "calibrator": float(calib[i]),
+            "sample_mean": float(samples[i].mean()),
+            "true_mean": None if truth is None else float(truth[i]),
+            "samples_shown": " ".join(f"{v:.4f}" for v in samples[i, :SAMPLES_SHOWN]),
+        }
+        for i in np.argsort(x)
+    ]
+    save_figure(fig, out_dir / "fit.png")
+    write_text_atomic(out_dir / "fit.csv", to_csv(rows, FIT_COLUMNS))
+    written += [out_dir / "fit.png", out_dir / "fit.csv"]
+    if metrics_path.exists():
+        steps, values = read_loglik(metrics_path)
+        if len(steps):
+            fig = _single_loglik_figure(steps, values, recipe.name)
+            save_figure(fig, out_dir / "loglik.png")
+            ll_rows = [
+                {"step": int(s), "val_ll": float(v)} for s, v in zip(steps, values, strict=True)
+            ]
+            write_text_atomic(out_dir / "loglik.csv", to_csv(ll_rows, ["step", "val_ll"]))
+            written += [out_dir / "loglik.png", out_dir / "loglik.csv"]
+            manifest.add_input(metrics_path)
+    for p in (data_path, bank_path):
+        manifest.add_input(p)
+    manifest.extra = {"split": split, "n_inputs": int(len(x)), "num_samples": samples.shape[1]}
+    manifest.write(out_dir, [p.name for p in written])
+    written.append(out_dir / "manifest.json")
+    rep.line(f"plot-reliability (regression): wrote {len(written)} files to {out_dir}")
+    return written
