@@ -22,7 +22,7 @@ from carcli.metrics.calibration import ClassCalibration, ReliabilityBins
 if TYPE_CHECKING:
     from carcli.plots.stats import ImageView
 
-PLOTS = ("reliability", "class_calibration", "samples")
+PLOTS = ("reliability", "class_calibration", "mode_frequencies", "samples")
 RELIABILITY_COLUMNS = [
     "bin",
     "lower",

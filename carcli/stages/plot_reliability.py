@@ -30,6 +30,7 @@ from carcli.artefacts.run import (
 from carcli.data.dataset import DatasetFile, split_path
 from carcli.errors import CarsegError
 from carcli.plots.files import save_figure, to_csv
+from carcli.plots.modes import MODE_COLUMNS, mode_frequency_figure, mode_rows
 from carcli.plots.regression import (
     SAMPLES_SHOWN,
     _single_loglik_figure,
@@ -81,6 +82,7 @@ def run_plot_reliability(
         stats = accumulate(ds, bank, recipe.evaluate.chunk_size, rep)
         chosen = select_images(stats.label_entropy, stats.n_present, n_images)
         views = [image_view(ds, bank, pos) for pos in chosen]
+        mode_table = _mode_table(ds, bank, stats.label_entropy)
         ged_key = f"ged_{min(GED_SAMPLES, bank.num_samples)}"
         n_bank, m = bank.n, bank.num_samples
 
@@ -110,6 +112,10 @@ def run_plot_reliability(
         "class_calibration": (
             figures.class_calibration_figure(cls_rows),
             to_csv(cls_rows, CLASS_COLUMNS),
+        ),
+        "mode_frequencies": (
+            mode_frequency_figure(mode_table),
+            to_csv(mode_table, MODE_COLUMNS),
         ),
         "samples": (
             grid.samples_figure(
@@ -143,6 +149,31 @@ def run_plot_reliability(
 
 
 FIT_COLUMNS = ["index", "x", "calibrator", "sample_mean", "true_mean", "samples_shown"]
+
+
+MODE_PANELS = 6  # images in the mode-frequency figure
+
+
+def _mode_table(ds: DatasetFile, bank: Bank, label_entropy: np.ndarray) -> list[dict[str, Any]]:
+    """Mode rows of the MODE_PANELS most ambiguous images (highest label entropy)."""
+    info = ds.info
+    order = np.lexsort((np.arange(len(label_entropy)), -label_entropy))
+    rows: list[dict[str, Any]] = []
+    for panel, pos in enumerate(int(p) for p in order[:MODE_PANELS] if label_entropy[p] > 0):
+        row = int(bank.index[pos])
+        labels, weights = ds.read_rows("label", np.array([row]))[0], ds.weights(np.array([row]))[0]
+        samples = bank.read("samples", slice(pos, pos + 1))[0]
+        rows += mode_rows(
+            panel,
+            row,
+            samples,
+            labels,
+            weights.astype(np.float64),
+            info.num_classes,
+            info.eval_classes,
+            info.ignore_index,
+        )
+    return rows
 
 
 def run_plot_regression(recipe: Any, overwrite: bool, quiet: bool) -> list[Path]:
