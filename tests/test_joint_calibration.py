@@ -180,3 +180,17 @@ def test_noise_grid_refiner_draws_from_its_grid_and_round_trips(tmp_path) -> Non
     bank = run_sample(r, quiet=True)
     with h5py.File(bank) as h5:
         assert h5["samples"].shape[0] == r.data.num_test
+
+
+def test_straight_through_forward_is_the_answer_and_gradient_survives_crispness() -> None:
+    from carcli.losses.joint import straight_through
+
+    logits = torch.tensor([[[[30.0], [0.0], [-5.0]]]]).reshape(1, 1, 3, 1).requires_grad_(True)
+    st = straight_through(logits, 4.0)
+    assert torch.equal(st.detach(), torch.tensor([1.0, 0.0, 0.0]).reshape(1, 1, 3, 1))
+    (st[0, 0, 1].sum()).backward()
+    grad_st = logits.grad.abs().sum().item()
+    logits.grad = None
+    (logits.softmax(2)[0, 0, 1].sum()).backward()
+    assert grad_st > 1e3 * logits.grad.abs().sum().item()  # the plain softmax has ~none
+    assert torch.equal(straight_through(logits, 0.0), logits.float().softmax(2))

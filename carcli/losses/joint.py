@@ -54,6 +54,7 @@ def joint_term(
     num_pairs: int,
     generator: torch.Generator | None,
     kind: str = "kl",
+    temperature: float = 0.0,
 ) -> Tensor:
     """The joint calibration loss of a batch: pairs drawn, targets built, loss averaged."""
     k = sample_logits.shape[2]
@@ -61,7 +62,7 @@ def joint_term(
         mode_label_probs(modes, weights, k), valid, num_pairs, generator
     )
     target = pair_targets(modes, weights, i, j, k)
-    return joint_calibration_loss(sample_logits, i, j, target, mask, kind)
+    return joint_calibration_loss(sample_logits, i, j, target, mask, kind, temperature)
 
 
 def sample_pixel_pairs(
@@ -102,6 +103,19 @@ expectation is minimal at G's true joint = T whatever the samples' crispness; th
 KL instead favours soft samples a little (its estimate's spread costs ~ (K^2 - 1) / 2M)."""
 
 
+def straight_through(sample_logits: Tensor, temperature: float) -> Tensor:
+    """Per-sample probabilities [B, M, K, ...]: 0 -> the softmax; T > 0 -> the one-hot argmax
+    (the answers the samples give) with the gradient of softmax(logits / T) (straight-through,
+    Bengio et al. 2013). Crisp samples' softmax has a vanishing gradient, so once G's samples
+    decide, a loss on their softmax can no longer move which answers they give together."""
+    soft = sample_logits.float().softmax(2) if not temperature else None
+    if soft is not None:
+        return soft
+    tempered = (sample_logits.float() / temperature).softmax(2)
+    hard = torch.zeros_like(tempered).scatter_(2, tempered.argmax(2, keepdim=True), 1.0)
+    return hard + tempered - tempered.detach()
+
+
 def joint_calibration_loss(
     sample_logits: Tensor,
     i: Tensor,
@@ -109,6 +123,7 @@ def joint_calibration_loss(
     target: Tensor,
     mask: Tensor | None = None,
     kind: str = "kl",
+    temperature: float = 0.0,
 ) -> Tensor:
     """KL(G_ij || T_ij) summed over the K x K classes (``kind="sq"``: the unbiased squared
     distance, see ``JOINT_LOSSES``), mean over the pairs where ``mask`` [B, P] is set (0 if
@@ -127,7 +142,7 @@ def joint_calibration_loss(
             f"joint_calibration_loss: target {tuple(target.shape)} and pairs {tuple(i.shape)}"
             f" / {tuple(j.shape)} do not match logits {tuple(sample_logits.shape)}"
         )
-    s = sample_logits.float().softmax(2).reshape(b, m, k, -1)
+    s = straight_through(sample_logits, temperature).reshape(b, m, k, -1)
     si = s.gather(3, i[:, None, None].expand(b, m, k, i.shape[1]))  # [B, M, K, P]
     sj = s.gather(3, j[:, None, None].expand(b, m, k, j.shape[1]))
     g = torch.einsum("bmkp,bmlp->bpkl", si, sj) / m

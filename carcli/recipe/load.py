@@ -180,6 +180,10 @@ def _check_ranges(r: Recipe, problems: list[str]) -> None:
     if r.refiner.w_joint < 0:
         problems.append(f"refiner.w_joint -> must be >= 0, got {r.refiner.w_joint}")
     positive("refiner.joint_pairs", r.refiner.joint_pairs)
+    if r.refiner.joint_temperature < 0:
+        problems.append(
+            f"refiner.joint_temperature -> must be >= 0, got {r.refiner.joint_temperature}"
+        )
     if r.refiner.noise_grid < 0:
         problems.append(f"refiner.noise_grid -> must be >= 0, got {r.refiner.noise_grid}")
     if r.refiner.noise_grid and (r.refiner.arch != "unet" or r.refiner.noise != "gaussian"):

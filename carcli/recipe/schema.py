@@ -142,6 +142,10 @@ class RefinerConfig:
     frequencies of whole answers match, not only each pixel's. Segmentation; see README."""
     joint_pairs: int = 256
     """Pixel pairs per image for the joint calibration loss (drawn among ambiguous pixels)."""
+    joint_temperature: float = 0.0
+    """0: the joint calibration loss sees each sample's softmax; T > 0: it sees the samples'
+    argmax answers, with the gradient of softmax(logits / T) (straight-through), so it still
+    moves the answers once the samples are crisp."""
     joint_loss: Literal["kl", "sq"] = "kl"
     """Form of the joint calibration loss: kl (KL of G's M-sample joint to the labels') or sq
     (an unbiased estimate of their squared distance; no pull towards soft samples)."""
@@ -250,6 +254,14 @@ class SpeedConfig:
     """Training batches made ahead by a background thread (0: none). The random stream is the
     same as without it (a resumed run continues it exactly); on CUDA the batches go to pinned
     memory and are copied with non_blocking, overlapping the step."""
+    fold_bn: bool = False
+    """Sampling and prediction only: fold F's and G's BatchNorm layers into the convolutions
+    before them (the same network; floating-point results differ in the last bits, so a
+    sample's argmax can flip where two classes tie)."""
+    cpu_bf16: bool = False
+    """Sampling and prediction on CPU only: run F and G under bf16 autocast where oneDNN has
+    native bf16 (AMX or AVX512-BF16; ignored with a note elsewhere). Lossy: README
+    "Benchmarks" states the samples' argmax agreement with float32."""
 
 
 @dataclass

@@ -69,7 +69,16 @@ class RefinerTerms:
 
             def joint(lg: torch.Tensor, b: Batch, v: torch.Tensor, n, kl) -> torch.Tensor:
                 assert b.modes is not None and b.mode_weight is not None
-                return joint_term(lg, b.modes, b.mode_weight, v, r.joint_pairs, n, r.joint_loss)
+                return joint_term(
+                    lg,
+                    b.modes,
+                    b.mode_weight,
+                    v,
+                    r.joint_pairs,
+                    n,
+                    r.joint_loss,
+                    r.joint_temperature,
+                )
 
             extras.append(("loss_joint", r.w_joint, joint))
         if r.noise == "posterior":  # latent-code variant: + beta * KL(q || N(0, I))
