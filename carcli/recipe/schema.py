@@ -120,8 +120,9 @@ class RefinerConfig:
     """Beyond the paper (unet, gaussian noise; 0: off): G also draws a coarse g x g map of
     independent noise (2 channels per cell) added to its bottleneck, so separate regions can
     draw their answers independently instead of one global epsilon deciding them together."""
-    residual_logits: bool = True
-    """Add F's log-probabilities to G's output logits (a deviation from the paper; see README)."""
+    residual_logits: bool = False
+    """Add F's log-probabilities to G's output logits (a deviation from the paper, off by
+    default as in the paper; the toy recipe turns it on; see README)."""
     num_samples: int = 5
     """M: samples per input for the calibration loss."""
     calibration_loss: Literal["kl", "kl_forward", "ce", "none"] = "kl"
