@@ -258,7 +258,7 @@ def test_mlp_discriminator() -> None:
 
 def test_registry_names() -> None:
     assert sorted(CALIBRATORS) == ["convnet", "mlp", "segnet", "unet"]
-    assert sorted(REFINERS) == ["mlp", "unet"]
+    assert sorted(REFINERS) == ["car", "mlp", "unet"]
     assert sorted(DISCRIMINATORS) == ["dcgan", "mlp", "pixel"]
 
 
@@ -266,7 +266,7 @@ def test_unknown_names() -> None:
     with pytest.raises(ValueError) as err:
         build_calibrator("segnett", 1, 2)
     assert str(err.value) == "unknown calibrator 'segnett'; valid: convnet, mlp, segnet, unet"
-    with pytest.raises(ValueError, match="unknown refiner 'unet2'; valid: mlp, unet"):
+    with pytest.raises(ValueError, match="unknown refiner 'unet2'; valid: car, mlp, unet"):
         build_refiner("unet2", 1, 2, 8)
     with pytest.raises(ValueError, match="unknown discriminator 'patch'; valid: dcgan, mlp, pixel"):
         build_discriminator("patch", 1, 2)
@@ -303,6 +303,7 @@ def test_hparam_defaults() -> None:
         ("calibrator", "mlp", (1, 1)),
         ("calibrator", "unet", (3, 2)),
         ("refiner", "unet", (1, 2, 8)),
+        ("refiner", "car", (1, 2, 8)),
         ("refiner", "mlp", (1, 1, 1)),
         ("discriminator", "dcgan", (1, 2)),
         ("discriminator", "pixel", (1, 2)),
@@ -313,7 +314,7 @@ def test_config_rebuilds(kind: str, arch: str, args: tuple[int, ...]) -> None:
     builder = {"calibrator": build_calibrator, "refiner": build_refiner}.get(
         kind, build_discriminator
     )
-    small = {"width": 4} if arch in ("segnet", "convnet", "unet", "dcgan", "pixel") else {}
+    small = {"width": 4} if arch in ("segnet", "convnet", "unet", "car", "dcgan", "pixel") else {}
     model = builder(arch, *args, **small)
     config = json.loads(json.dumps(model.config))
     assert config["arch"] == arch

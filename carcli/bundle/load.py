@@ -46,7 +46,8 @@ def palette(k: int) -> list[list[int]]:
 
 def stride_of(config: dict[str, Any]) -> int:
     """The factor H and W must be divisible by: 2**depth for the encoder-decoders."""
-    return 2 ** int(config.get("depth", 0)) if config.get("arch") in ("unet", "segnet") else 1
+    encoder_decoder = config.get("arch") in ("unet", "car", "segnet")
+    return 2 ** int(config.get("depth", 0)) if encoder_decoder else 1
 
 
 @dataclass

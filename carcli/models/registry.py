@@ -21,6 +21,7 @@ from carcli.models.calibrator import (
 )
 from carcli.models.discriminator import DCGANDiscriminator, MLPDiscriminator, PixelDiscriminator
 from carcli.models.refiner import MLPRefiner, UNetRefiner
+from carcli.models.refiner_car import CARRefiner
 
 CALIBRATORS: dict[str, type[nn.Module]] = {
     "convnet": ConvNetCalibrator,
@@ -31,6 +32,7 @@ CALIBRATORS: dict[str, type[nn.Module]] = {
 """Calibration networks F by registry name."""
 
 REFINERS: dict[str, type[nn.Module]] = {
+    "car": CARRefiner,
     "mlp": MLPRefiner,
     "unet": UNetRefiner,
 }
@@ -117,7 +119,8 @@ def build_calibrator(arch: str, in_channels: int, num_classes: int, **hparams: A
 def build_refiner(
     arch: str, in_channels: int, num_classes: int, noise_dim: int, **hparams: Any
 ) -> nn.Module:
-    """Build refinement network ``arch`` (``mlp``, ``unet``) with noise dimension ``noise_dim``.
+    """Build refinement network ``arch`` (``car``, ``mlp``, ``unet``) with noise dimension
+    ``noise_dim``.
 
     ``in_channels`` counts the image channels only (F's K probabilities are added inside).
     """

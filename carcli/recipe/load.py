@@ -186,10 +186,15 @@ def _check_ranges(r: Recipe, problems: list[str]) -> None:
         )
     if r.refiner.noise_grid < 0:
         problems.append(f"refiner.noise_grid -> must be >= 0, got {r.refiner.noise_grid}")
-    if r.refiner.noise_grid and (r.refiner.arch != "unet" or r.refiner.noise != "gaussian"):
-        problems.append("refiner.noise_grid -> needs refiner.arch=unet and refiner.noise=gaussian")
-    if r.refiner.noise == "posterior" and r.refiner.arch != "unet":
-        problems.append(f"refiner.noise -> posterior needs refiner.arch=unet, got {r.refiner.arch}")
+    conv_g = r.refiner.arch in ("unet", "car")
+    if r.refiner.noise_grid and (not conv_g or r.refiner.noise != "gaussian"):
+        problems.append(
+            "refiner.noise_grid -> needs refiner.arch=unet or car and refiner.noise=gaussian"
+        )
+    if r.refiner.noise == "posterior" and not conv_g:
+        problems.append(
+            f"refiner.noise -> posterior needs refiner.arch=unet or car, got {r.refiner.arch}"
+        )
     positive("discriminator.lr", r.discriminator.lr)
     if r.discriminator.n_on <= 0 or r.discriminator.n_off < 0:
         problems.append("discriminator.n_on/n_off -> need n_on > 0 and n_off >= 0")

@@ -95,7 +95,7 @@ class CalibratorConfig:
 @dataclass
 class RefinerConfig:
     arch: str = "unet"
-    """Registry name of G: unet or mlp."""
+    """Registry name of G: unet, car (the authors' light per-level layout) or mlp."""
     width: int | None = None
     """Base channel count (None: the architecture's default, 32)."""
     depth: int | None = None
@@ -255,6 +255,14 @@ class SpeedConfig:
     """Training batches made ahead by a background thread (0: none). The random stream is the
     same as without it (a resumed run continues it exactly); on CUDA the batches go to pinned
     memory and are copied with non_blocking, overlapping the step."""
+    fold_bn: bool = False
+    """Sampling and prediction only: fold F's and G's BatchNorm layers into the convolutions
+    before them (the same network; floating-point results differ in the last bits, so a
+    sample's argmax can flip where two classes tie)."""
+    cpu_bf16: bool = False
+    """Sampling and prediction on CPU only: run F and G under bf16 autocast where oneDNN has
+    native bf16 (AMX or AVX512-BF16; ignored with a note elsewhere). Lossy: README
+    "Benchmarks" states the samples' argmax agreement with float32."""
     fold_bn: bool = False
     """Sampling and prediction only: fold F's and G's BatchNorm layers into the convolutions
     before them (the same network; floating-point results differ in the last bits, so a

@@ -23,15 +23,36 @@ import torch
 from carcli.recipe.schema import Recipe
 
 
-def settings(recipe: Recipe, device: torch.device, world: int) -> dict[str, Any]:
-    """What actually applies on this device (recorded in the manifest)."""
+def settings(
+    recipe: Recipe, device: torch.device, world: int, inference: bool = False
+) -> dict[str, Any]:
+    """What actually applies on this device (recorded in the manifest); ``inference``: for
+    sampling or prediction (where ``fold_bn`` and ``cpu_bf16`` apply)."""
     s, cuda = recipe.speed, device.type == "cuda"
-    return {
-        "amp": s.amp if cuda else "off",
+    amp = s.amp if cuda else "off"
+    if inference and s.cpu_bf16 and device.type == "cpu" and cpu_has_native_bf16():
+        amp = "bf16"
+    out = {
+        "amp": amp,
         "channels_last": s.channels_last,
         "compile": s.compile,
         "sync_batchnorm": recipe.distributed.sync_batchnorm and cuda and world > 1,
     }
+    if inference:
+        out["fold_bn"] = s.fold_bn
+    return out
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN runs bf16 natively on this CPU (AMX or AVX512-BF16), not emulated."""
+    mkldnn = torch.backends.mkldnn
+    if not mkldnn.is_available():
+        return False
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    try:
+        return bool(check()) if check is not None else False
+    except RuntimeError:
+        return False
 
 
 def notes(recipe: Recipe, device: torch.device) -> list[str]:
@@ -40,6 +61,10 @@ def notes(recipe: Recipe, device: torch.device) -> list[str]:
     if device.type != "cuda":
         if recipe.speed.amp != "off":
             out.append(f"speed.amp={recipe.speed.amp} is for CUDA; ignored on {device}")
+        if recipe.speed.cpu_bf16 and not cpu_has_native_bf16():
+            out.append("speed.cpu_bf16: this CPU has no native bf16 (AMX/AVX512-BF16); ignored")
+    elif recipe.speed.cpu_bf16:
+        out.append(f"speed.cpu_bf16 is for CPU sampling; ignored on {device}")
         if recipe.distributed.sync_batchnorm:
             out.append(f"distributed.sync_batchnorm is for CUDA; ignored on {device}")
     return out
@@ -72,12 +97,19 @@ class Accelerated(torch.nn.Module):
         self.net, self.amp, self.nhwc, self.device_type = net, amp, channels_last, device_type
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.run(self.net, *args, **kwargs)
+
+    def run(self, fn: Any, *args: Any, floats: bool = True, **kwargs: Any) -> Any:
+        """Call ``fn`` (the network, or one of its methods such as a refiner's ``encode``)
+        the way ``forward`` calls the network; ``floats=False`` keeps bf16 outputs as they
+        are (features handed to a later call)."""
         if self.nhwc:
             args = tuple(_nhwc(a) for a in args)
         if self.amp == "bf16":
             with torch.autocast(self.device_type, dtype=torch.bfloat16):
-                return _floats(self.net(*args, **kwargs))
-        return self.net(*args, **kwargs)
+                out = fn(*args, **kwargs)
+                return _floats(out) if floats else out
+        return fn(*args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -93,12 +125,19 @@ def accelerate(
     world: int = 1,
     compile_ok: bool = True,
     ddp: bool = False,
+    inference: bool = False,
 ) -> torch.nn.Module:
     """Apply the speed options to `net` (in place where they change its layout) and return
     the module to call. With every option off (and one process), `net` itself. With `ddp`
     and several ranks the call goes through DistributedDataParallel (compiled after the DDP
-    wrapping, the order torch.compile's DDP support expects)."""
-    opts = settings(recipe, device, world)
+    wrapping, the order torch.compile's DDP support expects). ``inference`` (sampling and
+    prediction, `net` in eval mode): ``speed.fold_bn`` calls a BN-folded copy of `net` (the
+    weights saved and hashed stay `net`'s), ``speed.cpu_bf16`` adds bf16 autocast on CPU."""
+    opts = settings(recipe, device, world, inference)
+    if opts.get("fold_bn"):
+        from carcli.models.inference import fold_batchnorm
+
+        net = fold_batchnorm(net)
     if opts["sync_batchnorm"]:
         net = _sync_batchnorm_in_place(net)
     if opts["channels_last"]:

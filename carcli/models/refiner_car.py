@@ -1,0 +1,280 @@
+"""``car`` refiner: the authors' light per-level G layout (METHOD.md, "Architectures").
+
+Same call and sampling contract as :class:`carcli.models.refiner.UNetRefiner` (``forward``,
+``encode``, ``decode``, ``noise_dim``, ``residual_logits``, ``noise``, ``noise_grid``,
+``config``), but each level has ONE convolution and nothing but the last up-sampling and the
+1x1 head runs at full resolution:
+
+* encoder: ``depth`` levels of strided conv3x3 (stride 2) + BN + LeakyReLU(0.2) + channel
+  dropout, channels ``width * 2**i`` (32, 64, 128, 256 by default); run once per image;
+* decoder: ``depth`` levels of a 2x2 transposed conv (stride 2) over [h, skip] + BN +
+  AdaIN-like noise modulation h * (1 + gamma(eps)) + beta(eps) + LeakyReLU(0.2) + channel
+  dropout; run on the B*M sample rows (image-major, row b*M + m is sample m of image b).
+
+As in the U-Net, the transposed conv over the concatenation is split into its two halves
+(it is linear): the skip half runs once per image and is broadcast over the samples, and the
+first level (the bottleneck, no skip) runs per image before fanning out to the samples. So an
+extra sample costs only the three finer up levels and the head.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from carcli.models.blocks import (
+    channels_last,
+    check_channels,
+    check_divisible,
+    check_dropout,
+    check_positive,
+)
+from carcli.models.refiner import (
+    GRID_CHANNELS,
+    LOG_EPS,
+    LOG_SIGMA_RANGE,
+    NOISE_SOURCES,
+    draw_noise,
+)
+
+
+def _down(c_in: int, c_out: int, dropout: float) -> nn.Sequential:
+    """Strided conv3x3 (halves H and W, no bias: BN follows) + BN + LeakyReLU(0.2) + Dropout2d."""
+    layers: list[nn.Module] = [
+        nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.LeakyReLU(0.2, inplace=True),
+    ]
+    if dropout > 0:
+        layers.append(nn.Dropout2d(dropout))
+    return nn.Sequential(*layers)
+
+
+def _same_format(ref: Tensor, x: Tensor) -> Tensor:
+    fmt = (
+        torch.channels_last
+        if ref.is_contiguous(memory_format=torch.channels_last)
+        else torch.contiguous_format
+    )
+    return x.contiguous(memory_format=fmt)
+
+
+class _Up(nn.Module):
+    """Up level: 2x2 transposed conv (stride 2) over [h, skip], BN, noise modulation,
+    LeakyReLU(0.2), channel dropout (folded into the modulation, as in the U-Net's up block).
+
+    ``skip`` channels 0 means no skip input (the first level, fed by the bottleneck).
+    """
+
+    def __init__(self, c_in: int, c_skip: int, c_out: int, noise_dim: int, dropout: float):
+        super().__init__()
+        self.up = nn.ConvTranspose2d(c_in, c_out, 2, stride=2, bias=False)
+        self.up_skip = (
+            nn.ConvTranspose2d(c_skip, c_out, 2, stride=2, bias=False) if c_skip else None
+        )
+        self.norm: nn.Module = nn.BatchNorm2d(c_out, affine=False)
+        self.gamma = nn.Linear(noise_dim, c_out)
+        self.beta = nn.Linear(noise_dim, c_out)
+        self.dropout = dropout
+
+    def forward(self, h: Tensor, skip: Tensor | None, noise: Tensor, expand: bool) -> Tensor:
+        """``h`` [B*M, ...] ([B, ...] if ``expand``), ``skip`` [B, ...] or None, ``noise``
+        [B*M, d]; ``batch`` B is the skip's (or, without a skip, h's when ``expand``)."""
+        u = self.up(h)
+        rows = noise.shape[0]
+        s = self.up_skip(skip) if self.up_skip is not None else None
+        if expand:  # u is still per image: add the skip, then fan out to the samples
+            if s is not None:
+                u = u + s
+            u = _same_format(u, u.repeat_interleave(rows // u.shape[0], dim=0))
+        elif s is not None:
+            batch = s.shape[0]
+            u = (u.view(batch, rows // batch, *u.shape[1:]) + s.unsqueeze(1)).view(u.shape)
+        u = self.norm(u)
+        scale = 1.0 + self.gamma(noise)
+        shift = self.beta(noise)
+        if self.training and self.dropout > 0:
+            keep = torch.empty_like(scale).bernoulli_(1.0 - self.dropout) / (1.0 - self.dropout)
+            scale, shift = scale * keep, shift * keep
+        shape = (rows, -1, 1, 1)
+        out = torch.addcmul(shift.view(shape), u, scale.view(shape))
+        return F.leaky_relu_(out, 0.2)
+
+    @torch.no_grad()
+    def fold_norm(self) -> bool:
+        """Fold the eval-mode BN (running statistics) into the transposed convs, in place;
+        the per-image skip half (or, without one, the main half) takes the shift. Returns
+        False (and changes nothing) where BN has no running statistics."""
+        bn = self.norm
+        if not isinstance(bn, nn.BatchNorm2d) or bn.running_var is None:
+            return False
+        scale = (bn.running_var + bn.eps).rsqrt()
+        shift = -bn.running_mean * scale
+        self.up.weight.mul_(scale.view(1, -1, 1, 1))
+        target = self.up
+        if self.up_skip is not None:
+            self.up_skip.weight.mul_(scale.view(1, -1, 1, 1))
+            target = self.up_skip
+        target.bias = nn.Parameter(shift.to(target.weight.dtype), requires_grad=False)
+        self.norm = nn.Identity()
+        return True
+
+
+class CARRefiner(nn.Module):
+    """The authors' per-level refiner G(x, p, eps) (see the module docstring).
+
+    Input: image x [B, C, H, W] concatenated with F's probabilities p [B, K, H, W]; output:
+    logits [B, M, K, H, W]. ``residual_logits`` adds log(clamp(p, 1e-8)) to the logits (the
+    toolkit's option, see METHOD.md "Practical notes"). ``noise="posterior"`` (appendix
+    B.2.3): a linear head on the averaged bottleneck gives q(z | x, p), and the modulation is
+    driven by z = mu + sigma * eps. ``noise_grid`` g > 0: eps also holds GRID_CHANNELS x g x g
+    numbers, a coarse noise map added (1x1 conv) to every sample's bottleneck, as in ``unet``.
+    H and W must be divisible by ``2**depth``.
+    """
+
+    arch = "car"
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        noise_dim: int,
+        width: int = 32,
+        depth: int = 4,
+        dropout: float = 0.1,
+        residual_logits: bool = True,
+        noise: str = "gaussian",
+        noise_grid: int = 0,
+    ) -> None:
+        super().__init__()
+        check_positive(
+            in_channels=in_channels,
+            num_classes=num_classes,
+            noise_dim=noise_dim,
+            width=width,
+            depth=depth,
+        )
+        check_dropout(dropout)
+        if noise not in NOISE_SOURCES:
+            raise ValueError(f"unknown noise source {noise!r}; valid: {', '.join(NOISE_SOURCES)}")
+        if noise_grid < 0 or (noise_grid and noise != "gaussian"):
+            raise ValueError(f"noise_grid needs gaussian noise and >= 0, got {noise_grid}")
+        self.config = {
+            "arch": self.arch,
+            "in_channels": in_channels,
+            "num_classes": num_classes,
+            "noise_dim": noise_dim,
+            "width": width,
+            "depth": depth,
+            "dropout": dropout,
+            "residual_logits": residual_logits,
+            "noise": noise,
+        }
+        if noise_grid:
+            self.config["noise_grid"] = noise_grid
+        self.in_channels, self.num_classes = in_channels, num_classes
+        self.code_dim, self.noise_grid = noise_dim, noise_grid
+        self.noise_dim = noise_dim + GRID_CHANNELS * noise_grid**2
+        self.depth, self.residual_logits, self.noise = depth, residual_logits, noise
+        chans = [width * 2**i for i in range(depth)]
+        ins = [in_channels + num_classes, *chans[:-1]]
+        self.encoder = nn.ModuleList(
+            _down(c_in, c, dropout) for c_in, c in zip(ins, chans, strict=True)
+        )
+        # level j of the decoder takes h (and, for j >= 1, the encoder feature of the same
+        # resolution) to the next finer resolution; the last level ends at full resolution
+        outs = [chans[i] for i in range(depth - 2, -1, -1)] + [chans[0]]
+        self.decoder = nn.ModuleList()
+        c_h = chans[-1]
+        for j, c_out in enumerate(outs):
+            c_skip = chans[depth - 1 - j] if j else 0
+            self.decoder.append(_Up(c_h, c_skip, c_out, noise_dim, dropout))
+            c_h = c_out
+        self.head = nn.Conv2d(chans[0], num_classes, 1)
+        if noise_grid:
+            self.grid_proj = nn.Conv2d(GRID_CHANNELS, chans[-1], 1)
+        if noise == "posterior":
+            self.posterior_head = nn.Linear(chans[-1], 2 * noise_dim)
+            nn.init.zeros_(self.posterior_head.weight)
+            nn.init.zeros_(self.posterior_head.bias)
+        channels_last(self)
+
+    def encode(self, x: Tensor, p: Tensor) -> list[Tensor]:
+        """Encoder features of (x, p) at 1/2 .. 1/2**depth resolution, finest first (run
+        once per input image); the last one is the bottleneck."""
+        check_channels("car refiner", x, self.in_channels, "image channels")
+        check_channels("car refiner", p, self.num_classes, "class probabilities")
+        if p.shape[0] != x.shape[0] or p.shape[-2:] != x.shape[-2:]:
+            raise ValueError(f"car refiner: p {tuple(p.shape)} does not match x {tuple(x.shape)}")
+        check_divisible("car refiner", x, 2**self.depth, f"depth {self.depth}")
+        z = torch.cat([x, p.to(x.dtype)], dim=1)
+        feats = []
+        for block in self.encoder:
+            z = block(z)
+            feats.append(z)
+        return feats
+
+    def posterior(self, feats: list[Tensor]) -> tuple[Tensor, Tensor]:
+        """Mean and log standard deviation [B, d] of q(z | x, p) (``noise="posterior"``)."""
+        if self.noise != "posterior":
+            raise ValueError("posterior() needs a refiner built with noise='posterior'")
+        pooled = feats[-1].float().mean(dim=(2, 3))
+        mu, log_sigma = self.posterior_head(pooled).chunk(2, dim=1)
+        return mu, log_sigma.clamp(*LOG_SIGMA_RANGE)
+
+    def codes(self, feats: list[Tensor], noise: Tensor) -> Tensor:
+        """eps itself (gaussian), or the codes z = mu + sigma * eps of q (posterior)."""
+        if self.noise != "posterior":
+            return noise
+        mu, log_sigma = self.posterior(feats)
+        z = mu.unsqueeze(1) + log_sigma.exp().unsqueeze(1) * noise.float()
+        return z.to(noise.dtype)
+
+    def decode(self, feats: list[Tensor], p: Tensor, noise: Tensor) -> Tensor:
+        """Logits [B, M, K, H, W] from encoder features and noise eps [B, M, d]."""
+        batch = feats[0].shape[0]
+        if noise.dim() != 3 or noise.shape[0] != batch or noise.shape[2] != self.noise_dim:
+            raise ValueError(
+                f"noise must have shape [B={batch}, M, d={self.noise_dim}], "
+                f"got {tuple(noise.shape)}"
+            )
+        samples = noise.shape[1]
+        eps = self.codes(feats, noise).reshape(batch * samples, -1)
+        h, expand = feats[-1], True
+        if self.noise_grid:
+            g = self.noise_grid
+            grid = eps[:, self.code_dim :].reshape(-1, GRID_CHANNELS, g, g)
+            grid = F.interpolate(grid, size=h.shape[-2:], mode="nearest")
+            h = h.repeat_interleave(samples, dim=0) + self.grid_proj(grid)
+            eps, expand = eps[:, : self.code_dim], False
+        for j, block in enumerate(self.decoder):
+            skip = feats[self.depth - 1 - j] if j else None
+            h = block(h, skip, eps, expand=expand and j == 0)
+        logits = self.head(h)
+        logits = logits.contiguous().view(batch, samples, *logits.shape[1:])
+        if self.residual_logits:
+            log_p = p.float().clamp_min(LOG_EPS).log()  # float32: 1e-8 underflows in fp16
+            logits = logits + log_p.to(logits.dtype).unsqueeze(1)
+        return logits
+
+    def forward(
+        self,
+        x: Tensor,
+        p: Tensor,
+        num_samples: int = 1,
+        noise: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        return_posterior: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor, Tensor]:
+        """M sample logits [B, M, K, H, W] for x [B, C, H, W] and F's probabilities p; the
+        same arguments as :meth:`UNetRefiner.forward`."""
+        eps = draw_noise(x, num_samples, self.noise_dim, noise, generator)
+        feats = self.encode(x, p)
+        logits = self.decode(feats, p, eps)
+        if return_posterior:
+            return (logits, *self.posterior(feats))
+        return logits
+
+
+__all__ = ["CARRefiner"]
