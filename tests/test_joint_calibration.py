@@ -194,3 +194,35 @@ def test_straight_through_forward_is_the_answer_and_gradient_survives_crispness(
     (logits.softmax(2)[0, 0, 1].sum()).backward()
     assert grad_st > 1e3 * logits.grad.abs().sum().item()  # the plain softmax has ~none
     assert torch.equal(straight_through(logits, 0.0), logits.float().softmax(2))
+
+
+def test_set_discriminator_trains_saves_and_resumes(tmp_path) -> None:
+    """discriminator.set_size: the set D's figures are logged, its weights saved, and a
+    resumed run restores it (its optimiser too) and finishes."""
+    import json
+
+    from carcli.recipe.load import RecipeError, load_recipe
+    from carcli.stages.prepare import run_prepare
+    from carcli.training.calibrator import run_train_calibrator
+    from carcli.training.refiner import SET_DISCRIMINATOR, run_train_refiner
+    from tests.test_pipeline import tiny_recipe
+
+    with pytest.raises(RecipeError, match="discriminator.set_size"):
+        load_recipe("recipes/toy.yaml", ["discriminator.set_size=9", "refiner.num_samples=8"])
+    r = tiny_recipe(tmp_path, "discriminator.set_size=2", "refiner.num_samples=4")
+    run_prepare(r, quiet=True)
+    run_train_calibrator(r, quiet=True)
+    run_train_refiner(r, quiet=True)
+    stage = tmp_path / "run" / "refiner"
+    assert (stage / SET_DISCRIMINATOR).exists()
+    log = [json.loads(x) for x in (stage / "metrics.jsonl").read_text().splitlines() if x]
+    assert all("loss_set" in rec and 0 <= rec["set_acc"] <= 1 for rec in log)
+    more = tiny_recipe(
+        tmp_path,
+        "discriminator.set_size=2",
+        "refiner.num_samples=4",
+        f"refiner.steps={r.refiner.steps + 2}",
+    )
+    run_train_refiner(more, resume=True, quiet=True)
+    log = [json.loads(x) for x in (stage / "metrics.jsonl").read_text().splitlines() if x]
+    assert log[-1]["step"] == r.refiner.steps + 2

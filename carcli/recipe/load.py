@@ -180,6 +180,12 @@ def _check_ranges(r: Recipe, problems: list[str]) -> None:
     if r.refiner.w_joint < 0:
         problems.append(f"refiner.w_joint -> must be >= 0, got {r.refiner.w_joint}")
     positive("refiner.joint_pairs", r.refiner.joint_pairs)
+    k = r.discriminator.set_size
+    if k < 0 or k == 1 or (k and k > r.refiner.num_samples):
+        problems.append(
+            f"discriminator.set_size -> 0 (off) or 2..refiner.num_samples "
+            f"({r.refiner.num_samples}), got {k}"
+        )
     if r.refiner.joint_temperature < 0:
         problems.append(
             f"refiner.joint_temperature -> must be >= 0, got {r.refiner.joint_temperature}"

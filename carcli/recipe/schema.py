@@ -141,6 +141,8 @@ class RefinerConfig:
     class distribution at pairs of ambiguous pixels (mean over the M samples of the products
     of their softmaxes) and the labels' (from the annotations and label_weight), so the
     frequencies of whole answers match, not only each pixel's. Segmentation; see README."""
+    w_set: float = 10.0
+    """Weight of the set discriminator's adversarial loss (discriminator.set_size > 0)."""
     joint_pairs: int = 256
     """Pixel pairs per image for the joint calibration loss (drawn among ambiguous pixels)."""
     joint_temperature: float = 0.0
@@ -193,6 +195,11 @@ class DiscriminatorConfig:
     """D cycle: steps during which D is frozen (G trains every step)."""
     max_accuracy: float | None = 0.85
     """Skip D's update while its accuracy on the current batch is at least this (None: never)."""
+    set_size: int = 0
+    """Beyond the paper (0: off): a second discriminator that sees k = set_size answers for
+    the same image at once, packed along channels (PacGAN, Lin et al. 2018): k annotations
+    drawn by label_weight against k of G's samples; it can see how answers vary together,
+    which a one-sample D cannot. Its loss enters L_G with refiner.w_set; needs M >= k."""
     update: Literal["simultaneous", "alternating"] = "simultaneous"
     """simultaneous: G and D step on gradients from the same D forward (one D pass over the
     B*M fakes); alternating: D steps first, then G's adversarial loss sees the updated D
@@ -255,14 +262,6 @@ class SpeedConfig:
     """Training batches made ahead by a background thread (0: none). The random stream is the
     same as without it (a resumed run continues it exactly); on CUDA the batches go to pinned
     memory and are copied with non_blocking, overlapping the step."""
-    fold_bn: bool = False
-    """Sampling and prediction only: fold F's and G's BatchNorm layers into the convolutions
-    before them (the same network; floating-point results differ in the last bits, so a
-    sample's argmax can flip where two classes tie)."""
-    cpu_bf16: bool = False
-    """Sampling and prediction on CPU only: run F and G under bf16 autocast where oneDNN has
-    native bf16 (AMX or AVX512-BF16; ignored with a note elsewhere). Lossy: README
-    "Benchmarks" states the samples' argmax agreement with float32."""
     fold_bn: bool = False
     """Sampling and prediction only: fold F's and G's BatchNorm layers into the convolutions
     before them (the same network; floating-point results differ in the last bits, so a

@@ -67,6 +67,14 @@ def new_discriminator(recipe: Recipe, info: DatasetInfo) -> torch.nn.Module:
     return _registry_call(build_discriminator, d.arch, info.in_channels, out, **hp)
 
 
+def new_set_discriminator(recipe: Recipe, info: DatasetInfo) -> torch.nn.Module:
+    """D of discriminator.set_size packed label maps (k * K channels beside the image)."""
+    d = recipe.discriminator
+    hp = _hparams(d, "width")
+    k = d.set_size * info.num_classes
+    return _registry_call(build_discriminator, d.arch, info.in_channels, k, **hp)
+
+
 def dataset_meta(info: DatasetInfo) -> dict[str, Any]:
     return {
         "task": info.task,

@@ -25,6 +25,7 @@ from carcli.training.networks import (
     load_network,
     new_discriminator,
     new_refiner,
+    new_set_discriminator,
     save_network,
 )
 from carcli.training.speed import accelerate
@@ -45,6 +46,7 @@ from carcli.ui import Reporter
 
 MAKE_CMD = "carseg train-refiner RECIPE"
 CALIBRATOR_CMD = "carseg train-calibrator RECIPE"
+SET_DISCRIMINATOR = "set_discriminator.safetensors"
 
 
 def run_train_refiner(
@@ -102,17 +104,31 @@ def run_train_refiner(
             adam(D.parameters(), d.lr, r.betas, r.weight_decay),
             adam(F_net.parameters(), r.lr, c.betas, c.weight_decay) if joint else None,
         )
+        D_set = None
+        if d.set_size:  # beyond the paper: a discriminator of sets of k answers
+            D_set = new_set_discriminator(recipe, info).to(device).train()
+            distributed.broadcast_parameters(D_set)
+            nets.D_set = accelerate(D_set, recipe, device, dist.world, compile_ok=False)
+            nets.opt_D_set = adam(D_set.parameters(), d.lr, r.betas, r.weight_decay)
         soft = joint and c.soft_targets and info.task == "segmentation"
         train = BatchSource(train_ds, flip=recipe.data.flip)
         noise = torch.Generator(device=device)
         noise.manual_seed(distributed.rank_seed(recipe.seed + 2, dist.rank))
-        plan = _plan(recipe, nets, (G, D, F_net), noise, BatchSource(val_ds), stage, info, device)
+        plan = _plan(
+            recipe, nets, (G, D, F_net, D_set), noise, BatchSource(val_ds), stage, info, device
+        )
         result = run_loop(
             stage,
             plan,
             np.random.default_rng([recipe.seed, 2]),
             lambda rng: training_loader(
-                train, r.batch_size, rng, soft, recipe.speed.prefetch, device, modes=r.w_joint > 0
+                train,
+                r.batch_size,
+                rng,
+                soft,
+                recipe.speed.prefetch,
+                device,
+                modes=r.w_joint > 0 or d.set_size > 0,
             ),
             device,
             rep,
@@ -143,6 +159,17 @@ def run_train_refiner(
             info,
             step,
         )
+        if D_set is not None:
+            save_network(
+                stage.dir / SET_DISCRIMINATOR,
+                D_set,
+                "refiner",
+                "discriminator",
+                d.arch,
+                info,
+                step,
+                {"set_size": d.set_size},
+            )
         stage.finish(
             [train_path, val_path, f_path],
             [
@@ -153,6 +180,7 @@ def run_train_refiner(
                 "metrics.jsonl",
                 "recipe.yaml",
                 *([JOINT_CALIBRATOR] if joint else []),
+                *([SET_DISCRIMINATOR] if D_set is not None else []),
             ],
             device,
             {
@@ -171,7 +199,7 @@ def run_train_refiner(
 def _plan(
     recipe: Recipe,
     nets: Nets,
-    saved: tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module],
+    saved: tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module, torch.nn.Module | None],
     noise: torch.Generator,
     val: BatchSource,
     stage: TrainingStage,
@@ -180,7 +208,7 @@ def _plan(
 ) -> StagePlan:
     """G's side of the shared loop: Algorithm 1 (plus joint F's own step), GED validation."""
     r = recipe.refiner
-    G, D, F_net = saved  # the unwrapped networks (what is saved)
+    G, D, F_net, D_set = saved  # the unwrapped networks (what is saved)
     dist = distributed.current()
     terms = RefinerTerms.from_recipe(recipe, info.task, info.num_classes, info.ignore_index)
     policy = DiscriminatorPolicy.from_recipe(recipe)
@@ -188,6 +216,9 @@ def _plan(
     base_lr = {"G": r.lr, "D": recipe.discriminator.lr}
     if nets.opt_F is not None:
         models["F"], opts["F"], base_lr["F"] = F_net, nets.opt_F, r.lr
+    if D_set is not None and nets.opt_D_set is not None:
+        models["D_set"], opts["D_set"] = D_set, nets.opt_D_set
+        base_lr["D_set"] = recipe.discriminator.lr
 
     def start(step: int) -> None:
         if not dist.main:  # own dropout and noise streams, from (seed, rank, step)

@@ -38,6 +38,8 @@ class Nets:
     opt_G: torch.optim.Optimizer
     opt_D: torch.optim.Optimizer
     opt_F: torch.optim.Optimizer | None = None  # joint training only (refiner.joint_calibrator)
+    D_set: torch.nn.Module | None = None  # the set discriminator (discriminator.set_size)
+    opt_D_set: torch.optim.Optimizer | None = None
 
 
 # An extra term of L_G: (name logged, weight, fn(logits, batch, valid, noise, latent KL)).
@@ -56,6 +58,8 @@ class RefinerTerms:
     w_cal: float
     calibration: CalibrationTerm  # L_cal (kl, kl_forward, ce, none; regression: squared error)
     extras: tuple[ExtraTerm, ...]  # beyond the paper, each added with its weight
+    set_size: int = 0  # k answers per set for the set discriminator (0: none)
+    w_set: float = 0.0
 
     @classmethod
     def from_recipe(
@@ -92,6 +96,8 @@ class RefinerTerms:
             r.w_cal,
             calibration_term(r.calibration_loss, task),
             tuple(extras),
+            recipe.discriminator.set_size,
+            r.w_set,
         )
 
 
@@ -126,7 +132,7 @@ def d_cycle_on(step: int, n_on: int, n_off: int) -> bool:
     return step % (n_on + n_off) < n_on
 
 
-def algorithm1(
+def algorithm1(  # noqa: PLR0913 (the step's inputs, as in the paper)
     nets: Nets,
     batch: Batch,
     terms: RefinerTerms,
@@ -148,9 +154,14 @@ def algorithm1(
         value = term(logits, batch, valid, noise, loss_kl)
         loss_g = loss_g + weight * value
         out[name] = value.detach().item()
+    step_set = _nothing
+    if nets.D_set is not None:  # beyond the paper: D also judges sets of k answers
+        loss_set, step_set = set_adversary(nets, policy, batch, fake, terms, noise, out)
+        loss_g = loss_g + terms.w_set * loss_set
     set_grads(nets.G, loss_g, retain_graph=False)
     nets.opt_G.step()
     step_d()  # simultaneous D: its update, after G's (both saw the same D)
+    step_set()
     out.update(
         loss_g=loss_g.detach().item(),
         loss_adv=loss_adv.detach().item(),
@@ -257,6 +268,47 @@ def discriminator_update(
 
 def _nothing() -> None:
     return None
+
+
+def set_adversary(
+    nets: Nets,
+    policy: DiscriminatorPolicy,
+    batch: Batch,
+    fake: torch.Tensor,
+    terms: RefinerTerms,
+    noise: torch.Generator,
+    out: dict[str, float],
+) -> tuple[torch.Tensor, Callable[[], None]]:
+    """The set discriminator: k annotations drawn by label_weight (with replacement) against
+    the M // k sets of k of G's samples, packed along channels. Returns G's adversarial loss
+    against it and its own update (applied after G's, as the simultaneous D)."""
+    assert nets.D_set is not None and nets.opt_D_set is not None
+    assert batch.modes is not None and batch.mode_weight is not None
+    k, m, x = terms.set_size, terms.num_samples, batch.image
+    b, kk = x.shape[0], terms.num_classes
+    pick = torch.multinomial(batch.mode_weight.float(), k, replacement=True, generator=noise)
+    labels = batch.modes.long().gather(1, pick[:, :, None, None].expand(-1, -1, *x.shape[-2:]))
+    real = torch.cat([as_label_map(labels[:, a], kk, terms.ignore_index)[0] for a in range(k)], 1)
+    sets = m // k
+    fakes = fake.reshape(b, m, kk, *x.shape[-2:])[:, : sets * k]
+    fakes = fakes.reshape(b * sets, k * kk, *x.shape[-2:])
+    xs = x.repeat_interleave(sets, dim=0)
+    d_fake = nets.D_set(xs, fakes)
+    real_in = real.detach().requires_grad_(True)
+    d_real = nets.D_set(x, real_in)
+    acc = distributed.global_mean(discriminator_accuracy(d_real, d_fake))
+    out["set_acc"] = acc
+    update = _nothing
+    if policy.max_accuracy is None or acc < policy.max_accuracy:
+        loss_d = discriminator_loss(d_real, d_fake)
+        if policy.r1_weight > 0:
+            loss_d = loss_d + policy.r1_weight * r1_penalty(d_real, real_in)
+        set_grads(nets.D_set, loss_d, retain_graph=True)
+        out["loss_set_d"] = loss_d.detach().item()
+        update = nets.opt_D_set.step
+    loss = adversarial_loss(d_fake)
+    out["loss_set"] = loss.detach().item()
+    return loss, update
 
 
 def calibrator_update(nets: Nets, batch: Batch, task: str, ignore_index: int) -> float:
