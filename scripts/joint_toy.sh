@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# One G variant on a built-in synthetic set, sharing that set's F: refiner, sample, evaluate.
+#   scripts/joint_toy.sh DATA_DIR F_RUN NAME [key=value ...]   (data.source stays the recipe's)
+set -euo pipefail
+data=$1; f_run=$2; name=$3; shift 3
+recipe=${RECIPE:-recipes/toy.yaml}
+carseg=${CARSEG:-.venv/bin/carseg}
+common=("data.dir=$data" "run_dir=$name")
+mkdir -p "$name"; rm -rf "$name/calibrator"; cp -r "$f_run/calibrator" "$name/"
+t1=$(date +%s)
+$carseg train-refiner "$recipe" "${common[@]}" "$@" --overwrite --quiet
+t2=$(date +%s)
+$carseg sample "$recipe" "${common[@]}" "$@" --overwrite --quiet
+$carseg evaluate "$recipe" "${common[@]}" "$@" --overwrite --quiet
+t3=$(date +%s)
+echo "$(basename "$name"): train-refiner $((t2 - t1)) s, sample+evaluate $((t3 - t2)) s" | tee "$name/wall_time.txt"
