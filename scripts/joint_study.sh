@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# One G variant on a dev set, sharing the dev set's F: train-refiner, sample, evaluate.
+# One G variant on a dataset folder, sharing its F (copied from F_RUN): train-refiner,
+# sample, evaluate (train-refiner, sample and evaluate read only data.dir).
 #   scripts/joint_study.sh DATA_DIR F_RUN NAME [key=value ...]
 # e.g. scripts/joint_study.sh data/devA runs/devA runs/devA-joint refiner.w_joint=10
 set -euo pipefail
 data=$1; f_run=$2; name=$3; shift 3
 recipe=${RECIPE:-recipes/toy.yaml}
 carseg=${CARSEG:-.venv/bin/carseg}
-common=(data.source=prepared "data.dir=$data" "run_dir=$name")
+common=("data.dir=$data" "run_dir=$name")
 mkdir -p "$name"; rm -rf "$name/calibrator"; cp -r "$f_run/calibrator" "$name/"
 t1=$(date +%s)
 $carseg train-refiner "$recipe" "${common[@]}" "$@" --overwrite --quiet
