@@ -56,6 +56,7 @@ ENTRIES = (
     "refiner_step_pixel",
     "refiner_step_dcgan",
     "sample_128",
+    "sample_128_m100",
     "sample_256x512",
     "predict_128",
     "evaluate_lidc_test",
@@ -65,6 +66,7 @@ UNITS = {
     "refiner_step_pixel": "s/step",
     "refiner_step_dcgan": "s/step",
     "sample_128": "samples/s",
+    "sample_128_m100": "samples/s",
     "sample_256x512": "samples/s",
     "predict_128": "images/s",
     "evaluate_lidc_test": "s",
@@ -129,6 +131,7 @@ class Sizes:
     matmul_repeats: int = 5
     refiner: RefinerSize = field(default_factory=RefinerSize)
     sample_128: SampleSize = SampleSize(128, 128, 1, 2, images=4, samples=16)
+    sample_128_m100: SampleSize = SampleSize(128, 128, 1, 2, images=4, samples=100)
     sample_256x512: SampleSize = SampleSize(256, 512, 3, 24, images=2, samples=16)
     predict_128: PredictSize = field(default_factory=PredictSize)
     evaluate: EvalSize = field(default_factory=EvalSize)
@@ -140,6 +143,7 @@ QUICK = Sizes(
     matmul_repeats=3,
     refiner=RefinerSize(hw=32, batch=2, samples=2, repeats=1),
     sample_128=SampleSize(32, 32, 1, 2, images=2, samples=2, repeats=1),
+    sample_128_m100=SampleSize(32, 32, 1, 2, images=2, samples=5, repeats=1),
     sample_256x512=SampleSize(32, 64, 3, 24, images=1, samples=2, repeats=1),
     predict_128=PredictSize(hw=32, images=3, samples=2, batch=2),
     evaluate=EvalSize(
@@ -329,7 +333,16 @@ def bench_refiner_step(d_arch: str, size: RefinerSize, device: Any) -> tuple[dic
 # draw
 
 
+def recipe_refiner_arch(name: str) -> str:
+    """The refiner architecture recipes/<name>.yaml uses (what the sample entries measure)."""
+    from carcli.recipe.load import load_recipe
+
+    return load_recipe(REPO / "recipes" / f"{name}.yaml").refiner.arch
+
+
 def bench_sample(size: SampleSize, device: Any, tmp: Path) -> tuple[dict, str]:
+    """`draw` throughput with the networks of the LIDC recipe (128x128, 2 classes) or of the
+    Cityscapes recipe (black-box input) at their default sizes, random weights."""
     import torch
 
     from carcli.data.batches import BatchSource
@@ -360,7 +373,8 @@ def bench_sample(size: SampleSize, device: Any, tmp: Path) -> tuple[dict, str]:
             F_net = build_calibrator("convnet", info.calibrator_in_channels, k)
             f_desc = f"convnet F on {c}+{k} ch"
         F_net = F_net.to(device).eval()
-        G = build_refiner("unet", c, k, noise_dim).to(device).eval()
+        g_arch = recipe_refiner_arch("lidc" if blackbox is None else "cityscapes")
+        G = build_refiner(g_arch, c, k, noise_dim).to(device).eval()
         source = BatchSource(ds)
         rows = np.arange(n)
 
@@ -371,10 +385,12 @@ def bench_sample(size: SampleSize, device: Any, tmp: Path) -> tuple[dict, str]:
         seconds = time_calls(call, size.repeats, device)
     per_call = n * size.samples
     setting = (
-        f"{h}x{w}, {c} ch, {k} classes, {f_desc}, unet G, {n} images x "
+        f"{h}x{w}, {c} ch, {k} classes, {f_desc}, {g_arch} G, {n} images x "
         f"M={size.samples}, median of {size.repeats}"
     )
-    return entry(per_call / seconds, "samples/s", flop, seconds), setting
+    out = entry(per_call / seconds, "samples/s", flop, seconds)
+    out["refiner_arch"] = g_arch
+    return out, setting
 
 
 def bench_predict(size: PredictSize, device: Any, tmp: Path) -> tuple[dict, str]:
@@ -669,11 +685,12 @@ def print_table(results: dict[str, Any], settings: dict[str, str], wall: float) 
     table.add_column("unit", no_wrap=True)
     table.add_column("GFLOP", justify="right", no_wrap=True)
     table.add_column("GFLOP/s", justify="right", no_wrap=True)
+    table.add_column("per matmul GFLOP/s", justify="right", no_wrap=True)
     table.add_column("target", no_wrap=True)
-    table.add_row("matmul_gflops", f"{results['matmul_gflops']:.1f}", "GFLOP/s", "", "", "")
+    table.add_row("matmul_gflops", f"{results['matmul_gflops']:.1f}", "GFLOP/s", "", "", "", "")
     if "matmul_gflops_bf16" in results:
         bf16 = f"{results['matmul_gflops_bf16']:.1f}"
-        table.add_row("matmul_gflops_bf16", bf16, "GFLOP/s", "", "", "")
+        table.add_row("matmul_gflops_bf16", bf16, "GFLOP/s", "", "", "", "")
     for name in ENTRIES:
         if name not in results:
             continue
@@ -690,6 +707,7 @@ def print_table(results: dict[str, Any], settings: dict[str, str], wall: float) 
             e["unit"],
             f"{e['gflop']:.1f}" if "gflop" in e else "",
             f"{e['gflops']:.1f}" if "gflops" in e else "",
+            f"{e[PER_MATMUL]:.3g}" if PER_MATMUL in e else "",
             target,
         )
     console.print(table)
@@ -702,6 +720,19 @@ def print_table(results: dict[str, Any], settings: dict[str, str], wall: float) 
     for name, text in settings.items():
         console.print(f"{name}: {text}", highlight=False)
     console.print(f"suite wall time: {wall:.0f} s", highlight=False)
+
+
+PER_MATMUL = "per_matmul_gflops"
+"""Added key of the samples/s entries: samples/s per GFLOP/s of the measured matmul rate, so
+figures from machines of different speed compare."""
+
+
+def add_per_matmul(results: dict[str, Any]) -> None:
+    rate = results.get("matmul_gflops")
+    for name in ENTRIES:
+        e = results.get(name)
+        if e and e["unit"] == "samples/s" and rate:
+            e[PER_MATMUL] = e["value"] / rate
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
@@ -781,6 +812,7 @@ def main(argv: list[str] | None = None) -> int:
                 release()
         for name, size in (
             ("sample_128", sizes.sample_128),
+            ("sample_128_m100", sizes.sample_128_m100),
             ("sample_256x512", sizes.sample_256x512),
         ):
             if name in wanted:
@@ -802,6 +834,7 @@ def main(argv: list[str] | None = None) -> int:
             settings["evaluate_lidc_test"] = setting
             settings["evaluate_lidc_test_rss"] = "peak RSS of the evaluating process"
     wall = time.perf_counter() - t_start
+    add_per_matmul(results)
     write_json(args.out, results)
     print_table(results, settings, wall)
     print(f"written: {args.out}")

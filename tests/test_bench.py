@@ -19,12 +19,19 @@ UNITS = {
     "refiner_step_pixel": "s/step",
     "refiner_step_dcgan": "s/step",
     "sample_128": "samples/s",
+    "sample_128_m100": "samples/s",
     "sample_256x512": "samples/s",
     "predict_128": "images/s",
     "evaluate_lidc_test": "s",
     "evaluate_lidc_test_rss": "MB",
 }
-WITH_FLOPS = {"refiner_step_pixel", "refiner_step_dcgan", "sample_128", "sample_256x512"}
+WITH_FLOPS = {
+    "refiner_step_pixel",
+    "refiner_step_dcgan",
+    "sample_128",
+    "sample_128_m100",
+    "sample_256x512",
+}
 
 
 def _positive(x: object) -> bool:
@@ -74,3 +81,6 @@ def test_quick_bench_writes_the_contract_layout(tmp_path: Path) -> None:
                 assert math.isclose(e["gflops"] * e["value"], e["gflop"], rel_tol=1e-6), name
         else:
             assert "gflop" not in e and "gflops" not in e, name
+        if unit == "samples/s":  # added key: samples/s per GFLOP/s of the measured matmul
+            per = e["per_matmul_gflops"]
+            assert math.isclose(per * results["matmul_gflops"], e["value"], rel_tol=1e-9), name

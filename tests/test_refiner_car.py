@@ -188,3 +188,58 @@ def test_fold_batchnorm_calibrators() -> None:
         x = torch.randn(2, args[0], 32, 32)
         with torch.no_grad():
             torch.testing.assert_close(folded(x), f(x), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("arch", ["car", "unet"])
+def test_draw_in_chunks_is_bit_for_bit(tmp_path, write_split, arch: str) -> None:
+    """Encoder once + decoder per chunk (also through the speed wrapper) gives exactly the
+    samples of one full forward."""
+    from carcli.training.speed import Accelerated
+
+    path = write_split(tmp_path / "test.h5", n=3, channels=1)
+    g = build_refiner(arch, 1, 3, 4, width=4).eval()
+    F_net = build_model(
+        "calibrator", {"arch": "convnet", "in_channels": 1, "num_classes": 3, "width": 4}
+    ).eval()
+    cpu = torch.device("cpu")
+    with DatasetFile(path) as ds:
+        src, rows = BatchSource(ds), np.arange(3)
+        whole, cal = draw(F_net, g, src, rows, 7, 4, 1, cpu)
+        hw = int(np.prod(cal.shape[1:]))
+        chunked, _ = draw(F_net, g, src, rows, 7, 4, 1, cpu, chunk_elements=2 * 3 * hw)
+        wrapped, _ = draw(
+            F_net,
+            Accelerated(g, "off", True, "cpu"),
+            src,
+            rows,
+            7,
+            4,
+            1,
+            cpu,
+            chunk_elements=3 * hw,
+        )
+    assert np.array_equal(whole, chunked) and np.array_equal(whole, wrapped)
+
+
+def test_accelerate_inference_folds_a_copy() -> None:
+    from carcli.recipe.load import load_recipe
+    from carcli.training.speed import accelerate, settings
+
+    recipe = load_recipe("recipes/toy.yaml", ["speed.fold_bn=true"])
+    g = build_refiner("car", 1, 2, 4, width=4).eval()
+    call = accelerate(g, recipe, torch.device("cpu"), inference=True)
+    assert call is not g and any(isinstance(m, torch.nn.BatchNorm2d) for m in g.modules())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in call.modules())
+    assert accelerate(g, recipe, torch.device("cpu")) is g  # training: never folded
+    assert settings(recipe, torch.device("cpu"), 1, inference=True)["fold_bn"] is True
+
+
+@pytest.mark.parametrize("k", [2, 5])
+def test_class_ids_equal_argmax_with_ties_and_nan(k: int) -> None:
+    from carcli.sampling.sample import class_ids
+
+    y = torch.randn(2, 3, k, 8, 8).round()  # many ties
+    y[0, 0, 0, 0, :3] = float("nan")
+    y[0, 0, 1, 0, 1:5] = float("nan")
+    y[1, 2, :, 3, 3] = float("nan")
+    assert torch.equal(class_ids(y), y.argmax(2).to(torch.uint8))
