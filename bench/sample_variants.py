@@ -4,10 +4,11 @@ rounds within one run (so a loaded machine affects them alike; compare ratios).
     .venv/bin/python bench/sample_variants.py [--rounds 3] [--samples 16 100] [--quick]
     .venv/bin/python bench/sample_variants.py --agreement runs/devA-base   # argmax agreement
 
-Variants: ``old`` (the draw before #19: no_grad, G's full forward per chunk), ``default``
-(inference_mode), ``nchw`` (weights and activations contiguous instead of channels-last),
-``chunk8`` (8 samples per decoder chunk, encoder once), ``fold`` (BN folded,
-``speed.fold_bn``), ``bf16`` (CPU bf16 autocast, ``speed.cpu_bf16``), ``all`` (fold + bf16).
+Variants: ``old`` (the draw before #19: no_grad, G's full forward per chunk, argmax),
+``old+ids`` (old with the fast exact class ids), ``default`` (today's draw: + inference_mode),
+``nchw`` (weights and activations contiguous instead of channels-last), ``chunk8`` (8 samples
+per decoder chunk, encoder once), ``fold`` (BN folded, ``speed.fold_bn``), ``bf16`` (CPU bf16
+autocast, ``speed.cpu_bf16``), ``all`` (fold + bf16).
 """
 
 from __future__ import annotations
@@ -28,13 +29,13 @@ from carcli.data.batches import BatchSource  # noqa: E402
 from carcli.data.dataset import DatasetFile, write_dataset  # noqa: E402
 from carcli.models.inference import fold_batchnorm  # noqa: E402
 from carcli.models.registry import build_calibrator, build_refiner  # noqa: E402
-from carcli.sampling.sample import ELEMENT_BUDGET, draw, image_noise  # noqa: E402
+from carcli.sampling.sample import ELEMENT_BUDGET, class_ids, draw, image_noise  # noqa: E402
 from carcli.training.speed import Accelerated  # noqa: E402
 
 
 @torch.no_grad()
-def draw_old(F_net, G, source, rows, m, noise_dim, seed, device):
-    """`draw` as it was before #19 (for the baseline column)."""
+def draw_old(F_net, G, source, rows, m, noise_dim, seed, device, ids=False):
+    """`draw` as it was before #19 (the baseline column); ``ids``: with the fast class ids."""
     b = source.get(rows, None, annotation=np.zeros(len(rows), dtype=np.int64))
     calib = F_net(b.cond.to(device)).softmax(1)
     noise = torch.stack([image_noise(seed, int(r), m, noise_dim) for r in rows]).to(device)
@@ -43,7 +44,7 @@ def draw_old(F_net, G, source, rows, m, noise_dim, seed, device):
     for s0 in range(0, m, step):
         eps = noise[:, s0 : s0 + step]
         y = G(b.image.to(device), calib, num_samples=eps.shape[1], noise=eps)
-        parts.append(y.argmax(2).to(torch.uint8))
+        parts.append(class_ids(y) if ids else y.argmax(2).to(torch.uint8))
     return torch.cat(parts, 1).cpu().numpy(), calib.float().cpu().numpy().astype(np.float16)
 
 
@@ -58,6 +59,9 @@ def variants(F_net, G, hw: int, images: int):
     chunk8 = 8 * images * G.num_classes * hw * hw
     return {
         "old": lambda src, rows, m: draw_old(F_net, G, src, rows, m, G.noise_dim, 0, CPU),
+        "old+ids": lambda src, rows, m: draw_old(
+            F_net, G, src, rows, m, G.noise_dim, 0, CPU, ids=True
+        ),
         "default": lambda src, rows, m: draw(F_net, G, src, rows, m, G.noise_dim, 0, CPU),
         "nchw": lambda src, rows, m: draw(nchw_F, nchw_G, src, rows, m, G.noise_dim, 0, CPU),
         "chunk8": lambda src, rows, m: draw(
