@@ -7,9 +7,12 @@ recipe=${1:-recipes/toy.yaml}
 py=${PY:-.venv/bin/python}
 scripts/cascade.sh "$recipe" toy-method
 export REUSE_CALIBRATOR=runs/toy-method
-scripts/cascade.sh "$recipe" toy-none refiner.calibration_loss=none
-scripts/cascade.sh "$recipe" toy-ce refiner.calibration_loss=ce
-scripts/cascade.sh "$recipe" toy-m1 refiner.num_samples=1
+# The controls are the paper's: without the joint calibration loss (beyond the paper), which
+# would otherwise still hold the marginals (lambda = 0) and needs M >= 2 (M = 1).
+off=(refiner.w_joint=0)
+scripts/cascade.sh "$recipe" toy-none refiner.calibration_loss=none "${off[@]}"
+scripts/cascade.sh "$recipe" toy-ce refiner.calibration_loss=ce "${off[@]}"
+scripts/cascade.sh "$recipe" toy-m1 refiner.num_samples=1 "${off[@]}"
 $py scripts/compare_runs.py runs/toy-method runs/toy-none runs/toy-ce runs/toy-m1 | tee runs/controls.md
 # how independent G's answers in separate ambiguous regions are (mode TV's main remainder)
 $py scripts/factor_coupling.py runs/toy-method runs/toy-none runs/toy-ce runs/toy-m1 \

@@ -226,3 +226,25 @@ def test_set_discriminator_trains_saves_and_resumes(tmp_path) -> None:
     run_train_refiner(more, resume=True, quiet=True)
     log = [json.loads(x) for x in (stage / "metrics.jsonl").read_text().splitlines() if x]
     assert log[-1]["step"] == r.refiner.steps + 2
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["refiner.w_joint=-1"], "refiner.w_joint -> must be >= 0"),
+        (["refiner.joint_pairs=0"], "refiner.joint_pairs"),
+        (["refiner.joint_temperature=-1"], "refiner.joint_temperature -> must be >= 0"),
+        (["refiner.noise_grid=-2"], "refiner.noise_grid -> must be >= 0"),
+        (["refiner.noise_grid=2", "refiner.noise=posterior"], "refiner.noise_grid -> needs"),
+        (
+            ["refiner.w_joint=1", "refiner.joint_loss=sq", "refiner.num_samples=1"],
+            "'sq' needs refiner.num_samples >= 2",
+        ),
+    ],
+)
+def test_recipe_checks_of_the_joint_options(overrides, message) -> None:
+    from carcli.recipe.load import RecipeError, load_recipe
+
+    with pytest.raises(RecipeError) as err:
+        load_recipe("recipes/toy.yaml", overrides)
+    assert message in str(err.value)
