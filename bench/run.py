@@ -271,7 +271,9 @@ def bench_matmul(size: int, repeats: int, device: Any, dtype: Any = None) -> flo
 # refiner_step
 
 
-def bench_refiner_step(d_arch: str, size: RefinerSize, device: Any) -> tuple[dict, str]:
+def bench_refiner_step(
+    d_arch: str, size: RefinerSize, device: Any, g_arch: str = "unet"
+) -> tuple[dict, str]:
     import torch
 
     from carcli.data.batches import Batch
@@ -301,7 +303,7 @@ def bench_refiner_step(d_arch: str, size: RefinerSize, device: Any) -> tuple[dic
     r, d = recipe.refiner, recipe.discriminator
     torch.manual_seed(0)
     F_net = build_calibrator("segnet", channels, classes).to(device).eval().requires_grad_(False)
-    G = build_refiner("unet", channels, classes, noise_dim).to(device).train()
+    G = build_refiner(g_arch, channels, classes, noise_dim).to(device).train()
     D = build_discriminator(d_arch, channels, classes).to(device).train()
     nets = Nets(
         F_net,
@@ -324,7 +326,8 @@ def bench_refiner_step(d_arch: str, size: RefinerSize, device: Any) -> tuple[dic
     flop = count_flops(step, device)  # doubles as the warm-up step
     seconds = time_calls(step, size.repeats, device)
     setting = (
-        f"{hw}x{hw}, B={size.batch}, M={size.samples}, D={d_arch} updated, median of {size.repeats}"
+        f"{hw}x{hw}, B={size.batch}, M={size.samples}, G={g_arch}, D={d_arch} updated, "
+        f"median of {size.repeats}"
     )
     return entry(seconds, "s/step", flop, seconds), setting
 
