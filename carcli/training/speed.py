@@ -11,7 +11,10 @@ stays the one whose weights are saved (same parameters, no wrapper prefixes):
   outputs come back as float32, so the losses, the backward calls and the optimiser steps
   stay outside autocast, as the autocast documentation recommends.
 On CPU, bf16 and SyncBatchNorm are ignored with a note (`notes`); channels-last and compile
-work on CPU too, so they apply wherever they are switched on.
+work on CPU too, so they apply wherever they are switched on. For sampling and prediction
+(`accelerate(..., inference=True)`) two opt-in options more: `speed.fold_bn` (a BN-folded
+copy of the network is called) and `speed.cpu_bf16` (bf16 autocast on a CPU with native
+bf16, oneDNN's AMX or AVX512-BF16).
 """
 
 from __future__ import annotations
