@@ -106,7 +106,10 @@ def run_sample(recipe: Recipe, overwrite: bool = False, quiet: bool = False) -> 
             mine = todo[dist.rank :: dist.world]
             left = sum(b - a for a, b in mine)
             source = BatchSource(ds)
-            F_call, G_call = accelerate(F_net, recipe, device), accelerate(G, recipe, device)
+            F_call, G_call = (
+                accelerate(F_net, recipe, device, inference=True),
+                accelerate(G, recipe, device, inference=True),
+            )
             total = info.n if dist.world == 1 else left
             with rep.progress(total, f"sample {s.split}", start=total - left) as bar:
                 for a, b in mine:
@@ -139,7 +142,7 @@ def run_sample(recipe: Recipe, overwrite: bool = False, quiet: bool = False) -> 
                 _assemble(bank_path, partial, chunks, info, s.num_samples, attrs)
         if dist.main:
             shutil.rmtree(partial, ignore_errors=True)
-            manifest.extra["speed"] = speed_settings(recipe, device, 1)
+            manifest.extra["speed"] = speed_settings(recipe, device, 1, inference=True)
             manifest.write(out_dir, [bank_path.name], device=str(device))
     rep.line(f"sample bank written: {bank_path} ({info.n} images x {s.num_samples} samples)")
     return bank_path
