@@ -11,37 +11,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.test_pipeline import TINY as PIPELINE_TINY
+
 REPO = Path(__file__).resolve().parents[1]
 
+# the pipeline tests' tiny run, with more samples per image (proposals need several)
 TINY = [
-    "data.num_train=24",
-    "data.num_val=8",
-    "data.num_test=6",
-    "data.size=16",
-    "calibrator.width=4",
-    "calibrator.depth=2",
-    "calibrator.steps=4",
-    "calibrator.batch_size=4",
-    "calibrator.val_every=2",
-    "calibrator.val_size=4",
-    "calibrator.checkpoint_every=2",
-    "refiner.width=4",
-    "refiner.depth=2",
-    "refiner.steps=4",
-    "refiner.batch_size=2",
-    "refiner.num_samples=3",
-    "refiner.val_every=2",
-    "refiner.val_size=4",
-    "refiner.checkpoint_every=2",
-    "discriminator.width=4",
-    "discriminator.n_on=2",
-    "discriminator.n_off=1",
+    *(o for o in PIPELINE_TINY if not o.startswith(("sample.num_samples", "evaluate.ged"))),
     "sample.num_samples=8",
-    "sample.chunk_size=4",
-    "sample.batch_size=3",
     "evaluate.ged_counts=[2,8]",
-    "evaluate.hm_iou_samples=4",
-    "threads=1",
     "device=cpu",
 ]
 
