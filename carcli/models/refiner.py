@@ -140,7 +140,152 @@ class _UpBlock(nn.Module):
         return F.leaky_relu_(out, 0.2)
 
 
-class UNetRefiner(nn.Module):
+class ConvRefiner(nn.Module):
+    """What the convolutional refiners (``unet``, ``car``) share: the recipe-facing options
+    and their checks, the noise layout (a global code, then the optional grid), the heads
+    (logits, noise grid, posterior), the codes of the latent-code variant, the residual
+    logits and ``forward``. A subclass builds its encoder and decoder between
+    :meth:`_setup` and :meth:`_heads` and defines ``encode`` and ``decode``."""
+
+    arch = ""
+
+    def _setup(  # noqa: PLR0913 (the registry's hyper-parameters)
+        self,
+        in_channels: int,
+        num_classes: int,
+        noise_dim: int,
+        width: int,
+        depth: int,
+        dropout: float,
+        residual_logits: bool,
+        noise: str,
+        noise_grid: int,
+    ) -> None:
+        check_positive(
+            in_channels=in_channels,
+            num_classes=num_classes,
+            noise_dim=noise_dim,
+            width=width,
+            depth=depth,
+        )
+        check_dropout(dropout)
+        if noise not in NOISE_SOURCES:
+            raise ValueError(f"unknown noise source {noise!r}; valid: {', '.join(NOISE_SOURCES)}")
+        if noise_grid < 0 or (noise_grid and noise != "gaussian"):
+            raise ValueError(f"noise_grid needs gaussian noise and >= 0, got {noise_grid}")
+        self.config = {
+            "arch": self.arch,
+            "in_channels": in_channels,
+            "num_classes": num_classes,
+            "noise_dim": noise_dim,
+            "width": width,
+            "depth": depth,
+            "dropout": dropout,
+            "residual_logits": residual_logits,
+            "noise": noise,
+        }
+        if noise_grid:  # (absent: 0, so checkpoints of earlier versions load unchanged)
+            self.config["noise_grid"] = noise_grid
+        self.in_channels, self.num_classes = in_channels, num_classes
+        # eps = [global code (noise_dim) | spatial grid (GRID_CHANNELS x g x g)]
+        self.code_dim, self.noise_grid = noise_dim, noise_grid
+        self.noise_dim = noise_dim + GRID_CHANNELS * noise_grid**2
+        self.depth, self.residual_logits, self.noise = depth, residual_logits, noise
+
+    def _heads(self, c_out: int, c_bottleneck: int) -> None:
+        """The 1x1 logits head, the noise grid's projection and the posterior head (in this
+        order: module creation draws the initial weights)."""
+        self.head = nn.Conv2d(c_out, self.num_classes, 1)
+        if self.noise_grid:  # per-location noise, added to the bottleneck of every sample
+            self.grid_proj = nn.Conv2d(GRID_CHANNELS, c_bottleneck, 1)
+        if self.noise == "posterior":  # split output: mean and log standard deviation
+            self.posterior_head = nn.Linear(c_bottleneck, 2 * self.code_dim)
+            nn.init.zeros_(self.posterior_head.weight)
+            nn.init.zeros_(self.posterior_head.bias)
+        channels_last(self)
+
+    def _check_inputs(self, x: Tensor, p: Tensor) -> None:
+        name = f"{self.arch} refiner"
+        check_channels(name, x, self.in_channels, "image channels")
+        check_channels(name, p, self.num_classes, "class probabilities")
+        if p.shape[0] != x.shape[0] or p.shape[-2:] != x.shape[-2:]:
+            raise ValueError(f"{name}: p {tuple(p.shape)} does not match x {tuple(x.shape)}")
+        check_divisible(name, x, 2**self.depth, f"depth {self.depth}")
+
+    def posterior(self, feats: list[Tensor]) -> tuple[Tensor, Tensor]:
+        """Mean and log standard deviation [B, d] of q(z | x, p) (``noise="posterior"``)."""
+        if self.noise != "posterior":
+            raise ValueError("posterior() needs a refiner built with noise='posterior'")
+        pooled = feats[-1].float().mean(dim=(2, 3))
+        mu, log_sigma = self.posterior_head(pooled).chunk(2, dim=1)
+        return mu, log_sigma.clamp(*LOG_SIGMA_RANGE)
+
+    def codes(self, feats: list[Tensor], noise: Tensor) -> Tensor:
+        """What drives the decoder for eps [B, M, d]: eps itself (gaussian), or the
+        reparameterised codes z = mu + sigma * eps of q(z | x, p) (posterior)."""
+        if self.noise != "posterior":
+            return noise
+        mu, log_sigma = self.posterior(feats)
+        z = mu.unsqueeze(1) + log_sigma.exp().unsqueeze(1) * noise.float()
+        return z.to(noise.dtype)
+
+    def _decoder_input(
+        self, feats: list[Tensor], noise: Tensor
+    ) -> tuple[Tensor, Tensor, bool, int]:
+        """(bottleneck h, the decoder's codes [B*M, d], whether h is still per image, M):
+        the noise checked, turned into codes, and the grid (if any) added to h per sample."""
+        batch = feats[0].shape[0]
+        if noise.dim() != 3 or noise.shape[0] != batch or noise.shape[2] != self.noise_dim:
+            raise ValueError(
+                f"noise must have shape [B={batch}, M, d={self.noise_dim}], "
+                f"got {tuple(noise.shape)}"
+            )
+        samples = noise.shape[1]
+        eps = self.codes(feats, noise).reshape(batch * samples, -1)
+        h, expand = feats[-1], True
+        if self.noise_grid:
+            g = self.noise_grid
+            grid = eps[:, self.code_dim :].reshape(-1, GRID_CHANNELS, g, g)
+            grid = F.interpolate(grid, size=h.shape[-2:], mode="nearest")
+            h = h.repeat_interleave(samples, dim=0) + self.grid_proj(grid)
+            eps, expand = eps[:, : self.code_dim], False
+        return h, eps, expand, samples
+
+    def _logits(self, h: Tensor, p: Tensor, samples: int) -> Tensor:
+        """The head's logits [B, M, K, H, W], plus log p with ``residual_logits``."""
+        logits = self.head(h)
+        logits = logits.contiguous().view(-1, samples, *logits.shape[1:])
+        if self.residual_logits:
+            log_p = p.float().clamp_min(LOG_EPS).log()  # float32: 1e-8 underflows in fp16
+            logits = logits + log_p.to(logits.dtype).unsqueeze(1)
+        return logits
+
+    def forward(
+        self,
+        x: Tensor,
+        p: Tensor,
+        num_samples: int = 1,
+        noise: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        return_posterior: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor, Tensor]:
+        """M sample logits [B, M, K, H, W] for x [B, C, H, W] and F's probabilities p.
+
+        ``noise`` [B, M, d] fixes the samples (then M = noise.shape[1]); otherwise
+        ``num_samples`` noise vectors per image are drawn from N(0, I) with ``generator``.
+        ``return_posterior`` (``noise="posterior"`` only): also return q's mean and log
+        standard deviation [B, d], for the KL term of training (one call, so wrappers such as
+        torch.compile or autocast see the whole forward).
+        """
+        eps = draw_noise(x, num_samples, self.noise_dim, noise, generator)
+        feats = self.encode(x, p)
+        logits = self.decode(feats, p, eps)
+        if return_posterior:
+            return (logits, *self.posterior(feats))
+        return logits
+
+
+class UNetRefiner(ConvRefiner):
     """U-Net refiner G(x, p, eps) with noise injected in every up block.
 
     Input: image x [B, C, H, W] concatenated with F's probabilities p [B, K, H, W]. Encoder: a
@@ -179,127 +324,30 @@ class UNetRefiner(nn.Module):
         noise_grid: int = 0,
     ) -> None:
         super().__init__()
-        check_positive(
-            in_channels=in_channels,
-            num_classes=num_classes,
-            noise_dim=noise_dim,
-            width=width,
-            depth=depth,
-        )
-        check_dropout(dropout)
-        if noise not in NOISE_SOURCES:
-            raise ValueError(f"unknown noise source {noise!r}; valid: {', '.join(NOISE_SOURCES)}")
-        if noise_grid < 0 or (noise_grid and noise != "gaussian"):
-            raise ValueError(f"noise_grid needs gaussian noise and >= 0, got {noise_grid}")
-        self.config = {
-            "arch": self.arch,
-            "in_channels": in_channels,
-            "num_classes": num_classes,
-            "noise_dim": noise_dim,
-            "width": width,
-            "depth": depth,
-            "dropout": dropout,
-            "residual_logits": residual_logits,
-            "noise": noise,
-        }
-        if noise_grid:  # (absent: 0, so checkpoints of earlier versions load unchanged)
-            self.config["noise_grid"] = noise_grid
-        self.in_channels, self.num_classes = in_channels, num_classes
-        # eps = [global code (noise_dim) | spatial grid (GRID_CHANNELS x g x g)]
-        self.code_dim, self.noise_grid = noise_dim, noise_grid
-        self.noise_dim = noise_dim + GRID_CHANNELS * noise_grid**2
-        self.depth, self.residual_logits, self.noise = depth, residual_logits, noise
+        self._setup(
+            in_channels, num_classes, noise_dim, width, depth, dropout, residual_logits, noise,
+            noise_grid,
+        )  # fmt: skip
         chans = [width * 2**i for i in range(depth + 1)]
         self.encoder = _Encoder(in_channels + num_classes, chans, dropout)
         self.decoder = nn.ModuleList(
             _UpBlock(chans[i], chans[i - 1], chans[i - 1], noise_dim, dropout)
             for i in range(depth, 0, -1)
         )
-        self.head = nn.Conv2d(chans[0], num_classes, 1)
-        if noise_grid:  # per-location noise, added to the bottleneck of every sample
-            self.grid_proj = nn.Conv2d(GRID_CHANNELS, chans[-1], 1)
-        if noise == "posterior":  # split output: mean and log standard deviation of the code
-            self.posterior_head = nn.Linear(chans[-1], 2 * noise_dim)
-            nn.init.zeros_(self.posterior_head.weight)
-            nn.init.zeros_(self.posterior_head.bias)
-        channels_last(self)
+        self._heads(chans[0], chans[-1])
 
     def encode(self, x: Tensor, p: Tensor) -> list[Tensor]:
         """Encoder features of (x, p), finest first (run once per input image)."""
-        check_channels("unet refiner", x, self.in_channels, "image channels")
-        check_channels("unet refiner", p, self.num_classes, "class probabilities")
-        if p.shape[0] != x.shape[0] or p.shape[-2:] != x.shape[-2:]:
-            raise ValueError(f"unet refiner: p {tuple(p.shape)} does not match x {tuple(x.shape)}")
-        check_divisible("unet refiner", x, 2**self.depth, f"depth {self.depth}")
+        self._check_inputs(x, p)
         return self.encoder(torch.cat([x, p.to(x.dtype)], dim=1))
-
-    def posterior(self, feats: list[Tensor]) -> tuple[Tensor, Tensor]:
-        """Mean and log standard deviation [B, d] of q(z | x, p) (``noise="posterior"``)."""
-        if self.noise != "posterior":
-            raise ValueError("posterior() needs a refiner built with noise='posterior'")
-        pooled = feats[-1].float().mean(dim=(2, 3))
-        mu, log_sigma = self.posterior_head(pooled).chunk(2, dim=1)
-        return mu, log_sigma.clamp(*LOG_SIGMA_RANGE)
-
-    def codes(self, feats: list[Tensor], noise: Tensor) -> Tensor:
-        """What drives the decoder for eps [B, M, d]: eps itself (gaussian), or the
-        reparameterised codes z = mu + sigma * eps of q(z | x, p) (posterior)."""
-        if self.noise != "posterior":
-            return noise
-        mu, log_sigma = self.posterior(feats)
-        z = mu.unsqueeze(1) + log_sigma.exp().unsqueeze(1) * noise.float()
-        return z.to(noise.dtype)
 
     def decode(self, feats: list[Tensor], p: Tensor, noise: Tensor) -> Tensor:
         """Logits [B, M, K, H, W] from encoder features and noise eps [B, M, d] (turned into
         codes first by :meth:`codes` when ``noise="posterior"``)."""
-        batch = feats[0].shape[0]
-        if noise.dim() != 3 or noise.shape[0] != batch or noise.shape[2] != self.noise_dim:
-            raise ValueError(
-                f"noise must have shape [B={batch}, M, d={self.noise_dim}], "
-                f"got {tuple(noise.shape)}"
-            )
-        samples = noise.shape[1]
-        eps = self.codes(feats, noise).reshape(batch * samples, -1)
-        h, expand = feats[-1], True
-        if self.noise_grid:
-            g = self.noise_grid
-            grid = eps[:, self.code_dim :].reshape(-1, GRID_CHANNELS, g, g)
-            grid = F.interpolate(grid, size=h.shape[-2:], mode="nearest")
-            h = h.repeat_interleave(samples, dim=0) + self.grid_proj(grid)
-            eps, expand = eps[:, : self.code_dim], False
+        h, eps, expand, samples = self._decoder_input(feats, noise)
         for i, block in enumerate(self.decoder):
             h = block(h, feats[-2 - i], eps, expand=expand and i == 0)
-        logits = self.head(h)
-        logits = logits.contiguous().view(batch, samples, *logits.shape[1:])
-        if self.residual_logits:
-            log_p = p.float().clamp_min(LOG_EPS).log()  # float32: 1e-8 underflows in fp16
-            logits = logits + log_p.to(logits.dtype).unsqueeze(1)
-        return logits
-
-    def forward(
-        self,
-        x: Tensor,
-        p: Tensor,
-        num_samples: int = 1,
-        noise: Tensor | None = None,
-        generator: torch.Generator | None = None,
-        return_posterior: bool = False,
-    ) -> Tensor | tuple[Tensor, Tensor, Tensor]:
-        """M sample logits [B, M, K, H, W] for x [B, C, H, W] and F's probabilities p.
-
-        ``noise`` [B, M, d] fixes the samples (then M = noise.shape[1]); otherwise
-        ``num_samples`` noise vectors per image are drawn from N(0, I) with ``generator``.
-        ``return_posterior`` (``noise="posterior"`` only): also return q's mean and log
-        standard deviation [B, d], for the KL term of training (one call, so wrappers such as
-        torch.compile or autocast see the whole forward).
-        """
-        eps = draw_noise(x, num_samples, self.noise_dim, noise, generator)
-        feats = self.encode(x, p)
-        logits = self.decode(feats, p, eps)
-        if return_posterior:
-            return (logits, *self.posterior(feats))
-        return logits
+        return self._logits(h, p, samples)
 
 
 class MLPRefiner(nn.Module):
@@ -359,4 +407,13 @@ class MLPRefiner(nn.Module):
         return self.net(torch.cat([cond, eps], dim=2))
 
 
-__all__ = ["LOG_EPS", "LOG_SIGMA_RANGE", "MLPRefiner", "NOISE_SOURCES", "UNetRefiner", "draw_noise"]
+__all__ = [
+    "GRID_CHANNELS",
+    "LOG_EPS",
+    "LOG_SIGMA_RANGE",
+    "NOISE_SOURCES",
+    "ConvRefiner",
+    "MLPRefiner",
+    "UNetRefiner",
+    "draw_noise",
+]

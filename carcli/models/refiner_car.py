@@ -23,20 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from carcli.models.blocks import (
-    channels_last,
-    check_channels,
-    check_divisible,
-    check_dropout,
-    check_positive,
-)
-from carcli.models.refiner import (
-    GRID_CHANNELS,
-    LOG_EPS,
-    LOG_SIGMA_RANGE,
-    NOISE_SOURCES,
-    draw_noise,
-)
+from carcli.models.refiner import ConvRefiner
 
 
 def _down(c_in: int, c_out: int, dropout: float) -> nn.Sequential:
@@ -121,7 +108,7 @@ class _Up(nn.Module):
         return True
 
 
-class CARRefiner(nn.Module):
+class CARRefiner(ConvRefiner):
     """The authors' per-level refiner G(x, p, eps) (see the module docstring).
 
     Input: image x [B, C, H, W] concatenated with F's probabilities p [B, K, H, W]; output:
@@ -148,35 +135,10 @@ class CARRefiner(nn.Module):
         noise_grid: int = 0,
     ) -> None:
         super().__init__()
-        check_positive(
-            in_channels=in_channels,
-            num_classes=num_classes,
-            noise_dim=noise_dim,
-            width=width,
-            depth=depth,
-        )
-        check_dropout(dropout)
-        if noise not in NOISE_SOURCES:
-            raise ValueError(f"unknown noise source {noise!r}; valid: {', '.join(NOISE_SOURCES)}")
-        if noise_grid < 0 or (noise_grid and noise != "gaussian"):
-            raise ValueError(f"noise_grid needs gaussian noise and >= 0, got {noise_grid}")
-        self.config = {
-            "arch": self.arch,
-            "in_channels": in_channels,
-            "num_classes": num_classes,
-            "noise_dim": noise_dim,
-            "width": width,
-            "depth": depth,
-            "dropout": dropout,
-            "residual_logits": residual_logits,
-            "noise": noise,
-        }
-        if noise_grid:
-            self.config["noise_grid"] = noise_grid
-        self.in_channels, self.num_classes = in_channels, num_classes
-        self.code_dim, self.noise_grid = noise_dim, noise_grid
-        self.noise_dim = noise_dim + GRID_CHANNELS * noise_grid**2
-        self.depth, self.residual_logits, self.noise = depth, residual_logits, noise
+        self._setup(
+            in_channels, num_classes, noise_dim, width, depth, dropout, residual_logits, noise,
+            noise_grid,
+        )  # fmt: skip
         chans = [width * 2**i for i in range(depth)]
         ins = [in_channels + num_classes, *chans[:-1]]
         self.encoder = nn.ModuleList(
@@ -191,23 +153,12 @@ class CARRefiner(nn.Module):
             c_skip = chans[depth - 1 - j] if j else 0
             self.decoder.append(_Up(c_h, c_skip, c_out, noise_dim, dropout))
             c_h = c_out
-        self.head = nn.Conv2d(chans[0], num_classes, 1)
-        if noise_grid:
-            self.grid_proj = nn.Conv2d(GRID_CHANNELS, chans[-1], 1)
-        if noise == "posterior":
-            self.posterior_head = nn.Linear(chans[-1], 2 * noise_dim)
-            nn.init.zeros_(self.posterior_head.weight)
-            nn.init.zeros_(self.posterior_head.bias)
-        channels_last(self)
+        self._heads(chans[0], chans[-1])
 
     def encode(self, x: Tensor, p: Tensor) -> list[Tensor]:
         """Encoder features of (x, p) at 1/2 .. 1/2**depth resolution, finest first (run
         once per input image); the last one is the bottleneck."""
-        check_channels("car refiner", x, self.in_channels, "image channels")
-        check_channels("car refiner", p, self.num_classes, "class probabilities")
-        if p.shape[0] != x.shape[0] or p.shape[-2:] != x.shape[-2:]:
-            raise ValueError(f"car refiner: p {tuple(p.shape)} does not match x {tuple(x.shape)}")
-        check_divisible("car refiner", x, 2**self.depth, f"depth {self.depth}")
+        self._check_inputs(x, p)
         z = torch.cat([x, p.to(x.dtype)], dim=1)
         feats = []
         for block in self.encoder:
@@ -215,66 +166,13 @@ class CARRefiner(nn.Module):
             feats.append(z)
         return feats
 
-    def posterior(self, feats: list[Tensor]) -> tuple[Tensor, Tensor]:
-        """Mean and log standard deviation [B, d] of q(z | x, p) (``noise="posterior"``)."""
-        if self.noise != "posterior":
-            raise ValueError("posterior() needs a refiner built with noise='posterior'")
-        pooled = feats[-1].float().mean(dim=(2, 3))
-        mu, log_sigma = self.posterior_head(pooled).chunk(2, dim=1)
-        return mu, log_sigma.clamp(*LOG_SIGMA_RANGE)
-
-    def codes(self, feats: list[Tensor], noise: Tensor) -> Tensor:
-        """eps itself (gaussian), or the codes z = mu + sigma * eps of q (posterior)."""
-        if self.noise != "posterior":
-            return noise
-        mu, log_sigma = self.posterior(feats)
-        z = mu.unsqueeze(1) + log_sigma.exp().unsqueeze(1) * noise.float()
-        return z.to(noise.dtype)
-
     def decode(self, feats: list[Tensor], p: Tensor, noise: Tensor) -> Tensor:
         """Logits [B, M, K, H, W] from encoder features and noise eps [B, M, d]."""
-        batch = feats[0].shape[0]
-        if noise.dim() != 3 or noise.shape[0] != batch or noise.shape[2] != self.noise_dim:
-            raise ValueError(
-                f"noise must have shape [B={batch}, M, d={self.noise_dim}], "
-                f"got {tuple(noise.shape)}"
-            )
-        samples = noise.shape[1]
-        eps = self.codes(feats, noise).reshape(batch * samples, -1)
-        h, expand = feats[-1], True
-        if self.noise_grid:
-            g = self.noise_grid
-            grid = eps[:, self.code_dim :].reshape(-1, GRID_CHANNELS, g, g)
-            grid = F.interpolate(grid, size=h.shape[-2:], mode="nearest")
-            h = h.repeat_interleave(samples, dim=0) + self.grid_proj(grid)
-            eps, expand = eps[:, : self.code_dim], False
+        h, eps, expand, samples = self._decoder_input(feats, noise)
         for j, block in enumerate(self.decoder):
             skip = feats[self.depth - 1 - j] if j else None
             h = block(h, skip, eps, expand=expand and j == 0)
-        logits = self.head(h)
-        logits = logits.contiguous().view(batch, samples, *logits.shape[1:])
-        if self.residual_logits:
-            log_p = p.float().clamp_min(LOG_EPS).log()  # float32: 1e-8 underflows in fp16
-            logits = logits + log_p.to(logits.dtype).unsqueeze(1)
-        return logits
-
-    def forward(
-        self,
-        x: Tensor,
-        p: Tensor,
-        num_samples: int = 1,
-        noise: Tensor | None = None,
-        generator: torch.Generator | None = None,
-        return_posterior: bool = False,
-    ) -> Tensor | tuple[Tensor, Tensor, Tensor]:
-        """M sample logits [B, M, K, H, W] for x [B, C, H, W] and F's probabilities p; the
-        same arguments as :meth:`UNetRefiner.forward`."""
-        eps = draw_noise(x, num_samples, self.noise_dim, noise, generator)
-        feats = self.encode(x, p)
-        logits = self.decode(feats, p, eps)
-        if return_posterior:
-            return (logits, *self.posterior(feats))
-        return logits
+        return self._logits(h, p, samples)
 
 
 __all__ = ["CARRefiner"]
