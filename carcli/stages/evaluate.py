@@ -6,8 +6,6 @@ Writes ``eval/<split>/metrics.json`` and ``per_case.csv`` (computed by
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +27,7 @@ from carcli.metrics.evaluate import (
     evaluate_bank,
     parse_condition,
 )
+from carcli.plots.files import to_csv
 from carcli.recipe.load import recipe_to_dict
 from carcli.recipe.schema import Recipe
 from carcli.ui import Reporter
@@ -63,7 +62,7 @@ def run_evaluate(
         data_path, bank_path, EvalSettings.from_recipe(recipe), rep
     )
     ensure_dir(out_dir)
-    write_text_atomic(out_dir / "per_case.csv", _csv(rows, columns))
+    write_text_atomic(out_dir / "per_case.csv", to_csv(rows, columns))
     write_json_atomic(out_dir / "metrics.json", summary)
     for p in (data_path, bank_path):
         manifest.add_input(p)
@@ -76,15 +75,6 @@ def run_evaluate(
             "metric threshold crossed: " + "; ".join(failed), hint=f"see {out_dir / 'metrics.json'}"
         )
     return summary
-
-
-def _csv(rows: list[dict], columns: list[str]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
-    return buf.getvalue()
 
 
 def print_table(summary: dict[str, Any], rep: Reporter) -> None:

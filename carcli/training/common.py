@@ -85,15 +85,6 @@ def adam(params: Any, lr: float, betas: list[float], weight_decay: float) -> tor
     return torch.optim.Adam(params, lr=lr, betas=(betas[0], betas[1]), weight_decay=weight_decay)
 
 
-def check_finite(value: float, name: str, step: int, last_good: Path | None) -> None:
-    if not math.isfinite(value):
-        where = f"; the last good checkpoint is {last_good}" if last_good else ""
-        raise CarsegError(
-            f"{name} became non-finite at step {step}{where}",
-            hint="lower the learning rate, or resume from the checkpoint with --resume",
-        )
-
-
 class NonFiniteGuard:
     """The recipe's `on_nonfinite` rule for one training stage.
 
