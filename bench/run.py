@@ -298,6 +298,7 @@ def bench_refiner_step(
             "discriminator.width=null",
             "discriminator.max_accuracy=null",
             "discriminator.r1_weight=10.0",
+            "refiner.w_joint=0",  # the paper's step (as the LIDC recipe)
         ],
     )
     r, d = recipe.refiner, recipe.discriminator

@@ -24,7 +24,8 @@ for v in ${VARIANTS:-gaussian posterior kl0.1 kl1 kl10 joint}; do
     joint) args=(refiner.joint_calibrator=true) ;;
     *) echo "unknown variant $v (gaussian posterior kl<beta> joint)" >&2; exit 2 ;;
   esac
-  scripts/cascade.sh "$recipe" "$prefix$v" "$@" "${args[@]}"
+  # the paper's variants, without the joint calibration loss (beyond the paper)
+  scripts/cascade.sh "$recipe" "$prefix$v" "$@" "${args[@]}" refiner.w_joint=0
   runs+=("runs/$prefix$v")
   export REUSE_CALIBRATOR=${REUSE_CALIBRATOR:-runs/$prefix$v}
 done

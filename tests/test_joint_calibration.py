@@ -123,7 +123,7 @@ def test_train_refiner_with_joint_calibration_logs_the_term(tmp_path) -> None:
     ]
     values = [rec["loss_joint"] for rec in log if "loss_joint" in rec]
     assert values and all(math.isfinite(v) for v in values) and max(values) > 0
-    plain = tiny_recipe(tmp_path)
+    plain = tiny_recipe(tmp_path, "refiner.w_joint=0")
     run_train_refiner(plain, overwrite=True, quiet=True)
     log = (tmp_path / "run/refiner/metrics.jsonl").read_text()
     assert "loss_joint" not in log

@@ -98,6 +98,7 @@ def test_refiner_step_routes_gradients(cal):
         "recipes/toy.yaml",
         [
             "refiner.num_samples=3",
+            "refiner.w_joint=0",
             f"refiner.calibration_loss={cal}",
             "discriminator.max_accuracy=null",
         ],
@@ -126,7 +127,10 @@ def test_refiner_step_routes_gradients(cal):
 
 
 def test_accuracy_cap_skips_d_update():
-    r = load_recipe("recipes/toy.yaml", ["refiner.num_samples=2", "discriminator.max_accuracy=0.0"])
+    r = load_recipe(
+        "recipes/toy.yaml",
+        ["refiner.num_samples=2", "refiner.w_joint=0", "discriminator.max_accuracy=0.0"],
+    )
     nets = _nets(r)
     from carcli.data.batches import Batch
 

@@ -91,7 +91,12 @@ def test_latent_kl_by_hand():
 def test_refiner_step_posterior_logs_kl_and_trains_the_head(beta):
     r = load_recipe(
         "recipes/toy.yaml",
-        ["refiner.num_samples=3", "refiner.noise=posterior", f"refiner.kl_beta={beta}"],
+        [
+            "refiner.num_samples=3",
+            "refiner.w_joint=0",
+            "refiner.noise=posterior",
+            f"refiner.kl_beta={beta}",
+        ],
     )
     nets = _nets(r)
     nets.G = _posterior(d=4)

@@ -186,7 +186,7 @@ def _check_ranges(r: Recipe, problems: list[str]) -> None:
             f"discriminator.set_size -> 0 (off) or 2..refiner.num_samples "
             f"({r.refiner.num_samples}), got {k}"
         )
-    if r.refiner.w_joint and r.refiner.joint_loss == "sq" and r.refiner.num_samples < 2:
+    if r.refiner.w_joint and r.refiner.joint_loss == "sq" and r.refiner.num_samples == 1:
         problems.append(
             "refiner.joint_loss -> 'sq' needs refiner.num_samples >= 2 (it compares different "
             "samples); set refiner.w_joint=0 or joint_loss=kl"
