@@ -71,24 +71,7 @@ def run_train_refiner(
         for note in speed_notes(recipe, device):
             rep.line(note)
         info = train_ds.info
-        if info.task == "regression" and r.calibration_loss in ("ce", "kl_forward"):
-            raise CarsegError(
-                f"refiner.calibration_loss {r.calibration_loss!r} is for segmentation, but "
-                f"{train_path} is a regression dataset",
-                hint="use 'kl' (the squared-error form of L_cal) or 'none' (lambda = 0)",
-            )
-        if info.task == "regression" and r.w_joint:
-            raise CarsegError(
-                f"refiner.w_joint is for segmentation (joint class distributions), but "
-                f"{train_path} is a regression dataset",
-                hint="set refiner.w_joint=0",
-            )
-        if info.task == "regression" and r.w_entropy:
-            raise CarsegError(
-                f"refiner.w_entropy is for segmentation (the entropy of class maps), but "
-                f"{train_path} is a regression dataset",
-                hint="set refiner.w_entropy=0",
-            )
+        _check_task(recipe, info.task, train_path)
         F_net = load_network(f_path, "calibrator", "calibrator", info, CALIBRATOR_CMD)
         joint = r.joint_calibrator  # F also trains (its own L_ce), else frozen
         F_net.to(device).eval().requires_grad_(joint)
@@ -134,42 +117,7 @@ def run_train_refiner(
             rep,
         )
         step, best = result.step, result.best
-        g_meta = {"calibrator": JOINT_CALIBRATOR} if joint else None
-        save_network(
-            stage.dir / "model.safetensors", G, "refiner", "refiner", r.arch, info, step, g_meta
-        )
-        if joint:  # a drop-in calibrator checkpoint: the F that G was trained with
-            f_arch = F_net.config["arch"]
-            save_network(
-                stage.dir / JOINT_CALIBRATOR,
-                F_net,
-                "calibrator",
-                "calibrator",
-                f_arch,
-                info,
-                step,
-                {"joint_with_refiner": True},
-            )
-        save_network(
-            stage.dir / "discriminator.safetensors",
-            D,
-            "refiner",
-            "discriminator",
-            d.arch,
-            info,
-            step,
-        )
-        if D_set is not None:
-            save_network(
-                stage.dir / SET_DISCRIMINATOR,
-                D_set,
-                "refiner",
-                "discriminator",
-                d.arch,
-                info,
-                step,
-                {"set_size": d.set_size},
-            )
+        _save_networks(stage.dir, recipe, info, step, (G, D, F_net, D_set))
         stage.finish(
             [train_path, val_path, f_path],
             [
@@ -194,6 +142,78 @@ def run_train_refiner(
         )
     rep.line(f"refiner trained: {stage.dir / 'model.safetensors'} (step {step})")
     return stage.dir / "model.safetensors"
+
+
+def _check_task(recipe: Recipe, task: str, train_path: Path) -> None:
+    """Options that make sense only for segmentation are refused on a regression dataset."""
+    r = recipe.refiner
+    if task != "regression":
+        return
+    if r.calibration_loss in ("ce", "kl_forward"):
+        raise CarsegError(
+            f"refiner.calibration_loss {r.calibration_loss!r} is for segmentation, but "
+            f"{train_path} is a regression dataset",
+            hint="use 'kl' (the squared-error form of L_cal) or 'none' (lambda = 0)",
+        )
+    if r.w_joint:
+        raise CarsegError(
+            f"refiner.w_joint is for segmentation (joint class distributions), but "
+            f"{train_path} is a regression dataset",
+            hint="set refiner.w_joint=0",
+        )
+    if r.w_entropy:
+        raise CarsegError(
+            f"refiner.w_entropy is for segmentation (the entropy of class maps), but "
+            f"{train_path} is a regression dataset",
+            hint="set refiner.w_entropy=0",
+        )
+
+
+def _save_networks(
+    folder: Path,
+    recipe: Recipe,
+    info: DatasetInfo,
+    step: int,
+    nets: tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module, torch.nn.Module | None],
+) -> None:
+    """G, D (and the set D), and with joint training the F that G was trained with."""
+    r, d = recipe.refiner, recipe.discriminator
+    G, D, F_net, D_set = nets
+    joint = r.joint_calibrator
+    g_meta = {"calibrator": JOINT_CALIBRATOR} if joint else None
+    save_network(folder / "model.safetensors", G, "refiner", "refiner", r.arch, info, step, g_meta)
+    if joint:  # a drop-in calibrator checkpoint: the F that G was trained with
+        f_arch = F_net.config["arch"]
+        save_network(
+            folder / JOINT_CALIBRATOR,
+            F_net,
+            "calibrator",
+            "calibrator",
+            f_arch,
+            info,
+            step,
+            {"joint_with_refiner": True},
+        )
+    save_network(
+        folder / "discriminator.safetensors",
+        D,
+        "refiner",
+        "discriminator",
+        d.arch,
+        info,
+        step,
+    )
+    if D_set is not None:
+        save_network(
+            folder / SET_DISCRIMINATOR,
+            D_set,
+            "refiner",
+            "discriminator",
+            d.arch,
+            info,
+            step,
+            {"set_size": d.set_size},
+        )
 
 
 def _plan(
