@@ -6,7 +6,8 @@ Build them by registry name (``build_calibrator``, ``build_refiner``,
 
 from carcli.models.calibrator import ConvNetCalibrator, MLPCalibrator, SegNetCalibrator
 from carcli.models.discriminator import DCGANDiscriminator, MLPDiscriminator, PixelDiscriminator
-from carcli.models.refiner import MLPRefiner, UNetRefiner
+from carcli.models.refiner import UNetRefiner
+from carcli.models.refiner_mlp import MLPRefiner
 from carcli.models.registry import (
     CALIBRATORS,
     DISCRIMINATORS,

@@ -5,7 +5,9 @@
   ``noise="posterior"`` (the paper's latent-code variant, appendix B.2.3) a probabilistic head
   on the encoder's bottleneck gives a Gaussian q(z | x, p) and the modulation is driven by the
   reparameterised code z = mu + sigma * eps instead of eps itself.
-* ``mlp``  — 4-layer MLP for the 1D regression task: (x, F(x), eps) -> y.
+* ``mlp``  — 4-layer MLP for the 1D regression task: (x, F(x), eps) -> y
+  (:mod:`carcli.models.refiner_mlp`); ``car`` — the authors' per-level layout
+  (:mod:`carcli.models.refiner_car`).
 
 Both share the call ``forward(x, p, num_samples=1, noise=None, generator=None)`` and return
 the M samples along a new dim 1: logits [B, M, K, H, W] (unet) or values [B, M, D_out] (mlp).
@@ -24,7 +26,6 @@ from carcli.models.blocks import (
     check_dropout,
     check_positive,
     conv_bn_act,
-    mlp,
 )
 
 LOG_EPS = 1e-8
@@ -350,70 +351,12 @@ class UNetRefiner(ConvRefiner):
         return self._logits(h, p, samples)
 
 
-class MLPRefiner(nn.Module):
-    """MLP refiner for the 1D regression task: (x [B, D_in], F(x) [B, D_out], eps) -> y.
-
-    ``in_channels`` is D_in and ``num_classes`` is D_out (registry naming); ``noise_dim`` is 1
-    in the paper. Each of the M samples is one pass of the MLP on [x, F(x), eps_m].
-    """
-
-    arch = "mlp"
-
-    def __init__(
-        self,
-        in_channels: int,
-        num_classes: int,
-        noise_dim: int = 1,
-        hidden: int = 64,
-        num_layers: int = 4,
-        slope: float = 0.01,
-    ) -> None:
-        super().__init__()
-        check_positive(
-            in_channels=in_channels,
-            num_classes=num_classes,
-            noise_dim=noise_dim,
-            hidden=hidden,
-            num_layers=num_layers,
-        )
-        self.config = {
-            "arch": self.arch,
-            "in_channels": in_channels,
-            "num_classes": num_classes,
-            "noise_dim": noise_dim,
-            "hidden": hidden,
-            "num_layers": num_layers,
-            "slope": slope,
-        }
-        self.in_channels, self.num_classes, self.noise_dim = in_channels, num_classes, noise_dim
-        self.net = mlp(
-            in_channels + num_classes + noise_dim, num_classes, hidden, num_layers, slope
-        )
-
-    def forward(
-        self,
-        x: Tensor,
-        p: Tensor,
-        num_samples: int = 1,
-        noise: Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> Tensor:
-        """Samples [B, M, D_out] for x [B, D_in] and F's mean p [B, D_out]."""
-        check_channels("mlp refiner", x, self.in_channels, "input features")
-        check_channels("mlp refiner", p, self.num_classes, "output features")
-        eps = draw_noise(x, num_samples, self.noise_dim, noise, generator)
-        samples = eps.shape[1]
-        cond = torch.cat([x, p.to(x.dtype)], dim=1).unsqueeze(1).expand(-1, samples, -1)
-        return self.net(torch.cat([cond, eps], dim=2))
-
-
 __all__ = [
     "GRID_CHANNELS",
     "LOG_EPS",
     "LOG_SIGMA_RANGE",
     "NOISE_SOURCES",
     "ConvRefiner",
-    "MLPRefiner",
     "UNetRefiner",
     "draw_noise",
 ]

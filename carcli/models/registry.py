@@ -20,8 +20,9 @@ from carcli.models.calibrator import (
     UNetCalibrator,
 )
 from carcli.models.discriminator import DCGANDiscriminator, MLPDiscriminator, PixelDiscriminator
-from carcli.models.refiner import MLPRefiner, UNetRefiner
+from carcli.models.refiner import UNetRefiner
 from carcli.models.refiner_car import CARRefiner
+from carcli.models.refiner_mlp import MLPRefiner
 
 CALIBRATORS: dict[str, type[nn.Module]] = {
     "convnet": ConvNetCalibrator,
