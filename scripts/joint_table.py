@@ -8,21 +8,14 @@ worst class offset of F and of G, refiner wall time (from wall_time.txt when pre
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import re
 from pathlib import Path
 
-_spec = importlib.util.spec_from_file_location(
-    "factor_coupling", Path(__file__).with_name("factor_coupling.py")
-)
-factor_coupling = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(factor_coupling)
-
 
 def row(run: Path, split: str) -> str:
     m = json.loads((run / "eval" / split / "metrics.json").read_text())
-    c = factor_coupling.coupling(run, split, 0)
+    c = m["factor_dependence"]  # computed by `carseg evaluate` (carcli/metrics/factors.py)
     classes = [v for v in m["class_calibration"]["classes"].values() if v.get("n_pixels")]
     f_off = max(v["calibrator_offset"] for v in classes)
     g_off = max(v["refiner_offset"] for v in classes)
@@ -30,7 +23,7 @@ def row(run: Path, split: str) -> str:
     wall = (run / "wall_time.txt").read_text() if (run / "wall_time.txt").exists() else ""
     found = re.search(r"train-refiner (\d+) s", wall)
     return (
-        f"| {run.name} | {c['dependence']:.3f} ({c['oracle_dependence']:.3f}) "
+        f"| {run.name} | {c['g']:.3f} ({c['oracle']:.3f}) "
         f"| {modes['tv'] - modes['oracle_tv']:.3f} | {m['ged']['16'] - m['oracle_ged']['16']:.4f} "
         f"| {modes['within_0.8']:.3f} | {f_off:.3f} | {g_off:.3f} "
         f"| {found.group(1) if found else ''} |"

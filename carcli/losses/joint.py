@@ -40,9 +40,14 @@ def _onehot(labels: Tensor, num_classes: int) -> Tensor:
     ].float()
 
 
+def _normalised(weights: Tensor) -> Tensor:
+    """Mode weights [B, A] as probabilities (rows sum to 1; padding rows stay 0)."""
+    return weights.float() / weights.float().sum(1, keepdim=True).clamp_min(1e-12)
+
+
 def mode_label_probs(modes: Tensor, weights: Tensor, num_classes: int) -> Tensor:
     """The label distribution q [B, K, H, W] = sum_a w_a onehot(y_a) of modes [B, A, H, W]."""
-    w = weights.float() / weights.float().sum(1, keepdim=True).clamp_min(1e-12)
+    w = _normalised(weights)
     return torch.einsum("ba,bahwk->bkhw", w, _onehot(modes, num_classes))
 
 
@@ -92,7 +97,7 @@ def pair_targets(modes: Tensor, weights: Tensor, i: Tensor, j: Tensor, num_class
     flat = modes.reshape(b, a, -1).long()
     yi = flat.gather(2, i[:, None].expand(b, a, i.shape[1]))  # [B, A, P]
     yj = flat.gather(2, j[:, None].expand(b, a, j.shape[1]))
-    w = weights.float() / weights.float().sum(1, keepdim=True).clamp_min(1e-12)
+    w = _normalised(weights)
     return torch.einsum("ba,bapk,bapl->bpkl", w, _onehot(yi, num_classes), _onehot(yj, num_classes))
 
 
@@ -108,9 +113,8 @@ def straight_through(sample_logits: Tensor, temperature: float) -> Tensor:
     (the answers the samples give) with the gradient of softmax(logits / T) (straight-through,
     Bengio et al. 2013). Crisp samples' softmax has a vanishing gradient, so once G's samples
     decide, a loss on their softmax can no longer move which answers they give together."""
-    soft = sample_logits.float().softmax(2) if not temperature else None
-    if soft is not None:
-        return soft
+    if not temperature:
+        return sample_logits.float().softmax(2)
     tempered = (sample_logits.float() / temperature).softmax(2)
     hard = torch.zeros_like(tempered).scatter_(2, tempered.argmax(2, keepdim=True), 1.0)
     return hard + tempered - tempered.detach()
