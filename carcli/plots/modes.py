@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from carcli.metrics.modes import merge_modes, mode_frequencies
+from carcli.metrics.modes import mode_frequencies
 
 MODE_COLUMNS = ["panel", "dataset_row", "num_modes", "mode_rank", "true_weight", "g_frequency"]
 MAX_MODES_SHOWN = 8
@@ -50,10 +50,6 @@ def mode_rows(
         }
         for rank, i in enumerate(order)
     ]
-
-
-def num_modes(labels: np.ndarray, weights: np.ndarray) -> int:
-    return len(merge_modes(labels, weights)[0])
 
 
 def mode_frequency_figure(
