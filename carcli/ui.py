@@ -22,7 +22,7 @@ def make_console() -> Console:
     """
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     if not console.is_terminal:
-        console = Console(stderr=True, highlight=False, soft_wrap=True, width=PIPE_WIDTH)
+        console.width = PIPE_WIDTH
     return console
 
 
