@@ -202,6 +202,19 @@ def _check_ranges(r: Recipe, problems: list[str]) -> None:
         problems.append(
             "refiner.noise_grid -> needs refiner.arch=unet or car and refiner.noise=gaussian"
         )
+    if r.refiner.noise_regions < 0 or r.refiner.region_dim < 1:
+        problems.append(
+            "refiner.noise_regions / region_dim -> must be >= 0 / >= 1, got "
+            f"{r.refiner.noise_regions} / {r.refiner.region_dim}"
+        )
+    if not 0 < r.refiner.region_threshold <= 1:
+        problems.append(
+            f"refiner.region_threshold -> must be in (0, 1], got {r.refiner.region_threshold}"
+        )
+    if r.refiner.noise_regions and (not conv_g or r.refiner.noise != "gaussian"):
+        problems.append(
+            "refiner.noise_regions -> needs refiner.arch=unet or car and refiner.noise=gaussian"
+        )
     if r.refiner.noise == "posterior" and not conv_g:
         problems.append(
             f"refiner.noise -> posterior needs refiner.arch=unet or car, got {r.refiner.arch}"

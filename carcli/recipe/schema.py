@@ -120,6 +120,17 @@ class RefinerConfig:
     """Beyond the paper (unet, gaussian noise; 0: off): G also draws a coarse g x g map of
     independent noise (2 channels per cell) added to its bottleneck, so separate regions can
     draw their answers independently instead of one global epsilon deciding them together."""
+    noise_regions: int = 0
+    """Beyond the paper (unet or car, gaussian noise; 0: off): region noise. The connected
+    regions where F is uncertain (its top probability below ``region_threshold``) each get a
+    code of their own, ``region_dim`` numbers drawn independently, held constant over the
+    region and fed to every decoder level beside the global epsilon; up to this many regions
+    per image (region r >= noise_regions reuses code r mod noise_regions). So independent
+    ambiguous objects can be decided independently, and each one coherently."""
+    region_dim: int = 4
+    """noise_regions > 0: numbers in each region's code."""
+    region_threshold: float = 0.9
+    """noise_regions > 0: a pixel is uncertain when F's top class probability is below this."""
     residual_logits: bool = False
     """Add F's log-probabilities to G's output logits (a deviation from the paper, off by
     default as in the paper; the toy recipe turns it on; see README)."""

@@ -57,6 +57,10 @@ def new_refiner(recipe: Recipe, info: DatasetInfo) -> torch.nn.Module:
         hp["noise"] = r.noise
         if r.noise_grid:
             hp["noise_grid"] = r.noise_grid
+        if r.noise_regions:
+            hp["noise_regions"] = r.noise_regions
+            hp["region_dim"] = r.region_dim
+            hp["region_threshold"] = r.region_threshold
     return _registry_call(build_refiner, r.arch, info.in_channels, out, r.noise_dim, **hp)
 
 
