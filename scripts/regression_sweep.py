@@ -70,8 +70,8 @@ def overrides(out: Path, pi: float, sigma: float, seed: int, lam: float, steps: 
     u = unit_dir(out, pi, sigma, seed)
     ov = [
         f"seed={seed}",
-        f"data.pi={pi}",
-        f"data.sigma={sigma}",
+        f"data.regression.pi={pi}",
+        f"data.regression.sigma={sigma}",
         f"data.dir={u / 'data'}",
         f"run_dir={run_dir(out, pi, sigma, seed, lam)}",
         f"refiner.w_cal={lam}",
@@ -103,7 +103,7 @@ def run_unit(args: tuple) -> list[dict]:
         if (pi, sigma) == SHOWCASE:
             # the per-seed share checks compare with the test labels' share: 20000 points
             # make that reference precise (sd ~0.003 instead of ~0.01 with 2000)
-            ov.append(f"data.num_test={SHOWCASE_TEST}")
+            ov.append(f"data.regression.num_test={SHOWCASE_TEST}")
         ov += list(extra)
         recipe = load_recipe(recipe_path, ov)
         rd = Path(recipe.run_dir)

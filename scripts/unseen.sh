@@ -4,8 +4,8 @@
 set -euo pipefail
 recipe=${1:-recipes/toy.yaml}
 carseg=${CARSEG:-.venv/bin/carseg}
-$carseg prepare "$recipe" data.dir=data/unseen seed=2026 data.size=64 data.num_classes=4 \
-  data.num_train=1200 data.num_val=200 data.num_test=300 --overwrite --quiet
+$carseg prepare "$recipe" data.dir=data/unseen seed=2026 data.synthetic.size=64 data.synthetic.num_classes=4 \
+  data.synthetic.num_train=1200 data.synthetic.num_val=200 data.synthetic.num_test=300 --overwrite --quiet
 scripts/cascade.sh "$recipe" unseen data.dir=data/unseen
 ${PY:-.venv/bin/python} scripts/compare_runs.py runs/unseen | tee runs/unseen.md
 ${PY:-.venv/bin/python} scripts/factor_coupling.py runs/unseen | tee -a runs/unseen.md

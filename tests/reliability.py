@@ -29,10 +29,7 @@ TINY: dict[str, Any] = {
     "device": "cpu",
     "data": {
         "source": "synthetic",
-        "num_train": 24,
-        "num_val": 8,
-        "num_test": 48,
-        "size": 16,
+        "synthetic": {"num_train": 24, "num_val": 8, "num_test": 48, "size": 16},
     },
     "calibrator": {
         "width": 4,

@@ -20,7 +20,12 @@ from carcli.stages.prepare import run_prepare
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "recipes" / "blackbox_demo.yaml"
-TINY = ["data.num_train=6", "data.num_val=3", "data.num_test=2", "data.size=16"]
+TINY = [
+    "data.synthetic.num_train=6",
+    "data.synthetic.num_val=3",
+    "data.synthetic.num_test=2",
+    "data.synthetic.size=16",
+]
 
 
 def _script():

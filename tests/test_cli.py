@@ -307,9 +307,9 @@ def test_prepare_tiny_then_refuse_to_overwrite(tmp_path: Path) -> None:
     args = (
         "prepare",
         TOY,
-        "data.num_train=8",
-        "data.num_val=4",
-        "data.num_test=4",
+        "data.synthetic.num_train=8",
+        "data.synthetic.num_val=4",
+        "data.synthetic.num_test=4",
         "--quiet",
         *_isolated(tmp_path),
     )
@@ -321,7 +321,8 @@ def test_prepare_tiny_then_refuse_to_overwrite(tmp_path: Path) -> None:
         info = validate_dataset(data / f"{split}.h5")
         assert info.n == n and info.num_classes == 3 and info.image_shape == (3, 32, 32)
     manifest = json.loads((data / "manifest.json").read_text())
-    assert manifest["stage"] == "prepare" and manifest["recipe"]["data"]["num_train"] == 8
+    assert manifest["stage"] == "prepare"
+    assert manifest["recipe"]["data"]["synthetic"]["num_train"] == 8
     assert not (data / ".lock").exists()
     assert not list(data.glob("*.tmp"))
     before = (data / "train.h5").read_bytes()

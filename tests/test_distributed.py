@@ -35,10 +35,10 @@ from carcli.training.speed import accelerate, notes, settings
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = [
-    "data.num_train=24",
-    "data.num_val=8",
-    "data.num_test=6",
-    "data.size=16",
+    "data.synthetic.num_train=24",
+    "data.synthetic.num_val=8",
+    "data.synthetic.num_test=6",
+    "data.synthetic.size=16",
     "calibrator.width=4",
     "calibrator.depth=2",
     "calibrator.steps=2",

@@ -179,7 +179,7 @@ def test_noise_grid_refiner_draws_from_its_grid_and_round_trips(tmp_path) -> Non
     run_train_refiner(r, quiet=True)
     bank = run_sample(r, quiet=True)
     with h5py.File(bank) as h5:
-        assert h5["samples"].shape[0] == r.data.num_test
+        assert h5["samples"].shape[0] == r.data.synthetic.num_test
 
 
 def test_straight_through_forward_is_the_answer_and_gradient_survives_crispness() -> None:

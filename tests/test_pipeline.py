@@ -21,10 +21,10 @@ from carcli.training.calibrator import run_train_calibrator
 from carcli.training.refiner import run_train_refiner
 
 TINY = [
-    "data.num_train=24",
-    "data.num_val=8",
-    "data.num_test=6",
-    "data.size=16",
+    "data.synthetic.num_train=24",
+    "data.synthetic.num_val=8",
+    "data.synthetic.num_test=6",
+    "data.synthetic.size=16",
     "calibrator.width=4",
     "calibrator.depth=2",
     "calibrator.steps=4",

@@ -72,9 +72,14 @@ def test_synthetic_steps_bit_for_bit(tmp_path):
 
     r = load_recipe(
         "recipes/toy.yaml",
-        [f"data.dir={tmp_path}", "data.num_train=2", "data.num_val=2", "data.num_test=3"],
+        [
+            f"data.dir={tmp_path}",
+            "data.synthetic.num_train=2",
+            "data.synthetic.num_val=2",
+            "data.synthetic.num_test=3",
+        ],
     )
-    r.data.size = 16
+    r.data.synthetic.size = 16
     run_prepare(r, quiet=True)
     spec, images = _spec_and_images(tmp_path / "test.h5")
     assert [s["step"] for s in spec] == ["to_float", "normalize"]

@@ -110,11 +110,11 @@ def test_three_wrong_fields_are_all_reported(tmp_path: Path, monkeypatch) -> Non
 
 
 def test_type_and_range_errors_are_reported_together(tmp_path: Path) -> None:
-    path = _write(tmp_path, "refiner:\n  lr: fast\n  steps: 0\ndata:\n  size: 20\n")
+    path = _write(tmp_path, "refiner:\n  lr: fast\n  steps: 0\ndata:\n  synthetic:\n    size: 20\n")
     problems = _problems(path)
     assert any(p.startswith("refiner.lr -> expected float") for p in problems)
     assert "refiner.steps -> must be > 0, got 0" in problems
-    assert "data.size -> must be a multiple of 16, got 20" in problems
+    assert "data.synthetic.size -> must be a multiple of 16, got 20" in problems
 
 
 def test_unknown_keys_name_close_matches(tmp_path: Path) -> None:
@@ -318,9 +318,12 @@ def test_override_of_data_dir_and_run_dir(tmp_path: Path) -> None:
         ("refiner.batch_size=0", "refiner.batch_size -> must be > 0, got 0"),
         ("refiner.num_samples=0", "refiner.num_samples -> must be > 0, got 0"),
         ("refiner.lr=0", "refiner.lr -> must be > 0, got 0.0"),
-        ("data.size=20", "data.size -> must be a multiple of 16, got 20"),
-        ("data.num_classes=2", "data.num_classes -> synthetic data needs >= 3, got 2"),
-        ("data.pi=1.5", "data.pi -> must be in [0, 1], got 1.5"),
+        ("data.synthetic.size=20", "data.synthetic.size -> must be a multiple of 16, got 20"),
+        (
+            "data.synthetic.num_classes=2",
+            "data.synthetic.num_classes -> synthetic data needs >= 3, got 2",
+        ),
+        ("data.regression.pi=1.5", "data.regression.pi -> must be in [0, 1], got 1.5"),
         ("threads=-1", "threads -> must be >= 0, got -1"),
         ("refiner.val_every=-1", "refiner.val_every -> must be >= 0, got -1"),
         ("refiner.w_entropy=-1", "refiner.w_entropy -> must be >= 0, got -1.0"),
@@ -345,8 +348,82 @@ def test_list_range_checks(override: str) -> None:
 
 
 def test_valid_edge_values() -> None:
-    r = load_recipe(TOY, ["data.size=48", "refiner.val_every=0", "threads=0", "data.pi=0"])
-    assert (r.data.size, r.refiner.val_every, r.threads, r.data.pi) == (48, 0, 0, 0.0)
+    r = load_recipe(
+        TOY, ["data.synthetic.size=48", "refiner.val_every=0", "threads=0", "data.regression.pi=0"]
+    )
+    got = (r.data.synthetic.size, r.refiner.val_every, r.threads, r.data.regression.pi)
+    assert got == (48, 0, 0, 0.0)
+
+
+# ------------------------------------------------------------- deprecated flat data.* keys
+
+OLD_SYNTHETIC = "data:\n  source: synthetic\n  size: 64\n  num_train: 7\n  num_classes: 4\n"
+
+
+def test_old_flat_keys_in_a_file_are_read_with_a_warning(tmp_path: Path, capsys) -> None:
+    path = _write(tmp_path, OLD_SYNTHETIC)
+    r = load_recipe(path)
+    syn = r.data.synthetic
+    assert (syn.size, syn.num_train, syn.num_classes) == (64, 7, 4)
+    err = capsys.readouterr().err.splitlines()
+    assert (
+        f"{path}: data.size is deprecated: use data.synthetic.size (read for this version, "
+        "removed in the next)"
+    ) in err
+    assert sum("data.num_train is deprecated: use data.synthetic.num_train" in e for e in err) == 1
+    assert len(err) == 3
+    new = _write(tmp_path, "data:\n  synthetic:\n    size: 64\n    num_train: 7\n", "n.yaml")
+    assert load_recipe(new).data.synthetic == dataclasses.replace(syn, num_classes=3)
+    assert capsys.readouterr().err == ""
+
+
+def test_old_flat_keys_as_overrides_are_read_with_a_warning(capsys) -> None:
+    r = load_recipe(TOY, ["data.size=48", "data.pi=0.5", "data.sigma=0.1"])
+    assert (r.data.synthetic.size, r.data.regression.pi, r.data.regression.sigma) == (48, 0.5, 0.1)
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        f"override: data.{k} is deprecated: use data.{g}.{k} (read for this version, "
+        "removed in the next)"
+        for k, g in (("size", "synthetic"), ("pi", "regression"), ("sigma", "regression"))
+    ]
+    assert load_recipe(TOY, ["data.synthetic.size=48"]) == load_recipe(TOY, ["data.size=48"])
+
+
+def test_old_split_sizes_go_to_the_group_of_the_source(tmp_path: Path, capsys) -> None:
+    path = _write(tmp_path, "data:\n  source: regression\n  num_test: 9\n  pi: 0.7\n")
+    r = load_recipe(path, ["data.num_val=5"])
+    assert (r.data.regression.num_test, r.data.regression.num_val) == (9, 5)
+    assert r.data.synthetic == schema.SyntheticConfig()
+    assert "use data.regression.num_val" in capsys.readouterr().err
+    r = load_recipe(path, ["data.source=synthetic"])
+    assert (r.data.synthetic.num_test, r.data.regression.pi) == (9, 0.7)
+
+
+def test_old_and_new_key_with_different_values_is_an_error(tmp_path: Path) -> None:
+    path = _write(tmp_path, "data:\n  size: 32\n  synthetic:\n    size: 64\n")
+    assert _problems(path) == [
+        "data.size -> set to 32 and data.synthetic.size to 64; keep only data.synthetic.size"
+    ]
+    assert _problems(TOY, ["data.synthetic.size=64", "data.size=48"]) == [
+        "data.size -> set to 48 and data.synthetic.size to 64; keep only data.synthetic.size"
+    ]
+    # the same value twice is no conflict; an override replaces the file's value as always
+    same = _write(tmp_path, "data:\n  size: 64\n  synthetic:\n    size: 64\n", "same.yaml")
+    assert load_recipe(same).data.synthetic.size == 64
+    assert (
+        load_recipe(
+            _write(tmp_path, OLD_SYNTHETIC, "o.yaml"), ["data.synthetic.size=16"]
+        ).data.synthetic.size
+        == 16
+    )
+
+
+def test_stored_old_resolved_recipe_still_reads() -> None:
+    old = recipe_to_dict(load_recipe(TOY))
+    data = old["data"]
+    data.update(data.pop("synthetic"))
+    data.update({k: v for k, v in data.pop("regression").items() if k in ("pi", "sigma")})
+    assert recipe_from_yaml_text(yaml.safe_dump(old)) == load_recipe(TOY)
 
 
 # ------------------------------------------------------------------------------- round trip

@@ -31,9 +31,9 @@ from carcli.ui import Reporter
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = [
-    "data.num_train=300",
-    "data.num_val=40",
-    "data.num_test=30",
+    "data.regression.num_train=300",
+    "data.regression.num_val=40",
+    "data.regression.num_test=30",
     "calibrator.steps=6",
     "calibrator.batch_size=50",
     "calibrator.val_every=3",

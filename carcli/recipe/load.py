@@ -6,6 +6,7 @@ import dataclasses
 import difflib
 import math
 import re
+import sys
 import types
 import typing
 from pathlib import Path
@@ -234,16 +235,103 @@ def _check_ranges(r: Recipe, problems: list[str]) -> None:
     for n in r.evaluate.ged_counts:
         positive("evaluate.ged_counts", n)
     positive("distributed.timeout_s", r.distributed.timeout_s)
-    if r.data.size % 16:
-        problems.append(f"data.size -> must be a multiple of 16, got {r.data.size}")
-    if r.data.num_classes < 3:
-        problems.append(f"data.num_classes -> synthetic data needs >= 3, got {r.data.num_classes}")
+    syn, reg = r.data.synthetic, r.data.regression
+    if syn.size % 16:
+        problems.append(f"data.synthetic.size -> must be a multiple of 16, got {syn.size}")
+    if syn.num_classes < 3:
+        problems.append(
+            f"data.synthetic.num_classes -> synthetic data needs >= 3, got {syn.num_classes}"
+        )
     for f in ("num_train", "num_val", "num_test", "channels"):
-        positive(f"data.{f}", getattr(r.data, f))
-    if not 0.0 <= r.data.pi <= 1.0:
-        problems.append(f"data.pi -> must be in [0, 1], got {r.data.pi}")
+        positive(f"data.synthetic.{f}", getattr(syn, f))
+    for f in ("num_train", "num_val", "num_test"):
+        positive(f"data.regression.{f}", getattr(reg, f))
+    if not 0.0 <= reg.pi <= 1.0:
+        problems.append(f"data.regression.pi -> must be in [0, 1], got {reg.pi}")
     if r.threads < 0:
         problems.append(f"threads -> must be >= 0, got {r.threads}")
+
+
+# Flat `data.*` keys of one source, read for this version only (issue 15): the group each
+# moves to; the split sizes move to the group of the recipe's data.source.
+_FLAT_DATA = {
+    "size": "synthetic",
+    "channels": "synthetic",
+    "num_classes": "synthetic",
+    "pi": "regression",
+    "sigma": "regression",
+    "num_train": None,
+    "num_val": None,
+    "num_test": None,
+}
+
+
+def _data_group(key: str, source: Any) -> str:
+    group = _FLAT_DATA[key]
+    return group or ("regression" if source == "regression" else "synthetic")
+
+
+def _deprecated(old: str, new: str, where: str, warned: set[str]) -> None:
+    """One stderr line per deprecated key and load, naming the key that replaces it."""
+    if old not in warned:
+        warned.add(old)
+        print(
+            f"{where}: {old} is deprecated: use {new} (read for this version, removed in the next)",
+            file=sys.stderr,
+        )
+
+
+def _migrate_file_data(
+    raw: dict[str, Any], source: Any, where: str, problems: list[str], warned: set[str]
+) -> None:
+    """Move a recipe file's flat source keys (`data.size`) into their groups in place."""
+    data = raw.get("data")
+    if not isinstance(data, dict):
+        return
+    for key in [k for k in data if k in _FLAT_DATA]:
+        value = data.pop(key)
+        group = _data_group(key, source)
+        old, new = f"data.{key}", f"data.{group}.{key}"
+        _deprecated(old, new, where, warned)
+        sub = data.setdefault(group, {})
+        if not isinstance(sub, dict):
+            continue  # the group itself is wrong; _build reports it
+        if key in sub and sub[key] != value:
+            problems.append(f"{old} -> set to {value!r} and {new} to {sub[key]!r}; keep only {new}")
+            continue
+        sub[key] = value
+
+
+def _migrate_overrides(
+    pairs: list[tuple[str, Any]], source: Any, problems: list[str], warned: set[str]
+) -> list[tuple[str, Any]]:
+    """Rename deprecated override keys (`data.size=64` -> `data.synthetic.size=64`)."""
+    out: list[tuple[str, Any]] = []
+    renamed: dict[str, tuple[str, Any]] = {}
+    for key, value in pairs:
+        parts = key.split(".")
+        if len(parts) == 2 and parts[0] == "data" and parts[1] in _FLAT_DATA:
+            new = f"data.{_data_group(parts[1], source)}.{parts[1]}"
+            _deprecated(key, new, "override", warned)
+            renamed[new] = (key, value)
+            key = new
+        out.append((key, value))
+    for key, value in out:
+        if key in renamed and renamed[key][1] != value:
+            old, old_value = renamed[key]
+            problems.append(
+                f"{old} -> set to {old_value!r} and {key} to {value!r}; keep only {key}"
+            )
+    return out
+
+
+def _source(raw: dict[str, Any], pairs: list[tuple[str, Any]]) -> Any:
+    """data.source as the overrides and the file set it (the split sizes' group)."""
+    for key, value in reversed(pairs):
+        if key == "data.source":
+            return value
+    data = raw.get("data")
+    return data.get("source") if isinstance(data, dict) else None
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -311,8 +399,11 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     if not isinstance(raw, dict):
         raise RecipeError(str(path), [f"expected a mapping of keys at top level, got {raw!r}"])
     problems: list[str] = []
-    for text in overrides:
-        key, value = parse_override(text)
+    pairs = [parse_override(text) for text in overrides]
+    source = _source(raw, pairs)
+    warned: set[str] = set()
+    _migrate_file_data(raw, source, str(path), problems, warned)
+    for key, value in _migrate_overrides(pairs, source, problems, warned):
         _apply_override(raw, key, value, problems)
     recipe = _build(Recipe, raw, "", problems)
     _check_ranges(recipe, problems)  # ill-typed fields kept their (valid) defaults
@@ -339,6 +430,7 @@ def recipe_from_yaml_text(text: str, source: str = "recipe") -> Recipe:
     if not isinstance(raw, dict):
         raise RecipeError(source, [f"expected a mapping of keys at top level, got {raw!r}"])
     problems: list[str] = []
+    _migrate_file_data(raw, _source(raw, []), source, problems, set())
     recipe = _build(Recipe, raw, "", problems)
     if problems:
         raise RecipeError(source, problems)

@@ -16,6 +16,40 @@ Split = Literal["train", "val", "test"]
 
 
 @dataclass
+class SyntheticConfig:
+    """Options of the synthetic source, `data.synthetic.*`."""
+
+    num_train: int = 1500
+    """Number of training images."""
+    num_val: int = 200
+    """Number of validation images."""
+    num_test: int = 300
+    """Number of test images."""
+    size: int = 32
+    """Image height and width in pixels (a multiple of 16)."""
+    channels: int = 3
+    """Image channels."""
+    num_classes: int = 3
+    """Number of classes, background included (>= 3)."""
+
+
+@dataclass
+class RegressionDataConfig:
+    """Options of the 1D bimodal regression source, `data.regression.*`."""
+
+    num_train: int = 1500
+    """Number of training points."""
+    num_val: int = 200
+    """Number of validation points."""
+    num_test: int = 300
+    """Number of test points."""
+    pi: float = 0.9
+    """Probability of the upper mode."""
+    sigma: float = 0.03
+    """Standard deviation of the additive noise."""
+
+
+@dataclass
 class DataConfig:
     dir: str = "data/toy"
     """Directory holding the prepared dataset: train.h5, val.h5, test.h5."""
@@ -32,22 +66,10 @@ class DataConfig:
     lesion (the paper's lesion-centred training crops); val and test are kept whole."""
     flip: bool = False
     """Random horizontal flips of training images (both training stages)."""
-    num_train: int = 1500
-    """Synthetic source: number of training images."""
-    num_val: int = 200
-    """Synthetic source: number of validation images."""
-    num_test: int = 300
-    """Synthetic source: number of test images."""
-    size: int = 32
-    """Synthetic source: image height and width in pixels (a multiple of 16)."""
-    channels: int = 3
-    """Synthetic source: image channels."""
-    num_classes: int = 3
-    """Synthetic source: number of classes, background included (>= 3)."""
-    pi: float = 0.9
-    """Regression source: probability of the upper mode."""
-    sigma: float = 0.03
-    """Regression source: standard deviation of the additive noise."""
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    """The synthetic source (`data.source: synthetic`)."""
+    regression: RegressionDataConfig = field(default_factory=RegressionDataConfig)
+    """The 1D bimodal regression source (`data.source: regression`)."""
 
 
 @dataclass

@@ -73,14 +73,15 @@ def run_prepare(recipe: Recipe, overwrite: bool = False, quiet: bool = False) ->
 def split_sizes(recipe: Recipe) -> dict[str, int]:
     """Sizes of the generated splits (synthetic and regression sources)."""
     d = recipe.data
-    return {"train": d.num_train, "val": d.num_val, "test": d.num_test}
+    g = d.regression if d.source == "regression" else d.synthetic
+    return {"train": g.num_train, "val": g.num_val, "test": g.num_test}
 
 
 def synthetic_split(recipe: Recipe, split: str):
     """The synthetic split `split` of a recipe, exactly as `prepare` writes it."""
     from carcli.data.synthetic import generate_synthetic
 
-    d = recipe.data
+    d = recipe.data.synthetic
     return generate_synthetic(
         split_sizes(recipe)[split],
         size=d.size,
@@ -102,7 +103,7 @@ def _prepare_synthetic(recipe: Recipe, out_dir: Path, rep: Reporter) -> list[Pat
             image=s.image,
             label=s.label,
             label_weight=s.label_weight,
-            num_classes=d.num_classes,
+            num_classes=d.synthetic.num_classes,
             class_names=s.class_names,
             eval_classes=s.eval_classes,
             blackbox=bb.get(split),
@@ -118,10 +119,10 @@ def _prepare_synthetic(recipe: Recipe, out_dir: Path, rep: Reporter) -> list[Pat
 
 
 def _prepare_regression(recipe: Recipe, out_dir: Path, rep: Reporter) -> list[Path]:
-    """The 1D bimodal regression data (data.pi, data.sigma) with its true mixture."""
+    """The 1D bimodal regression data (data.regression.pi, .sigma) with its true mixture."""
     from carcli.data.regression import REGIONS, generate_bimodal
 
-    d = recipe.data
+    d = recipe.data.regression
     sizes = split_sizes(recipe)
     paths = []
     for split in SPLITS:
@@ -129,7 +130,7 @@ def _prepare_regression(recipe: Recipe, out_dir: Path, rep: Reporter) -> list[Pa
             r = generate_bimodal(sizes[split], d.pi, d.sigma, split_seed(recipe.seed, split))
         except ValueError as exc:
             raise CarsegError(
-                f"data: {exc}", hint="set data.pi in [0, 1], data.sigma > 0"
+                f"data: {exc}", hint="set data.regression.pi in [0, 1], data.regression.sigma > 0"
             ) from None
         path = write_dataset(
             split_path(out_dir, split),
@@ -160,11 +161,12 @@ def _synthetic_blackbox(recipe: Recipe, sizes: dict[str, int]) -> dict[str, np.n
 
     d = recipe.data
     assert d.blackbox_dir is not None
-    folder = BlackboxFolder(d.blackbox_dir, d.num_classes)
+    size = d.synthetic.size
+    folder = BlackboxFolder(d.blackbox_dir, d.synthetic.num_classes)
     return {
         split: np.stack(
             [
-                folder.load([f"{split}_{i:06d}"], f"{split} image {i}", (d.size, d.size))
+                folder.load([f"{split}_{i:06d}"], f"{split} image {i}", (size, size))
                 for i in range(n)
             ]
         )
