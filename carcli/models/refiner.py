@@ -15,8 +15,10 @@ the M samples along a new dim 1: logits [B, M, K, H, W] (unet) or values [B, M, 
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 from torch import Tensor, nn
 
 from carcli.models.blocks import (
@@ -41,6 +43,31 @@ GRID_CHANNELS = 2
 noise map over the image (nearest-upsampled to the bottleneck, a 1x1 conv, added to every
 sample's bottleneck features), so separate regions can draw their answers independently."""
 """What drives the decoder's modulation: eps itself, or a code drawn from q(z | x, p)."""
+
+
+def uncertain_regions(p: Tensor, threshold: float, max_regions: int) -> Tensor:
+    """Region ids [B, H, W] (int64) of F's probabilities p [B, K, H, W]: the 8-connected
+    regions where F's top class probability is below ``threshold`` are numbered in raster
+    order of their first pixel, 0, 1, ..., and region r gets id r mod ``max_regions``;
+    certain pixels get ``max_regions`` (no region). Computed on the CPU (scipy), once per image."""
+    uncertain = (p.detach().float().amax(1) < threshold).cpu().numpy()
+    ids = np.full(uncertain.shape, max_regions, dtype=np.int64)
+    for b, mask in enumerate(uncertain):
+        labels, count = ndimage.label(mask, structure=np.ones((3, 3)))
+        if count:
+            ids[b][mask] = (labels[mask] - 1) % max_regions
+    return torch.from_numpy(ids).to(p.device)
+
+
+def region_noise_map(codes: Tensor, ids: Tensor) -> Tensor:
+    """The per-pixel noise map [B*M, r, H, W] that holds each region's code over the region
+    and 0 elsewhere, for codes [B, M, R, r] and region ids [B, H, W] from
+    :func:`uncertain_regions` (id R: no region)."""
+    b, m, _, r = codes.shape
+    padded = torch.cat([codes, codes.new_zeros(b, m, 1, r)], dim=2)  # id R -> zeros
+    flat = ids.reshape(b, 1, -1, 1).expand(b, m, -1, r)
+    maps = padded.gather(2, flat)  # [B, M, H*W, r]
+    return maps.permute(0, 1, 3, 2).reshape(b * m, r, *ids.shape[-2:])
 
 
 def draw_noise(
@@ -161,7 +188,9 @@ class ConvRefiner(nn.Module):
         residual_logits: bool,
         noise: str,
         noise_grid: int,
+        regions: tuple[int, int, float] = (0, 4, 0.9),
     ) -> None:
+        """``regions``: (noise_regions, region_dim, region_threshold), see :meth:`_add_region`."""
         check_positive(
             in_channels=in_channels,
             num_classes=num_classes,
@@ -187,10 +216,21 @@ class ConvRefiner(nn.Module):
         }
         if noise_grid:  # (absent: 0, so checkpoints of earlier versions load unchanged)
             self.config["noise_grid"] = noise_grid
+        self.noise_regions, self.region_dim, self.region_threshold = regions
+        if self.noise_regions < 0 or self.region_dim < 1 or not 0 < self.region_threshold <= 1:
+            raise ValueError(f"noise regions need R >= 0, dim >= 1, 0 < threshold <= 1: {regions}")
+        if self.noise_regions and noise != "gaussian":
+            raise ValueError("noise_regions needs gaussian noise")
+        if self.noise_regions:  # (absent: off, as for noise_grid)
+            self.config["noise_regions"] = self.noise_regions
+            self.config["region_dim"] = self.region_dim
+            self.config["region_threshold"] = self.region_threshold
         self.in_channels, self.num_classes = in_channels, num_classes
-        # eps = [global code (noise_dim) | spatial grid (GRID_CHANNELS x g x g)]
+        # eps = [global code (noise_dim) | spatial grid (GRID_CHANNELS x g x g) | region
+        # codes (noise_regions x region_dim)]
         self.code_dim, self.noise_grid = noise_dim, noise_grid
-        self.noise_dim = noise_dim + GRID_CHANNELS * noise_grid**2
+        self.grid_dim = GRID_CHANNELS * noise_grid**2
+        self.noise_dim = noise_dim + self.grid_dim + self.noise_regions * self.region_dim
         self.depth, self.residual_logits, self.noise = depth, residual_logits, noise
 
     def _heads(self, c_out: int, c_bottleneck: int) -> None:
@@ -203,7 +243,25 @@ class ConvRefiner(nn.Module):
             self.posterior_head = nn.Linear(c_bottleneck, 2 * self.code_dim)
             nn.init.zeros_(self.posterior_head.weight)
             nn.init.zeros_(self.posterior_head.bias)
+        if self.noise_regions:  # one 1x1 conv per decoder level: region codes -> features
+            self.region_proj = nn.ModuleList(
+                nn.Conv2d(self.region_dim, c, 1) for c in self._decoder_channels()
+            )
         channels_last(self)
+
+    def _decoder_channels(self) -> list[int]:
+        """Output channels of each decoder level, coarsest first (subclasses)."""
+        raise NotImplementedError
+
+    def _add_region(self, h: Tensor, level: int, regions: Tensor | None) -> Tensor:
+        """h plus the projection of the region noise map, area-averaged to h's resolution
+        (``noise_regions``; otherwise h unchanged). Each uncertain region of F carries a code
+        of its own, constant over the region, so G can decide separate ambiguous regions
+        independently and each one as a whole."""
+        if regions is None:
+            return h
+        pooled = F.adaptive_avg_pool2d(regions, h.shape[-2:]).to(h.dtype)
+        return h + self.region_proj[level](pooled)
 
     def _check_inputs(self, x: Tensor, p: Tensor) -> None:
         name = f"{self.arch} refiner"
@@ -231,10 +289,12 @@ class ConvRefiner(nn.Module):
         return z.to(noise.dtype)
 
     def _decoder_input(
-        self, feats: list[Tensor], noise: Tensor
-    ) -> tuple[Tensor, Tensor, bool, int]:
-        """(bottleneck h, the decoder's codes [B*M, d], whether h is still per image, M):
-        the noise checked, turned into codes, and the grid (if any) added to h per sample."""
+        self, feats: list[Tensor], noise: Tensor, p: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, bool, int, Tensor | None]:
+        """(bottleneck h, the decoder's codes [B*M, d], whether h is still per image, M, the
+        region noise map [B*M, region_dim, H, W] or None): the noise checked, turned into
+        codes, the grid (if any) added to h per sample, the region codes (if any) laid out
+        over F's uncertain regions of p."""
         batch = feats[0].shape[0]
         if noise.dim() != 3 or noise.shape[0] != batch or noise.shape[2] != self.noise_dim:
             raise ValueError(
@@ -243,14 +303,21 @@ class ConvRefiner(nn.Module):
             )
         samples = noise.shape[1]
         eps = self.codes(feats, noise).reshape(batch * samples, -1)
-        h, expand = feats[-1], True
+        h, expand, regions = feats[-1], True, None
+        if self.noise_regions:
+            if p is None:
+                raise ValueError("region noise needs F's probabilities p")
+            start = self.code_dim + self.grid_dim
+            codes = eps[:, start:].reshape(batch, samples, self.noise_regions, self.region_dim)
+            ids = uncertain_regions(p, self.region_threshold, self.noise_regions)
+            regions = region_noise_map(codes, ids)
         if self.noise_grid:
             g = self.noise_grid
-            grid = eps[:, self.code_dim :].reshape(-1, GRID_CHANNELS, g, g)
-            grid = F.interpolate(grid, size=h.shape[-2:], mode="nearest")
+            grid = eps[:, self.code_dim : self.code_dim + self.grid_dim]
+            grid = F.interpolate(grid.reshape(-1, GRID_CHANNELS, g, g), size=h.shape[-2:])
             h = h.repeat_interleave(samples, dim=0) + self.grid_proj(grid)
-            eps, expand = eps[:, : self.code_dim], False
-        return h, eps, expand, samples
+            expand = False
+        return h, eps[:, : self.code_dim], expand, samples, regions
 
     def _logits(self, h: Tensor, p: Tensor, samples: int) -> Tensor:
         """The head's logits [B, M, K, H, W], plus log p with ``residual_logits``."""
@@ -323,11 +390,14 @@ class UNetRefiner(ConvRefiner):
         residual_logits: bool = True,
         noise: str = "gaussian",
         noise_grid: int = 0,
+        noise_regions: int = 0,
+        region_dim: int = 4,
+        region_threshold: float = 0.9,
     ) -> None:
         super().__init__()
         self._setup(
             in_channels, num_classes, noise_dim, width, depth, dropout, residual_logits, noise,
-            noise_grid,
+            noise_grid, (noise_regions, region_dim, region_threshold),
         )  # fmt: skip
         chans = [width * 2**i for i in range(depth + 1)]
         self.encoder = _Encoder(in_channels + num_classes, chans, dropout)
@@ -345,10 +415,14 @@ class UNetRefiner(ConvRefiner):
     def decode(self, feats: list[Tensor], p: Tensor, noise: Tensor) -> Tensor:
         """Logits [B, M, K, H, W] from encoder features and noise eps [B, M, d] (turned into
         codes first by :meth:`codes` when ``noise="posterior"``)."""
-        h, eps, expand, samples = self._decoder_input(feats, noise)
+        h, eps, expand, samples, regions = self._decoder_input(feats, noise, p)
         for i, block in enumerate(self.decoder):
             h = block(h, feats[-2 - i], eps, expand=expand and i == 0)
+            h = self._add_region(h, i, regions)
         return self._logits(h, p, samples)
+
+    def _decoder_channels(self) -> list[int]:
+        return [block.norm.num_features for block in self.decoder]
 
 
 __all__ = [
@@ -359,4 +433,6 @@ __all__ = [
     "ConvRefiner",
     "UNetRefiner",
     "draw_noise",
+    "region_noise_map",
+    "uncertain_regions",
 ]

@@ -133,11 +133,14 @@ class CARRefiner(ConvRefiner):
         residual_logits: bool = True,
         noise: str = "gaussian",
         noise_grid: int = 0,
+        noise_regions: int = 0,
+        region_dim: int = 4,
+        region_threshold: float = 0.9,
     ) -> None:
         super().__init__()
         self._setup(
             in_channels, num_classes, noise_dim, width, depth, dropout, residual_logits, noise,
-            noise_grid,
+            noise_grid, (noise_regions, region_dim, region_threshold),
         )  # fmt: skip
         chans = [width * 2**i for i in range(depth)]
         ins = [in_channels + num_classes, *chans[:-1]]
@@ -168,11 +171,15 @@ class CARRefiner(ConvRefiner):
 
     def decode(self, feats: list[Tensor], p: Tensor, noise: Tensor) -> Tensor:
         """Logits [B, M, K, H, W] from encoder features and noise eps [B, M, d]."""
-        h, eps, expand, samples = self._decoder_input(feats, noise)
+        h, eps, expand, samples, regions = self._decoder_input(feats, noise, p)
         for j, block in enumerate(self.decoder):
             skip = feats[self.depth - 1 - j] if j else None
             h = block(h, skip, eps, expand=expand and j == 0)
+            h = self._add_region(h, j, regions)
         return self._logits(h, p, samples)
+
+    def _decoder_channels(self) -> list[int]:
+        return [block.up.out_channels for block in self.decoder]
 
 
 __all__ = ["CARRefiner"]
