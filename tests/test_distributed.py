@@ -26,12 +26,12 @@ from carcli.artefacts.checkpoint import read_safetensors
 from carcli.data.batches import Batch
 from carcli.errors import CarsegError
 from carcli.recipe.load import load_recipe
+from carcli.runtime.device import select_device
+from carcli.runtime.speed import accelerate, notes, settings
 from carcli.stages.prepare import run_prepare
 from carcli.stages.sample import run_sample
 from carcli.training.calibrator import run_train_calibrator
-from carcli.training.common import select_device
 from carcli.training.refiner import run_train_refiner
-from carcli.training.speed import accelerate, notes, settings
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = [

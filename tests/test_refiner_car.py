@@ -14,8 +14,8 @@ from carcli.data.batches import BatchSource
 from carcli.data.dataset import DatasetFile
 from carcli.models import build_model, build_refiner, hparam_defaults
 from carcli.models.inference import fold_batchnorm
+from carcli.runtime.networks import load_network, save_network
 from carcli.sampling.sample import draw
-from carcli.training.networks import load_network, save_network
 
 
 def probs(b: int, k: int, h: int, w: int) -> torch.Tensor:
@@ -194,7 +194,7 @@ def test_fold_batchnorm_calibrators() -> None:
 def test_draw_in_chunks_is_bit_for_bit(tmp_path, write_split, arch: str) -> None:
     """Encoder once + decoder per chunk (also through the speed wrapper) gives exactly the
     samples of one full forward."""
-    from carcli.training.speed import Accelerated
+    from carcli.runtime.speed import Accelerated
 
     path = write_split(tmp_path / "test.h5", n=3, channels=1)
     g = build_refiner(arch, 1, 3, 4, width=4).eval()
@@ -223,7 +223,7 @@ def test_draw_in_chunks_is_bit_for_bit(tmp_path, write_split, arch: str) -> None
 
 def test_accelerate_inference_folds_a_copy() -> None:
     from carcli.recipe.load import load_recipe
-    from carcli.training.speed import accelerate, settings
+    from carcli.runtime.speed import accelerate, settings
 
     recipe = load_recipe("recipes/toy.yaml", ["speed.fold_bn=true"])
     g = build_refiner("car", 1, 2, 4, width=4).eval()

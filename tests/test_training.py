@@ -10,7 +10,8 @@ from carcli.data.batches import BatchSource, label_distribution
 from carcli.data.dataset import DatasetFile, write_dataset
 from carcli.models.registry import build_calibrator, build_discriminator, build_refiner
 from carcli.recipe.load import load_recipe
-from carcli.training.common import adam, lr_at, setup_torch
+from carcli.runtime.device import setup_torch
+from carcli.training.common import adam, lr_at
 from carcli.training.refiner import Nets, as_label_map, d_cycle_on, refiner_step
 
 

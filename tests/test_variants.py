@@ -20,11 +20,11 @@ from carcli.data.dataset import DatasetFile
 from carcli.losses import latent_kl
 from carcli.models.registry import build_model, build_refiner
 from carcli.recipe.load import RecipeError, load_recipe
+from carcli.runtime.networks import load_network, refiner_calibrator, save_network
 from carcli.sampling.sample import draw
 from carcli.stages.prepare import run_prepare
 from carcli.stages.sample import run_sample
 from carcli.training.calibrator import run_train_calibrator
-from carcli.training.networks import load_network, refiner_calibrator, save_network
 from carcli.training.refiner import refiner_step, run_train_refiner
 
 

@@ -140,7 +140,7 @@ def describe(
 
 def run_files(recipe: Any) -> dict[str, Path]:
     """The checkpoints of a recipe's run: the F that G was trained with, and G."""
-    from carcli.training.networks import refiner_calibrator
+    from carcli.runtime.networks import refiner_calibrator
 
     layout = RunLayout(Path(recipe.run_dir))
     g_path = layout.refiner / "model.safetensors"
@@ -220,7 +220,7 @@ def is_bundle(path: Path) -> bool:
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
     """A bundle folder or a recipe file -> LoadedModel on `device`."""
-    from carcli.training.networks import load_network
+    from carcli.runtime.networks import load_network
 
     path = Path(path)
     if is_bundle(path):

@@ -86,7 +86,7 @@ def split_refiner(G: torch.nn.Module) -> tuple[Callable, Callable] | None:
     """``(encode, decode)`` calls of G that together give exactly ``G(x, p, noise=eps)``
     (through the speed wrapper's layout and autocast, if any), or None where G has no such
     split (the MLP refiner) or is compiled (its compiled forward is what runs)."""
-    from carcli.training.speed import Accelerated
+    from carcli.runtime.speed import Accelerated
 
     net, wrap = G, None
     if isinstance(net, Accelerated):

@@ -34,12 +34,12 @@ from carcli.data.dataset import DatasetFile, split_path
 from carcli.errors import CarsegError
 from carcli.recipe.load import recipe_to_dict, recipe_to_yaml
 from carcli.recipe.schema import Recipe
+from carcli.runtime.device import setup_torch
+from carcli.runtime.networks import load_network, refiner_calibrator
+from carcli.runtime.speed import accelerate
+from carcli.runtime.speed import settings as speed_settings
 from carcli.sampling.bank import create_bank
 from carcli.sampling.sample import draw
-from carcli.training.common import setup_torch
-from carcli.training.networks import load_network, refiner_calibrator
-from carcli.training.speed import accelerate
-from carcli.training.speed import settings as speed_settings
 from carcli.ui import Reporter
 
 

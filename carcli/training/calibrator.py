@@ -16,12 +16,14 @@ from carcli.data.prefetch import training_loader
 from carcli.errors import CarsegError
 from carcli.losses import calibrator_loss
 from carcli.recipe.schema import Recipe
-from carcli.training.common import TrainingStage, adam, setup_torch
+from carcli.runtime.device import setup_torch
+from carcli.runtime.networks import save_network
+from carcli.runtime.speed import accelerate
+from carcli.runtime.speed import notes as speed_notes
+from carcli.runtime.speed import settings as speed_settings
+from carcli.training.common import TrainingStage, adam
 from carcli.training.loop import Schedule, StagePlan, run_loop
-from carcli.training.networks import new_calibrator, save_network
-from carcli.training.speed import accelerate
-from carcli.training.speed import notes as speed_notes
-from carcli.training.speed import settings as speed_settings
+from carcli.training.networks import new_calibrator
 from carcli.ui import Reporter
 
 MAKE_CMD = "carseg train-calibrator RECIPE"

@@ -18,19 +18,14 @@ from carcli.data.dataset import DatasetFile, DatasetInfo, split_path
 from carcli.data.prefetch import training_loader
 from carcli.errors import CarsegError
 from carcli.recipe.schema import Recipe
-from carcli.training.common import TrainingStage, adam, setup_torch
+from carcli.runtime.device import setup_torch
+from carcli.runtime.networks import JOINT_CALIBRATOR, load_network, save_network
+from carcli.runtime.speed import accelerate
+from carcli.runtime.speed import notes as speed_notes
+from carcli.runtime.speed import settings as speed_settings
+from carcli.training.common import TrainingStage, adam
 from carcli.training.loop import Schedule, StagePlan, run_loop
-from carcli.training.networks import (
-    JOINT_CALIBRATOR,
-    load_network,
-    new_discriminator,
-    new_refiner,
-    new_set_discriminator,
-    save_network,
-)
-from carcli.training.speed import accelerate
-from carcli.training.speed import notes as speed_notes
-from carcli.training.speed import settings as speed_settings
+from carcli.training.networks import new_discriminator, new_refiner, new_set_discriminator
 from carcli.training.step import (  # noqa: F401 (re-exported: tests and benchmarks use them)
     DiscriminatorPolicy,
     Nets,
