@@ -128,3 +128,19 @@ def test_region_noise_refiner_trains_samples_and_reloads(tmp_path) -> None:
     again = run_sample(tiny_recipe(tmp_path, *keys), overwrite=True, quiet=True)
     with h5py.File(again) as h5:
         assert np.array_equal(h5["samples"][...], first)
+
+
+@pytest.mark.parametrize("size", [(16, 16), (8, 8), (4, 4), (3, 5)])
+def test_region_field_equals_the_conv_of_the_pooled_noise_map(size) -> None:
+    import torch.nn.functional as nnf
+
+    torch.manual_seed(1)
+    ids = uncertain_regions(_probs(), 0.99, 2).expand(2, 16, 16)
+    codes = torch.randn(2, 3, 2, 4)
+    proj = torch.nn.Conv2d(4, 5, 1)
+    from carcli.models.refiner import region_field
+
+    want = proj(nnf.adaptive_avg_pool2d(region_noise_map(codes, ids), size))
+    got = region_field(codes, ids, proj, size)
+    assert got.shape == want.shape
+    assert torch.allclose(got, want, atol=1e-5)

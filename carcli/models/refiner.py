@@ -70,6 +70,26 @@ def region_noise_map(codes: Tensor, ids: Tensor) -> Tensor:
     return maps.permute(0, 1, 3, 2).reshape(b * m, r, *ids.shape[-2:])
 
 
+def region_field(codes: Tensor, ids: Tensor, proj: nn.Conv2d, size: tuple[int, int]) -> Tensor:
+    """``proj`` (a 1x1 conv) of the region noise map area-averaged to ``size``, [B*M, C, h, w]
+    (channels-last strides), computed without the map: the conv is linear, so each region's
+    code is projected once ([B, M, R + 1, C]; id R, no region, gives the bias) and laid out by
+    the regions' share of each cell (at full resolution: a gather). Equal, to float
+    rounding, to ``proj(adaptive_avg_pool2d(region_noise_map(codes, ids), size))``."""
+    b, m, r = codes.shape[:3]
+    weight = proj.weight[:, :, 0, 0].to(codes.dtype)
+    bias = proj.bias.to(codes.dtype)
+    q = torch.cat([codes @ weight.T + bias, bias.expand(b, m, 1, -1)], dim=2)  # [B, M, R+1, C]
+    c = q.shape[-1]
+    if tuple(size) == tuple(ids.shape[-2:]):
+        field = q.gather(2, ids.reshape(b, 1, -1, 1).expand(b, m, -1, c))  # [B, M, H*W, C]
+    else:
+        share = F.one_hot(ids, r + 1).permute(0, 3, 1, 2).to(codes.dtype)  # [B, R+1, H, W]
+        share = F.adaptive_avg_pool2d(share, size).flatten(2)  # [B, R+1, h*w]
+        field = torch.einsum("brs,bmrc->bmsc", share, q)
+    return field.reshape(b * m, *size, c).permute(0, 3, 1, 2)
+
+
 def draw_noise(
     x: Tensor,
     num_samples: int,
@@ -253,15 +273,15 @@ class ConvRefiner(nn.Module):
         """Output channels of each decoder level, coarsest first (subclasses)."""
         raise NotImplementedError
 
-    def _add_region(self, h: Tensor, level: int, regions: Tensor | None) -> Tensor:
+    def _add_region(self, h: Tensor, level: int, regions: tuple[Tensor, Tensor] | None) -> Tensor:
         """h plus the projection of the region noise map, area-averaged to h's resolution
-        (``noise_regions``; otherwise h unchanged). Each uncertain region of F carries a code
-        of its own, constant over the region, so G can decide separate ambiguous regions
-        independently and each one as a whole."""
+        (``noise_regions``; otherwise h unchanged; see :func:`region_field`). Each uncertain
+        region of F carries a code of its own, constant over the region, so G can decide
+        separate ambiguous regions independently and each one as a whole."""
         if regions is None:
             return h
-        pooled = F.adaptive_avg_pool2d(regions, h.shape[-2:]).to(h.dtype)
-        return h + self.region_proj[level](pooled)
+        codes, ids = regions
+        return h + region_field(codes, ids, self.region_proj[level], h.shape[-2:]).to(h.dtype)
 
     def _check_inputs(self, x: Tensor, p: Tensor) -> None:
         name = f"{self.arch} refiner"
@@ -290,11 +310,10 @@ class ConvRefiner(nn.Module):
 
     def _decoder_input(
         self, feats: list[Tensor], noise: Tensor, p: Tensor | None = None
-    ) -> tuple[Tensor, Tensor, bool, int, Tensor | None]:
+    ) -> tuple[Tensor, Tensor, bool, int, tuple[Tensor, Tensor] | None]:
         """(bottleneck h, the decoder's codes [B*M, d], whether h is still per image, M, the
-        region noise map [B*M, region_dim, H, W] or None): the noise checked, turned into
-        codes, the grid (if any) added to h per sample, the region codes (if any) laid out
-        over F's uncertain regions of p."""
+        region codes [B, M, R, region_dim] and F's uncertain regions [B, H, W] of p, or
+        None): the noise checked, turned into codes, the grid (if any) added to h."""
         batch = feats[0].shape[0]
         if noise.dim() != 3 or noise.shape[0] != batch or noise.shape[2] != self.noise_dim:
             raise ValueError(
@@ -309,8 +328,7 @@ class ConvRefiner(nn.Module):
                 raise ValueError("region noise needs F's probabilities p")
             start = self.code_dim + self.grid_dim
             codes = eps[:, start:].reshape(batch, samples, self.noise_regions, self.region_dim)
-            ids = uncertain_regions(p, self.region_threshold, self.noise_regions)
-            regions = region_noise_map(codes, ids)
+            regions = (codes, uncertain_regions(p, self.region_threshold, self.noise_regions))
         if self.noise_grid:
             g = self.noise_grid
             grid = eps[:, self.code_dim : self.code_dim + self.grid_dim]
@@ -433,6 +451,7 @@ __all__ = [
     "ConvRefiner",
     "UNetRefiner",
     "draw_noise",
+    "region_field",
     "region_noise_map",
     "uncertain_regions",
 ]
