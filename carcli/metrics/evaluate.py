@@ -1,4 +1,6 @@
-"""`evaluate`: stream a sample bank against its dataset split; write metrics.json + per_case.csv.
+"""`evaluate`: stream samples against their dataset split (metrics.json + per_case.csv rows).
+
+The samples come as a `carcli.metrics.samples.SampleSource` (the stage passes the sample bank).
 
 `--fail-if "ged.16>0.30"` turns a metric into a CI gate: a dotted path into metrics.json,
 an operator (<, <=, >, >=, ==, !=) and a number; exit status 1 when any condition holds.
@@ -23,7 +25,7 @@ from carcli.data.dataset import DatasetFile
 from carcli.errors import CarsegError
 from carcli.metrics.accumulate import EvalAccumulator
 from carcli.metrics.conventions import parse_conventions
-from carcli.sampling.bank import Bank
+from carcli.metrics.samples import SampleSource
 from carcli.ui import Reporter
 
 METRICS_SCHEMA = "carseg.metrics/1"
@@ -113,68 +115,80 @@ class EvalSettings:
         )
 
 
-def evaluate_bank(
-    data_path: Path, bank_path: Path, e: EvalSettings, rep: Reporter
+def evaluate_samples(
+    ds: DatasetFile,
+    bank: SampleSource,
+    e: EvalSettings,
+    rep: Reporter,
+    calibration_source: str = "calibrator",
 ) -> tuple[dict, list[dict], list[str]]:
-    """Metrics summary, per-image rows and CSV columns of a bank against its split."""
-    with DatasetFile(data_path, validate=True) as ds, Bank(bank_path, ds.info) as bank:
-        info = ds.info
-        if info.task == "regression":
-            from carcli.metrics.regression import evaluate_regression
+    """Metrics summary, per-image rows and CSV columns of samples against their split;
+    ``calibration_source`` ``none``: the samples' ``calibration`` is not F's (figures of F
+    reported as null)."""
+    data_path, bank_path = ds.path, bank.path
+    info = ds.info
+    if info.task == "regression":
+        return _evaluate_regression(ds, bank, e, rep)
+    check_sample_counts(bank.num_samples, e.ged_counts, e.hm_iou_samples, bank_path)
+    names = conventions_of(e.convention)
+    has_f = calibration_source != "none"
+    acc = EvalAccumulator(
+        info.num_classes,
+        info.ignore_index,
+        info.eval_classes,
+        ged_counts=list(e.ged_counts),
+        hm_iou_n=e.hm_iou_samples,
+        with_modes=info.has_weights,
+        oracle_seed=e.oracle_seed,
+        conventions=names,
+    )
+    with rep.progress(bank.n, f"evaluate {e.split}") as bar:
+        for a in range(0, bank.n, e.chunk_size):
+            b = min(bank.n, a + e.chunk_size)
+            rows = bank.index[a:b]
+            samples = bank.read("samples", slice(a, b))
+            calib = bank.read("calibration", slice(a, b)).astype("float32") if has_f else None
+            labels = ds.read_rows("label", rows)
+            weights = ds.weights(rows)
+            for i, row in enumerate(rows):
+                p = None if calib is None else calib[i]
+                acc.update(int(row), samples[i], labels[i], weights[i], p)
+            bar.advance(b - a)
+    summary = acc.result()
+    summary = {
+        "schema": METRICS_SCHEMA,
+        "split": e.split,
+        "dataset": str(data_path),
+        "bank": str(bank_path),
+        "n_images": bank.n,
+        "num_samples": bank.num_samples,
+        "num_classes": info.num_classes,
+        "class_names": info.class_names,
+        "eval_classes": info.eval_classes,
+        "known_distribution": info.has_weights,
+        "calibration_source": calibration_source,
+        **summary,
+    }
+    return summary, acc.rows(), acc.columns()
 
-            figures, rows, columns = evaluate_regression(ds, bank, e.chunk_size, rep)
-            summary = {
-                "schema": METRICS_SCHEMA,
-                "task": "regression",
-                "split": e.split,
-                "dataset": str(data_path),
-                "bank": str(bank_path),
-                "n_images": bank.n,
-                "num_samples": bank.num_samples,
-                **figures,
-            }
-            return summary, rows, columns
-        check_sample_counts(bank.num_samples, e.ged_counts, e.hm_iou_samples, bank_path)
-        names = conventions_of(e.convention)
-        has_f = calibration_source(bank) != "none"
-        acc = EvalAccumulator(
-            info.num_classes,
-            info.ignore_index,
-            info.eval_classes,
-            ged_counts=list(e.ged_counts),
-            hm_iou_n=e.hm_iou_samples,
-            with_modes=info.has_weights,
-            oracle_seed=e.oracle_seed,
-            conventions=names,
-        )
-        with rep.progress(bank.n, f"evaluate {e.split}") as bar:
-            for a in range(0, bank.n, e.chunk_size):
-                b = min(bank.n, a + e.chunk_size)
-                rows = bank.index[a:b]
-                samples = bank.read("samples", slice(a, b))
-                calib = bank.read("calibration", slice(a, b)).astype("float32") if has_f else None
-                labels = ds.read_rows("label", rows)
-                weights = ds.weights(rows)
-                for i, row in enumerate(rows):
-                    p = None if calib is None else calib[i]
-                    acc.update(int(row), samples[i], labels[i], weights[i], p)
-                bar.advance(b - a)
-        summary = acc.result()
-        summary = {
-            "schema": METRICS_SCHEMA,
-            "split": e.split,
-            "dataset": str(data_path),
-            "bank": str(bank_path),
-            "n_images": bank.n,
-            "num_samples": bank.num_samples,
-            "num_classes": info.num_classes,
-            "class_names": info.class_names,
-            "eval_classes": info.eval_classes,
-            "known_distribution": info.has_weights,
-            "calibration_source": calibration_source(bank),
-            **summary,
-        }
-        return summary, acc.rows(), acc.columns()
+
+def _evaluate_regression(
+    ds: DatasetFile, bank: SampleSource, e: EvalSettings, rep: Reporter
+) -> tuple[dict, list[dict], list[str]]:
+    from carcli.metrics.regression import evaluate_regression
+
+    figures, rows, columns = evaluate_regression(ds, bank, e.chunk_size, rep)
+    summary = {
+        "schema": METRICS_SCHEMA,
+        "task": "regression",
+        "split": e.split,
+        "dataset": str(ds.path),
+        "bank": str(bank.path),
+        "n_images": bank.n,
+        "num_samples": bank.num_samples,
+        **figures,
+    }
+    return summary, rows, columns
 
 
 def check_sample_counts(m: int, ged_counts: list[int], hm_iou_n: int, bank_path: Path) -> None:
@@ -207,7 +221,11 @@ def conventions_of(spec: str) -> list[str]:
         raise CarsegError(f"evaluate.convention -> {exc}") from None
 
 
-def calibration_source(bank: Bank) -> str:
-    """Where the bank's ``calibration`` came from: ``calibrator`` (F) unless it says ``none``."""
-    value = bank.h5.attrs.get("calibration_source", "calibrator")
-    return value.decode() if isinstance(value, bytes) else str(value)
+def __getattr__(name: str) -> Any:
+    # bench/run.py (not edited in this change) imports evaluate_bank from here; it opens the
+    # files, so it lives with the stage now
+    if name == "evaluate_bank":
+        from carcli.stages.evaluate import evaluate_bank
+
+        return evaluate_bank
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

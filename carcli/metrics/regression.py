@@ -29,7 +29,7 @@ from carcli.data.regression import (
     mixture_mean_y,
     mixture_prob_positive,
 )
-from carcli.sampling.bank import Bank
+from carcli.metrics.samples import SampleSource
 from carcli.ui import Reporter
 
 COLLAPSE_SHARE = 0.99
@@ -60,7 +60,7 @@ def regions_of(ds: DatasetFile) -> list[list[float]]:
 
 
 def evaluate_regression(
-    ds: DatasetFile, bank: Bank, chunk_size: int, rep: Reporter
+    ds: DatasetFile, bank: SampleSource, chunk_size: int, rep: Reporter
 ) -> tuple[dict[str, Any], list[dict[str, Any]], list[str]]:
     """Summary, per-input rows and CSV columns of a regression bank."""
     has_mixture = all(m in ds.h5 for m in MIXTURE_NAMES)

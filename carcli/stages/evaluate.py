@@ -1,7 +1,8 @@
 """`carseg evaluate`: the metrics of a sample bank against its dataset split.
 
 Writes ``eval/<split>/metrics.json`` and ``per_case.csv`` (computed by
-:func:`carcli.metrics.evaluate.evaluate_bank`), prints the table, applies ``--fail-if``.
+:func:`carcli.metrics.evaluate.evaluate_samples` over the bank), prints the table, applies
+``--fail-if``.
 """
 
 from __future__ import annotations
@@ -17,20 +18,35 @@ from carcli.artefacts.run import (
     write_json_atomic,
     write_text_atomic,
 )
-from carcli.data.dataset import split_path
+from carcli.data.dataset import DatasetFile, split_path
 from carcli.errors import CarsegError
 from carcli.metrics.conventions import CONVENTIONS
 from carcli.metrics.evaluate import (
     EvalSettings,
     check_conditions,
     conventions_of,
-    evaluate_bank,
+    evaluate_samples,
     parse_condition,
 )
 from carcli.plots.files import to_csv
 from carcli.recipe.load import recipe_to_dict
 from carcli.recipe.schema import Recipe
+from carcli.sampling.bank import Bank
 from carcli.ui import Reporter
+
+
+def evaluate_bank(
+    data_path: Path, bank_path: Path, e: EvalSettings, rep: Reporter
+) -> tuple[dict, list[dict], list[str]]:
+    """Metrics summary, per-image rows and CSV columns of a bank against its split."""
+    with DatasetFile(data_path, validate=True) as ds, Bank(bank_path, ds.info) as bank:
+        return evaluate_samples(ds, bank, e, rep, calibration_source(bank))
+
+
+def calibration_source(bank: Bank) -> str:
+    """Where the bank's ``calibration`` came from: ``calibrator`` (F) unless it says ``none``."""
+    value = bank.h5.attrs.get("calibration_source", "calibrator")
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def run_evaluate(
