@@ -5,15 +5,22 @@ nor on how many processes draw it: under torchrun the chunks go round-robin over
 and rank 0 assembles the bank once all are on disk.
 Work is done in chunks written to ``samples/.<split>.partial/``; a rerun keeps finished
 chunks; the bank ``samples/<split>.h5`` appears (by rename) only when complete. The draws
-themselves are :func:`carcli.sampling.sample.draw`.
+themselves are :func:`carcli.sampling.sample.draw`. The HDF5 writes (each chunk's file and,
+with one process, the compressed bank itself, chunk by chunk as they come) run on one
+background thread fed through a bounded queue (:class:`_Writer`), so they overlap the next
+draws instead of stalling them; the files are those the writes made inline.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import queue
 import shutil
+import threading
+from collections.abc import Generator
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -37,6 +44,7 @@ from carcli.recipe.schema import Recipe
 from carcli.runtime.device import setup_torch
 from carcli.runtime.networks import load_network, refiner_calibrator
 from carcli.runtime.speed import accelerate
+from carcli.runtime.speed import notes as speed_notes
 from carcli.runtime.speed import settings as speed_settings
 from carcli.sampling.bank import create_bank
 from carcli.sampling.sample import draw
@@ -64,6 +72,8 @@ def run_sample(recipe: Recipe, overwrite: bool = False, quiet: bool = False) -> 
         with DatasetFile(data_path, validate=True) as ds:
             info = ds.info
             device = setup_torch(recipe)
+            for note in speed_notes(recipe, device):  # e.g. speed.cpu_bf16 without native bf16
+                rep.line(note)
             F_net = (
                 load_network(
                     f_path, "calibrator", "calibrator", info, "carseg train-calibrator RECIPE"
@@ -111,25 +121,9 @@ def run_sample(recipe: Recipe, overwrite: bool = False, quiet: bool = False) -> 
                 accelerate(G, recipe, device, inference=True),
             )
             total = info.n if dist.world == 1 else left
-            with rep.progress(total, f"sample {s.split}", start=total - left) as bar:
-                for a, b in mine:
-                    _write_chunk(
-                        partial / f"chunk-{a:08d}.h5",
-                        F_call,
-                        G_call,
-                        source,
-                        a,
-                        b,
-                        s.batch_size,
-                        s.num_samples,
-                        noise_dim,
-                        recipe.seed,
-                        device,
-                        bar,
-                    )
-            distributed.barrier()  # every rank's chunks are on disk
-            if dist.main:
-                attrs = {
+
+            def bank_attrs() -> dict[str, Any]:
+                return {
                     "dataset": str(data_path),
                     "split": s.split,
                     "num_samples": s.num_samples,
@@ -139,7 +133,38 @@ def run_sample(recipe: Recipe, overwrite: bool = False, quiet: bool = False) -> 
                     "recipe": recipe_to_yaml(recipe),
                     "carseg_version": carcli.__version__,
                 }
-                _assemble(bank_path, partial, chunks, info, s.num_samples, attrs)
+
+            # One process: the writer also assembles the bank as the chunks come (and
+            # renames it into place after the last); several: each rank saves its chunks and
+            # rank 0 assembles the bank from the files once all are there.
+            drawn = {a for a, _ in mine}
+            consume = (
+                _assemble(bank_path, partial, chunks, info, s.num_samples, bank_attrs(), drawn)
+                if dist.world == 1
+                else _save_chunks(partial)
+            )
+            with _Writer(consume, BACKGROUND_WRITER) as writer:
+                with rep.progress(total, f"sample {s.split}", start=total - left) as bar:
+                    for a, b in mine:
+                        _write_chunk(
+                            partial / f"chunk-{a:08d}.h5",
+                            F_call,
+                            G_call,
+                            source,
+                            a,
+                            b,
+                            s.batch_size,
+                            s.num_samples,
+                            noise_dim,
+                            recipe.seed,
+                            device,
+                            bar,
+                            writer,
+                        )
+                writer.finish()
+            distributed.barrier()  # every rank's chunks are on disk
+            if dist.main and dist.world > 1:
+                _drive(_assemble(bank_path, partial, chunks, info, s.num_samples, bank_attrs()))
         if dist.main:
             shutil.rmtree(partial, ignore_errors=True)
             manifest.extra["speed"] = speed_settings(recipe, device, 1, inference=True)
@@ -164,6 +189,99 @@ def _check_plan(partial: Path, plan: dict, rep: Reporter) -> None:
     plan_path.write_text(json.dumps(plan))
 
 
+BACKGROUND_WRITER = True
+"""Write on a background thread (tests set False to compare with the same writes inline)."""
+
+_STOP = object()
+
+
+class _Writer:
+    """Feeds the chunks drawn in this process to ``consume`` (a generator that receives
+    ``(path, a, b, samples, calibration)`` items and writes them), on one background thread
+    through a queue of one chunk, so that the HDF5 writes overlap the next draws; at most one
+    drawn chunk waits in memory beside the one being written. ``background=False`` writes
+    inline, in the caller. An error of the writer is raised again in the caller, the same
+    exception (message and type), at its next ``put`` or at ``finish``. Leaving the ``with``
+    block after a failure of the caller lets the writer save what was already queued (those
+    chunk files are kept for the rerun), then stops it."""
+
+    def __init__(self, consume: Generator[None, Any, None], background: bool = True) -> None:
+        self.consume = consume
+        self.error: BaseException | None = None
+        self.done = False
+        self.queue: queue.Queue = queue.Queue(maxsize=1)
+        self.thread: threading.Thread | None = None
+        if background:
+            self.thread = threading.Thread(target=self._run, name="carseg-writer", daemon=True)
+            self.thread.start()
+        else:
+            self._start()
+
+    def __enter__(self) -> _Writer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop()
+
+    def _start(self) -> None:
+        try:
+            next(self.consume)
+        except StopIteration:
+            self.done = True
+
+    def _send(self, item: tuple) -> None:
+        if self.done:
+            raise RuntimeError("the writer received a chunk after its last one")
+        try:
+            self.consume.send(item)
+        except StopIteration:
+            self.done = True
+
+    def _run(self) -> None:
+        try:
+            self._start()
+            while (item := self.queue.get()) is not _STOP:
+                self._send(item)
+        except BaseException as exc:  # handed to the caller
+            self.error = exc
+        finally:
+            self.consume.close()
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def put(self, path: Path, a: int, b: int, samples: np.ndarray, calib: np.ndarray) -> None:
+        item = (path, a, b, samples, calib)
+        if self.thread is None:
+            self._send(item)
+            return
+        while True:
+            self._raise()
+            try:
+                self.queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def finish(self) -> None:
+        """Wait until everything put is written; raise the writer's error, if any."""
+        self._stop()
+        self._raise()
+
+    def _stop(self) -> None:
+        if self.thread is None:
+            self.consume.close()
+            return
+        while self.thread.is_alive():
+            try:
+                self.queue.put(_STOP, timeout=0.1)
+                break
+            except queue.Full:
+                continue
+        self.thread.join()
+
+
 def _write_chunk(
     path: Path,
     F_net: torch.nn.Module,
@@ -177,7 +295,9 @@ def _write_chunk(
     seed: int,
     device: torch.device,
     bar,
+    writer: _Writer,
 ) -> None:
+    """Draw rows a..b and hand them to ``writer``, which saves them as the chunk file `path`."""
     samples, calib = [], []
     for start in range(a, b, batch_size):
         rows = np.arange(start, min(b, start + batch_size))
@@ -185,28 +305,66 @@ def _write_chunk(
         samples.append(smp)
         calib.append(cal)
         bar.advance(len(rows))
+    writer.put(path, a, b, np.concatenate(samples), np.concatenate(calib))
+
+
+def _save_chunk(path: Path, samples: np.ndarray, calib: np.ndarray) -> None:
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
-        h5.create_dataset("samples", data=np.concatenate(samples))
-        h5.create_dataset("calibration", data=np.concatenate(calib))
+        h5.create_dataset("samples", data=samples)
+        h5.create_dataset("calibration", data=calib)
+
+
+def _save_chunks(partial: Path) -> Generator[None, Any, None]:
+    """The writer's work with several processes: save each chunk file."""
+    while True:
+        path, _, _, samples, calib = yield
+        _save_chunk(path, samples, calib)
+
+
+def _drive(gen: Generator[None, Any, None]) -> None:
+    for _ in gen:
+        raise RuntimeError("a chunk was expected from this process")
 
 
 def _assemble(
-    bank_path: Path, partial: Path, chunks: list[tuple[int, int]], info, m: int, attrs: dict
-) -> None:
+    bank_path: Path,
+    partial: Path,
+    chunks: list[tuple[int, int]],
+    info,
+    m: int,
+    attrs: dict,
+    drawn: set[int] | frozenset[int] = frozenset(),
+) -> Generator[None, Any, None]:
+    """Write the bank, chunk by chunk in order, and rename it into place after the last; a
+    generator: each chunk starting in ``drawn`` is waited for (sent in as ``(path, a, b,
+    samples, calibration)``, its chunk file saved first), the others are read from their
+    chunk files. The same HDF5 calls in the same order whether the chunks come from memory
+    or from files, so the bank is the same, bit for bit."""
     with atomic_path(bank_path) as tmp:
         h5 = create_bank(tmp, info, info.n, m, attrs)
         try:
             for a, b in chunks:
-                try:
-                    with h5py.File(partial / f"chunk-{a:08d}.h5", "r") as ch:
-                        h5["samples"][a:b] = ch["samples"][...]
-                        h5["calibration"][a:b] = ch["calibration"][...]
-                except (OSError, KeyError, ValueError, TypeError) as exc:
-                    (partial / f"chunk-{a:08d}.h5").unlink(missing_ok=True)
-                    raise CarsegError(
-                        f"chunk {a}..{b} in {partial} is unreadable ({exc}); it was removed",
-                        hint="run the same command again",
-                    ) from None
+                if a in drawn:
+                    path, a_got, _, samples, calib = yield
+                    if a_got != a:
+                        raise RuntimeError(f"chunk {a_got} came where chunk {a} was expected")
+                    _save_chunk(path, samples, calib)
+                else:
+                    samples, calib = _read_chunk(partial, a, b)
+                h5["samples"][a:b] = samples
+                h5["calibration"][a:b] = calib
             h5["index"][...] = np.arange(info.n, dtype=np.int64)
         finally:
             h5.close()
+
+
+def _read_chunk(partial: Path, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with h5py.File(partial / f"chunk-{a:08d}.h5", "r") as ch:
+            return ch["samples"][...], ch["calibration"][...]
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        (partial / f"chunk-{a:08d}.h5").unlink(missing_ok=True)
+        raise CarsegError(
+            f"chunk {a}..{b} in {partial} is unreadable ({exc}); it was removed",
+            hint="run the same command again",
+        ) from None
