@@ -6,15 +6,16 @@ import dataclasses
 import difflib
 import math
 import re
-import sys
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
 from carcli.errors import CarsegError
+from carcli.recipe.deprecated import migrate_file_data, migrate_overrides, source_of
 from carcli.recipe.schema import Recipe
 
 
@@ -152,13 +153,25 @@ def _build(cls: type, raw: dict[str, Any], prefix: str, problems: list[str]) -> 
     return cls(**kwargs)
 
 
-def _check_ranges(r: Recipe, problems: list[str]) -> None:
-    """Value checks beyond types."""
+def _positive(problems: list[str]) -> Callable[[str, float], None]:
+    """A check that appends "KEY -> must be > 0" to `problems`."""
 
     def positive(key: str, value: int | float) -> None:
         if value <= 0:
             problems.append(f"{key} -> must be > 0, got {value}")
 
+    return positive
+
+
+def _check_ranges(r: Recipe, problems: list[str]) -> None:
+    """Value checks beyond types (in this order: training keys, G's options, the rest)."""
+    _check_training(r, problems)
+    _check_refiner(r, problems)
+    _check_rest(r, problems)
+
+
+def _check_training(r: Recipe, problems: list[str]) -> None:
+    positive = _positive(problems)
     for key in ("calibrator", "refiner"):
         sec = getattr(r, key)
         for f in ("steps", "batch_size", "checkpoint_every", "val_size"):
@@ -170,6 +183,10 @@ def _check_ranges(r: Recipe, problems: list[str]) -> None:
             problems.append(f"{key}.betas -> expected two numbers in [0, 1), got {sec.betas}")
         if sorted(sec.lr_milestones) != sec.lr_milestones:
             problems.append(f"{key}.lr_milestones -> must be increasing, got {sec.lr_milestones}")
+
+
+def _check_refiner(r: Recipe, problems: list[str]) -> None:
+    positive = _positive(problems)
     positive("refiner.num_samples", r.refiner.num_samples)
     positive("refiner.noise_dim", r.refiner.noise_dim)
     if r.refiner.kl_beta < 0:
@@ -220,6 +237,10 @@ def _check_ranges(r: Recipe, problems: list[str]) -> None:
         problems.append(
             f"refiner.noise -> posterior needs refiner.arch=unet or car, got {r.refiner.arch}"
         )
+
+
+def _check_rest(r: Recipe, problems: list[str]) -> None:
+    positive = _positive(problems)
     positive("discriminator.lr", r.discriminator.lr)
     if r.discriminator.n_on <= 0 or r.discriminator.n_off < 0:
         problems.append("discriminator.n_on/n_off -> need n_on > 0 and n_off >= 0")
@@ -250,88 +271,6 @@ def _check_ranges(r: Recipe, problems: list[str]) -> None:
         problems.append(f"data.regression.pi -> must be in [0, 1], got {reg.pi}")
     if r.threads < 0:
         problems.append(f"threads -> must be >= 0, got {r.threads}")
-
-
-# Flat `data.*` keys of one source, read for this version only (issue 15): the group each
-# moves to; the split sizes move to the group of the recipe's data.source.
-_FLAT_DATA = {
-    "size": "synthetic",
-    "channels": "synthetic",
-    "num_classes": "synthetic",
-    "pi": "regression",
-    "sigma": "regression",
-    "num_train": None,
-    "num_val": None,
-    "num_test": None,
-}
-
-
-def _data_group(key: str, source: Any) -> str:
-    group = _FLAT_DATA[key]
-    return group or ("regression" if source == "regression" else "synthetic")
-
-
-def _deprecated(old: str, new: str, where: str, warned: set[str]) -> None:
-    """One stderr line per deprecated key and load, naming the key that replaces it."""
-    if old not in warned:
-        warned.add(old)
-        print(
-            f"{where}: {old} is deprecated: use {new} (read for this version, removed in the next)",
-            file=sys.stderr,
-        )
-
-
-def _migrate_file_data(
-    raw: dict[str, Any], source: Any, where: str, problems: list[str], warned: set[str]
-) -> None:
-    """Move a recipe file's flat source keys (`data.size`) into their groups in place."""
-    data = raw.get("data")
-    if not isinstance(data, dict):
-        return
-    for key in [k for k in data if k in _FLAT_DATA]:
-        value = data.pop(key)
-        group = _data_group(key, source)
-        old, new = f"data.{key}", f"data.{group}.{key}"
-        _deprecated(old, new, where, warned)
-        sub = data.setdefault(group, {})
-        if not isinstance(sub, dict):
-            continue  # the group itself is wrong; _build reports it
-        if key in sub and sub[key] != value:
-            problems.append(f"{old} -> set to {value!r} and {new} to {sub[key]!r}; keep only {new}")
-            continue
-        sub[key] = value
-
-
-def _migrate_overrides(
-    pairs: list[tuple[str, Any]], source: Any, problems: list[str], warned: set[str]
-) -> list[tuple[str, Any]]:
-    """Rename deprecated override keys (`data.size=64` -> `data.synthetic.size=64`)."""
-    out: list[tuple[str, Any]] = []
-    renamed: dict[str, tuple[str, Any]] = {}
-    for key, value in pairs:
-        parts = key.split(".")
-        if len(parts) == 2 and parts[0] == "data" and parts[1] in _FLAT_DATA:
-            new = f"data.{_data_group(parts[1], source)}.{parts[1]}"
-            _deprecated(key, new, "override", warned)
-            renamed[new] = (key, value)
-            key = new
-        out.append((key, value))
-    for key, value in out:
-        if key in renamed and renamed[key][1] != value:
-            old, old_value = renamed[key]
-            problems.append(
-                f"{old} -> set to {old_value!r} and {key} to {value!r}; keep only {key}"
-            )
-    return out
-
-
-def _source(raw: dict[str, Any], pairs: list[tuple[str, Any]]) -> Any:
-    """data.source as the overrides and the file set it (the split sizes' group)."""
-    for key, value in reversed(pairs):
-        if key == "data.source":
-            return value
-    data = raw.get("data")
-    return data.get("source") if isinstance(data, dict) else None
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -400,10 +339,10 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         raise RecipeError(str(path), [f"expected a mapping of keys at top level, got {raw!r}"])
     problems: list[str] = []
     pairs = [parse_override(text) for text in overrides]
-    source = _source(raw, pairs)
+    source = source_of(raw, pairs)
     warned: set[str] = set()
-    _migrate_file_data(raw, source, str(path), problems, warned)
-    for key, value in _migrate_overrides(pairs, source, problems, warned):
+    migrate_file_data(raw, source, str(path), problems, warned)
+    for key, value in migrate_overrides(pairs, source, problems, warned):
         _apply_override(raw, key, value, problems)
     recipe = _build(Recipe, raw, "", problems)
     _check_ranges(recipe, problems)  # ill-typed fields kept their (valid) defaults
@@ -430,7 +369,7 @@ def recipe_from_yaml_text(text: str, source: str = "recipe") -> Recipe:
     if not isinstance(raw, dict):
         raise RecipeError(source, [f"expected a mapping of keys at top level, got {raw!r}"])
     problems: list[str] = []
-    _migrate_file_data(raw, _source(raw, []), source, problems, set())
+    migrate_file_data(raw, source_of(raw, []), source, problems, set())
     recipe = _build(Recipe, raw, "", problems)
     if problems:
         raise RecipeError(source, problems)
