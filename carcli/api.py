@@ -49,8 +49,33 @@ class Model:
     """A loaded F and G with their description (model.json); see `load_model`."""
 
     def __init__(self, loaded: Any, device: Any) -> None:
+        import torch
+
+        from carcli.runtime.speed import notes, settings
+
         self.loaded, self.device = loaded, device
-        self.meta: dict[str, Any] = loaded.meta
+        recipe = speed_recipe(loaded.speed)
+        dev = torch.device(device)
+        # what applies here (as `sample` records it), and a line per option that does not
+        applied = settings(recipe, dev, 1, inference=True)
+        self.speed_notes: list[str] = notes(recipe, dev)
+        self.meta: dict[str, Any] = {**loaded.meta, "speed_applied": applied}
+        self._recipe, self._calls = recipe, None
+
+    def calls(self) -> tuple[Any, Any]:
+        """F and G as `sample` calls them: through the speed options (channels-last,
+        ``fold_bn``'s folded copies, bf16 autocast), `carcli.training.speed.accelerate`."""
+        if self._calls is None:
+            import torch
+
+            from carcli.runtime.speed import accelerate
+
+            dev = torch.device(self.device)
+            self._calls = tuple(
+                accelerate(net, self._recipe, dev, inference=True)
+                for net in (self.loaded.F, self.loaded.G)
+            )
+        return self._calls
 
     @property
     def num_classes(self) -> int:
@@ -115,10 +140,11 @@ class Model:
                 done(i, res)
 
         todo = [i for i in range(len(items)) if not skip or i not in skip]
+        F_call, G_call = self.calls()
         with torch.inference_mode():
             engine.run(
-                self.loaded.F,
-                self.loaded.G,
+                F_call,
+                G_call,
                 [items[i] for i in todo],
                 [bbs[i] for i in todo],
                 num_samples=num_samples,
@@ -155,15 +181,28 @@ def _prediction(items: list[Any], results: list[Any]) -> Prediction:
     )
 
 
-def load_model(path: str | Path, device: str = "cpu") -> Model:
+def speed_recipe(speed: dict[str, Any]) -> Any:
+    """A default recipe whose `speed` section holds ``speed`` (what `accelerate` reads)."""
+    import dataclasses
+
+    from carcli.recipe.schema import Recipe
+
+    recipe = Recipe()
+    return dataclasses.replace(recipe, speed=dataclasses.replace(recipe.speed, **speed))
+
+
+def load_model(path: str | Path, device: str = "cpu", speed: dict[str, Any] | None = None) -> Model:
     """A bundle folder (made by `carseg export`) or a recipe (its run's checkpoints).
 
     The bundle's weights are checked against the sha256 in model.json; nothing is executed.
-    `device`: ``cpu``, ``cuda``, ``cuda:1``, ``mps`` or ``auto``."""
+    `device`: ``cpu``, ``cuda``, ``cuda:1``, ``mps`` or ``auto``. F and G run with the
+    model's speed options (the recipe's `speed` section, or the one model.json recorded at
+    export), as `carseg sample` runs them; ``speed`` overrides some, e.g.
+    ``{"cpu_bf16": False}`` (keys: amp, channels_last, compile, fold_bn, cpu_bf16)."""
     import torch
 
     from carcli.bundle.load import load
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    return Model(load(path, device), device)
+    return Model(load(path, device, speed), device)

@@ -32,6 +32,7 @@ MODEL_KEYS = {
     "palette",
     "eval_classes",
     "ignore_index",
+    "speed",  # the recipe's speed options predict runs with (#19)
     "noise_dim",
     "stride",
     "padding",

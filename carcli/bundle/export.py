@@ -16,7 +16,14 @@ from typing import Any
 import carcli
 from carcli.artefacts.run import RunLayout, sha256_file
 from carcli.bundle.card import model_card
-from carcli.bundle.load import FILES, MODEL_JSON, SCHEMA, recipe_description, weights_of
+from carcli.bundle.load import (
+    FILES,
+    MODEL_JSON,
+    SCHEMA,
+    inference_speed,
+    recipe_description,
+    weights_of,
+)
 from carcli.data.dataset import SPLITS, split_path
 from carcli.data.preprocess import check_spec, read_attr
 from carcli.errors import CarsegError
@@ -111,6 +118,7 @@ def run_export(
         "carseg_version": carcli.__version__,
         "name": recipe.name,
         **meta,
+        "speed": inference_speed(recipe),  # what `predict` runs with (as `sample`)
         "trained_on": {
             "dataset": str(data_dir),
             "source": recipe.data.source,

@@ -9,7 +9,7 @@ G was trained with), and the same description is built from their metadata.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,9 @@ class LoadedModel:
     meta: dict[str, Any]
     source: Path
     files: dict[str, Path]
+    speed: dict[str, Any] = field(default_factory=dict)
+    """The recipe's `speed` options `predict` runs F and G with (those of the recipe for a
+    recipe, model.json's ``speed`` for a bundle, then the caller's overrides)."""
 
     @property
     def info(self) -> DatasetInfo:
@@ -218,13 +221,47 @@ def is_bundle(path: Path) -> bool:
     return path.is_dir()
 
 
-def load(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
-    """A bundle folder or a recipe file -> LoadedModel on `device`."""
+INFERENCE_SPEED = ("amp", "channels_last", "compile", "fold_bn", "cpu_bf16")
+"""The recipe's `speed` keys that apply to sampling and prediction (model.json ``speed``)."""
+
+
+def inference_speed(recipe: Any) -> dict[str, Any]:
+    """A recipe's speed options for sampling and prediction, as model.json records them."""
+    return {k: getattr(recipe.speed, k) for k in INFERENCE_SPEED if hasattr(recipe.speed, k)}
+
+
+def check_speed(speed: dict[str, Any], where: str) -> dict[str, Any]:
+    """Speed options by name: only INFERENCE_SPEED keys, of the recipe's types."""
+    from carcli.recipe.schema import Recipe
+
+    default = inference_speed(Recipe())
+    out = {}
+    for key, value in speed.items():
+        if key not in default:
+            raise CarsegError(
+                f"{where}: unknown speed option {key!r}",
+                hint=f"one of {', '.join(sorted(default))}",
+            )
+        want = type(default[key])
+        if want is bool and not isinstance(value, bool):
+            raise CarsegError(f"{where}: speed option {key} must be true or false, got {value!r}")
+        if want is str and value not in ("off", "bf16"):
+            raise CarsegError(f"{where}: speed option {key} must be off or bf16, got {value!r}")
+        out[key] = value
+    return out
+
+
+def load(
+    path: str | Path, device: str | torch.device = "cpu", speed: dict[str, Any] | None = None
+) -> LoadedModel:
+    """A bundle folder or a recipe file -> LoadedModel on `device`; ``speed`` overrides the
+    model's speed options (`LoadedModel.speed`)."""
     from carcli.runtime.networks import load_network
 
     path = Path(path)
     if is_bundle(path):
         meta = verify_bundle(path)
+        model_speed = check_speed(dict(meta.get("speed") or {}), str(path / MODEL_JSON))
         files = {role: path / name for role, name in FILES.items()}
         make = "carseg export RECIPE"
         makes = {"calibrator": make, "refiner": make}
@@ -239,6 +276,7 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
             )
         recipe = load_recipe(path, [])
         meta, files = recipe_description(recipe)
+        model_speed = inference_speed(recipe)
         for role, f in files.items():  # recorded in prediction.json, as a bundle's are
             if f.is_file():
                 meta[role]["sha256"] = sha256_file(f)
@@ -256,7 +294,8 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
         role: load_network(files[role], role, role, info, makes[role]).to(device).eval()
         for role in FILES
     }
-    return LoadedModel(nets["calibrator"], nets["refiner"], meta, where, files)
+    model_speed.update(check_speed(dict(speed or {}), "speed"))
+    return LoadedModel(nets["calibrator"], nets["refiner"], meta, where, files, model_speed)
 
 
 def weights_of(path: Path, what: str, make_cmd: str) -> dict[str, Any]:

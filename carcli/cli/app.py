@@ -268,11 +268,19 @@ def predict(
     batch_size: Annotated[int, typer.Option("--batch-size", help="images per forward")] = 8,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda, mps or auto")] = "cpu",
     recursive: Annotated[bool, typer.Option("--recursive", help="read subfolders too")] = False,
+    speed: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--speed",
+            help="KEY=VALUE over the model's speed options (fold_bn, cpu_bf16, channels_last, "
+            "amp, compile), e.g. cpu_bf16=false",
+        ),
+    ] = None,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Samples, uncertainty and label proposals for new images (one folder per input)."""
-    from carcli.predict.run import run_predict
+    from carcli.predict.run import parse_speed, run_predict
 
     run_predict(
         model,
@@ -286,6 +294,7 @@ def predict(
         overwrite=overwrite,
         quiet=quiet,
         recursive=recursive,
+        speed=parse_speed(speed),
     )
 
 

@@ -108,7 +108,16 @@ def expected_record(item: Item, num_samples: int, seed: int, model: dict[str, An
         },
         "uncertainty_scale_nats": [0.0, math.log(k)],
         "carseg_version": carcli.__version__,
+        **_speed_record(model),
     }
+
+
+def _speed_record(model: dict[str, Any]) -> dict[str, Any]:
+    """The speed options that applied, where any did (they may change samples' last bits or,
+    with bf16, some pixels): a rerun with other options then makes the folder again. Absent
+    with every option off, so records from before the options existed still match."""
+    on = {k: v for k, v in (model.get("speed_applied") or {}).items() if v not in (False, "off")}
+    return {"speed": on} if on else {}
 
 
 def is_complete(folder: Path, record: dict) -> bool:

@@ -176,8 +176,11 @@ def run_predict(
     overwrite: bool = False,
     quiet: bool = False,
     recursive: bool = False,
+    speed: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Predict and write; returns counts and the share of wall time spent writing files."""
+    """Predict and write; returns counts and the share of wall time spent writing files.
+    F and G run with the model's speed options, as `sample` runs them; ``speed`` overrides
+    some (``--speed KEY=VALUE``)."""
     from carcli.api import load_model
 
     t0 = time.perf_counter()
@@ -186,7 +189,9 @@ def run_predict(
         raise CarsegError("--num-samples must be 1..1000 and --batch-size at least 1")
     if not inputs:
         raise CarsegError("no inputs given", hint="pass image files, .npy arrays or folders")
-    model = load_model(model_path, device)
+    model = load_model(model_path, device, speed)
+    for note in model.speed_notes:
+        rep.line(note)
     out = Path(out)
     for raw in inputs:  # existence first, so a typo is reported before anything is made
         if not Path(raw).exists():
@@ -229,4 +234,20 @@ def run_predict(
         "wall_s": wall,
         "write_s": writing[0],
         "write_share": writing[0] / wall if wall > 0 else 0.0,
+        "speed": model.meta["speed_applied"],
     }
+
+
+def parse_speed(pairs: list[str] | None) -> dict[str, Any]:
+    """``--speed KEY=VALUE`` options (values as YAML scalars: true, false, bf16)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, eq, value = pair.partition("=")
+        if not eq or not key:
+            raise CarsegError(
+                f"--speed {pair}: expected KEY=VALUE", hint="e.g. --speed fold_bn=true"
+            )
+        out[key.strip()] = yaml.safe_load(value)
+    return out
