@@ -19,6 +19,7 @@ per-class calibration pool pixels over the split, the factor dependence its regi
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -40,6 +41,37 @@ from carcli.metrics.ncc import ncc
 
 WITHIN = "within_0.8"
 COVERAGE_SAMPLES = 16
+
+
+@dataclass(frozen=True)
+class _Image:
+    """One image as `EvalAccumulator.update` prepares it for its column groups."""
+
+    index: int
+    s: np.ndarray
+    """Samples [M, H, W]."""
+    y: np.ndarray
+    """Labels [A, H, W]."""
+    w: np.ndarray
+    """Label weights [A]."""
+    lab: np.ndarray
+    """Rows of y with weight > 0 (the label block)."""
+    ignore: np.ndarray | None
+    """The image's ignore mask."""
+    n_top: int
+    """Samples in the overlap stack."""
+    d_sy: np.ndarray
+    """carseg distances, first n_top samples x label block."""
+    d_yy: np.ndarray
+    """carseg distances, label block x label block."""
+
+    @property
+    def yv(self) -> np.ndarray:
+        return self.y[self.lab]
+
+    @property
+    def wv(self) -> np.ndarray:
+        return self.w[self.lab]
 
 
 class EvalAccumulator:
@@ -123,11 +155,31 @@ class EvalAccumulator:
         lab = np.flatnonzero(w > 0)
         yv, wv = y[lab], w[lab]
         ignore = image_ignore_mask(yv, self.ignore_index)
-        kw = dict(num_classes=self.num_classes, eval_classes=self.eval_classes)
         n_top = min(m, max([*self.ged_counts, self.hm_iou_n, 1]))
         stack = np.concatenate([s[:n_top], yv])
-        iou_sum, dice_sum, count = pairwise_overlap(stack, stack, ignore_mask=ignore, **kw)
+        iou_sum, dice_sum, count = pairwise_overlap(stack, stack, ignore_mask=ignore, **self._kw)
         binary, n_cls = self.num_classes == 2, len(self.eval_classes)
+        self._convention_columns(row, iou_sum, count, n_top, wv)
+
+        d = distances(CONVENTIONS["carseg"], iou_sum, count, binary, n_cls)
+        dice = dice_from_overlap(dice_sum, count)[:n_top, n_top:]
+        figs = dice_figures(dice, wv, best_n=min(self.hm_iou_n, n_top))
+        row["dice_expected"], row["dice_best_match"] = figs["expected"], figs["best_match"]
+        im = _Image(int(index), s, y, w, lab, ignore, n_top, d[:n_top, n_top:], d[n_top:, n_top:])
+        self._frequency_columns(row, im, p)
+        if self.with_modes:
+            self._modes(row, im)
+        self._rows.append(row)
+        return dict(row)
+
+    @property
+    def _kw(self) -> dict:
+        return dict(num_classes=self.num_classes, eval_classes=self.eval_classes)
+
+    def _convention_columns(
+        self, row: dict, iou_sum: np.ndarray, count: np.ndarray, n_top: int, wv: np.ndarray
+    ) -> None:
+        """GED, HM-IoU and diversity of every computed convention."""
         hm = f"hm_iou_{self.hm_iou_n}"
         cache: dict = {}
         for name in self._computed():
@@ -137,8 +189,8 @@ class EvalAccumulator:
                 count,
                 n_top,
                 wv,
-                binary=binary,
-                n_classes=n_cls,
+                binary=self.num_classes == 2,
+                n_classes=len(self.eval_classes),
                 ged_counts=self.ged_counts,
                 hm_iou_n=self.hm_iou_n,
                 cache=cache,
@@ -149,22 +201,19 @@ class EvalAccumulator:
             row[f"{pre}{hm}"] = figs["hm_iou"]
             row[f"{pre}diversity"] = figs["diversity"]
 
-        d = distances(CONVENTIONS["carseg"], iou_sum, count, binary, n_cls)
-        d_sy, d_yy = d[:n_top, n_top:], d[n_top:, n_top:]
-        dice = dice_from_overlap(dice_sum, count)[:n_top, n_top:]
-        figs = dice_figures(dice, wv, best_n=min(self.hm_iou_n, n_top))
-        row["dice_expected"], row["dice_best_match"] = figs["expected"], figs["best_match"]
-
-        q, valid = label_probabilities(y, w, self.num_classes, self.ignore_index)
-        freq = sample_frequencies(s, self.num_classes)
+    def _frequency_columns(self, row: dict, im: _Image, p: np.ndarray | None) -> None:
+        """Figures of the samples' class frequencies (Dice of their mean prediction, QUBIQ,
+        NCC, class calibration) and of F's probabilities ``p`` (reliability, entropy)."""
+        q, valid = label_probabilities(im.y, im.w, self.num_classes, self.ignore_index)
+        freq = sample_frequencies(im.s, self.num_classes)
         if self.num_classes == 2:  # the most frequent class, ties to the lowest
             mean_pred = (freq[1] > freq[0]).astype(np.uint8)[None]
         else:
             mean_pred = freq.argmax(axis=0).astype(np.uint8)[None]
-        _, dice_mp, count_mp = pairwise_overlap(mean_pred, yv, ignore_mask=ignore, **kw)
-        row["dice_mean_prediction"] = float((dice_from_overlap(dice_mp, count_mp)[0] * wv).sum())
+        _, dice_mp, count_mp = pairwise_overlap(mean_pred, im.yv, ignore_mask=im.ignore, **self._kw)
+        row["dice_mean_prediction"] = float((dice_from_overlap(dice_mp, count_mp)[0] * im.wv).sum())
         row["qubiq_samples"] = qubiq_score(freq, q, self.eval_classes, valid)
-        row["ncc"] = ncc(freq, y, w, valid)
+        row["ncc"] = ncc(freq, im.y, im.w, valid)
         self.class_calibration.update(q, p, freq, valid)
         if p is not None:
             self._has_p = True
@@ -173,26 +222,22 @@ class EvalAccumulator:
             row["entropy"] = None if np.isnan(ent) else ent
             row["qubiq_calibrator"] = qubiq_score(p, q, self.eval_classes, valid)
 
-        if self.with_modes:
-            self._modes(row, index, s, y, w, n_top, yv, wv, lab, ignore, d_sy, d_yy, kw)
-        self._rows.append(row)
-        return dict(row)
-
-    def _modes(self, row, index, s, y, w, n_top, yv, wv, lab, ignore, d_sy, d_yy, kw):
+    def _modes(self, row: dict, im: _Image) -> None:
         """Fill the mode, oracle and factor columns of ``row`` (with_modes only)."""
+        s, w, n_top, wv, d_yy = im.s, im.w, im.n_top, im.wv, im.d_yy
         m = len(s)
-        rep, mode_w = merge_modes(yv, wv, ignore)
-        d_sm = d_sy[:, rep]
+        rep, mode_w = merge_modes(im.yv, wv, im.ignore)
+        d_sm = im.d_sy[:, rep]
         if m > n_top:
-            d_r, _ = pairwise_distance(s[n_top:], yv[rep], ignore_mask=ignore, **kw)
+            d_r, _ = pairwise_distance(s[n_top:], im.yv[rep], ignore_mask=im.ignore, **self._kw)
             d_sm = np.concatenate([d_sm, d_r])
         stats = mode_statistics(d_sm, None, mode_w)
         row["modes_tv"], row[f"modes_{WITHIN}"] = stats["tv"], stats[WITHIN]
         row["mode_coverage"] = mode_coverage(d_sm[:COVERAGE_SAMPLES], None, mode_w)
 
-        rng = np.random.default_rng([self.oracle_seed, int(index)])
+        rng = np.random.default_rng([self.oracle_seed, im.index])
         position = np.full(len(w), -1, dtype=np.intp)
-        position[lab] = np.arange(len(lab))
+        position[im.lab] = np.arange(len(im.lab))
         raw = oracle_indices(w, m, rng)
         drawn = position[raw]  # rows of the label block
         for n in self.ged_counts:
@@ -206,7 +251,7 @@ class EvalAccumulator:
         row["oracle_tv"], row[f"oracle_{WITHIN}"] = ostats["tv"], ostats[WITHIN]
         row["oracle_mode_coverage"] = mode_coverage(d_om[:COVERAGE_SAMPLES], None, mode_w)
 
-        pairs = factor_pairs(y, w, s, raw)
+        pairs = factor_pairs(im.y, w, s, raw)
         self._pairs.extend(pairs)
         row["factor_pairs"] = len(pairs)
         if pairs:

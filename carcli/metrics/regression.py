@@ -64,9 +64,33 @@ def evaluate_regression(
 ) -> tuple[dict[str, Any], list[dict[str, Any]], list[str]]:
     """Summary, per-input rows and CSV columns of a regression bank."""
     has_mixture = all(m in ds.h5 for m in MIXTURE_NAMES)
-    xs, f_all, means, stds, shares = [], [], [], [], []
-    ll1, ll_all, true_mean, true_up, real_up, real_ll = [], [], [], [], [], []
-    modal = []  # rows whose true density has two or more components of weight >= 0.05
+    v = _per_input(ds, bank, chunk_size, rep, has_mixture)
+    summary: dict[str, Any] = {
+        "mean_vs_calibrator": _mean(np.linalg.norm(v["mu"] - v["f"], axis=-1)) if bank.n else None,
+        "sample_std": _mean(v["sd"]),
+    }
+    if has_mixture:
+        summary["mean_vs_truth"] = _mean(np.linalg.norm(v["mu"] - v["truth"], axis=-1))
+        summary["calibrator_vs_truth"] = _mean(np.linalg.norm(v["f"] - v["truth"], axis=-1))
+        summary["log_likelihood"] = {
+            "samples": _mean(v["l1"]),
+            "all_samples": _mean(v["la"]),
+            "real": _mean(v["real_ll"]),
+        }
+    regions = _upper_share(regions_of(ds), v, has_mixture)
+    summary["upper_share"] = regions
+    summary["collapsed"] = any(r.get("collapsed", False) for r in regions.values())
+    return summary, _rows(bank.index, v, has_mixture), COLUMNS
+
+
+def _per_input(
+    ds: DatasetFile, bank: SampleSource, chunk_size: int, rep: Reporter, has_mixture: bool
+) -> dict[str, np.ndarray]:
+    """Per-input figures over the split, chunk by chunk (mixture ones only with a mixture)."""
+    names = ["x", "f", "mu", "sd", "share", "real"]
+    if has_mixture:
+        names += ["l1", "la", "truth", "up_true", "real_ll", "multimodal"]
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in names}
     with rep.progress(bank.n, "evaluate regression") as bar:
         for a in range(0, bank.n, chunk_size):
             b = min(bank.n, a + chunk_size)
@@ -76,57 +100,48 @@ def evaluate_regression(
             x = ds.read_rows("image", rows).astype(np.float64)
             labels = ds.read_rows("label", rows).astype(np.float64)
             weights = ds.weights(rows)
-            xs.append(x[:, 0])
-            f_all.append(calib)
-            means.append(samples.mean(1))
-            stds.append(samples[:, :, 0].std(1))
-            shares.append((samples[:, :, 0] > 0).mean(1))
-            real_up.append(((labels[:, :, 0] > 0) * weights).sum(1))
+            parts["x"].append(x[:, 0])
+            parts["f"].append(calib)
+            parts["mu"].append(samples.mean(1))
+            parts["sd"].append(samples[:, :, 0].std(1))
+            parts["share"].append((samples[:, :, 0] > 0).mean(1))
+            parts["real"].append(((labels[:, :, 0] > 0) * weights).sum(1))
             if has_mixture:
                 mean, weight, std = (ds.read_rows(m, rows) for m in MIXTURE_NAMES)
                 ll = mixture_log_likelihood(samples, mean, weight, std)
-                ll1.append(ll[:, 0])
-                ll_all.append(ll.mean(1))
-                real_ll.append((mixture_log_likelihood(labels, mean, weight, std) * weights).sum(1))
-                true_mean.append(mixture_mean_y(mean, weight))
-                true_up.append(mixture_prob_positive(mean, weight, std))
-                modal.append((weight >= MODE_WEIGHT).sum(1) >= 2)
+                parts["l1"].append(ll[:, 0])
+                parts["la"].append(ll.mean(1))
+                real_ll = mixture_log_likelihood(labels, mean, weight, std) * weights
+                parts["real_ll"].append(real_ll.sum(1))
+                parts["truth"].append(mixture_mean_y(mean, weight))
+                parts["up_true"].append(mixture_prob_positive(mean, weight, std))
+                # two or more components of weight >= 0.05
+                parts["multimodal"].append((weight >= MODE_WEIGHT).sum(1) >= 2)
             bar.advance(b - a)
-    cat = (lambda parts: np.concatenate(parts)) if bank.n else (lambda parts: np.zeros(0))
-    x, f, mu, sd, share, real = (cat(v) for v in (xs, f_all, means, stds, shares, real_up))
-    summary: dict[str, Any] = {
-        "mean_vs_calibrator": _mean(np.linalg.norm(mu - f, axis=-1)) if bank.n else None,
-        "sample_std": _mean(sd),
-    }
-    rows_out: list[dict[str, Any]] = []
-    truth = cat(true_mean) if has_mixture else None
-    up_true = cat(true_up) if has_mixture else None
-    multimodal = cat(modal).astype(bool) if has_mixture else None
-    l1 = cat(ll1) if has_mixture else None
-    la = cat(ll_all) if has_mixture else None
+    out = {k: np.concatenate(v) if bank.n else np.zeros(0) for k, v in parts.items()}
     if has_mixture:
-        summary["mean_vs_truth"] = _mean(np.linalg.norm(mu - truth, axis=-1))
-        summary["calibrator_vs_truth"] = _mean(np.linalg.norm(f - truth, axis=-1))
-        summary["log_likelihood"] = {
-            "samples": _mean(l1),
-            "all_samples": _mean(la),
-            "real": _mean(cat(real_ll)),
-        }
-    regions: dict[str, Any] = {}
-    bounds = regions_of(ds)
+        out["multimodal"] = out["multimodal"].astype(bool)
+    return out
+
+
+def _upper_share(
+    bounds: list[list[float]], v: dict[str, np.ndarray], has_mixture: bool
+) -> dict[str, Any]:
+    """Per x-region: the samples' share above 0, the labels', the true one, and collapse."""
+    x, regions = v["x"], {}
     for i, (lo, hi) in enumerate(bounds):
         # half-open [lo, hi) intervals; the last one includes its upper end
         sel = (x >= lo) & ((x < hi) if i < len(bounds) - 1 else (x <= hi))
         entry: dict[str, Any] = {
             "range": [lo, hi],
             "n": int(sel.sum()),
-            "samples": _mean(share[sel]),
-            "real": _mean(real[sel]),
+            "samples": _mean(v["share"][sel]),
+            "real": _mean(v["real"][sel]),
         }
         if has_mixture:
-            entry["true"] = _mean(up_true[sel])
+            entry["true"] = _mean(v["up_true"][sel])
             t, s = entry["true"], entry["samples"]
-            entry["multimodal"] = bool(sel.any() and multimodal[sel].mean() > 0.5)
+            entry["multimodal"] = bool(sel.any() and v["multimodal"][sel].mean() > 0.5)
             entry["collapsed"] = bool(
                 entry["multimodal"]
                 and t is not None
@@ -135,24 +150,28 @@ def evaluate_regression(
                 and (s > COLLAPSE_SHARE or s < 1 - COLLAPSE_SHARE)
             )
         regions[f"r{i}"] = entry
-    summary["upper_share"] = regions
-    summary["collapsed"] = any(r.get("collapsed", False) for r in regions.values())
-    for j in range(len(x)):
-        rows_out.append(
-            {
-                "index": int(bank.index[j]),
-                "x": float(x[j]),
-                "calibrator": float(f[j, 0]),
-                "sample_mean": float(mu[j, 0]),
-                "sample_std": float(sd[j]),
-                "true_mean": float(truth[j, 0]) if has_mixture else None,
-                "upper_share": float(share[j]),
-                "true_upper": float(up_true[j]) if has_mixture else None,
-                "ll_sample": float(l1[j]) if has_mixture else None,
-                "ll_all": float(la[j]) if has_mixture else None,
-            }
-        )
-    return summary, rows_out, COLUMNS
+    return regions
+
+
+def _rows(index: np.ndarray, v: dict[str, np.ndarray], has_mixture: bool) -> list[dict[str, Any]]:
+    def mix(key: str, j: int) -> float | None:
+        return float(np.ravel(v[key][j])[0]) if has_mixture else None
+
+    return [
+        {
+            "index": int(index[j]),
+            "x": float(v["x"][j]),
+            "calibrator": float(v["f"][j, 0]),
+            "sample_mean": float(v["mu"][j, 0]),
+            "sample_std": float(v["sd"][j]),
+            "true_mean": mix("truth", j),
+            "upper_share": float(v["share"][j]),
+            "true_upper": mix("up_true", j),
+            "ll_sample": mix("l1", j),
+            "ll_all": mix("la", j),
+        }
+        for j in range(len(v["x"]))
+    ]
 
 
 def _mean(v: np.ndarray) -> float | None:
