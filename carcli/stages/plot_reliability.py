@@ -15,6 +15,7 @@ A regression split gets ``fit`` and ``loglik`` instead. Nothing is read from
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from carcli.artefacts.run import (
     ensure_dir,
     write_text_atomic,
 )
-from carcli.data.dataset import DatasetFile, split_path
+from carcli.data.dataset import DatasetFile, DatasetInfo, split_path
 from carcli.errors import CarsegError
 from carcli.plots.files import save_figure, to_csv
 from carcli.plots.modes import MODE_COLUMNS, mode_frequency_figure, mode_rows
@@ -56,9 +57,6 @@ def run_plot_reliability(
     recipe: Recipe, overwrite: bool = False, *, n_images: int = 4, quiet: bool = False
 ) -> list[Path]:
     """Write the three figures (PNG + CSV each) and manifest.json; return the written paths."""
-    from carcli.plots import figures, grid
-    from carcli.plots.stats import GED_SAMPLES, accumulate, image_view, select_images
-
     rep = Reporter(quiet)
     split = recipe.evaluate.split
     layout = RunLayout(Path(recipe.run_dir))
@@ -72,38 +70,85 @@ def run_plot_reliability(
     for name in names:
         check_not_finished(out_dir / name, f"{split} plot file {name}", overwrite)
     manifest = Manifest("plot-reliability", recipe_to_dict(recipe), recipe.seed)
+    read = _read_bank(data_path, bank_path, recipe.evaluate.chunk_size, n_images, rep)
+    ensure_dir(out_dir)
+    built, extra = _segmentation_figures(read)
+    written: list[Path] = []
+    for stem in PLOTS:
+        fig, text = built[stem]
+        save_figure(fig, out_dir / f"{stem}.png")
+        write_text_atomic(out_dir / f"{stem}.csv", text)
+        written += [out_dir / f"{stem}.png", out_dir / f"{stem}.csv"]
+    for p in (data_path, bank_path):
+        manifest.add_input(p)
+    manifest.extra = {"split": split, **extra}
+    manifest.write(out_dir, names[:-1])
+    written.append(out_dir / "manifest.json")
+    ece = extra["ece"]
+    ece_txt = "n/a" if ece is None else f"{100 * ece:.2f}%"
+    rep.line(f"plot-reliability: ECE of F {ece_txt}; wrote {len(written)} files to {out_dir}")
+    return written
+
+
+@dataclass
+class _BankRead:
+    """What the segmentation figures need from one pass over the dataset and the bank."""
+
+    info: DatasetInfo
+    stats: Any
+    """`carcli.plots.stats.accumulate`'s pooled figures."""
+    views: list[Any]
+    """The images shown in the sample grid."""
+    mode_table: list[dict[str, Any]]
+    ged_key: str
+    n_bank: int
+    num_samples: int
+
+
+def _read_bank(
+    data_path: Path, bank_path: Path, chunk_size: int, n_images: int, rep: Reporter
+) -> _BankRead:
+    from carcli.plots.stats import GED_SAMPLES, accumulate, image_view, select_images
+
     with DatasetFile(data_path, validate=True) as ds, Bank(bank_path, ds.info) as bank:
-        info = ds.info
         if bank.n == 0:
             raise CarsegError(
                 f"{bank_path}: the sample bank holds no images",
                 hint="sample the split again with `carseg sample RECIPE --overwrite`",
             )
-        stats = accumulate(ds, bank, recipe.evaluate.chunk_size, rep)
+        stats = accumulate(ds, bank, chunk_size, rep)
         chosen = select_images(stats.label_entropy, stats.n_present, n_images)
         views = [image_view(ds, bank, pos) for pos in chosen]
         mode_table = _mode_table(ds, bank, stats.label_entropy)
         ged_key = f"ged_{min(GED_SAMPLES, bank.num_samples)}"
-        n_bank, m = bank.n, bank.num_samples
+        return _BankRead(ds.info, stats, views, mode_table, ged_key, bank.n, bank.num_samples)
 
-    rel_rows = reliability_table(stats.reliability)
-    rel = stats.reliability.result()
-    cls_rows = class_table(stats.classes, info.class_names)
-    smp_rows = _samples_rows(views, ged_key)
-    smp_cols = [
-        "panel_row",
-        "bank_position",
-        "dataset_row",
-        "label_entropy",
-        "num_modes",
-        "mode_weights_shown",
-        "mode_sample_freq_shown",
-        "sample_indices",
-        ged_key,
-        "diversity",
-        "f_entropy",
-    ]
-    ensure_dir(out_dir)
+
+SAMPLES_COLUMNS = [
+    "panel_row",
+    "bank_position",
+    "dataset_row",
+    "label_entropy",
+    "num_modes",
+    "mode_weights_shown",
+    "mode_sample_freq_shown",
+    "sample_indices",
+    "GED",  # the ged key of the bank, e.g. ged_16
+    "diversity",
+    "f_entropy",
+]
+
+
+def _segmentation_figures(r: _BankRead) -> tuple[dict[str, tuple[Any, str]], dict[str, Any]]:
+    """Each figure with its CSV text, and the manifest's figures."""
+    from carcli.plots import figures, grid
+
+    info = r.info
+    rel_rows = reliability_table(r.stats.reliability)
+    rel = r.stats.reliability.result()
+    cls_rows = class_table(r.stats.classes, info.class_names)
+    smp_rows = _samples_rows(r.views, r.ged_key)
+    smp_cols = [r.ged_key if c == "GED" else c for c in SAMPLES_COLUMNS]
     built = {
         "reliability": (
             figures.reliability_figure(rel_rows, rel["ece"], rel["n_pixels"]),
@@ -114,38 +159,25 @@ def run_plot_reliability(
             to_csv(cls_rows, CLASS_COLUMNS),
         ),
         "mode_frequencies": (
-            mode_frequency_figure(mode_table),
-            to_csv(mode_table, MODE_COLUMNS),
+            mode_frequency_figure(r.mode_table),
+            to_csv(r.mode_table, MODE_COLUMNS),
         ),
         "samples": (
             grid.samples_figure(
-                views, info.class_names, info.eval_classes, info.ignore_index, ged_key
+                r.views, info.class_names, info.eval_classes, info.ignore_index, r.ged_key
             ),
             to_csv(smp_rows, smp_cols),
         ),
     }
-    written: list[Path] = []
-    for stem in PLOTS:
-        fig, text = built[stem]
-        save_figure(fig, out_dir / f"{stem}.png")
-        write_text_atomic(out_dir / f"{stem}.csv", text)
-        written += [out_dir / f"{stem}.png", out_dir / f"{stem}.csv"]
-    for p in (data_path, bank_path):
-        manifest.add_input(p)
-    manifest.extra = {
-        "split": split,
-        "n_images": n_bank,
-        "num_samples": m,
+    extra = {
+        "n_images": r.n_bank,
+        "num_samples": r.num_samples,
         "ece": rel["ece"],
         "n_pixels": rel["n_pixels"],
-        "ambiguous_classes": [r["class_id"] for r in cls_rows],
-        "shown_rows": [v.row for v in views],
+        "ambiguous_classes": [row["class_id"] for row in cls_rows],
+        "shown_rows": [v.row for v in r.views],
     }
-    manifest.write(out_dir, names[:-1])
-    written.append(out_dir / "manifest.json")
-    ece_txt = "n/a" if rel["ece"] is None else f"{100 * rel['ece']:.2f}%"
-    rep.line(f"plot-reliability: ECE of F {ece_txt}; wrote {len(written)} files to {out_dir}")
-    return written
+    return built, extra
 
 
 FIT_COLUMNS = ["index", "x", "calibrator", "sample_mean", "true_mean", "samples_shown"]
@@ -179,8 +211,6 @@ def _mode_table(ds: DatasetFile, bank: Bank, label_entropy: np.ndarray) -> list[
 def run_plot_regression(recipe: Any, overwrite: bool, quiet: bool) -> list[Path]:
     """`plot-reliability` on a regression split: fit.png (+ csv) and, when the refiner's
     metrics.jsonl logged it, loglik.png (+ csv); then manifest.json."""
-    from carcli.data.regression import MIXTURE_NAMES, mixture_mean_y
-
     rep = Reporter(quiet)
     split = recipe.evaluate.split
     layout = RunLayout(Path(recipe.run_dir))
@@ -190,6 +220,40 @@ def run_plot_regression(recipe: Any, overwrite: bool, quiet: bool) -> list[Path]
     for name in ("fit.png", "fit.csv", "loglik.png", "loglik.csv", "manifest.json"):
         check_not_finished(out_dir / name, f"{split} plot file {name}", overwrite)
     manifest = Manifest("plot-reliability", recipe_to_dict(recipe), recipe.seed)
+    fit = _read_fit(data_path, bank_path)
+    ensure_dir(out_dir)
+    written: list[Path] = []
+    samples = fit["samples"]
+    title = f"{recipe.name}: {split}, {samples.shape[1]} samples per x"
+    fig = fit_figure([{**{k: v for k, v in fit.items() if k != "index"}, "title": title}])
+    save_figure(fig, out_dir / "fit.png")
+    write_text_atomic(out_dir / "fit.csv", to_csv(_fit_rows(fit), FIT_COLUMNS))
+    written += [out_dir / "fit.png", out_dir / "fit.csv"]
+    if metrics_path.exists():
+        steps, values = read_loglik(metrics_path)
+        if len(steps):
+            fig = _single_loglik_figure(steps, values, recipe.name)
+            save_figure(fig, out_dir / "loglik.png")
+            ll_rows = [
+                {"step": int(s), "val_ll": float(v)} for s, v in zip(steps, values, strict=True)
+            ]
+            write_text_atomic(out_dir / "loglik.csv", to_csv(ll_rows, ["step", "val_ll"]))
+            written += [out_dir / "loglik.png", out_dir / "loglik.csv"]
+            manifest.add_input(metrics_path)
+    for p in (data_path, bank_path):
+        manifest.add_input(p)
+    n_inputs = int(len(fit["x"]))
+    manifest.extra = {"split": split, "n_inputs": n_inputs, "num_samples": samples.shape[1]}
+    manifest.write(out_dir, [p.name for p in written])
+    written.append(out_dir / "manifest.json")
+    rep.line(f"plot-reliability (regression): wrote {len(written)} files to {out_dir}")
+    return written
+
+
+def _read_fit(data_path: Path, bank_path: Path) -> dict[str, Any]:
+    """The arrays of fit.png: the data points, each input's samples, F and the true mean."""
+    from carcli.data.regression import MIXTURE_NAMES, mixture_mean_y
+
     with DatasetFile(data_path) as ds, Bank(bank_path, ds.info) as bank:
         if bank.n == 0:
             raise CarsegError(
@@ -207,24 +271,22 @@ def run_plot_regression(recipe: Any, overwrite: bool, quiet: bool) -> list[Path]
         if all(m in ds.h5 for m in MIXTURE_NAMES):
             mean, weight = (ds.read_rows(m, index) for m in MIXTURE_NAMES[:2])
             truth = mixture_mean_y(mean, weight)[:, 0]
-    ensure_dir(out_dir)
-    written: list[Path] = []
-    fig = fit_figure(
-        [
-            {
-                "data_x": data_x,
-                "data_y": data_y,
-                "x": x,
-                "samples": samples,
-                "calibrator": calib,
-                "true_mean": truth,
-                "title": f"{recipe.name}: {split}, {samples.shape[1]} samples per x",
-            }
-        ]
-    )
-    rows = [
+    return {
+        "data_x": data_x,
+        "data_y": data_y,
+        "x": x,
+        "samples": samples,
+        "calibrator": calib,
+        "true_mean": truth,
+        "index": index,
+    }
+
+
+def _fit_rows(fit: dict[str, Any]) -> list[dict[str, Any]]:
+    x, samples, calib, truth = fit["x"], fit["samples"], fit["calibrator"], fit["true_mean"]
+    return [
         {
-            "index": int(index[i]),
+            "index": int(fit["index"][i]),
             "x": float(x[i]),
             "calibrator": float(calib[i]),
             "sample_mean": float(samples[i].mean()),
@@ -233,24 +295,3 @@ def run_plot_regression(recipe: Any, overwrite: bool, quiet: bool) -> list[Path]
         }
         for i in np.argsort(x)
     ]
-    save_figure(fig, out_dir / "fit.png")
-    write_text_atomic(out_dir / "fit.csv", to_csv(rows, FIT_COLUMNS))
-    written += [out_dir / "fit.png", out_dir / "fit.csv"]
-    if metrics_path.exists():
-        steps, values = read_loglik(metrics_path)
-        if len(steps):
-            fig = _single_loglik_figure(steps, values, recipe.name)
-            save_figure(fig, out_dir / "loglik.png")
-            ll_rows = [
-                {"step": int(s), "val_ll": float(v)} for s, v in zip(steps, values, strict=True)
-            ]
-            write_text_atomic(out_dir / "loglik.csv", to_csv(ll_rows, ["step", "val_ll"]))
-            written += [out_dir / "loglik.png", out_dir / "loglik.csv"]
-            manifest.add_input(metrics_path)
-    for p in (data_path, bank_path):
-        manifest.add_input(p)
-    manifest.extra = {"split": split, "n_inputs": int(len(x)), "num_samples": samples.shape[1]}
-    manifest.write(out_dir, [p.name for p in written])
-    written.append(out_dir / "manifest.json")
-    rep.line(f"plot-reliability (regression): wrote {len(written)} files to {out_dir}")
-    return written
