@@ -68,7 +68,7 @@ def test_cityscapes_bit_for_bit(tmp_path):
 
 def test_synthetic_steps_bit_for_bit(tmp_path):
     """No raw files: the generator's raw draw through the recorded normalize step."""
-    from carcli.data import synthetic
+    from carcli.data import synthetic_draw
 
     r = load_recipe(
         "recipes/toy.yaml",
@@ -83,7 +83,7 @@ def test_synthetic_steps_bit_for_bit(tmp_path):
     run_prepare(r, quiet=True)
     spec, images = _spec_and_images(tmp_path / "test.h5")
     assert [s["step"] for s in spec] == ["to_float", "normalize"]
-    cfg = synthetic._Config(
+    cfg = synthetic_draw.DrawConfig(
         size=16,
         channels=3,
         num_classes=3,
@@ -98,10 +98,10 @@ def test_synthetic_steps_bit_for_bit(tmp_path):
     )
     from carcli.stages.prepare import split_seed
 
-    colours = synthetic._palette(cfg)
+    colours = synthetic_draw.palette(cfg)
     for i in range(3):
         rng = np.random.default_rng([split_seed(r.seed, "test"), i])
-        raw = synthetic._draw_image(rng, cfg, colours)[0]
+        raw = synthetic_draw.draw_image(rng, cfg, colours)[0]
         x = apply_spec(spec[1:], raw.transpose(1, 2, 0))
         np.testing.assert_array_equal(x, images[i])
     # and an 8-bit PNG of the raw image lands within the quantisation step

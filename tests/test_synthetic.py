@@ -9,13 +9,8 @@ import numpy as np
 import pytest
 from script_loader import load_script
 
-from carcli.data.synthetic import (
-    SyntheticSplit,
-    _Config,
-    _palette,
-    generate_synthetic,
-    label_marginals,
-)
+from carcli.data.synthetic import SyntheticSplit, generate_synthetic, label_marginals
+from carcli.data.synthetic_draw import DrawConfig, palette
 from carcli.errors import CarsegError
 
 CONFIGS = [
@@ -27,7 +22,7 @@ CONFIGS = [
 ]
 
 
-def _config(**kw: object) -> _Config:
+def _config(**kw: object) -> DrawConfig:
     base = dict(
         size=32,
         channels=3,
@@ -42,7 +37,7 @@ def _config(**kw: object) -> _Config:
         max_factors=3,
     )
     base.update(kw)
-    return _Config(**base)  # type: ignore[arg-type]
+    return DrawConfig(**base)  # type: ignore[arg-type]
 
 
 def _raw(split: SyntheticSplit) -> np.ndarray:
@@ -121,7 +116,7 @@ def test_image_i_does_not_depend_on_n() -> None:
 
 def test_flip_frequency_matches_cue_and_weights(big: SyntheticSplit) -> None:
     """Class a of a flip object: P from the weights == its level, read back from the colour."""
-    colours = _palette(_config())
+    colours = palette(_config())
     flip_keys = [key for key in colours if key[0] == "flip"]
     raw = _raw(big)
     rng = np.random.default_rng(0)
@@ -175,7 +170,7 @@ def test_local_appearance_determines_probabilities(kw: dict) -> None:
     marg = label_marginals(s.label, s.label_weight, s.num_classes)
     np.testing.assert_allclose(marg.sum(axis=1), 1.0, atol=1e-6)
     marg = np.round(marg.transpose(0, 2, 3, 1).reshape(-1, s.num_classes), 5)
-    colours = _palette(_config(**{**kw, "noise": 0.0}))
+    colours = palette(_config(**{**kw, "noise": 0.0}))
     keys = list(colours)
     dist = np.linalg.norm(raw[:, None] - np.stack([colours[k] for k in keys])[None], axis=-1)
     assert dist.min(axis=1).max() < 1e-4  # every pixel shows exactly one palette colour
@@ -189,7 +184,7 @@ def test_local_appearance_determines_probabilities(kw: dict) -> None:
 
 @pytest.mark.parametrize("kw", CONFIGS, ids=["default", "64px-3ch-4cls", "1ch", "1ch-5cls", "9cls"])
 def test_palette_colours_are_well_separated(kw: dict) -> None:
-    colours = np.stack(list(_palette(_config(**kw)).values()))
+    colours = np.stack(list(palette(_config(**kw)).values()))
     d = np.linalg.norm(colours[:, None] - colours[None], axis=-1)
     np.fill_diagonal(d, np.inf)
     assert d.min() >= (0.09 if kw.get("channels", 3) == 1 else 0.15)

@@ -58,36 +58,22 @@ Determinism
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
+from carcli.data.synthetic_draw import (
+    CLASS_RGB,
+    MAX_CLASSES,
+    DrawConfig,
+    draw_image,
+    normalisation,
+    palette,
+)
 from carcli.errors import CarsegError
 
 __all__ = ["CLASS_RGB", "SyntheticSplit", "generate_synthetic", "label_marginals"]
-
-# Plain class colours in RGB; index 0 is the background grey.
-CLASS_RGB = np.array(
-    [
-        [0.35, 0.35, 0.35],
-        [0.95, 0.10, 0.10],  # 1 red
-        [0.10, 0.25, 0.95],  # 2 blue
-        [0.10, 0.80, 0.15],  # 3 green
-        [0.95, 0.90, 0.10],  # 4 yellow
-        [0.95, 0.15, 0.90],  # 5 magenta
-        [0.10, 0.90, 0.95],  # 6 cyan
-        [1.00, 0.55, 0.00],  # 7 orange
-        [0.55, 0.00, 1.00],  # 8 violet
-    ],
-    dtype=np.float64,
-)
-_HALO_GREY = (0.5, 0.7)  # RGB halo greys, faintest first (matched to sorted shape_probs)
-MAX_CLASSES = len(CLASS_RGB)
-_REFERENCE_IMAGES = 256
-_REFERENCE_KEY = 0x5EED_CA5E  # seed material of the normalisation reference batch
 
 
 @dataclass
@@ -120,26 +106,7 @@ class SyntheticSplit:
         return len(self.class_names)
 
 
-@dataclass(frozen=True)
-class _Config:
-    size: int
-    channels: int
-    num_classes: int
-    noise: float
-    unambiguous_fraction: float
-    max_objects: int
-    p_flip_object: float
-    p_halo: float
-    flip_probs: tuple[float, ...]
-    shape_probs: tuple[float, ...]
-    max_factors: int
-
-    @property
-    def pairs(self) -> list[tuple[int, int]]:
-        return [(a, a + 1) for a in range(1, self.num_classes - 1, 2)]
-
-
-def _validate(cfg: _Config, n: int, seed: int) -> None:
+def _validate(cfg: DrawConfig, n: int, seed: int) -> None:
     problems = []
     if n < 0:
         problems.append(f"n -> expected >= 0, got {n}")
@@ -172,164 +139,6 @@ def _validate(cfg: _Config, n: int, seed: int) -> None:
         raise CarsegError("synthetic data: " + "; ".join(problems))
 
 
-def _appearances(cfg: _Config) -> list[tuple[str, Any]]:
-    """Every distinct appearance, in grey-code order: background, halos, pairs, unpaired."""
-    keys: list[tuple[str, Any]] = [("background", None)]
-    keys += [("halo", q) for q in sorted(cfg.shape_probs)]
-    for a, b in cfg.pairs:
-        keys.append(("plain", a))
-        keys += [("flip", (a, p)) for p in sorted(cfg.flip_probs, reverse=True)]
-        keys.append(("plain", b))
-    if (cfg.num_classes - 1) % 2:
-        keys.append(("plain", cfg.num_classes - 1))
-    return keys
-
-
-def _palette(cfg: _Config) -> dict[tuple[str, Any], np.ndarray]:
-    """Noise-free colour ([C], 0..1) of each appearance key of ``_appearances``."""
-    keys = _appearances(cfg)
-    grey = np.linspace(0.0, 1.0, len(keys))
-    halo_rank = {q: r for r, q in enumerate(sorted(cfg.shape_probs))}
-    out = {}
-    for key, g in zip(keys, grey, strict=True):
-        kind, arg = key
-        if kind == "background":
-            rgb = CLASS_RGB[0]
-        elif kind == "halo":
-            rgb = np.full(3, _HALO_GREY[halo_rank[arg]])
-        elif kind == "plain":
-            rgb = CLASS_RGB[arg]
-        else:
-            a, p = arg
-            rgb = p * CLASS_RGB[a] + (1 - p) * CLASS_RGB[a + 1]
-        if cfg.channels == 3:
-            out[key] = rgb.copy()
-        else:
-            out[key] = np.array([g] + [rgb[(c - 1) % 3] for c in range(1, cfg.channels)])
-    return out
-
-
-def _place(rng: np.random.Generator, count: int, cfg: _Config) -> list[dict[str, Any]]:
-    """Non-overlapping objects; each reserves its halo band plus a 1 px gap."""
-    scale = cfg.size / 32
-    halo_w = 2 * scale
-    for _ in range(200):
-        objs: list[dict[str, Any]] = []
-        for _ in range(count):
-            shape = "disc" if rng.random() < 0.5 else "box"
-            if shape == "disc":
-                r = float(rng.uniform(3.5, 6.0)) * scale
-                hx = hy = r
-            else:
-                hx, hy = (float(v) * scale for v in rng.uniform(3.0, 6.0, size=2))
-            ex, ey = hx + halo_w + 1, hy + halo_w + 1
-            cx = float(rng.uniform(ex, cfg.size - ex))
-            cy = float(rng.uniform(ey, cfg.size - ey))
-            objs.append(dict(shape=shape, cx=cx, cy=cy, hx=hx, hy=hy, ex=ex, ey=ey))
-        if all(
-            abs(o["cx"] - q["cx"]) > o["ex"] + q["ex"] or abs(o["cy"] - q["cy"]) > o["ey"] + q["ey"]
-            for o, q in itertools.combinations(objs, 2)
-        ):
-            return objs
-    return objs[:1]  # pragma: no cover - two objects always fit at the allowed sizes
-
-
-def _masks(obj: dict[str, Any], size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(object, halo) boolean masks; distances measured between pixel centres."""
-    halo_w = 2 * size / 32
-    y, x = np.mgrid[0:size, 0:size] + 0.5
-    if obj["shape"] == "disc":
-        d = np.hypot(x - obj["cx"], y - obj["cy"]) - obj["hx"]
-    else:
-        d = np.maximum(np.abs(x - obj["cx"]) - obj["hx"], np.abs(y - obj["cy"]) - obj["hy"])
-    return d <= 0, (d > 0) & (d <= halo_w)
-
-
-_Mode = tuple[float, np.ndarray]  # (weight, label [H, W])
-
-
-def _draw_image(
-    rng: np.random.Generator, cfg: _Config, colours: dict[tuple[str, Any], np.ndarray]
-) -> tuple[np.ndarray, list[_Mode], list[dict[str, Any]]]:
-    """One raw image [C, H, W], its modes [(weight, label [H, W])] and its object records."""
-    count = int(rng.integers(1, cfg.max_objects + 1))
-    objs = _place(rng, count, cfg)
-    unambiguous = rng.random() < cfg.unambiguous_fraction
-    object_classes = np.arange(1, cfg.num_classes)
-    while True:
-        factors: list[tuple[str, int, float]] = []
-        for k, obj in enumerate(objs):
-            flip = not unambiguous and rng.random() < cfg.p_flip_object
-            if flip:
-                a, b = cfg.pairs[int(rng.integers(len(cfg.pairs)))]
-                p = float(cfg.flip_probs[int(rng.integers(len(cfg.flip_probs)))])
-                obj.update(classes=[a, b], flip_prob=p)
-                factors.append(("flip", k, p))
-            else:
-                obj.update(classes=[int(rng.choice(object_classes))], flip_prob=None)
-            obj["halo_prob"] = None
-            if not unambiguous and rng.random() < cfg.p_halo:
-                q = float(cfg.shape_probs[int(rng.integers(len(cfg.shape_probs)))])
-                obj["halo_prob"] = q
-                factors.append(("halo", k, q))
-        if unambiguous or factors:
-            break
-    for kind, k, _ in factors[cfg.max_factors :]:  # drop the surplus factors
-        if kind == "flip":
-            objs[k].update(classes=objs[k]["classes"][:1], flip_prob=None)
-        else:
-            objs[k]["halo_prob"] = None
-    factors = factors[: cfg.max_factors]
-
-    masks = [_masks(o, cfg.size) for o in objs]
-    raw = np.empty((cfg.channels, cfg.size, cfg.size))
-    raw[:] = colours[("background", None)][:, None, None]
-    for obj, (inside, halo) in zip(objs, masks, strict=True):
-        if obj["flip_prob"] is None:
-            raw[:, inside] = colours[("plain", obj["classes"][0])][:, None]
-        else:
-            raw[:, inside] = colours[("flip", (obj["classes"][0], obj["flip_prob"]))][:, None]
-        if obj["halo_prob"] is not None:
-            raw[:, halo] = colours[("halo", obj["halo_prob"])][:, None]
-    raw += rng.normal(0.0, cfg.noise, size=raw.shape)
-
-    modes = []
-    for bits in itertools.product((1, 0), repeat=len(factors)):
-        weight = 1.0
-        label = np.zeros((cfg.size, cfg.size), np.uint8)
-        chosen = {(kind, k): bit for (kind, k, _), bit in zip(factors, bits, strict=True)}
-        for (_, _, prob), bit in zip(factors, bits, strict=True):
-            weight *= prob if bit else 1.0 - prob
-        for k, (obj, (inside, halo)) in enumerate(zip(objs, masks, strict=True)):
-            cls = obj["classes"][0] if chosen.get(("flip", k), 1) else obj["classes"][1]
-            label[inside] = cls
-            if chosen.get(("halo", k), 0):
-                label[halo] = cls
-        modes.append((weight, label))
-    modes.sort(key=lambda m: -m[0])
-    records = [
-        {
-            key: obj[key]
-            for key in ("shape", "cx", "cy", "hx", "hy", "classes", "flip_prob", "halo_prob")
-        }
-        for obj in objs
-    ]
-    return raw, modes, records
-
-
-@lru_cache(maxsize=32)
-def _normalisation(cfg: _Config) -> tuple[np.ndarray, np.ndarray]:
-    colours = _palette(cfg)
-    raws = [
-        _draw_image(np.random.default_rng([_REFERENCE_KEY, i]), cfg, colours)[0]
-        for i in range(_REFERENCE_IMAGES)
-    ]
-    stack = np.stack(raws)
-    mean = stack.mean(axis=(0, 2, 3))
-    std = np.maximum(stack.std(axis=(0, 2, 3)), 1e-3)
-    return mean.astype(np.float32), std.astype(np.float32)
-
-
 def generate_synthetic(
     n: int,
     *,
@@ -352,7 +161,7 @@ def generate_synthetic(
     ``shape_probs`` the probabilities that a halo belongs to its object (at most 2 values,
     the smaller drawn fainter). Raises ``CarsegError`` listing every invalid argument.
     """
-    cfg = _Config(
+    cfg = DrawConfig(
         size=int(size),
         channels=int(channels),
         num_classes=int(num_classes),
@@ -366,9 +175,9 @@ def generate_synthetic(
         max_factors=int(max_factors),
     )
     _validate(cfg, n, seed)
-    colours = _palette(cfg)
-    mean, std = _normalisation(cfg)
-    draws = [_draw_image(np.random.default_rng([seed, i]), cfg, colours) for i in range(n)]
+    colours = palette(cfg)
+    mean, std = normalisation(cfg)
+    draws = [draw_image(np.random.default_rng([seed, i]), cfg, colours) for i in range(n)]
     a = max((len(modes) for _, modes, _ in draws), default=1)
     image = np.empty((n, cfg.channels, cfg.size, cfg.size), np.float32)
     label = np.zeros((n, a, cfg.size, cfg.size), np.uint8)
