@@ -1,4 +1,5 @@
-"""LIDC-IDRI lesion crops (4 annotations per crop) from the three public formats.
+"""LIDC-IDRI lesion crops (4 annotations per crop) from the three public formats (read here;
+written as splits by `carcli.data.lidc_prepare`).
 
 Sources (``data.source``; ``data.raw`` points at the folder or file):
 
@@ -33,6 +34,7 @@ likely), plus ``<split>.cases.csv`` (row, case id, patient or series).
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import re
 import sys
@@ -45,12 +47,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from carcli.data.blackbox import BlackboxFolder
 from carcli.data.dataset import SPLITS
-from carcli.data.preprocess import ATTR, lidc_spec, to_json
-from carcli.data.writer import SplitWriter, StagedSplits
 from carcli.errors import CarsegError
-from carcli.ui import Reporter
 
 CROP = 128
 NUM_ANNOTATIONS = 4
@@ -174,7 +172,7 @@ def png_cases(raw: Path, split: str) -> list[Case]:
 # ----------------------------------------------------------------------------- PHiSeg HDF5
 
 
-def _open_phiseg(raw: Path) -> h5py.File:
+def open_phiseg(raw: Path) -> h5py.File:
     if not raw.is_file():
         raise CarsegError(
             f"data.raw {raw} is not a file", hint="point data.raw at the PHiSeg LIDC .hdf5 file"
@@ -318,107 +316,23 @@ def pickle_cases(data: dict[str, Any], raw: Path, seed: int) -> dict[str, list[C
     return out
 
 
-# ----------------------------------------------------------------------------- writing
-
-
-def _blocks(cases: list[Case], size: int) -> Iterator[list[Case]]:
-    for i in range(0, len(cases), size):
-        yield cases[i : i + size]
-
-
-def write_lidc_split(
-    staged: StagedSplits,
-    split: str,
-    cases: list[Case],
-    *,
-    source: str,
-    lesion_only: bool,
-    blackbox: BlackboxFolder | None,
-    rep: Reporter,
-) -> tuple[int, int]:
-    """Write one split in blocks; returns (images written, images skipped as lesion-free)."""
-    keep_all = not (lesion_only and split == "train")
-    written: list[tuple[str, str]] = []
-    skipped = 0
-    attrs = {
-        "source": source,
-        "split": split,
-        "normalisation": NORMALISATION,
-        "lesion_only": not keep_all,
-        ATTR: to_json(lidc_spec(CROP)),
-    }
-    tmp = staged.path(f"{split}.h5")
-    with (
-        SplitWriter(
-            tmp, num_classes=2, class_names=CLASS_NAMES, eval_classes=[1], attrs=attrs
-        ) as w,
-        rep.progress(len(cases), f"prepare {split}") as bar,
-    ):
-        for block in _blocks(cases, BLOCK):
-            imgs, labs, bbs = [], [], []
-            for c in block:
-                raw_img, raw_lab = c.load()
-                if raw_lab.ndim != 3 or raw_lab.shape[0] < 1:
-                    raise CarsegError(
-                        f"{c.where}: labels have shape {raw_lab.shape}, expected [A, H, W]"
-                    )
-                x, y = normalise(raw_img, raw_lab, c.where)
-                if not keep_all and not y.any():
-                    skipped += 1
-                    continue
-                if blackbox is not None:
-                    bbs.append(blackbox.load([c.case], c.where, (CROP, CROP)))
-                imgs.append(x[None])
-                labs.append(y)
-                written.append((c.case, c.group))
-            if imgs:
-                w.append(np.stack(imgs), np.stack(labs), blackbox=np.stack(bbs) if bbs else None)
-            bar.advance(len(block))
-        if w.n == 0:
-            raise CarsegError(
-                f"{split}: no images left"
-                + (" after keeping lesion crops only (data.lesion_only)" if skipped else ""),
-                hint="check data.raw",
-            )
-    staged.write_cases(split, written)
-    return len(written), skipped
-
-
-def prepare_lidc(
-    source: str,
-    raw: Path,
-    staged: StagedSplits,
-    *,
-    seed: int,
-    allow_pickle: bool,
-    lesion_only: bool,
-    blackbox: BlackboxFolder | None,
-    rep: Reporter,
-) -> None:
-    """Stage train/val/test.h5 (and cases CSVs) from one of the three formats."""
-    kw: dict[str, Any] = dict(source=source, lesion_only=lesion_only, blackbox=blackbox, rep=rep)
-
-    def report(split: str, done: tuple[int, int]) -> None:
-        extra = f" ({done[1]} lesion-free crops skipped)" if done[1] else ""
-        rep.line(f"  {split}: {done[0]} images{extra}")
-
+@contextlib.contextmanager
+def open_cases(
+    source: str, raw: Path, *, seed: int, allow_pickle: bool
+) -> Iterator[dict[str, list[Case]]]:
+    """Every split's cases of one format, listed (and the layout checked) before any is
+    loaded; they stay loadable inside the ``with`` block."""
     if source == "lidc-png":
         if not raw.is_dir():
             raise CarsegError(
                 f"data.raw {raw} is not a folder",
                 hint="point data.raw at the LIDC crops folder holding train/, val/ and test/",
             )
-        cases = {s: png_cases(raw, s) for s in SPLITS}  # check the layout before writing
-        for s in SPLITS:
-            report(s, write_lidc_split(staged, s, cases[s], **kw))
+        yield {s: png_cases(raw, s) for s in SPLITS}
     elif source == "lidc-phiseg":
-        with _open_phiseg(raw) as h5:
-            cases = {s: phiseg_cases(h5, raw, s) for s in SPLITS}
-            for s in SPLITS:
-                report(s, write_lidc_split(staged, s, cases[s], **kw))
+        with open_phiseg(raw) as h5:
+            yield {s: phiseg_cases(h5, raw, s) for s in SPLITS}
     elif source == "lidc-pickle":
-        cases = pickle_cases(read_pickle(raw, allow_pickle), raw, seed)
-        for s in SPLITS:
-            report(s, write_lidc_split(staged, s, cases[s], **kw))
+        yield pickle_cases(read_pickle(raw, allow_pickle), raw, seed)
     else:  # pragma: no cover - dispatch guards this
         raise ValueError(source)

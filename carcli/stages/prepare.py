@@ -177,7 +177,7 @@ def _synthetic_blackbox(recipe: Recipe, sizes: dict[str, int]) -> dict[str, np.n
 def _prepare_real(recipe: Recipe, out_dir: Path, rep: Reporter) -> list[Path]:
     """LIDC (three formats) or Cityscapes from data.raw: every split and its cases CSV is
     written under a temporary name, validated, and only then renamed into place together."""
-    from carcli.data import cityscapes, lidc
+    from carcli.data import cityscapes, lidc, lidc_prepare
     from carcli.data.blackbox import BlackboxFolder
     from carcli.data.writer import staged_splits
 
@@ -202,7 +202,7 @@ def _prepare_real(recipe: Recipe, out_dir: Path, rep: Reporter) -> list[Path]:
         if cs:
             cityscapes.prepare_cityscapes(raw, staged, blackbox, rep)
         else:
-            lidc.prepare_lidc(
+            lidc_prepare.prepare_lidc(
                 d.source,
                 raw,
                 staged,
