@@ -89,8 +89,11 @@ def test_region_options_are_checked() -> None:
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["refiner.noise_regions=-1"], "refiner.noise_regions / region_dim"),
-        (["refiner.noise_regions=2", "refiner.region_dim=0"], "refiner.noise_regions / region_dim"),
+        (["refiner.noise_regions=-1"], "refiner.noise_regions / region_dim / region_levels"),
+        (
+            ["refiner.noise_regions=2", "refiner.region_dim=0"],
+            "refiner.noise_regions / region_dim / region_levels",
+        ),
         (["refiner.region_threshold=1.5"], "refiner.region_threshold"),
         (["refiner.noise_regions=2", "refiner.noise=posterior"], "refiner.noise_regions -> needs"),
     ],
@@ -144,3 +147,19 @@ def test_region_field_equals_the_conv_of_the_pooled_noise_map(size) -> None:
     got = region_field(codes, ids, proj, size)
     assert got.shape == want.shape
     assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_region_levels_limits_the_codes_to_the_coarsest_levels() -> None:
+    """region_levels n: only the n coarsest decoder levels see the codes (config records it,
+    the registry rebuilds it); 0 means all levels."""
+    from carcli.models.registry import build_model
+
+    g = UNetRefiner(3, 4, 8, width=4, depth=3, noise_regions=2, region_levels=2).eval()
+    assert len(g.region_proj) == 2 and g.config["region_levels"] == 2
+    again = build_model("refiner", dict(g.config))
+    again.load_state_dict(g.state_dict())
+    assert len(UNetRefiner(3, 4, 8, width=4, depth=3, noise_regions=2).region_proj) == 3
+    x, p = torch.randn(1, 3, 16, 16), _probs()
+    eps = torch.randn(1, 2, g.noise_dim)
+    with torch.no_grad():
+        assert torch.equal(g(x, p, noise=eps), again(x, p, noise=eps))

@@ -208,9 +208,10 @@ class ConvRefiner(nn.Module):
         residual_logits: bool,
         noise: str,
         noise_grid: int,
-        regions: tuple[int, int, float] = (0, 4, 0.9),
+        regions: tuple[int, int, float, int] = (0, 4, 0.9, 0),
     ) -> None:
-        """``regions``: (noise_regions, region_dim, region_threshold), see :meth:`_add_region`."""
+        """``regions``: (noise_regions, region_dim, region_threshold, region_levels), see
+        :meth:`_add_region`."""
         check_positive(
             in_channels=in_channels,
             num_classes=num_classes,
@@ -236,7 +237,8 @@ class ConvRefiner(nn.Module):
         }
         if noise_grid:  # (absent: 0, so checkpoints of earlier versions load unchanged)
             self.config["noise_grid"] = noise_grid
-        self.noise_regions, self.region_dim, self.region_threshold = regions
+        self.noise_regions, self.region_dim, self.region_threshold, levels = regions
+        self.region_levels = levels
         if self.noise_regions < 0 or self.region_dim < 1 or not 0 < self.region_threshold <= 1:
             raise ValueError(f"noise regions need R >= 0, dim >= 1, 0 < threshold <= 1: {regions}")
         if self.noise_regions and noise != "gaussian":
@@ -245,6 +247,8 @@ class ConvRefiner(nn.Module):
             self.config["noise_regions"] = self.noise_regions
             self.config["region_dim"] = self.region_dim
             self.config["region_threshold"] = self.region_threshold
+            if levels:
+                self.config["region_levels"] = levels
         self.in_channels, self.num_classes = in_channels, num_classes
         # eps = [global code (noise_dim) | spatial grid (GRID_CHANNELS x g x g) | region
         # codes (noise_regions x region_dim)]
@@ -265,7 +269,8 @@ class ConvRefiner(nn.Module):
             nn.init.zeros_(self.posterior_head.bias)
         if self.noise_regions:  # one 1x1 conv per decoder level: region codes -> features
             self.region_proj = nn.ModuleList(
-                nn.Conv2d(self.region_dim, c, 1) for c in self._decoder_channels()
+                nn.Conv2d(self.region_dim, c, 1)
+                for c in self._decoder_channels()[: self.region_levels or None]
             )
         channels_last(self)
 
@@ -278,7 +283,7 @@ class ConvRefiner(nn.Module):
         (``noise_regions``; otherwise h unchanged; see :func:`region_field`). Each uncertain
         region of F carries a code of its own, constant over the region, so G can decide
         separate ambiguous regions independently and each one as a whole."""
-        if regions is None:
+        if regions is None or level >= len(self.region_proj):
             return h
         codes, ids = regions
         return h + region_field(codes, ids, self.region_proj[level], h.shape[-2:]).to(h.dtype)
@@ -411,11 +416,12 @@ class UNetRefiner(ConvRefiner):
         noise_regions: int = 0,
         region_dim: int = 4,
         region_threshold: float = 0.9,
+        region_levels: int = 0,
     ) -> None:
         super().__init__()
         self._setup(
             in_channels, num_classes, noise_dim, width, depth, dropout, residual_logits, noise,
-            noise_grid, (noise_regions, region_dim, region_threshold),
+            noise_grid, (noise_regions, region_dim, region_threshold, region_levels),
         )  # fmt: skip
         chans = [width * 2**i for i in range(depth + 1)]
         self.encoder = _Encoder(in_channels + num_classes, chans, dropout)

@@ -136,11 +136,12 @@ class CARRefiner(ConvRefiner):
         noise_regions: int = 0,
         region_dim: int = 4,
         region_threshold: float = 0.9,
+        region_levels: int = 0,
     ) -> None:
         super().__init__()
         self._setup(
             in_channels, num_classes, noise_dim, width, depth, dropout, residual_logits, noise,
-            noise_grid, (noise_regions, region_dim, region_threshold),
+            noise_grid, (noise_regions, region_dim, region_threshold, region_levels),
         )  # fmt: skip
         chans = [width * 2**i for i in range(depth)]
         ins = [in_channels + num_classes, *chans[:-1]]

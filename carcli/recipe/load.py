@@ -220,10 +220,10 @@ def _check_refiner(r: Recipe, problems: list[str]) -> None:
         problems.append(
             "refiner.noise_grid -> needs refiner.arch=unet or car and refiner.noise=gaussian"
         )
-    if r.refiner.noise_regions < 0 or r.refiner.region_dim < 1:
+    if r.refiner.noise_regions < 0 or r.refiner.region_dim < 1 or r.refiner.region_levels < 0:
         problems.append(
-            "refiner.noise_regions / region_dim -> must be >= 0 / >= 1, got "
-            f"{r.refiner.noise_regions} / {r.refiner.region_dim}"
+            "refiner.noise_regions / region_dim / region_levels -> must be >= 0 / >= 1 / >= 0,"
+            f" got {r.refiner.noise_regions} / {r.refiner.region_dim} / {r.refiner.region_levels}"
         )
     if not 0 < r.refiner.region_threshold <= 1:
         problems.append(

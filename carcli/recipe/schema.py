@@ -153,6 +153,9 @@ class RefinerConfig:
     """noise_regions > 0: numbers in each region's code."""
     region_threshold: float = 0.9
     """noise_regions > 0: a pixel is uncertain when F's top class probability is below this."""
+    region_levels: int = 0
+    """noise_regions > 0: how many decoder levels, coarsest first, get the region codes (0: all,
+    down to full resolution)."""
     residual_logits: bool = False
     """Add F's log-probabilities to G's output logits (a deviation from the paper, off by
     default as in the paper; the toy recipe turns it on; see README)."""

@@ -55,6 +55,8 @@ def new_refiner(recipe: Recipe, info: DatasetInfo) -> torch.nn.Module:
             hp["noise_regions"] = r.noise_regions
             hp["region_dim"] = r.region_dim
             hp["region_threshold"] = r.region_threshold
+            if r.region_levels:
+                hp["region_levels"] = r.region_levels
     return _registry_call(build_refiner, r.arch, info.in_channels, out, r.noise_dim, **hp)
 
 
