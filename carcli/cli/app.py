@@ -29,7 +29,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"], "terminal_width": 100},
 )
 
-F = TypeVar("F", bound=Callable[..., Any])
+CommandFn = TypeVar("CommandFn", bound=Callable[..., Any])
 
 RecipeArg = Annotated[
     str, typer.Argument(metavar="RECIPE", help="YAML recipe, e.g. recipes/toy.yaml")
@@ -56,7 +56,7 @@ def fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-def handle_errors(fn: F) -> F:
+def handle_errors(fn: CommandFn) -> CommandFn:
     """Turn CarsegError (and other failures) into one line and an exit status."""
 
     @functools.wraps(fn)

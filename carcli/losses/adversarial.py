@@ -9,13 +9,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as nnf
 from torch import Tensor
 
 
 def adversarial_loss(fake_logits: Tensor) -> Tensor:
     """L_adv = -E log D(x, G(...)): the non-saturating generator loss, softplus(-l).mean()."""
-    return F.softplus(-fake_logits.float()).mean()
+    return nnf.softplus(-fake_logits.float()).mean()
 
 
 def discriminator_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
@@ -24,7 +24,7 @@ def discriminator_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
     Each term is a mean over its own batch, so the real and fake halves weigh the same even
     when D sees M fakes per real label.
     """
-    return F.softplus(-real_logits.float()).mean() + F.softplus(fake_logits.float()).mean()
+    return nnf.softplus(-real_logits.float()).mean() + nnf.softplus(fake_logits.float()).mean()
 
 
 def r1_penalty(real_logits: Tensor, real_input: Tensor | Sequence[Tensor]) -> Tensor:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import torch.nn.functional as F
+import torch.nn.functional as nnf
 from torch import Tensor
 
 
@@ -18,7 +18,7 @@ def cross_entropy(logits: Tensor, target: Tensor, ignore_index: int = 255) -> Te
             f"{tuple(target.shape)} (expected [B, K, H, W] and [B, H, W])"
         )
     target = target.long()
-    total = F.cross_entropy(logits.float(), target, ignore_index=ignore_index, reduction="sum")
+    total = nnf.cross_entropy(logits.float(), target, ignore_index=ignore_index, reduction="sum")
     count = (target != ignore_index).sum().clamp_min(1)
     return total / count
 
@@ -47,7 +47,7 @@ def expected_cross_entropy(logits: Tensor, target_probs: Tensor, valid: Tensor) 
             f"expected_cross_entropy: logits {tuple(logits.shape)}, targets "
             f"{tuple(target_probs.shape)} and mask {tuple(valid.shape)} do not match"
         )
-    per_px = -(target_probs * F.log_softmax(logits.float(), dim=1)).sum(1)
+    per_px = -(target_probs * nnf.log_softmax(logits.float(), dim=1)).sum(1)
     return masked_pixel_mean("expected_cross_entropy", per_px, valid)
 
 
@@ -65,7 +65,7 @@ def sample_entropy(sample_logits: Tensor, valid: Tensor | None = None) -> Tensor
         raise ValueError(
             f"sample_entropy: expected [B, M, K, H, W] logits, got {tuple(sample_logits.shape)}"
         )
-    log_s = F.log_softmax(sample_logits.float(), dim=2)
+    log_s = nnf.log_softmax(sample_logits.float(), dim=2)
     per_px = -(log_s.exp() * log_s).sum(2).mean(1)  # [B, H, W]
     return masked_pixel_mean("sample_entropy", per_px, valid)
 

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as nnf
 from torch import Tensor, nn
 
 from carcli.models.blocks import (
@@ -118,10 +118,10 @@ class SegNetCalibrator(_EncoderDecoderCalibrator):
         indices: list[Tensor] = []
         for block in self.down:
             x = block(x)
-            x, idx = F.max_pool2d(x, 2, 2, return_indices=True)
+            x, idx = nnf.max_pool2d(x, 2, 2, return_indices=True)
             indices.append(idx)
         for block, idx in zip(self.up, reversed(indices), strict=True):
-            x = F.max_unpool2d(x, idx, 2, 2)
+            x = nnf.max_unpool2d(x, idx, 2, 2)
             x = block(x)
         return self.head(x).contiguous()
 
@@ -220,11 +220,11 @@ class UNetCalibrator(_EncoderDecoderCalibrator):
         self._check_input(x)
         skips: list[Tensor] = []
         for i, block in enumerate(self.down):
-            x = block(x if i == 0 else F.max_pool2d(x, 2))
+            x = block(x if i == 0 else nnf.max_pool2d(x, 2))
             skips.append(x)
         x = skips.pop()
         for reduce, block in zip(self.reduce, self.up, strict=True):
-            x = F.interpolate(reduce(x), scale_factor=2.0, mode="nearest")
+            x = nnf.interpolate(reduce(x), scale_factor=2.0, mode="nearest")
             x = block(torch.cat([x, skips.pop()], dim=1))
         return self.head(x).contiguous()
 

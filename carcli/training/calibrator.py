@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as nnf
 
 from carcli import distributed
 from carcli.data.batches import Batch, BatchSource
@@ -46,7 +46,7 @@ def validation_loss(
             if out is None:
                 out = model(b.cond.to(device)).float().cpu()
             if val.info.task == "segmentation":
-                per_px = F.cross_entropy(
+                per_px = nnf.cross_entropy(
                     out, b.label, ignore_index=val.info.ignore_index, reduction="none"
                 )
                 valid = (b.label != val.info.ignore_index).flatten(1).float()
