@@ -156,7 +156,7 @@ def test_region_levels_limits_the_codes_to_the_coarsest_levels() -> None:
 
     g = UNetRefiner(3, 4, 8, width=4, depth=3, noise_regions=2, region_levels=2).eval()
     assert len(g.region_proj) == 2 and g.config["region_levels"] == 2
-    again = build_model("refiner", dict(g.config))
+    again = build_model("refiner", dict(g.config)).eval()
     again.load_state_dict(g.state_dict())
     assert len(UNetRefiner(3, 4, 8, width=4, depth=3, noise_regions=2).region_proj) == 3
     x, p = torch.randn(1, 3, 16, 16), _probs()
