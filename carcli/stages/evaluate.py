@@ -112,6 +112,16 @@ def print_table(summary: dict[str, Any], rep: Reporter) -> None:
         table.add_row(f"GED ({n} samples)", _fmt(v), _fmt(oracle_ged.get(n)))
     table.add_row(f"HM-IoU ({summary.get('hm_iou_samples', 16)})", _fmt(summary.get("hm_iou")), "")
     table.add_row("ECE of F", _fmt(summary.get("ece")), "")
+    _add_answer_rows(table, summary)
+    _add_pixel_rows(table, summary)
+    rep.console.print(table)
+    blocks = summary.get("conventions") or {}
+    if len(blocks) > 1:
+        print_conventions_table(summary, rep)
+
+
+def _add_answer_rows(table: Any, summary: dict[str, Any]) -> None:
+    """Rows of whole answers against the modes: mode figures and factor dependence."""
     modes = summary.get("modes") or {}
     if modes:
         table.add_row("mode TV", _fmt(modes.get("tv")), _fmt(modes.get("oracle_tv")))
@@ -135,6 +145,10 @@ def print_table(summary: dict[str, Any], rep: Reporter) -> None:
         table.add_row(
             "factor joint TV", _fmt(factors.get("joint_tv_g")), _fmt(factors.get("joint_tv_oracle"))
         )
+
+
+def _add_pixel_rows(table: Any, summary: dict[str, Any]) -> None:
+    """Rows of per-pixel figures: class calibration, diversity, entropy, NCC, Dice, QUBIQ."""
     names = summary.get("class_names") or {}
     per_class = (summary.get("class_calibration") or {}).get("classes") or {}
     for k, c in per_class.items():
@@ -156,10 +170,6 @@ def print_table(summary: dict[str, Any], rep: Reporter) -> None:
     table.add_row(
         "QUBIQ: G / F", f"{_fmt(qubiq.get('samples'))} / {_fmt(qubiq.get('calibrator'))}", ""
     )
-    rep.console.print(table)
-    blocks = summary.get("conventions") or {}
-    if len(blocks) > 1:
-        print_conventions_table(summary, rep)
 
 
 def print_conventions_table(summary: dict[str, Any], rep: Reporter) -> None:
