@@ -339,9 +339,13 @@ def bench_refiner_step(
 
 def recipe_refiner_arch(name: str) -> str:
     """The refiner architecture recipes/<name>.yaml uses (what the sample entries measure)."""
+    return _recipe(name).refiner.arch
+
+
+def _recipe(name: str) -> Any:
     from carcli.recipe.load import load_recipe
 
-    return load_recipe(REPO / "recipes" / f"{name}.yaml").refiner.arch
+    return load_recipe(REPO / "recipes" / f"{name}.yaml")
 
 
 def bench_sample(size: SampleSize, device: Any, tmp: Path) -> tuple[dict, str]:
@@ -352,6 +356,7 @@ def bench_sample(size: SampleSize, device: Any, tmp: Path) -> tuple[dict, str]:
     from carcli.data.batches import BatchSource
     from carcli.data.dataset import DatasetFile, write_dataset
     from carcli.models.registry import build_calibrator, build_refiner
+    from carcli.runtime.speed import accelerate, settings
     from carcli.sampling.sample import draw
 
     rng = np.random.default_rng(0)
@@ -377,13 +382,18 @@ def bench_sample(size: SampleSize, device: Any, tmp: Path) -> tuple[dict, str]:
             F_net = build_calibrator("convnet", info.calibrator_in_channels, k)
             f_desc = f"convnet F on {c}+{k} ch"
         F_net = F_net.to(device).eval()
-        g_arch = recipe_refiner_arch("lidc" if blackbox is None else "cityscapes")
+        recipe = _recipe("lidc" if blackbox is None else "cityscapes")
+        g_arch = recipe.refiner.arch
         G = build_refiner(g_arch, c, k, noise_dim).to(device).eval()
         source = BatchSource(ds)
         rows = np.arange(n)
+        # as `carseg sample` calls them: through the recipe's speed options
+        speed = settings(recipe, device, 1, inference=True)
+        F_call = accelerate(F_net, recipe, device, inference=True)
+        G_call = accelerate(G, recipe, device, inference=True)
 
         def call() -> None:
-            draw(F_net, G, source, rows, size.samples, noise_dim, 0, device)
+            draw(F_call, G_call, source, rows, size.samples, noise_dim, 0, device)
 
         flop = count_flops(call, device)  # doubles as the warm-up call
         seconds = time_calls(call, size.repeats, device)
@@ -392,8 +402,11 @@ def bench_sample(size: SampleSize, device: Any, tmp: Path) -> tuple[dict, str]:
         f"{h}x{w}, {c} ch, {k} classes, {f_desc}, {g_arch} G, {n} images x "
         f"M={size.samples}, median of {size.repeats}"
     )
+    on = [k for k, v in speed.items() if v not in (False, "off")]
+    setting += f", speed: {', '.join(f'{k}={speed[k]}' for k in on) or 'all off'}"
     out = entry(per_call / seconds, "samples/s", flop, seconds)
     out["refiner_arch"] = g_arch
+    out["speed"] = speed
     return out, setting
 
 
@@ -452,9 +465,12 @@ def bench_predict(size: PredictSize, device: Any, tmp: Path) -> tuple[dict, str]
     out = entry(size.images / stats["wall_s"], "images/s")
     out["write_share"] = round(stats["write_s"] / stats["wall_s"], 4)
     out["wall_s"] = round(stats["wall_s"], 2)
+    out["speed"] = stats["speed"]  # the recipe's, through the bundle's model.json
+    on = [f"{k}={v}" for k, v in stats["speed"].items() if v not in (False, "off")]
     setting = (
-        f"{size.images} PNG files {hw}x{hw}, LIDC recipe's segnet F + unet G (random weights), "
-        f"N={size.samples}, batch {size.batch}; writing {out['write_share']:.0%} of the wall time"
+        f"{size.images} PNG files {hw}x{hw}, LIDC recipe's {recipe.calibrator.arch} F + "
+        f"{recipe.refiner.arch} G (random weights), N={size.samples}, batch {size.batch}, "
+        f"speed: {', '.join(on) or 'all off'}; writing {out['write_share']:.0%} of the wall time"
     )
     return out, setting
 
