@@ -67,34 +67,13 @@ def run_train_refiner(
             rep.line(note)
         info = train_ds.info
         _check_task(recipe, info.task, train_path)
-        F_net = load_network(f_path, "calibrator", "calibrator", info, CALIBRATOR_CMD)
-        joint = r.joint_calibrator  # F also trains (its own L_ce), else frozen
-        F_net.to(device).eval().requires_grad_(joint)
-        G, D = new_refiner(recipe, info).to(device), new_discriminator(recipe, info).to(device)
-        for net in (G, D, F_net):
-            distributed.broadcast_parameters(net)  # every rank starts from rank 0's weights
-        c = recipe.calibrator
-        nets = Nets(  # the speed options wrap the forward calls; G, D, F_net are saved
-            accelerate(F_net, recipe, device, dist.world),
-            accelerate(G.train(), recipe, device, dist.world),
-            accelerate(D.train(), recipe, device, dist.world, compile_ok=False),
-            adam(G.parameters(), r.lr, r.betas, r.weight_decay),
-            adam(D.parameters(), d.lr, r.betas, r.weight_decay),
-            adam(F_net.parameters(), r.lr, c.betas, c.weight_decay) if joint else None,
-        )
-        D_set = None
-        if d.set_size:  # beyond the paper: a discriminator of sets of k answers
-            D_set = new_set_discriminator(recipe, info).to(device).train()
-            distributed.broadcast_parameters(D_set)
-            nets.D_set = accelerate(D_set, recipe, device, dist.world, compile_ok=False)
-            nets.opt_D_set = adam(D_set.parameters(), d.lr, r.betas, r.weight_decay)
-        soft = joint and c.soft_targets and info.task == "segmentation"
+        nets, saved = _networks(recipe, info, f_path, device, dist.world)
+        joint = r.joint_calibrator
+        soft = joint and recipe.calibrator.soft_targets and info.task == "segmentation"
         train = BatchSource(train_ds, flip=recipe.data.flip)
         noise = torch.Generator(device=device)
         noise.manual_seed(distributed.rank_seed(recipe.seed + 2, dist.rank))
-        plan = _plan(
-            recipe, nets, (G, D, F_net, D_set), noise, BatchSource(val_ds), stage, info, device
-        )
+        plan = _plan(recipe, nets, saved, noise, BatchSource(val_ds), stage, info, device)
         result = run_loop(
             stage,
             plan,
@@ -112,19 +91,10 @@ def run_train_refiner(
             rep,
         )
         step, best = result.step, result.best
-        _save_networks(stage.dir, recipe, info, step, (G, D, F_net, D_set))
+        _save_networks(stage.dir, recipe, info, step, saved)
         stage.finish(
             [train_path, val_path, f_path],
-            [
-                "model.safetensors",
-                "discriminator.safetensors",
-                "best.safetensors",
-                "last.safetensors",
-                "metrics.jsonl",
-                "recipe.yaml",
-                *([JOINT_CALIBRATOR] if joint else []),
-                *([SET_DISCRIMINATOR] if D_set is not None else []),
-            ],
+            _outputs(joint, saved[3] is not None),
             device,
             {
                 "steps": step,
@@ -137,6 +107,49 @@ def run_train_refiner(
         )
     rep.line(f"refiner trained: {stage.dir / 'model.safetensors'} (step {step})")
     return stage.dir / "model.safetensors"
+
+
+def _networks(
+    recipe: Recipe, info: DatasetInfo, f_path: Path, device: torch.device, world: int
+) -> tuple[Nets, tuple[Any, Any, Any, Any]]:
+    """F from its checkpoint, new G and D (and the set discriminator), rank 0's weights on
+    every rank; the step's networks and optimisers, and (G, D, F, D_set) as they are saved."""
+    r, d, c = recipe.refiner, recipe.discriminator, recipe.calibrator
+    F_net = load_network(f_path, "calibrator", "calibrator", info, CALIBRATOR_CMD)
+    joint = r.joint_calibrator  # F also trains (its own L_ce), else frozen
+    F_net.to(device).eval().requires_grad_(joint)
+    G, D = new_refiner(recipe, info).to(device), new_discriminator(recipe, info).to(device)
+    for net in (G, D, F_net):
+        distributed.broadcast_parameters(net)  # every rank starts from rank 0's weights
+    nets = Nets(  # the speed options wrap the forward calls; G, D, F_net are saved
+        accelerate(F_net, recipe, device, world),
+        accelerate(G.train(), recipe, device, world),
+        accelerate(D.train(), recipe, device, world, compile_ok=False),
+        adam(G.parameters(), r.lr, r.betas, r.weight_decay),
+        adam(D.parameters(), d.lr, r.betas, r.weight_decay),
+        adam(F_net.parameters(), r.lr, c.betas, c.weight_decay) if joint else None,
+    )
+    D_set = None
+    if d.set_size:  # beyond the paper: a discriminator of sets of k answers
+        D_set = new_set_discriminator(recipe, info).to(device).train()
+        distributed.broadcast_parameters(D_set)
+        nets.D_set = accelerate(D_set, recipe, device, world, compile_ok=False)
+        nets.opt_D_set = adam(D_set.parameters(), d.lr, r.betas, r.weight_decay)
+    return nets, (G, D, F_net, D_set)
+
+
+def _outputs(joint: bool, set_discriminator: bool) -> list[str]:
+    """The files train-refiner writes into refiner/ (CONTRACTS' run layout and companions)."""
+    return [
+        "model.safetensors",
+        "discriminator.safetensors",
+        "best.safetensors",
+        "last.safetensors",
+        "metrics.jsonl",
+        "recipe.yaml",
+        *([JOINT_CALIBRATOR] if joint else []),
+        *([SET_DISCRIMINATOR] if set_discriminator else []),
+    ]
 
 
 def _check_task(recipe: Recipe, task: str, train_path: Path) -> None:
