@@ -58,6 +58,16 @@ def validation_loss(
     return total / max(1, n)
 
 
+OUTPUTS = [
+    "model.safetensors",
+    "best.safetensors",
+    "last.safetensors",
+    "metrics.jsonl",
+    "recipe.yaml",
+]
+"""The files train-calibrator writes into calibrator/ (CONTRACTS' run layout and companions)."""
+
+
 def run_train_calibrator(
     recipe: Recipe, resume: bool = False, overwrite: bool = False, quiet: bool = False
 ) -> Path:
@@ -95,24 +105,11 @@ def run_train_calibrator(
             device,
             rep,
         )
-        save_network(
-            stage.dir / "model.safetensors",
-            model,
-            "calibrator",
-            "calibrator",
-            c.arch,
-            info,
-            result.step,
-        )
+        final = stage.dir / "model.safetensors"
+        save_network(final, model, "calibrator", "calibrator", c.arch, info, result.step)
         stage.finish(
             [train_path, val_path],
-            [
-                "model.safetensors",
-                "best.safetensors",
-                "last.safetensors",
-                "metrics.jsonl",
-                "recipe.yaml",
-            ],
+            OUTPUTS,
             device,
             {
                 "steps": result.step,
