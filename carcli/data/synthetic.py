@@ -178,18 +178,7 @@ def generate_synthetic(
     colours = palette(cfg)
     mean, std = normalisation(cfg)
     draws = [draw_image(np.random.default_rng([seed, i]), cfg, colours) for i in range(n)]
-    a = max((len(modes) for _, modes, _ in draws), default=1)
-    image = np.empty((n, cfg.channels, cfg.size, cfg.size), np.float32)
-    label = np.zeros((n, a, cfg.size, cfg.size), np.uint8)
-    weight = np.zeros((n, a), np.float64)
-    num_modes = np.zeros(n, np.int64)
-    for i, (raw, modes, _) in enumerate(draws):
-        image[i] = (raw - mean[:, None, None]) / std[:, None, None]
-        num_modes[i] = len(modes)
-        for j, (w, lab) in enumerate(modes):
-            label[i, j] = lab
-            weight[i, j] = w
-    weight /= np.maximum(weight.sum(axis=1, keepdims=True), 1e-300)
+    image, label, weight, num_modes = _stack(draws, cfg, mean, std)
     params = dict(vars(cfg), seed=int(seed), n=int(n), generator="carseg.synthetic")
     params.update(flip_probs=list(cfg.flip_probs), shape_probs=list(cfg.shape_probs))
     return SyntheticSplit(
@@ -204,6 +193,27 @@ def generate_synthetic(
         norm_std=std.copy(),
         params=params,
     )
+
+
+def _stack(
+    draws: list[Any], cfg: DrawConfig, mean: np.ndarray, std: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The draws as arrays: normalised images, modes padded to the largest count, their
+    weights (rows summing to 1) and the mode counts."""
+    n = len(draws)
+    a = max((len(modes) for _, modes, _ in draws), default=1)
+    image = np.empty((n, cfg.channels, cfg.size, cfg.size), np.float32)
+    label = np.zeros((n, a, cfg.size, cfg.size), np.uint8)
+    weight = np.zeros((n, a), np.float64)
+    num_modes = np.zeros(n, np.int64)
+    for i, (raw, modes, _) in enumerate(draws):
+        image[i] = (raw - mean[:, None, None]) / std[:, None, None]
+        num_modes[i] = len(modes)
+        for j, (w, lab) in enumerate(modes):
+            label[i, j] = lab
+            weight[i, j] = w
+    weight /= np.maximum(weight.sum(axis=1, keepdims=True), 1e-300)
+    return image, label, weight, num_modes
 
 
 def label_marginals(label: np.ndarray, weight: np.ndarray, num_classes: int) -> np.ndarray:
