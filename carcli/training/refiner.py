@@ -224,6 +224,22 @@ def _save_networks(
         )
 
 
+def _trained(
+    recipe: Recipe, nets: Nets, saved: tuple[Any, Any, Any, Any]
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, float]]:
+    """The networks the loop checkpoints and schedules, their optimisers and learning rates."""
+    r = recipe.refiner
+    G, D, F_net, D_set = saved
+    models, opts = {"G": G, "D": D}, {"G": nets.opt_G, "D": nets.opt_D}
+    base_lr = {"G": r.lr, "D": recipe.discriminator.lr}
+    if nets.opt_F is not None:
+        models["F"], opts["F"], base_lr["F"] = F_net, nets.opt_F, r.lr
+    if D_set is not None and nets.opt_D_set is not None:
+        models["D_set"], opts["D_set"] = D_set, nets.opt_D_set
+        base_lr["D_set"] = recipe.discriminator.lr
+    return models, opts, base_lr
+
+
 def _plan(
     recipe: Recipe,
     nets: Nets,
@@ -236,17 +252,11 @@ def _plan(
 ) -> StagePlan:
     """G's side of the shared loop: Algorithm 1 (plus joint F's own step), GED validation."""
     r = recipe.refiner
-    G, D, F_net, D_set = saved  # the unwrapped networks (what is saved)
+    G, _, F_net, _ = saved  # the unwrapped networks (what is saved)
     dist = distributed.current()
     terms = RefinerTerms.from_recipe(recipe, info.task, info.num_classes, info.ignore_index)
     policy = DiscriminatorPolicy.from_recipe(recipe)
-    models, opts = {"G": G, "D": D}, {"G": nets.opt_G, "D": nets.opt_D}
-    base_lr = {"G": r.lr, "D": recipe.discriminator.lr}
-    if nets.opt_F is not None:
-        models["F"], opts["F"], base_lr["F"] = F_net, nets.opt_F, r.lr
-    if D_set is not None and nets.opt_D_set is not None:
-        models["D_set"], opts["D_set"] = D_set, nets.opt_D_set
-        base_lr["D_set"] = recipe.discriminator.lr
+    models, opts, base_lr = _trained(recipe, nets, saved)
 
     def start(step: int) -> None:
         if not dist.main:  # own dropout and noise streams, from (seed, rank, step)
