@@ -72,31 +72,16 @@ def read_info(h5: h5py.File, path: Path) -> DatasetInfo:
         raise CarsegError(f"{path}: {problems[0]}", hint="check it with `carseg validate RECIPE`")
     task = str_attr(h5, "task")
     image, label = h5["image"], h5["label"]
+    k, ignore, names, evalc, bb_ch, bb_ids = 0, -1, [], [], 0, False  # regression
     if task == "segmentation":
         k = int(h5.attrs["num_classes"])
         ignore = int(h5.attrs.get("ignore_index", 255))
         names = json_attr(h5, "class_names", [str(i) for i in range(k)])
         evalc = json_attr(h5, "eval_classes", list(range(1, k)))
-        bb_ch, bb_ids = 0, False
         if "blackbox" in h5:
             bb = h5["blackbox"]
             bb_ids = bb.ndim == 3
             bb_ch = k if bb_ids else int(bb.shape[1])
-        return DatasetInfo(
-            path,
-            task,
-            int(image.shape[0]),
-            int(label.shape[1]),
-            tuple(image.shape[1:]),
-            tuple(label.shape[2:]),
-            k,
-            ignore,
-            list(names),
-            [int(c) for c in evalc],
-            "label_weight" in h5,
-            bb_ch,
-            bb_ids,
-        )
     return DatasetInfo(
         path,
         task,
@@ -104,13 +89,13 @@ def read_info(h5: h5py.File, path: Path) -> DatasetInfo:
         int(label.shape[1]),
         tuple(image.shape[1:]),
         tuple(label.shape[2:]),
-        0,
-        -1,
-        [],
-        [],
+        k,
+        ignore,
+        list(names),
+        [int(c) for c in evalc],
         "label_weight" in h5,
-        0,
-        False,
+        bb_ch,
+        bb_ids,
     )
 
 

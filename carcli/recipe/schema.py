@@ -16,15 +16,21 @@ Split = Literal["train", "val", "test"]
 
 
 @dataclass
-class SyntheticConfig:
-    """Options of the synthetic source, `data.synthetic.*`."""
+class SplitSizes:
+    """Sizes of the splits a generated source makes."""
 
     num_train: int = 1500
-    """Number of training images."""
+    """Number of training examples (images or points)."""
     num_val: int = 200
-    """Number of validation images."""
+    """Number of validation examples."""
     num_test: int = 300
-    """Number of test images."""
+    """Number of test examples."""
+
+
+@dataclass
+class SyntheticConfig(SplitSizes):
+    """Options of the synthetic source, `data.synthetic.*` (and the split sizes)."""
+
     size: int = 32
     """Image height and width in pixels (a multiple of 16)."""
     channels: int = 3
@@ -34,15 +40,9 @@ class SyntheticConfig:
 
 
 @dataclass
-class RegressionDataConfig:
-    """Options of the 1D bimodal regression source, `data.regression.*`."""
+class RegressionDataConfig(SplitSizes):
+    """Options of the 1D bimodal regression source, `data.regression.*` (and the split sizes)."""
 
-    num_train: int = 1500
-    """Number of training points."""
-    num_val: int = 200
-    """Number of validation points."""
-    num_test: int = 300
-    """Number of test points."""
     pi: float = 0.9
     """Probability of the upper mode."""
     sigma: float = 0.03
