@@ -93,7 +93,7 @@ def check_conditions(metrics: dict[str, Any], conditions: list[str]) -> list[str
 
 @dataclass(frozen=True)
 class EvalSettings:
-    """What `evaluate_bank` needs (the recipe's evaluate.* keys and the seed)."""
+    """What `evaluate_samples` needs (the recipe's evaluate.* keys and the seed)."""
 
     split: str = "test"
     ged_counts: tuple[int, ...] = (16, 50, 100)
