@@ -18,7 +18,8 @@ import json
 import queue
 import shutil
 import threading
-from collections.abc import Generator
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ from carcli.artefacts.run import (
     stage_lock,
 )
 from carcli.data.batches import BatchSource
-from carcli.data.dataset import DatasetFile, split_path
+from carcli.data.dataset import DatasetFile, DatasetInfo, split_path
 from carcli.errors import CarsegError
 from carcli.recipe.load import recipe_to_dict, recipe_to_yaml
 from carcli.recipe.schema import Recipe
@@ -74,103 +75,140 @@ def run_sample(recipe: Recipe, overwrite: bool = False, quiet: bool = False) -> 
             device = setup_torch(recipe)
             for note in speed_notes(recipe, device):  # e.g. speed.cpu_bf16 without native bf16
                 rep.line(note)
-            F_net = (
-                load_network(
-                    f_path, "calibrator", "calibrator", info, "carseg train-calibrator RECIPE"
-                )
-                .to(device)
-                .eval()
-            )
-            G = (
-                load_network(g_path, "refiner", "refiner", info, "carseg train-refiner RECIPE")
-                .to(device)
-                .eval()
-            )
+            F_net, G = _networks(f_path, g_path, info, device)
             noise_dim = int(getattr(G, "noise_dim", recipe.refiner.noise_dim))
             manifest = Manifest("sample", recipe_to_dict(recipe), recipe.seed)
             partial = out_dir / f".{s.split}.partial"
             chunks = [(a, min(info.n, a + s.chunk_size)) for a in range(0, info.n, s.chunk_size)]
-
-            def plan_chunks() -> list[tuple[int, int]]:
-                """Rank 0: input hashes, the plan, and the chunks still to draw."""
-                for p in (data_path, f_path, g_path):
-                    manifest.add_input(p)
-                plan = {
-                    "seed": recipe.seed,
-                    "num_samples": s.num_samples,
-                    "n": info.n,
-                    "chunk_size": s.chunk_size,
-                    "inputs": manifest.inputs,
-                }
-                # Finished chunks made from the same inputs and settings are reused even with
-                # --overwrite; the old bank stays in place until the new one replaces it.
-                _check_plan(partial, plan, rep)
-                return [(a, b) for a, b in chunks if not (partial / f"chunk-{a:08d}.h5").exists()]
-
-            todo = distributed.from_main(plan_chunks)
+            inputs = (data_path, f_path, g_path)
+            bank = _BankPlan(bank_path, partial, chunks, info, s.num_samples)
+            todo = distributed.from_main(lambda: _plan_chunks(recipe, manifest, inputs, bank, rep))
             manifest.extra.update(
                 chunks=len(chunks), chunks_reused=len(chunks) - len(todo), **dist.describe()
             )
             # Under torchrun the chunks still to draw go round-robin over the ranks; per-image
             # noise makes each chunk the same whichever rank draws it.
             mine = todo[dist.rank :: dist.world]
-            left = sum(b - a for a, b in mine)
-            source = BatchSource(ds)
-            F_call, G_call = (
+            draws = _Draws(
                 accelerate(F_net, recipe, device, inference=True),
                 accelerate(G, recipe, device, inference=True),
+                BatchSource(ds),
+                s.batch_size,
+                s.num_samples,
+                noise_dim,
+                recipe.seed,
+                device,
             )
-            total = info.n if dist.world == 1 else left
-
-            def bank_attrs() -> dict[str, Any]:
-                return {
-                    "dataset": str(data_path),
-                    "split": s.split,
-                    "num_samples": s.num_samples,
-                    "seed": recipe.seed,
-                    "calibrator_sha256": manifest.inputs[str(f_path)],
-                    "refiner_sha256": manifest.inputs[str(g_path)],
-                    "recipe": recipe_to_yaml(recipe),
-                    "carseg_version": carcli.__version__,
-                }
-
-            # One process: the writer also assembles the bank as the chunks come (and
-            # renames it into place after the last); several: each rank saves its chunks and
-            # rank 0 assembles the bank from the files once all are there.
-            drawn = {a for a, _ in mine}
-            consume = (
-                _assemble(bank_path, partial, chunks, info, s.num_samples, bank_attrs(), drawn)
-                if dist.world == 1
-                else _save_chunks(partial)
-            )
-            with _Writer(consume, BACKGROUND_WRITER) as writer:
-                with rep.progress(total, f"sample {s.split}", start=total - left) as bar:
-                    for a, b in mine:
-                        _write_chunk(
-                            partial / f"chunk-{a:08d}.h5",
-                            F_call,
-                            G_call,
-                            source,
-                            a,
-                            b,
-                            s.batch_size,
-                            s.num_samples,
-                            noise_dim,
-                            recipe.seed,
-                            device,
-                            bar,
-                            writer,
-                        )
-                writer.finish()
+            attrs = lambda: _bank_attrs(recipe, manifest, inputs)  # noqa: E731
+            _draw_chunks(mine, draws, bank, attrs, dist.world, rep, s.split)
             distributed.barrier()  # every rank's chunks are on disk
             if dist.main and dist.world > 1:
-                _drive(_assemble(bank_path, partial, chunks, info, s.num_samples, bank_attrs()))
+                _drive(_assemble(bank_path, partial, chunks, info, s.num_samples, attrs()))
         if dist.main:
             shutil.rmtree(partial, ignore_errors=True)
             manifest.extra["speed"] = speed_settings(recipe, device, 1, inference=True)
             manifest.write(out_dir, [bank_path.name], device=str(device))
     rep.line(f"sample bank written: {bank_path} ({info.n} images x {s.num_samples} samples)")
     return bank_path
+
+
+def _networks(
+    f_path: Path, g_path: Path, info: DatasetInfo, device: torch.device
+) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """F and G from their checkpoints, on ``device``, in eval mode."""
+    F_net = load_network(f_path, "calibrator", "calibrator", info, "carseg train-calibrator RECIPE")
+    G = load_network(g_path, "refiner", "refiner", info, "carseg train-refiner RECIPE")
+    return F_net.to(device).eval(), G.to(device).eval()
+
+
+def _plan_chunks(
+    recipe: Recipe,
+    manifest: Manifest,
+    inputs: tuple[Path, ...],
+    bank: _BankPlan,
+    rep: Reporter,
+) -> list[tuple[int, int]]:
+    """Rank 0: input hashes, the plan, and the chunks still to draw."""
+    for p in inputs:
+        manifest.add_input(p)
+    plan = {
+        "seed": recipe.seed,
+        "num_samples": recipe.sample.num_samples,
+        "n": bank.info.n,
+        "chunk_size": recipe.sample.chunk_size,
+        "inputs": manifest.inputs,
+    }
+    # Finished chunks made from the same inputs and settings are reused even with
+    # --overwrite; the old bank stays in place until the new one replaces it.
+    _check_plan(bank.partial, plan, rep)
+    return [(a, b) for a, b in bank.chunks if not (bank.partial / f"chunk-{a:08d}.h5").exists()]
+
+
+def _bank_attrs(recipe: Recipe, manifest: Manifest, inputs: tuple[Path, ...]) -> dict[str, Any]:
+    """The bank's attributes (CONTRACTS: dataset and split, M, seed, weights' sha256, ...)."""
+    data_path, f_path, g_path = inputs
+    return {
+        "dataset": str(data_path),
+        "split": recipe.sample.split,
+        "num_samples": recipe.sample.num_samples,
+        "seed": recipe.seed,
+        "calibrator_sha256": manifest.inputs[str(f_path)],
+        "refiner_sha256": manifest.inputs[str(g_path)],
+        "recipe": recipe_to_yaml(recipe),
+        "carseg_version": carcli.__version__,
+    }
+
+
+@dataclass(frozen=True)
+class _Draws:
+    """How this process draws: F and G as called, the split's rows, the draw settings."""
+
+    F_net: Any
+    G: Any
+    source: BatchSource
+    batch_size: int
+    m: int
+    noise_dim: int
+    seed: int
+    device: torch.device
+
+
+@dataclass(frozen=True)
+class _BankPlan:
+    """The bank to assemble: its path, the chunk folder, every chunk, the split, M."""
+
+    path: Path
+    partial: Path
+    chunks: list[tuple[int, int]]
+    info: DatasetInfo
+    m: int
+
+
+def _draw_chunks(
+    mine: list[tuple[int, int]],
+    draws: _Draws,
+    bank: _BankPlan,
+    attrs: Callable[[], dict[str, Any]],
+    world: int,
+    rep: Reporter,
+    split: str,
+) -> None:
+    """Draw this process's chunks. One process: the writer also assembles the bank as the
+    chunks come (and renames it into place after the last); several: each rank saves its
+    chunks and rank 0 assembles the bank from the files once all are there."""
+    left = sum(b - a for a, b in mine)
+    total = bank.info.n if world == 1 else left
+    drawn = {a for a, _ in mine}
+    consume = (
+        _assemble(bank.path, bank.partial, bank.chunks, bank.info, bank.m, attrs(), drawn)
+        if world == 1
+        else _save_chunks(bank.partial)
+    )
+    with _Writer(consume, BACKGROUND_WRITER) as writer:
+        with rep.progress(total, f"sample {split}", start=total - left) as bar:
+            for a, b in mine:
+                _write_chunk(bank.partial / f"chunk-{a:08d}.h5", draws, a, b, bar, writer)
+        writer.finish()
 
 
 def _check_plan(partial: Path, plan: dict, rep: Reporter) -> None:
@@ -282,26 +320,12 @@ class _Writer:
         self.thread.join()
 
 
-def _write_chunk(
-    path: Path,
-    F_net: torch.nn.Module,
-    G: torch.nn.Module,
-    source: BatchSource,
-    a: int,
-    b: int,
-    batch_size: int,
-    m: int,
-    noise_dim: int,
-    seed: int,
-    device: torch.device,
-    bar,
-    writer: _Writer,
-) -> None:
+def _write_chunk(path: Path, d: _Draws, a: int, b: int, bar: Any, writer: _Writer) -> None:
     """Draw rows a..b and hand them to ``writer``, which saves them as the chunk file `path`."""
     samples, calib = [], []
-    for start in range(a, b, batch_size):
-        rows = np.arange(start, min(b, start + batch_size))
-        smp, cal = draw(F_net, G, source, rows, m, noise_dim, seed, device)
+    for start in range(a, b, d.batch_size):
+        rows = np.arange(start, min(b, start + d.batch_size))
+        smp, cal = draw(d.F_net, d.G, d.source, rows, d.m, d.noise_dim, d.seed, d.device)
         samples.append(smp)
         calib.append(cal)
         bar.advance(len(rows))
