@@ -291,6 +291,10 @@ def test_hparam_defaults() -> None:
         "residual_logits": True,
         "noise": "gaussian",
         "noise_grid": 0,
+        "noise_regions": 0,
+        "region_dim": 4,
+        "region_threshold": 0.9,
+        "region_levels": 0,
     }
     assert hparam_defaults("discriminator", "pixel") == {"width": 64}
 

@@ -94,6 +94,7 @@ def test_refiner_step_posterior_logs_kl_and_trains_the_head(beta):
         [
             "refiner.num_samples=3",
             "refiner.w_joint=0",
+            "refiner.noise_regions=0",
             "refiner.noise=posterior",
             f"refiner.kl_beta={beta}",
         ],
@@ -126,7 +127,8 @@ def test_recipe_checks_for_the_variants():
     assert "refiner.kl_beta -> must be >= 0" in text and "needs refiner.arch=unet" in text
     with pytest.raises(RecipeError, match="needs refiner.noise=posterior"):
         load_recipe("recipes/toy.yaml", ["refiner.kl_beta=1"])
-    r = load_recipe("recipes/toy.yaml", ["refiner.noise=posterior", "refiner.kl_beta=0.1"])
+    posterior = ["refiner.noise=posterior", "refiner.noise_regions=0"]  # regions need gaussian
+    r = load_recipe("recipes/toy.yaml", [*posterior, "refiner.kl_beta=0.1"])
     assert r.refiner.kl_beta == 0.1 and not r.refiner.joint_calibrator
 
 
@@ -161,7 +163,12 @@ def _sha(path) -> str:
 
 
 def test_joint_training_saves_f_and_sample_uses_it(tmp_path):
-    r = tiny_recipe(tmp_path, "refiner.noise=posterior", "refiner.joint_calibrator=true")
+    r = tiny_recipe(
+        tmp_path,
+        "refiner.noise=posterior",
+        "refiner.noise_regions=0",
+        "refiner.joint_calibrator=true",
+    )
     run_prepare(r, quiet=True)
     run_train_calibrator(r, quiet=True)
     run_train_refiner(r, quiet=True)

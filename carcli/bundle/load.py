@@ -20,6 +20,7 @@ from carcli.artefacts.run import RunLayout, sha256_file
 from carcli.data.dataset import DatasetInfo, split_path
 from carcli.data.preprocess import ATTR, check_spec, dataset_spec
 from carcli.errors import CarsegError
+from carcli.models.refiner import eps_size
 
 SCHEMA = "carseg.bundle/1"
 MODEL_JSON = "model.json"
@@ -131,7 +132,7 @@ def describe(
         "palette": palette(k),
         "eval_classes": classes.get("eval_classes") or list(range(1, k)),
         "ignore_index": int(classes.get("ignore_index", 255)),
-        "noise_dim": int(g_cfg.get("noise_dim", 0)),
+        "noise_dim": eps_size(g_cfg),  # what one sample draws (grid and region codes too)
         "stride": max(stride_of(f_cfg), stride_of(g_cfg)),
         "padding": PADDING,
         "calibrator": {"arch": f_cfg.get("arch"), "config": f_cfg, "step": f_meta.get("step")},

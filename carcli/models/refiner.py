@@ -45,6 +45,14 @@ sample's bottleneck features), so separate regions can draw their answers indepe
 """What drives the decoder's modulation: eps itself, or a code drawn from q(z | x, p)."""
 
 
+def eps_size(config: dict) -> int:
+    """The length of one sample's eps for a refiner ``config`` (a checkpoint's): the global
+    code (``noise_dim``), the grid's GRID_CHANNELS x g x g and the region codes."""
+    grid = int(config.get("noise_grid", 0))
+    regions = int(config.get("noise_regions", 0)) * int(config.get("region_dim", 4))
+    return int(config.get("noise_dim", 0)) + GRID_CHANNELS * grid**2 + regions
+
+
 def uncertain_regions(p: Tensor, threshold: float, max_regions: int) -> Tensor:
     """Region ids [B, H, W] (int64) of F's probabilities p [B, K, H, W]: the 8-connected
     regions where F's top class probability is below ``threshold`` are numbered in raster
@@ -457,6 +465,7 @@ __all__ = [
     "ConvRefiner",
     "UNetRefiner",
     "draw_noise",
+    "eps_size",
     "region_field",
     "region_noise_map",
     "uncertain_regions",
