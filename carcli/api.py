@@ -64,7 +64,7 @@ class Model:
 
     def calls(self) -> tuple[Any, Any]:
         """F and G as `sample` calls them: through the speed options (channels-last,
-        ``fold_bn``'s folded copies, bf16 autocast), `carcli.training.speed.accelerate`."""
+        ``fold_bn``'s folded copies, bf16 autocast), `carcli.runtime.speed.accelerate`."""
         if self._calls is None:
             import torch
 
