@@ -108,6 +108,22 @@ def test_validate_toy_with_empty_data_dir(tmp_path: Path) -> None:
     assert "ok" in result.output.splitlines()[-1]
 
 
+def test_validate_reads_an_old_flat_key_with_one_warning(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    new = _invoke("validate", TOY, "data.synthetic.size=32", *_isolated(tmp_path))
+    old = _invoke("validate", TOY, "data.size=32", *_isolated(tmp_path))
+    assert new.exit_code == old.exit_code == 0, old.output
+    warning = (
+        "override: data.size is deprecated: use data.synthetic.size (read for this version, "
+        "removed in the next)"
+    )
+    old_lines = old.stderr.splitlines()
+    assert old_lines.count(warning) == 1 and warning not in new.stderr
+    # otherwise the same report (the suggested commands echo the key as it was passed)
+    rest = [x.replace("data.size=32", "data.synthetic.size=32") for x in old_lines if x != warning]
+    assert rest == new.stderr.splitlines()
+
+
 def test_validate_valid_prepared_files(tmp_path: Path, tiny_data_dir: Path) -> None:
     result = _invoke("validate", TOY, "data.source=prepared", *_isolated(tmp_path))
     assert result.exit_code == 0, result.output
