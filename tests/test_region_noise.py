@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from carcli.models.refiner import UNetRefiner, region_noise_map, uncertain_regions
+from carcli.models.noise import region_noise_map, uncertain_regions
+from carcli.models.refiner import UNetRefiner
 from carcli.models.refiner_car import CARRefiner
 
 
@@ -141,7 +142,7 @@ def test_region_field_equals_the_conv_of_the_pooled_noise_map(size) -> None:
     ids = uncertain_regions(_probs(), 0.99, 2).expand(2, 16, 16)
     codes = torch.randn(2, 3, 2, 4)
     proj = torch.nn.Conv2d(4, 5, 1)
-    from carcli.models.refiner import region_field
+    from carcli.models.noise import region_field
 
     want = proj(nnf.adaptive_avg_pool2d(region_noise_map(codes, ids), size))
     got = region_field(codes, ids, proj, size)

@@ -20,7 +20,7 @@ from carcli.artefacts.run import RunLayout, sha256_file
 from carcli.data.dataset import DatasetInfo, split_path
 from carcli.data.preprocess import ATTR, check_spec, dataset_spec
 from carcli.errors import CarsegError
-from carcli.models.refiner import eps_size
+from carcli.models.noise import eps_size
 
 SCHEMA = "carseg.bundle/1"
 MODEL_JSON = "model.json"
