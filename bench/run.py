@@ -421,7 +421,8 @@ def bench_predict(size: PredictSize, device: Any, tmp: Path) -> tuple[dict, str]
     from carcli.data.preprocess import ATTR, lidc_spec, to_json
     from carcli.predict.run import run_predict
     from carcli.recipe.load import load_recipe
-    from carcli.training.networks import new_calibrator, new_refiner, save_network
+    from carcli.runtime.networks import save_network
+    from carcli.training.networks import new_calibrator, new_refiner
 
     root = tmp / "predict"
     recipe = load_recipe(
@@ -634,8 +635,9 @@ def peak_rss_mb() -> float:
 def evaluate_child(args: list[str]) -> None:
     """Child process: run evaluate_bank once; print seconds and this process's peak RSS."""
     data_path, bank_path, ged, hm = Path(args[0]), Path(args[1]), args[2], args[3]
-    from carcli.metrics.evaluate import EvalSettings, evaluate_bank
+    from carcli.metrics.evaluate import EvalSettings
     from carcli.recipe.load import load_recipe
+    from carcli.stages.evaluate import evaluate_bank
     from carcli.ui import Reporter
 
     recipe = load_recipe(
@@ -793,7 +795,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.evaluate_child:
         evaluate_child(args.evaluate_child)
         return 0
-    from carcli.training.common import select_device
+    from carcli.runtime.device import select_device
 
     t_start = time.perf_counter()
     sizes = QUICK if args.quick else FULL

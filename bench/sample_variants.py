@@ -29,8 +29,8 @@ from carcli.data.batches import BatchSource  # noqa: E402
 from carcli.data.dataset import DatasetFile, write_dataset  # noqa: E402
 from carcli.models.inference import fold_batchnorm  # noqa: E402
 from carcli.models.registry import build_calibrator, build_refiner  # noqa: E402
+from carcli.runtime.speed import Accelerated  # noqa: E402
 from carcli.sampling.sample import ELEMENT_BUDGET, class_ids, draw, image_noise  # noqa: E402
-from carcli.training.speed import Accelerated  # noqa: E402
 
 
 @torch.no_grad()
@@ -125,7 +125,7 @@ def speed(args) -> None:
 
 
 def agreement(run: Path, m: int) -> None:
-    from carcli.training.networks import load_network
+    from carcli.runtime.networks import load_network
 
     ds_path = _dataset_of(run)
     with DatasetFile(ds_path) as ds:

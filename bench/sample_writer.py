@@ -41,7 +41,8 @@ def child(
     import carcli.stages.sample as sample_mod
     from carcli.data.dataset import DatasetFile, write_dataset
     from carcli.recipe.load import load_recipe
-    from carcli.training.networks import new_calibrator, new_refiner, save_network
+    from carcli.runtime.networks import save_network
+    from carcli.training.networks import new_calibrator, new_refiner
 
     overrides = [
         f"run_dir={root / 'run'}",

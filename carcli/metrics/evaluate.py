@@ -219,13 +219,3 @@ def conventions_of(spec: str) -> list[str]:
         return parse_conventions(spec)
     except ValueError as exc:
         raise CarsegError(f"evaluate.convention -> {exc}") from None
-
-
-def __getattr__(name: str) -> Any:
-    # bench/run.py (not edited in this change) imports evaluate_bank from here; it opens the
-    # files, so it lives with the stage now
-    if name == "evaluate_bank":
-        from carcli.stages.evaluate import evaluate_bank
-
-        return evaluate_bank
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

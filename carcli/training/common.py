@@ -30,9 +30,6 @@ from carcli.errors import CarsegError
 from carcli.recipe.load import recipe_to_dict, recipe_to_yaml
 from carcli.recipe.schema import Recipe
 
-# bench/ (not edited in this change) still imports select_device from here
-from carcli.runtime.device import select_device  # noqa: F401
-
 
 def lr_at(base: float, milestones: list[int], gamma: float, step: int) -> float:
     """Step schedule: base * gamma^(number of milestones already passed)."""

@@ -16,9 +16,6 @@ from carcli.errors import CarsegError
 from carcli.models.registry import build_calibrator, build_discriminator, build_refiner
 from carcli.recipe.schema import Recipe
 
-# bench/ (not edited in this change) still imports these two from here
-from carcli.runtime.networks import load_network, save_network  # noqa: F401
-
 
 def _hparams(section: Any, *names: str) -> dict[str, Any]:
     return {n: getattr(section, n) for n in names if getattr(section, n, None) is not None}
