@@ -69,37 +69,23 @@ def _metrics(layout: RunLayout) -> dict[str, Any] | None:
         return None
 
 
-def run_export(
-    recipe: Recipe,
-    out: str | Path | None = None,
-    overwrite: bool = False,
-    quiet: bool = False,
-    preprocess: list[dict[str, Any]] | None = None,
-) -> Path:
-    """Write the bundle of a recipe's run (default ``run_dir/bundle``); returns its folder."""
-    rep = Reporter(quiet)
-    layout = RunLayout(Path(recipe.run_dir))
-    target = Path(out) if out is not None else layout.root / "bundle"
+def _check_target(target: Path, overwrite: bool) -> None:
+    """Refuse an existing bundle without ``overwrite``, and any other non-empty folder."""
     if (target / MODEL_JSON).exists() and not overwrite:
         raise CarsegError(f"{target}: a bundle is already there", hint="pass --overwrite")
     if target.exists() and not (target / MODEL_JSON).exists() and any(target.iterdir()):
         raise CarsegError(f"{target}: exists and is not a bundle", hint="choose another --out")
-    meta, files = recipe_description(recipe)
-    if meta["task"] != "segmentation":
-        raise CarsegError(f"{recipe.run_dir}: a {meta['task']} model; bundles hold segmenters")
-    makes = {
-        "calibrator": "carseg train-calibrator RECIPE",
-        "refiner": "carseg train-refiner RECIPE",
-    }
-    for role, path in files.items():
-        weights_of(path, f"{role} checkpoint", makes[role])  # readable through and through
+
+
+def _check_preprocess(
+    meta: dict[str, Any], preprocess: list[dict[str, Any]] | None, train: Path
+) -> None:
+    """Record a given ``--preprocess`` spec in ``meta``; else check the train split's own."""
     if preprocess is not None:
         try:
             meta["preprocess"] = check_spec(preprocess, "--preprocess")
         except ValueError as exc:
             raise CarsegError(str(exc)) from None
-    data_dir = Path(recipe.data.dir)
-    train = split_path(data_dir, "train")
     if preprocess is None and train.is_file():  # a malformed spec is an error, not "none"
         import h5py
 
@@ -112,8 +98,12 @@ def run_export(
             ) from None
         except OSError:
             pass
+
+
+def _model_json(recipe: Recipe, meta: dict[str, Any], data_dir: Path) -> dict[str, Any]:
+    """model.json before the weights' file names and digests are filled in."""
     sizes = _split_sizes(data_dir)
-    model = {
+    return {
         "schema": SCHEMA,
         "carseg_version": carcli.__version__,
         "name": recipe.name,
@@ -126,6 +116,16 @@ def run_export(
             "recipe": recipe.name,
         },
     }
+
+
+def _write_bundle(
+    target: Path,
+    model: dict[str, Any],
+    files: dict[str, Path],
+    layout: RunLayout,
+    recipe: Recipe,
+) -> None:
+    """Assemble the bundle in a temporary folder beside ``target``, then rename it there."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -148,5 +148,32 @@ def run_export(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def run_export(
+    recipe: Recipe,
+    out: str | Path | None = None,
+    overwrite: bool = False,
+    quiet: bool = False,
+    preprocess: list[dict[str, Any]] | None = None,
+) -> Path:
+    """Write the bundle of a recipe's run (default ``run_dir/bundle``); returns its folder."""
+    rep = Reporter(quiet)
+    layout = RunLayout(Path(recipe.run_dir))
+    target = Path(out) if out is not None else layout.root / "bundle"
+    _check_target(target, overwrite)
+    meta, files = recipe_description(recipe)
+    if meta["task"] != "segmentation":
+        raise CarsegError(f"{recipe.run_dir}: a {meta['task']} model; bundles hold segmenters")
+    makes = {
+        "calibrator": "carseg train-calibrator RECIPE",
+        "refiner": "carseg train-refiner RECIPE",
+    }
+    for role, path in files.items():
+        weights_of(path, f"{role} checkpoint", makes[role])  # readable through and through
+    data_dir = Path(recipe.data.dir)
+    _check_preprocess(meta, preprocess, split_path(data_dir, "train"))
+    model = _model_json(recipe, meta, data_dir)
+    _write_bundle(target, model, files, layout, recipe)
     rep.line(f"bundle written: {target}")
     return target
