@@ -164,44 +164,34 @@ def _open_h5(out: Path, items: list[Item], meta: dict, n: int, seed: int):
     )
 
 
-def run_predict(
-    model_path: str | Path,
-    inputs: list[str],
-    out: str | Path = "predictions",
-    num_samples: int = 16,
-    seed: int = 0,
-    blackbox: str | None = None,
-    batch_size: int = 8,
-    device: str = "cpu",
-    overwrite: bool = False,
-    quiet: bool = False,
-    recursive: bool = False,
-    speed: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Predict and write; returns counts and the share of wall time spent writing files.
-    F and G run with the model's speed options, as `sample` runs them; ``speed`` overrides
-    some (``--speed KEY=VALUE``)."""
-    from carcli.api import load_model
-
-    t0 = time.perf_counter()
-    rep = Reporter(quiet)
+def _check_args(inputs: list[str], num_samples: int, batch_size: int) -> None:
     if num_samples < 1 or num_samples > 1000 or batch_size < 1:
         raise CarsegError("--num-samples must be 1..1000 and --batch-size at least 1")
     if not inputs:
         raise CarsegError("no inputs given", hint="pass image files, .npy arrays or folders")
-    model = load_model(model_path, device, speed)
-    for note in model.speed_notes:
-        rep.line(note)
-    out = Path(out)
-    for raw in inputs:  # existence first, so a typo is reported before anything is made
+
+
+def _check_exist(inputs: list[str]) -> None:
+    """Existence first, so a typo is reported before anything is made."""
+    for raw in inputs:
         if not Path(raw).exists():
             raise CarsegError(f"{raw}: no such file or folder", hint="check the input path")
-    check_out(out, inputs)
-    items = model.read(inputs, recursive)
-    bbs = model.blackboxes(items, blackbox)
-    records = [outputs.expected_record(it, num_samples, seed, model.meta) for it in items]
-    keep = plan(out, items, records, overwrite)
-    make_out(out)
+
+
+def _predict_and_write(
+    model: Any,
+    out: Path,
+    items: list[Item],
+    records: list[dict],
+    keep: set[int],
+    bbs: list[Any],
+    rep: Reporter,
+    num_samples: int,
+    seed: int,
+    batch_size: int,
+) -> float:
+    """Predict the inputs not kept, write their folders and predictions.h5; returns the
+    seconds spent writing."""
     h5 = _open_h5(out, items, model.meta, num_samples, seed)
     writing = [0.0]
     ok = False
@@ -223,6 +213,45 @@ def run_predict(
     finally:
         h5.close(ok)
     writing[0] += time.perf_counter() - w0
+    return writing[0]
+
+
+def run_predict(
+    model_path: str | Path,
+    inputs: list[str],
+    out: str | Path = "predictions",
+    num_samples: int = 16,
+    seed: int = 0,
+    blackbox: str | None = None,
+    batch_size: int = 8,
+    device: str = "cpu",
+    overwrite: bool = False,
+    quiet: bool = False,
+    recursive: bool = False,
+    speed: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Predict and write; returns counts and the share of wall time spent writing files.
+    F and G run with the model's speed options, as `sample` runs them; ``speed`` overrides
+    some (``--speed KEY=VALUE``)."""
+    from carcli.api import load_model
+
+    t0 = time.perf_counter()
+    rep = Reporter(quiet)
+    _check_args(inputs, num_samples, batch_size)
+    model = load_model(model_path, device, speed)
+    for note in model.speed_notes:
+        rep.line(note)
+    out = Path(out)
+    _check_exist(inputs)
+    check_out(out, inputs)
+    items = model.read(inputs, recursive)
+    bbs = model.blackboxes(items, blackbox)
+    records = [outputs.expected_record(it, num_samples, seed, model.meta) for it in items]
+    keep = plan(out, items, records, overwrite)
+    make_out(out)
+    write_s = _predict_and_write(
+        model, out, items, records, keep, bbs, rep, num_samples, seed, batch_size
+    )
     wall = time.perf_counter() - t0
     rep.line(
         f"predictions written: {out} ({len(items)} inputs x {num_samples} samples; "
@@ -232,8 +261,8 @@ def run_predict(
         "inputs": len(items),
         "kept": len(keep),
         "wall_s": wall,
-        "write_s": writing[0],
-        "write_share": writing[0] / wall if wall > 0 else 0.0,
+        "write_s": write_s,
+        "write_share": write_s / wall if wall > 0 else 0.0,
         "speed": model.meta["speed_applied"],
     }
 
