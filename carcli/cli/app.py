@@ -313,7 +313,7 @@ def import_samples(
     quiet: QuietOpt = False,
 ) -> None:
     """Turn another method's samples into a sample bank that evaluate can score."""
-    from carcli.sampling.importer import run_import_samples
+    from carcli.stages.import_samples import run_import_samples
 
     run_import_samples(
         _recipe(recipe, overrides),

@@ -21,6 +21,8 @@ the source's order, each pixel summing to 1) are optional. Without them the bank
 ``calibration`` holds G's per-pixel sample frequencies so every reader works, and the
 attribute ``calibration_source = "none"`` makes ``evaluate`` report the figures of F (ECE, F's
 calibration, QUBIQ of F) as not available. The bank's attributes record where it came from.
+
+The stage that reads the recipe is :func:`carcli.stages.import_samples.run_import_samples`.
 """
 
 from __future__ import annotations
@@ -36,11 +38,9 @@ import h5py
 import numpy as np
 
 import carcli
-from carcli.artefacts.run import Manifest, RunLayout, atomic_path, check_not_finished
+from carcli.artefacts.run import Manifest, atomic_path, check_not_finished
 from carcli.data.dataset import DatasetFile, DatasetInfo, split_path
 from carcli.errors import CarsegError
-from carcli.recipe.load import recipe_to_dict, recipe_to_yaml
-from carcli.recipe.schema import Recipe
 from carcli.sampling.bank import create_bank
 from carcli.ui import Reporter
 
@@ -239,30 +239,40 @@ def _digest(path: Path) -> str:
     return sha256_file(path)
 
 
-def run_import_samples(
-    recipe: Recipe,
+def import_samples(
     source: str | Path,
+    data_dir: str | Path,
+    split: str,
+    bank_path: Path,
     *,
-    split: str | None = None,
-    out: str | Path | None = None,
+    seed: int,
+    config: dict,
+    recipe_yaml: str,
     calibration: str | Path | None = None,
     overwrite: bool = False,
     quiet: bool = False,
 ) -> Path:
-    """Write the bank of ``source`` for ``split`` (default evaluate.split) to ``out``
-    (default ``run_dir/samples/<split>.h5``); return its path."""
+    """Write the bank of ``source`` for the ``split`` of the dataset in ``data_dir`` to
+    ``bank_path``; return its path. ``seed``, ``config`` (the recipe as a dict, for the
+    manifest) and ``recipe_yaml`` (a bank attribute) are recorded, not used."""
     rep = Reporter(quiet)
-    split = split or recipe.evaluate.split
-    if split not in ("train", "val", "test"):
-        raise CarsegError(f"--split {split!r}: expected train, val or test")
     source = Path(source)
-    layout = RunLayout(Path(recipe.run_dir))
-    bank_path = Path(out) if out else layout.bank(split)
-    data_path = split_path(recipe.data.dir, split)
+    data_path = split_path(data_dir, split)
     check_not_finished(bank_path, f"a {split} sample bank", overwrite)
     new_dirs = [d for d in [bank_path.parent, *bank_path.parent.parents] if not d.exists()]
     try:
-        return _import(recipe, source, split, bank_path, data_path, calibration, rep)
+        return _import(
+            source,
+            data_dir,
+            split,
+            bank_path,
+            data_path,
+            calibration,
+            seed,
+            config,
+            recipe_yaml,
+            rep,
+        )
     except BaseException:
         for d in new_dirs:  # nothing written: not even the folders (innermost first)
             if d.is_dir() and not any(d.iterdir()):
@@ -270,68 +280,93 @@ def run_import_samples(
         raise
 
 
-def _import(recipe, source, split, bank_path, data_path, calibration, rep) -> Path:
+def _calibration_of(
+    src: Source, calibration: str | Path | None, source: Path, info: DatasetInfo
+) -> np.ndarray | None:
+    """The checked probabilities [N, K, H, W] in dataset-row order (the source's own or
+    ``--calibration``), or None."""
+    cal = src.calibration
+    if calibration is not None:
+        if cal is not None:
+            raise CarsegError(f"{source} already holds calibration; drop --calibration")
+        try:
+            cal = np.load(Path(calibration), allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise CarsegError(f"{calibration}: unreadable array ({exc})") from None
+        if cal.ndim != 4 or len(cal) != info.n:
+            raise CarsegError(
+                f"{calibration}: calibration is {cal.shape}, expected "
+                f"{(info.n, info.num_classes, *info.label_shape)}"
+            )
+        if src.kind in ("npy", "npz"):  # the source's order -> dataset rows
+            cal = cal[np.asarray(src.rows, dtype=np.intp)]
+    if cal is not None:
+        cal = check_calibration(cal, info, str(calibration or source))
+    return cal
+
+
+def _write_rows(h5, src: Source, info: DatasetInfo, source: Path, cal, bar) -> None:
+    """Check and write every row's samples and calibration (G's frequencies without one)."""
+    want = (src.m, *info.label_shape)
+    for row in range(info.n):
+        s = src.load(src.rows[row])
+        if s.shape != want:
+            raise CarsegError(
+                f"{source}: image {row} has samples of shape {s.shape}, expected {want}"
+            )
+        if s.size and (int(s.min()) < 0 or int(s.max()) >= info.num_classes):
+            raise CarsegError(
+                f"{source}: image {row} holds class id {int(s.max())} >= "
+                f"num_classes {info.num_classes} (or negative)"
+            )
+        s = s.astype(np.uint8)
+        h5["samples"][row] = s
+        if cal is not None:
+            h5["calibration"][row] = cal[row].astype(np.float16)
+        else:
+            freq = np.stack([(s == k).mean(axis=0) for k in range(info.num_classes)])
+            h5["calibration"][row] = freq.astype(np.float16)
+        bar.advance(1)
+    h5["index"][...] = np.arange(info.n, dtype=np.int64)
+
+
+def _import(
+    source: Path,
+    data_dir: str | Path,
+    split: str,
+    bank_path: Path,
+    data_path: Path,
+    calibration: str | Path | None,
+    seed: int,
+    config: dict,
+    recipe_yaml: str,
+    rep: Reporter,
+) -> Path:
     with DatasetFile(data_path, validate=True) as ds:
         info = ds.info
         if info.task != "segmentation":
             raise CarsegError(f"{data_path}: import-samples takes segmentation datasets only")
-        src = open_source(source, info, case_names(recipe.data.dir, split, info.n))
-        cal = src.calibration
-        if calibration is not None:
-            if cal is not None:
-                raise CarsegError(f"{source} already holds calibration; drop --calibration")
-            try:
-                cal = np.load(Path(calibration), allow_pickle=False)
-            except (OSError, ValueError) as exc:
-                raise CarsegError(f"{calibration}: unreadable array ({exc})") from None
-            if cal.ndim != 4 or len(cal) != info.n:
-                raise CarsegError(
-                    f"{calibration}: calibration is {cal.shape}, expected "
-                    f"{(info.n, info.num_classes, *info.label_shape)}"
-                )
-            if src.kind in ("npy", "npz"):  # the source's order -> dataset rows
-                cal = cal[np.asarray(src.rows, dtype=np.intp)]
-        if cal is not None:
-            cal = check_calibration(cal, info, str(calibration or source))
-        manifest = Manifest("import-samples", recipe_to_dict(recipe), recipe.seed)
+        src = open_source(source, info, case_names(data_dir, split, info.n))
+        cal = _calibration_of(src, calibration, source, info)
+        manifest = Manifest("import-samples", config, seed)
         attrs = {
             "dataset": str(data_path),
             "split": split,
             "num_samples": src.m,
-            "seed": recipe.seed,
+            "seed": seed,
             "calibrator_sha256": "",
             "refiner_sha256": "",
-            "recipe": recipe_to_yaml(recipe),
+            "recipe": recipe_yaml,
             "carseg_version": carcli.__version__,
             "imported_from": str(source.resolve()),
             "imported_format": src.kind,
             "imported_sha256": _digest(source),
             "calibration_source": "source" if cal is not None else "none",
         }
-        want = (src.m, *info.label_shape)
         with rep.progress(info.n, f"import {split}") as bar, atomic_path(bank_path) as tmp:
             h5 = create_bank(tmp, info, info.n, src.m, attrs)
             try:
-                for row in range(info.n):
-                    s = src.load(src.rows[row])
-                    if s.shape != want:
-                        raise CarsegError(
-                            f"{source}: image {row} has samples of shape {s.shape}, expected {want}"
-                        )
-                    if s.size and (int(s.min()) < 0 or int(s.max()) >= info.num_classes):
-                        raise CarsegError(
-                            f"{source}: image {row} holds class id {int(s.max())} >= "
-                            f"num_classes {info.num_classes} (or negative)"
-                        )
-                    s = s.astype(np.uint8)
-                    h5["samples"][row] = s
-                    if cal is not None:
-                        h5["calibration"][row] = cal[row].astype(np.float16)
-                    else:
-                        freq = np.stack([(s == k).mean(axis=0) for k in range(info.num_classes)])
-                        h5["calibration"][row] = freq.astype(np.float16)
-                    bar.advance(1)
-                h5["index"][...] = np.arange(info.n, dtype=np.int64)
+                _write_rows(h5, src, info, source, cal, bar)
             finally:
                 h5.close()
     manifest.add_input(data_path)
