@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from carcli.models.noise import region_noise_map, uncertain_regions
+from carcli.models.noise import region_field, uncertain_regions
 from carcli.models.refiner import UNetRefiner
 from carcli.models.refiner_car import CARRefiner
 
@@ -22,6 +22,17 @@ def _probs(h: int = 16, w: int = 16) -> torch.Tensor:
     p[0, 3, 2:5, 10:13] = 0.95
     p[0, 0, 2:5, 10:13] = 0.05
     return p
+
+
+def region_noise_map(codes: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Reference for region_field: the per-pixel map [B*M, r, H, W] holding each region's
+    code over the region and 0 elsewhere, for codes [B, M, R, r] and region ids [B, H, W]
+    (id R: no region)."""
+    b, m, _, r = codes.shape
+    padded = torch.cat([codes, codes.new_zeros(b, m, 1, r)], dim=2)  # id R -> zeros
+    flat = ids.reshape(b, 1, -1, 1).expand(b, m, -1, r)
+    maps = padded.gather(2, flat)  # [B, M, H*W, r]
+    return maps.permute(0, 1, 3, 2).reshape(b * m, r, *ids.shape[-2:])
 
 
 def test_uncertain_regions_are_numbered_in_raster_order_and_wrap() -> None:
@@ -142,8 +153,6 @@ def test_region_field_equals_the_conv_of_the_pooled_noise_map(size) -> None:
     ids = uncertain_regions(_probs(), 0.99, 2).expand(2, 16, 16)
     codes = torch.randn(2, 3, 2, 4)
     proj = torch.nn.Conv2d(4, 5, 1)
-    from carcli.models.noise import region_field
-
     want = proj(nnf.adaptive_avg_pool2d(region_noise_map(codes, ids), size))
     got = region_field(codes, ids, proj, size)
     assert got.shape == want.shape

@@ -40,23 +40,13 @@ def uncertain_regions(p: Tensor, threshold: float, max_regions: int) -> Tensor:
     return torch.from_numpy(ids).to(p.device)
 
 
-def region_noise_map(codes: Tensor, ids: Tensor) -> Tensor:
-    """The per-pixel noise map [B*M, r, H, W] that holds each region's code over the region
-    and 0 elsewhere, for codes [B, M, R, r] and region ids [B, H, W] from
-    :func:`uncertain_regions` (id R: no region)."""
-    b, m, _, r = codes.shape
-    padded = torch.cat([codes, codes.new_zeros(b, m, 1, r)], dim=2)  # id R -> zeros
-    flat = ids.reshape(b, 1, -1, 1).expand(b, m, -1, r)
-    maps = padded.gather(2, flat)  # [B, M, H*W, r]
-    return maps.permute(0, 1, 3, 2).reshape(b * m, r, *ids.shape[-2:])
-
-
 def region_field(codes: Tensor, ids: Tensor, proj: nn.Conv2d, size: tuple[int, int]) -> Tensor:
     """``proj`` (a 1x1 conv) of the region noise map area-averaged to ``size``, [B*M, C, h, w]
     (channels-last strides), computed without the map: the conv is linear, so each region's
     code is projected once ([B, M, R + 1, C]; id R, no region, gives the bias) and laid out by
     the regions' share of each cell (at full resolution: a gather). Equal, to float
-    rounding, to ``proj(adaptive_avg_pool2d(region_noise_map(codes, ids), size))``."""
+    rounding, to ``proj(adaptive_avg_pool2d(m, size))`` of the per-pixel map m [B*M, r, H, W]
+    that holds each region's code over the region and 0 elsewhere."""
     b, m, r = codes.shape[:3]
     weight = proj.weight[:, :, 0, 0].to(codes.dtype)
     bias = proj.bias.to(codes.dtype)
@@ -103,6 +93,5 @@ __all__ = [
     "draw_noise",
     "eps_size",
     "region_field",
-    "region_noise_map",
     "uncertain_regions",
 ]

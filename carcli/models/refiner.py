@@ -31,9 +31,7 @@ from carcli.models.noise import (
     GRID_CHANNELS,
     NOISE_SOURCES,
     draw_noise,
-    eps_size,
     region_field,
-    region_noise_map,
     uncertain_regions,
 )
 
@@ -242,7 +240,7 @@ class ConvRefiner(nn.Module):
         return z.to(noise.dtype)
 
     def _decoder_input(
-        self, feats: list[Tensor], noise: Tensor, p: Tensor | None = None
+        self, feats: list[Tensor], noise: Tensor, p: Tensor
     ) -> tuple[Tensor, Tensor, bool, int, tuple[Tensor, Tensor] | None]:
         """(bottleneck h, the decoder's codes [B*M, d], whether h is still per image, M, the
         region codes [B, M, R, region_dim] and F's uncertain regions [B, H, W] of p, or
@@ -257,8 +255,6 @@ class ConvRefiner(nn.Module):
         eps = self.codes(feats, noise).reshape(batch * samples, -1)
         h, expand, regions = feats[-1], True, None
         if self.noise_regions:
-            if p is None:
-                raise ValueError("region noise needs F's probabilities p")
             start = self.code_dim + self.grid_dim
             codes = eps[:, start:].reshape(batch, samples, self.noise_regions, self.region_dim)
             regions = (codes, uncertain_regions(p, self.region_threshold, self.noise_regions))
@@ -385,8 +381,4 @@ __all__ = [
     "ConvRefiner",
     "UNetRefiner",
     "draw_noise",
-    "eps_size",
-    "region_field",
-    "region_noise_map",
-    "uncertain_regions",
 ]
