@@ -155,6 +155,7 @@ class Model:
                 stride=int(self.meta["stride"]),
                 batch_size=batch_size,
                 device=torch.device(self.device),
+                independent_regions=self.meta.get("independent_regions"),
                 done=lambda j, res: finished(todo[j], res),
             )
         pred = _prediction(items, results)

@@ -32,6 +32,7 @@ MODEL_KEYS = {
     "palette",
     "eval_classes",
     "ignore_index",
+    "independent_regions",
     "speed",  # the recipe's speed options predict runs with (#19)
     "noise_dim",
     "stride",
@@ -57,7 +58,7 @@ def test_bundle_files_and_model_json(trained):
     assert m["schema"] == "carseg.bundle/1" and m["task"] == "segmentation"
     assert m["in_channels"] == 3 and m["num_classes"] == 3 and len(m["palette"]) == 3
     assert m["class_names"] == ["background", "class_1", "class_2"] and m["eval_classes"] == [1, 2]
-    assert m["noise_dim"] == 8 + 8 * 4 and m["stride"] == 4 and m["padding"] == "reflect"
+    assert m["noise_dim"] == 8 and m["stride"] == 4 and m["padding"] == "reflect"
     assert m["calibrator"]["arch"] == "unet" and m["refiner"]["config"]["depth"] == 2
     for role in ("calibrator", "refiner"):
         assert m[role]["sha256"] == sha256_file(bundle / f"{role}.safetensors")

@@ -20,6 +20,7 @@ from carcli.bundle.load import (
     FILES,
     MODEL_JSON,
     SCHEMA,
+    independent_regions_of,
     inference_speed,
     recipe_description,
     weights_of,
@@ -109,6 +110,7 @@ def _model_json(recipe: Recipe, meta: dict[str, Any], data_dir: Path) -> dict[st
         "name": recipe.name,
         **meta,
         "speed": inference_speed(recipe),  # what `predict` runs with (as `sample`)
+        "independent_regions": independent_regions_of(recipe),  # predict recombines as sample
         "trained_on": {
             "dataset": str(data_dir),
             "source": recipe.data.source,

@@ -252,6 +252,32 @@ def check_speed(speed: dict[str, Any], where: str) -> dict[str, Any]:
     return out
 
 
+def independent_regions_of(recipe: Any) -> dict[str, Any] | None:
+    """A recipe's sample.independent_regions settings as model.json records them, or None
+    (off): `predict` recombines its samples as `sample` does."""
+    s = recipe.sample
+    if not s.independent_regions:
+        return None
+    return {"threshold": float(s.region_threshold), "link": int(s.region_link)}
+
+
+def check_independent_regions(value: Any, where: str) -> dict[str, Any] | None:
+    """model.json's ``independent_regions``: null (absent in older bundles) or its settings."""
+    if value is None:
+        return None
+    ok = isinstance(value, dict) and set(value) == {"threshold", "link"}
+    if ok:
+        t, link = value["threshold"], value["link"]
+        ok = isinstance(t, (int, float)) and 0 < t <= 1 and isinstance(link, int) and link >= 0
+    if not ok:
+        raise CarsegError(
+            f"{where}: independent_regions must be null or "
+            f'{{"threshold": t in (0, 1], "link": int >= 0}}, got {value!r}',
+            hint="re-export the bundle with `carseg export RECIPE`",
+        )
+    return {"threshold": float(value["threshold"]), "link": int(value["link"])}
+
+
 def load(
     path: str | Path, device: str | torch.device = "cpu", speed: dict[str, Any] | None = None
 ) -> LoadedModel:
@@ -263,6 +289,9 @@ def load(
     if is_bundle(path):
         meta = verify_bundle(path)
         model_speed = check_speed(dict(meta.get("speed") or {}), str(path / MODEL_JSON))
+        meta["independent_regions"] = check_independent_regions(
+            meta.get("independent_regions"), str(path / MODEL_JSON)
+        )
         files = {role: path / name for role, name in FILES.items()}
         make = "carseg export RECIPE"
         makes = {"calibrator": make, "refiner": make}
@@ -278,6 +307,7 @@ def load(
         recipe = load_recipe(path, [])
         meta, files = recipe_description(recipe)
         model_speed = inference_speed(recipe)
+        meta["independent_regions"] = independent_regions_of(recipe)
         for role, f in files.items():  # recorded in prediction.json, as a bundle's are
             if f.is_file():
                 meta[role]["sha256"] = sha256_file(f)

@@ -78,11 +78,15 @@ def run(
     batch_size: int,
     device: torch.device,
     done: Callable[[int, Result], None],
+    independent_regions: dict | None = None,
 ) -> None:
     """Predict every item; `done(index, result)` is called as each finishes (in batches of
-    one padded size, in the order the inputs came within each size)."""
+    one padded size, in the order the inputs came within each size). ``independent_regions``
+    (model.json's: threshold and link) recombines each input's samples as `sample` does."""
+    from carcli.sampling.regions import IndependentRegions
     from carcli.sampling.sample import draw
 
+    mix = IndependentRegions(**independent_regions) if independent_regions else None
     groups: dict[tuple[int, int], list[int]] = {}
     padded = {}
     for i, it in enumerate(items):
@@ -99,7 +103,9 @@ def run(
                     {items[i].key: padded[i][0] for i in part},
                     {items[i].key: padded[i][1] for i in part},
                 )
-                smp, cal = draw(F, G, src, keys, num_samples, noise_dim, seed, device)
+                smp, cal = draw(
+                    F, G, src, keys, num_samples, noise_dim, seed, device, independent_regions=mix
+                )
                 for j, i in enumerate(part):
                     h, w = items[i].size
                     s_i = np.ascontiguousarray(smp[j, :, :h, :w])

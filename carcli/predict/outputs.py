@@ -102,6 +102,7 @@ def expected_record(item: Item, num_samples: int, seed: int, model: dict[str, An
         "num_samples": num_samples,
         "seed": seed,
         "noise_key": item.key,
+        "independent_regions": model.get("independent_regions"),
         "bundle": {
             "calibrator_sha256": model["calibrator"].get("sha256"),
             "refiner_sha256": model["refiner"].get("sha256"),

@@ -256,6 +256,12 @@ def _check_rest(r: Recipe, problems: list[str]) -> None:
     for n in r.evaluate.ged_counts:
         positive("evaluate.ged_counts", n)
     positive("distributed.timeout_s", r.distributed.timeout_s)
+    if not 0 < r.sample.region_threshold <= 1:
+        problems.append(
+            f"sample.region_threshold -> must be in (0, 1], got {r.sample.region_threshold}"
+        )
+    if r.sample.region_link < 0:
+        problems.append(f"sample.region_link -> must be >= 0, got {r.sample.region_link}")
     syn, reg = r.data.synthetic, r.data.regression
     if syn.size % 16:
         problems.append(f"data.synthetic.size -> must be a multiple of 16, got {syn.size}")

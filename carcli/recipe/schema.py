@@ -252,6 +252,19 @@ class SampleConfig:
     """Images per forward pass."""
     chunk_size: int = 64
     """Images per resumable chunk of the bank."""
+    independent_regions: bool = False
+    """Beyond the paper: recombine G's samples of each image so that F's separate uncertain
+    regions (8-connected, top class probability below ``region_threshold``) take their answers
+    from different samples, i.e. are drawn independently; every per-pixel frequency stays
+    G's. For data whose separate ambiguous regions are independent (not the modified
+    Cityscapes, whose flips couple every region of a class)."""
+    region_threshold: float = 0.9
+    """F's top class probability below which a pixel is uncertain, for ``independent_regions``."""
+    region_link: int = 1
+    """For ``independent_regions``: the uncertain mask is grown by this many pixels before
+    its connected regions are taken, so uncertain parts up to twice as far apart (an object
+    and a detached ring) count as one region, and each region takes a margin of certain
+    pixels with it."""
 
 
 @dataclass

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from carcli.data.batches import BatchSource
+from carcli.sampling import regions
 
 ELEMENT_BUDGET = 1 << 25  # logits elements per forward pass (~128 MB in float32)
 
@@ -35,13 +36,16 @@ def draw(
     device: torch.device,
     *,
     chunk_elements: int = ELEMENT_BUDGET,
+    independent_regions: regions.IndependentRegions | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Samples [B, m, ...] and F's output for dataset `rows`.
 
     F runs once on the B images; so does G's encoder where G offers ``encode``/``decode``
     (the conv refiners): only the decoder runs per chunk of samples, each chunk at most
     ``chunk_elements`` logits (bit-for-bit what ``G(x, p, noise=eps)`` gives). Everything runs
-    under ``torch.inference_mode``.
+    under ``torch.inference_mode``. ``independent_regions`` (segmentation only) recombines
+    the samples so that F's separate uncertain regions are drawn independently
+    (:mod:`carcli.sampling.regions`).
     """
     with torch.inference_mode():
         info = source.info
@@ -67,6 +71,8 @@ def draw(
             parts.append(class_ids(y) if seg else y.float())
         samples = (torch.cat(parts, 1) if len(parts) > 1 else parts[0]).cpu().numpy()
         calib_np = calib.float().cpu().numpy()
+    if independent_regions is not None and seg:
+        samples = independent_regions(samples, calib_np, rows, seed)
     return samples, calib_np.astype(np.float16) if seg else calib_np
 
 

@@ -48,6 +48,7 @@ from carcli.runtime.speed import accelerate
 from carcli.runtime.speed import notes as speed_notes
 from carcli.runtime.speed import settings as speed_settings
 from carcli.sampling.bank import create_bank
+from carcli.sampling.regions import IndependentRegions
 from carcli.sampling.sample import draw
 from carcli.ui import Reporter
 
@@ -72,6 +73,7 @@ def run_sample(recipe: Recipe, overwrite: bool = False, quiet: bool = False) -> 
         distributed.from_main(claim)
         with DatasetFile(data_path, validate=True) as ds:
             info = ds.info
+            regions = _independent_regions(recipe, info)  # checked before any work
             device = setup_torch(recipe)
             for note in speed_notes(recipe, device):  # e.g. speed.cpu_bf16 without native bf16
                 rep.line(note)
@@ -98,6 +100,7 @@ def run_sample(recipe: Recipe, overwrite: bool = False, quiet: bool = False) -> 
                 noise_dim,
                 recipe.seed,
                 device,
+                regions,
             )
             attrs = lambda: _bank_attrs(recipe, manifest, inputs)  # noqa: E731
             _draw_chunks(mine, draws, bank, attrs, dist.world, rep, s.split)
@@ -138,10 +141,24 @@ def _plan_chunks(
         "chunk_size": recipe.sample.chunk_size,
         "inputs": manifest.inputs,
     }
+    if recipe.sample.independent_regions:  # (absent otherwise: older partial chunks still match)
+        plan["independent_regions"] = [recipe.sample.region_threshold, recipe.sample.region_link]
     # Finished chunks made from the same inputs and settings are reused even with
     # --overwrite; the old bank stays in place until the new one replaces it.
     _check_plan(bank.partial, plan, rep)
     return [(a, b) for a, b in bank.chunks if not (bank.partial / f"chunk-{a:08d}.h5").exists()]
+
+
+def _independent_regions(recipe: Recipe, info: DatasetInfo) -> IndependentRegions | None:
+    """The recombination where sample.independent_regions is on, else None."""
+    if not recipe.sample.independent_regions:
+        return None
+    if info.task != "segmentation":
+        raise CarsegError(
+            "sample.independent_regions needs a segmentation dataset; this one is "
+            f"{info.task}: set sample.independent_regions=false"
+        )
+    return IndependentRegions(recipe.sample.region_threshold, recipe.sample.region_link)
 
 
 def _bank_attrs(recipe: Recipe, manifest: Manifest, inputs: tuple[Path, ...]) -> dict[str, Any]:
@@ -171,6 +188,7 @@ class _Draws:
     noise_dim: int
     seed: int
     device: torch.device
+    independent_regions: IndependentRegions | None = None
 
 
 @dataclass(frozen=True)
@@ -325,7 +343,17 @@ def _write_chunk(path: Path, d: _Draws, a: int, b: int, bar: Any, writer: _Write
     samples, calib = [], []
     for start in range(a, b, d.batch_size):
         rows = np.arange(start, min(b, start + d.batch_size))
-        smp, cal = draw(d.F_net, d.G, d.source, rows, d.m, d.noise_dim, d.seed, d.device)
+        smp, cal = draw(
+            d.F_net,
+            d.G,
+            d.source,
+            rows,
+            d.m,
+            d.noise_dim,
+            d.seed,
+            d.device,
+            independent_regions=d.independent_regions,
+        )
         samples.append(smp)
         calib.append(cal)
         bar.advance(len(rows))
