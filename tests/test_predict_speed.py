@@ -27,6 +27,7 @@ OPTIONS = {
     "fold_bn": ["speed.fold_bn=true"],
     "cpu_bf16": ["speed.cpu_bf16=true"],
     "both": ["speed.fold_bn=true", "speed.cpu_bf16=true", "speed.channels_last=true"],
+    "sample_chunk": ["speed.sample_chunk=3"],
 }
 
 
@@ -112,6 +113,9 @@ def test_options_change_what_runs_and_speed_overrides(trained, tmp_path):
         np.testing.assert_array_equal(h5["samples"][...], off.samples)
     res = runner.invoke(app, ["predict", str(bundle), str(split), "--speed", "fold=true"])
     assert res.exit_code == 1 and "unknown speed option 'fold'" in res.output
+    for bad in ("sample_chunk=-1", "sample_chunk=two", "sample_chunk=true"):
+        res = runner.invoke(app, ["predict", str(bundle), str(split), "--speed", bad])
+        assert res.exit_code == 1 and "sample_chunk must be an integer >= 0" in res.output
 
 
 def test_cpu_bf16_without_native_bf16_falls_back_with_a_note(trained, tmp_path, monkeypatch):

@@ -457,3 +457,17 @@ def test_recipe_from_yaml_text_rejects_bad_text() -> None:
     with pytest.raises(CarsegError):
         recipe_from_yaml_text("a: [1\n")
     assert recipe_from_yaml_text("") == Recipe()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("speed.sample_chunk=-1", "speed.sample_chunk -> must be >= 0"),
+        ("sample.region_link=-2", "sample.region_link -> must be >= 0"),
+        ("sample.region_threshold=1.5", "sample.region_threshold -> must be in (0, 1]"),
+    ],
+)
+def test_sampling_options_are_checked(override: str, message: str) -> None:
+    with pytest.raises(RecipeError) as err:
+        load_recipe("recipes/toy.yaml", [override])
+    assert message in str(err.value)

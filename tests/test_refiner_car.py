@@ -192,8 +192,8 @@ def test_fold_batchnorm_calibrators() -> None:
 
 @pytest.mark.parametrize("arch", ["car", "unet"])
 def test_draw_in_chunks_is_bit_for_bit(tmp_path, write_split, arch: str) -> None:
-    """Encoder once + decoder per chunk (also through the speed wrapper) gives exactly the
-    samples of one full forward."""
+    """Encoder once + decoder per chunk (by logits budget, through the speed wrapper, or by
+    samples per image) gives exactly the samples of one full forward at these shapes."""
     from carcli.runtime.speed import Accelerated
 
     path = write_split(tmp_path / "test.h5", n=3, channels=1)
@@ -218,7 +218,9 @@ def test_draw_in_chunks_is_bit_for_bit(tmp_path, write_split, arch: str) -> None
             cpu,
             chunk_elements=3 * hw,
         )
+        by_samples, _ = draw(F_net, g, src, rows, 7, 4, 1, cpu, chunk_samples=2)
     assert np.array_equal(whole, chunked) and np.array_equal(whole, wrapped)
+    assert np.array_equal(whole, by_samples)  # speed.sample_chunk: 2 samples per image a pass
 
 
 def test_accelerate_inference_folds_a_copy() -> None:

@@ -222,7 +222,7 @@ def is_bundle(path: Path) -> bool:
     return path.is_dir()
 
 
-INFERENCE_SPEED = ("amp", "channels_last", "compile", "fold_bn", "cpu_bf16")
+INFERENCE_SPEED = ("amp", "channels_last", "compile", "fold_bn", "cpu_bf16", "sample_chunk")
 """The recipe's `speed` keys that apply to sampling and prediction (model.json ``speed``)."""
 
 
@@ -246,6 +246,8 @@ def check_speed(speed: dict[str, Any], where: str) -> dict[str, Any]:
         want = type(default[key])
         if want is bool and not isinstance(value, bool):
             raise CarsegError(f"{where}: speed option {key} must be true or false, got {value!r}")
+        if want is int and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise CarsegError(f"{where}: speed option {key} must be an integer >= 0, got {value!r}")
         if want is str and value not in ("off", "bf16"):
             raise CarsegError(f"{where}: speed option {key} must be off or bf16, got {value!r}")
         out[key] = value

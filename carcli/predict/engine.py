@@ -79,6 +79,7 @@ def run(
     device: torch.device,
     done: Callable[[int, Result], None],
     independent_regions: dict | None = None,
+    chunk_samples: int = 0,
 ) -> None:
     """Predict every item; `done(index, result)` is called as each finishes (in batches of
     one padded size, in the order the inputs came within each size). ``independent_regions``
@@ -104,7 +105,16 @@ def run(
                     {items[i].key: padded[i][1] for i in part},
                 )
                 smp, cal = draw(
-                    F, G, src, keys, num_samples, noise_dim, seed, device, independent_regions=mix
+                    F,
+                    G,
+                    src,
+                    keys,
+                    num_samples,
+                    noise_dim,
+                    seed,
+                    device,
+                    independent_regions=mix,
+                    chunk_samples=chunk_samples,
                 )
                 for j, i in enumerate(part):
                     h, w = items[i].size

@@ -260,6 +260,8 @@ def _check_rest(r: Recipe, problems: list[str]) -> None:
         problems.append(
             f"sample.region_threshold -> must be in (0, 1], got {r.sample.region_threshold}"
         )
+    if r.speed.sample_chunk < 0:
+        problems.append(f"speed.sample_chunk -> must be >= 0, got {r.speed.sample_chunk}")
     if r.sample.region_link < 0:
         problems.append(f"sample.region_link -> must be >= 0, got {r.sample.region_link}")
     syn, reg = r.data.synthetic, r.data.regression

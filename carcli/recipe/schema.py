@@ -319,6 +319,11 @@ class SpeedConfig:
     """Sampling and prediction on CPU only: run F and G under bf16 autocast where oneDNN has
     native bf16 (AMX or AVX512-BF16; ignored with a note elsewhere). Lossy: README
     "Benchmarks" states the samples' argmax agreement with float32."""
+    sample_chunk: int = 0
+    """Sampling and prediction: samples per image in one pass of G's decoder (0: as many as
+    fit 2^25 logits). Small chunks keep the decoder's activations in cache (README
+    "Benchmarks"); the convolutions' batch size can change their float rounding, so a chunk
+    size other than 0 is not bit-for-bit the draws of 0."""
 
 
 @dataclass

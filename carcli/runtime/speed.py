@@ -43,6 +43,7 @@ def settings(
     }
     if inference:
         out["fold_bn"] = s.fold_bn
+        out["sample_chunk"] = s.sample_chunk
     return out
 
 

@@ -36,16 +36,18 @@ def draw(
     device: torch.device,
     *,
     chunk_elements: int = ELEMENT_BUDGET,
+    chunk_samples: int = 0,
     independent_regions: regions.IndependentRegions | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Samples [B, m, ...] and F's output for dataset `rows`.
 
     F runs once on the B images; so does G's encoder where G offers ``encode``/``decode``
     (the conv refiners): only the decoder runs per chunk of samples, each chunk at most
-    ``chunk_elements`` logits (bit-for-bit what ``G(x, p, noise=eps)`` gives). Everything runs
-    under ``torch.inference_mode``. ``independent_regions`` (segmentation only) recombines
-    the samples so that F's separate uncertain regions are drawn independently
-    (:mod:`carcli.sampling.regions`).
+    ``chunk_elements`` logits, or ``chunk_samples`` samples per image where > 0
+    (`speed.sample_chunk`); bit-for-bit what ``G(x, p, noise=eps)`` gives at the shapes
+    tested. Everything runs under ``torch.inference_mode``. ``independent_regions``
+    (segmentation only) recombines the samples so that F's separate uncertain regions are
+    drawn independently (:mod:`carcli.sampling.regions`).
     """
     with torch.inference_mode():
         info = source.info
@@ -55,7 +57,7 @@ def draw(
         calib = out.softmax(1) if seg else out
         noise = torch.stack([image_noise(seed, int(r), m, noise_dim) for r in rows]).to(device)
         per_sample = int(np.prod(calib.shape[1:]))
-        step = max(1, chunk_elements // max(1, per_sample * len(rows)))
+        step = chunk_samples or max(1, chunk_elements // max(1, per_sample * len(rows)))
         image = b.image.to(device)
         split = split_refiner(G) if step < m else None
         if split is not None:

@@ -101,6 +101,7 @@ def run_sample(recipe: Recipe, overwrite: bool = False, quiet: bool = False) -> 
                 recipe.seed,
                 device,
                 regions,
+                recipe.speed.sample_chunk,
             )
             attrs = lambda: _bank_attrs(recipe, manifest, inputs)  # noqa: E731
             _draw_chunks(mine, draws, bank, attrs, dist.world, rep, s.split)
@@ -189,6 +190,7 @@ class _Draws:
     seed: int
     device: torch.device
     independent_regions: IndependentRegions | None = None
+    chunk_samples: int = 0  # speed.sample_chunk
 
 
 @dataclass(frozen=True)
@@ -353,6 +355,7 @@ def _write_chunk(path: Path, d: _Draws, a: int, b: int, bar: Any, writer: _Write
             d.seed,
             d.device,
             independent_regions=d.independent_regions,
+            chunk_samples=d.chunk_samples,
         )
         samples.append(smp)
         calib.append(cal)
