@@ -2,7 +2,8 @@
 
 `sample.independent_regions` (beyond the paper, README "Beyond the paper"). Under the
 assumption that F's separate uncertain regions (8-connected, top class probability below
-``sample.region_threshold``) are conditionally independent given the image, the joint
+``sample.region_threshold``, the mask grown by ``sample.region_link`` pixels first) are
+conditionally independent given the image, the joint
 distribution of a map's answers is the product of the regions' marginals. G's M samples of an
 image give each region's marginal; this step recombines them so that every output sample takes
 each region's answer from a different one of G's samples:
@@ -83,7 +84,7 @@ class IndependentRegions:
     """The recombination's settings (sample.region_threshold, sample.region_link)."""
 
     threshold: float = 0.9
-    link: int = 0
+    link: int = 1  # the recipe's default (sample.region_link)
 
     def __call__(
         self, samples: np.ndarray, calib: np.ndarray, rows: np.ndarray, seed: int
