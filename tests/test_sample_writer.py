@@ -14,7 +14,8 @@ import pytest
 from predict_fixtures import tiny_recipe, trained
 
 import carcli.stages.sample as sample_mod
-from carcli.stages.sample import _Writer, run_sample
+from carcli.sampling.writer import ChunkWriter as _Writer
+from carcli.stages.sample import run_sample
 
 __all__ = ["trained"]  # the session fixture, imported for pytest
 

@@ -32,12 +32,23 @@ def uncertain_regions(p: Tensor, threshold: float, max_regions: int) -> Tensor:
     order of their first pixel, 0, 1, ..., and region r gets id r mod ``max_regions``;
     certain pixels get ``max_regions`` (no region). Computed on the CPU (scipy), once per image."""
     uncertain = (p.detach().float().amax(1) < threshold).cpu().numpy()
+    return torch.from_numpy(region_ids(uncertain, max_regions)).to(p.device)
+
+
+def region_ids(uncertain: np.ndarray, max_regions: int, link: int = 0) -> np.ndarray:
+    """Region ids [B, H, W] (int64) of boolean masks [B, H, W]: each mask grown by ``link``
+    pixels (8-connected dilation) where > 0, its 8-connected regions numbered in raster order
+    of their first pixel, region r getting id r mod ``max_regions``; other pixels get
+    ``max_regions``."""
+    eight = np.ones((3, 3), dtype=bool)
     ids = np.full(uncertain.shape, max_regions, dtype=np.int64)
     for b, mask in enumerate(uncertain):
-        labels, count = ndimage.label(mask, structure=np.ones((3, 3)))
+        if link > 0 and mask.any():
+            mask = ndimage.binary_dilation(mask, structure=eight, iterations=link)
+        labels, count = ndimage.label(mask, structure=eight)
         if count:
             ids[b][mask] = (labels[mask] - 1) % max_regions
-    return torch.from_numpy(ids).to(p.device)
+    return ids
 
 
 def region_field(codes: Tensor, ids: Tensor, proj: nn.Conv2d, size: tuple[int, int]) -> Tensor:
@@ -93,5 +104,6 @@ __all__ = [
     "draw_noise",
     "eps_size",
     "region_field",
+    "region_ids",
     "uncertain_regions",
 ]

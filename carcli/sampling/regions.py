@@ -24,27 +24,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
-_EIGHT = np.ones((3, 3), dtype=bool)
+from carcli.models.noise import region_ids
 
 
 def linked_regions(calib: np.ndarray, threshold: float, link: int, max_regions: int) -> np.ndarray:
     """Region ids [B, H, W] (int64) of F's probabilities calib [B, K, H, W]: the uncertain
-    mask (top class probability below ``threshold``) grown by ``link`` pixels (8-connected
-    dilation), so uncertain parts at most 2 * ``link`` pixels apart (an object and its
-    detached halo) are one region and each region carries a ``link``-pixel margin of
-    certain pixels with it; 8-connected regions numbered in raster order, id r mod
-    ``max_regions``; pixels of no region get ``max_regions``."""
+    mask (top class probability below ``threshold``) grown by ``link`` pixels, so uncertain
+    parts at most 2 * ``link`` pixels apart (an object and its detached halo) are one region
+    and each region carries a ``link``-pixel margin of certain pixels with it
+    (:func:`carcli.models.noise.region_ids`)."""
     uncertain = np.asarray(calib, dtype=np.float32).max(1) < threshold
-    ids = np.full(uncertain.shape, max_regions, dtype=np.int64)
-    for b, mask in enumerate(uncertain):
-        if link > 0 and mask.any():
-            mask = ndimage.binary_dilation(mask, structure=_EIGHT, iterations=link)
-        labels, count = ndimage.label(mask, structure=_EIGHT)
-        if count:
-            ids[b][mask] = (labels[mask] - 1) % max_regions
-    return ids
+    return region_ids(uncertain, max_regions, link)
 
 
 def region_offsets(seed: int, row: int, m: int) -> np.ndarray:

@@ -7,17 +7,15 @@ Work is done in chunks written to ``samples/.<split>.partial/``; a rerun keeps f
 chunks; the bank ``samples/<split>.h5`` appears (by rename) only when complete. The draws
 themselves are :func:`carcli.sampling.sample.draw`. The HDF5 writes (each chunk's file and,
 with one process, the compressed bank itself, chunk by chunk as they come) run on one
-background thread fed through a bounded queue (:class:`_Writer`), so they overlap the next
-draws instead of stalling them; the files are those the writes made inline.
+background thread fed through a bounded queue (:class:`carcli.sampling.writer.ChunkWriter`),
+so they overlap the next draws instead of stalling them; the files are those the writes made inline.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import queue
 import shutil
-import threading
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +48,7 @@ from carcli.runtime.speed import settings as speed_settings
 from carcli.sampling.bank import create_bank
 from carcli.sampling.regions import IndependentRegions
 from carcli.sampling.sample import draw
+from carcli.sampling.writer import ChunkWriter
 from carcli.ui import Reporter
 
 
@@ -224,7 +223,7 @@ def _draw_chunks(
         if world == 1
         else _save_chunks(bank.partial)
     )
-    with _Writer(consume, BACKGROUND_WRITER) as writer:
+    with ChunkWriter(consume, BACKGROUND_WRITER) as writer:
         with rep.progress(total, f"sample {split}", start=total - left) as bar:
             for a, b in mine:
                 _write_chunk(bank.partial / f"chunk-{a:08d}.h5", draws, a, b, bar, writer)
@@ -250,97 +249,8 @@ def _check_plan(partial: Path, plan: dict, rep: Reporter) -> None:
 BACKGROUND_WRITER = True
 """Write on a background thread (tests set False to compare with the same writes inline)."""
 
-_STOP = object()
 
-
-class _Writer:
-    """Feeds the chunks drawn in this process to ``consume`` (a generator that receives
-    ``(path, a, b, samples, calibration)`` items and writes them), on one background thread
-    through a queue of one chunk, so that the HDF5 writes overlap the next draws; at most one
-    drawn chunk waits in memory beside the one being written. ``background=False`` writes
-    inline, in the caller. An error of the writer is raised again in the caller, the same
-    exception (message and type), at its next ``put`` or at ``finish``. Leaving the ``with``
-    block after a failure of the caller lets the writer save what was already queued (those
-    chunk files are kept for the rerun), then stops it."""
-
-    def __init__(self, consume: Generator[None, Any, None], background: bool = True) -> None:
-        self.consume = consume
-        self.error: BaseException | None = None
-        self.done = False
-        self.queue: queue.Queue = queue.Queue(maxsize=1)
-        self.thread: threading.Thread | None = None
-        if background:
-            self.thread = threading.Thread(target=self._run, name="carseg-writer", daemon=True)
-            self.thread.start()
-        else:
-            self._start()
-
-    def __enter__(self) -> _Writer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop()
-
-    def _start(self) -> None:
-        try:
-            next(self.consume)
-        except StopIteration:
-            self.done = True
-
-    def _send(self, item: tuple) -> None:
-        if self.done:
-            raise RuntimeError("the writer received a chunk after its last one")
-        try:
-            self.consume.send(item)
-        except StopIteration:
-            self.done = True
-
-    def _run(self) -> None:
-        try:
-            self._start()
-            while (item := self.queue.get()) is not _STOP:
-                self._send(item)
-        except BaseException as exc:  # handed to the caller
-            self.error = exc
-        finally:
-            self.consume.close()
-
-    def _raise(self) -> None:
-        if self.error is not None:
-            raise self.error
-
-    def put(self, path: Path, a: int, b: int, samples: np.ndarray, calib: np.ndarray) -> None:
-        item = (path, a, b, samples, calib)
-        if self.thread is None:
-            self._send(item)
-            return
-        while True:
-            self._raise()
-            try:
-                self.queue.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-
-    def finish(self) -> None:
-        """Wait until everything put is written; raise the writer's error, if any."""
-        self._stop()
-        self._raise()
-
-    def _stop(self) -> None:
-        if self.thread is None:
-            self.consume.close()
-            return
-        while self.thread.is_alive():
-            try:
-                self.queue.put(_STOP, timeout=0.1)
-                break
-            except queue.Full:
-                continue
-        self.thread.join()
-
-
-def _write_chunk(path: Path, d: _Draws, a: int, b: int, bar: Any, writer: _Writer) -> None:
+def _write_chunk(path: Path, d: _Draws, a: int, b: int, bar: Any, writer: ChunkWriter) -> None:
     """Draw rows a..b and hand them to ``writer``, which saves them as the chunk file `path`."""
     samples, calib = [], []
     for start in range(a, b, d.batch_size):
