@@ -221,3 +221,52 @@ def test_region_pairs_score_coupled_and_independent_pairs() -> None:
     labels, w = _modes(coupled=False)
     (ind,) = region_pairs(labels, w, together, np.array([0, 1, 2, 3] * 3))
     assert not ind["coupled"] and ind["joint_tv"] == pytest.approx(0.5)
+
+
+# ---------------------------------------------------------------- the stages carry the head
+
+
+def test_cascade_trains_samples_exports_and_predicts_with_the_head(tmp_path) -> None:
+    import json
+    import shutil
+
+    from predict_fixtures import tiny_recipe
+
+    from carcli import load_model
+    from carcli.bundle.export import run_export
+    from carcli.errors import CarsegError
+    from carcli.stages.prepare import run_prepare
+    from carcli.stages.sample import run_sample
+    from carcli.training.calibrator import run_train_calibrator
+    from carcli.training.refiner import run_train_refiner
+
+    learned = ["sample.independent_regions=false", "sample.region_coupling=learned"]
+    r = tiny_recipe(tmp_path, "refiner.coupling_steps=3", *learned)
+    run_prepare(r, quiet=True)
+    run_train_calibrator(r, quiet=True)
+    without = tiny_recipe(tmp_path, "refiner.coupling_steps=0", *learned)
+    run_train_refiner(without, quiet=True)
+    with pytest.raises(CarsegError, match="needs the region coupling head"):
+        run_sample(without, quiet=True)
+    run_train_refiner(r, overwrite=True, quiet=True)
+    head = tmp_path / "run" / "refiner" / "coupling.safetensors"
+    manifest = json.loads((head.parent / "manifest.json").read_text())
+    assert head.is_file() and "val" in manifest["coupling"]
+    bank = run_sample(r, quiet=True)
+    assert bank.is_file()
+    bundle = run_export(r, quiet=True)
+    meta = json.loads((bundle / "model.json").read_text())
+    assert meta["region_coupling"]["file"] == "coupling.safetensors"
+    split = tmp_path / "data" / "test.h5"
+    from_bundle = load_model(bundle).predict([split], num_samples=8, seed=r.seed)
+    recipe_file = tmp_path / "tiny.yaml"
+    from carcli.recipe.load import recipe_to_yaml
+
+    recipe_file.write_text(recipe_to_yaml(r))
+    from_recipe = load_model(recipe_file).predict([split], num_samples=8, seed=r.seed)
+    assert np.array_equal(from_bundle.samples, from_recipe.samples)
+    copy = tmp_path / "damaged"
+    shutil.copytree(bundle, copy)
+    (copy / "coupling.safetensors").write_bytes(b"not a head")
+    with pytest.raises(CarsegError, match="sha256 does not match"):
+        load_model(copy)

@@ -17,12 +17,14 @@ import carcli
 from carcli.artefacts.run import RunLayout, sha256_file
 from carcli.bundle.card import model_card
 from carcli.bundle.load import (
+    COUPLING_FILE,
     FILES,
     MODEL_JSON,
     SCHEMA,
     independent_regions_of,
     inference_speed,
     recipe_description,
+    region_coupling_of,
     weights_of,
 )
 from carcli.data.dataset import SPLITS, split_path
@@ -111,6 +113,7 @@ def _model_json(recipe: Recipe, meta: dict[str, Any], data_dir: Path) -> dict[st
         **meta,
         "speed": inference_speed(recipe),  # what `predict` runs with (as `sample`)
         "independent_regions": independent_regions_of(recipe),  # predict recombines as sample
+        "region_coupling": region_coupling_of(recipe),
         "trained_on": {
             "dataset": str(data_dir),
             "source": recipe.data.source,
@@ -137,6 +140,9 @@ def _write_bundle(
             shutil.copyfile(files[role], tmp / name)
             model[role]["file"] = name
             model[role]["sha256"] = sha256_file(tmp / name)
+        if model.get("region_coupling") is not None:
+            shutil.copyfile(layout.refiner / COUPLING_FILE, tmp / COUPLING_FILE)
+            model["region_coupling"]["sha256"] = sha256_file(tmp / COUPLING_FILE)
         (tmp / MODEL_JSON).write_text(json.dumps(model, indent=2) + "\n", encoding="utf-8")
         card = model_card(model, _metrics(layout), _commands(layout), recipe_to_yaml(recipe))
         (tmp / "README.md").write_text(card, encoding="utf-8")
