@@ -270,3 +270,24 @@ def test_cascade_trains_samples_exports_and_predicts_with_the_head(tmp_path) -> 
     (copy / "coupling.safetensors").write_bytes(b"not a head")
     with pytest.raises(CarsegError, match="sha256 does not match"):
         load_model(copy)
+
+
+def test_evaluate_reports_coupled_pairs_and_fail_if_reads_them() -> None:
+    from carcli.metrics import EvalAccumulator
+    from carcli.metrics.evaluate import check_conditions
+
+    labels, w = _modes(coupled=True)
+    _, masks = _objects()
+    apart = np.stack([labels[0]] * 8 + [labels[1]] * 8)
+    apart[:4, masks[1]] = 2  # a quarter of the samples: the twins disagree
+    apart[8:12, masks[1]] = 1
+    acc = EvalAccumulator(3, ged_counts=[16], hm_iou_n=16, with_modes=True, oracle_seed=0)
+    row = acc.update(0, apart, labels, w)
+    assert row["coupled_pairs"] == 1 and row["coupled_agree"] == pytest.approx(0.5)
+    out = acc.result()
+    assert out["region_pairs"]["coupled"]["agree_g"] == pytest.approx(0.5)
+    assert out["region_pairs"]["coupled"]["agree_oracle"] == pytest.approx(1.0)
+    assert out["factor_dependence"]["n_pairs"] == 0  # only independent pairs there
+    failed = check_conditions(out, ["region_pairs.coupled.agree_g<0.97"])
+    assert failed == ["region_pairs.coupled.agree_g = 0.5 < 0.97"]
+    assert check_conditions(out, ["region_pairs.coupled.joint_tv_g>0.6"]) == []
