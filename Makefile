@@ -40,12 +40,12 @@ test-all: install
 	$(PY) -m pytest -q -m ''
 
 lint: install
-	$(VENV)/bin/ruff check carcli tests scripts bench
-	$(VENV)/bin/ruff format --check carcli tests scripts bench
+	$(VENV)/bin/ruff check carcli tests scripts bench experiments
+	$(VENV)/bin/ruff format --check carcli tests scripts bench experiments
 
 format: install
-	$(VENV)/bin/ruff format carcli tests scripts bench
-	$(VENV)/bin/ruff check --fix carcli tests scripts bench
+	$(VENV)/bin/ruff format carcli tests scripts bench experiments
+	$(VENV)/bin/ruff check --fix carcli tests scripts bench experiments
 
 bench: install
 	$(PY) bench/run.py

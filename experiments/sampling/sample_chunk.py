@@ -2,7 +2,7 @@
 sampling entries of `bench/run.py`, the chunk sizes alternated in rounds within one run (so a
 loaded machine affects them alike; compare within a row).
 
-    .venv/bin/python bench/sample_chunk.py [--rounds 3] [--repeats 2]
+    .venv/bin/python experiments/sampling/sample_chunk.py [--rounds 3] [--repeats 2]
 
 Each cell is `bench_sample` of bench/run.py (the LIDC / Cityscapes recipe's networks with
 random weights and the recipe's speed options) with only `speed.sample_chunk` replaced;
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import run as bench  # noqa: E402
 
 CHUNKS = {
