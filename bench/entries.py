@@ -219,9 +219,9 @@ def bench_predict(size: PredictSize, device: Any, tmp: Path) -> tuple[dict, str]
     from carcli.bundle.export import run_export
     from carcli.data.dataset import DatasetFile, write_dataset
     from carcli.data.preprocess import ATTR, lidc_spec, to_json
-    from carcli.predict.run import run_predict
     from carcli.recipe.load import load_recipe
     from carcli.runtime.networks import save_network
+    from carcli.stages.predict import run_predict
     from carcli.training.networks import new_calibrator, new_refiner
 
     root = tmp / "predict"

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import carcli
+from carcli._version import __version__
 from carcli.errors import CarsegError
 from carcli.threads import thread_settings
 
@@ -254,7 +254,7 @@ class Manifest:
         obj = {
             "schema": "carseg.manifest/1",
             "stage": self.stage,
-            "carseg_version": carcli.__version__,
+            "carseg_version": __version__,
             "argv": list(sys.argv),
             "recipe": self.recipe,
             "seed": self.seed,

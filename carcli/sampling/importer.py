@@ -37,7 +37,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-import carcli
+from carcli._version import __version__
 from carcli.artefacts.run import Manifest, atomic_path, check_not_finished
 from carcli.data.dataset import DatasetFile, DatasetInfo, split_path
 from carcli.errors import CarsegError
@@ -357,7 +357,7 @@ def _import(
             "calibrator_sha256": "",
             "refiner_sha256": "",
             "recipe": recipe_yaml,
-            "carseg_version": carcli.__version__,
+            "carseg_version": __version__,
             "imported_from": str(source.resolve()),
             "imported_format": src.kind,
             "imported_sha256": _digest(source),
