@@ -15,7 +15,7 @@ Measures, through the project's real code paths (no re-implementations):
   of the LIDC test set (1992 images x 100 samples, 4 labels, 128x128, binary), run in a
   child process so its peak RSS is its own.
 
-Writes ``bench/results.json`` (layout: CONTRACTS.md, "Benchmarks") and prints a table.
+Writes ``bench/results.json`` (layout: docs/guide.md, "Benchmark results") and prints a table.
 ``--quick`` runs every benchmark at tiny sizes (seconds; its figures mean nothing, it checks
 the suite itself). ``--only NAME`` (repeatable) runs some entries; the JSON then holds only
 those. The fabricated LIDC-sized dataset and bank (~3.5 GB of gzip-compressed HDF5; a few

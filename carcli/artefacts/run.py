@@ -28,7 +28,7 @@ from carcli.threads import thread_settings
 
 @dataclass(frozen=True)
 class RunLayout:
-    """Paths of one run's artefacts (CONTRACTS.md, "Run layout")."""
+    """Paths of one run's artefacts (docs/guide.md, "Artefacts")."""
 
     root: Path
 

@@ -1,4 +1,4 @@
-"""The files `predict` writes (CONTRACTS.md, "Prediction output").
+"""The files `predict` writes (docs/using-a-model.md, "carseg predict").
 
 Per input, a folder ``<out>/<name>/`` with ``samples/NNN.png`` (palette PNGs, pixel = class
 id), ``probabilities.npy`` (float16 [K, H, W]), ``uncertainty.npy`` (F's entropy, nats,

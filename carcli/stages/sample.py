@@ -162,7 +162,8 @@ def _independent_regions(recipe: Recipe, info: DatasetInfo) -> IndependentRegion
 
 
 def _bank_attrs(recipe: Recipe, manifest: Manifest, inputs: tuple[Path, ...]) -> dict[str, Any]:
-    """The bank's attributes (CONTRACTS: dataset and split, M, seed, weights' sha256, ...)."""
+    """The bank's attributes (docs/guide.md, "Sample bank": dataset and split, M, seed,
+    weights' sha256, ...)."""
     data_path, f_path, g_path = inputs
     return {
         "dataset": str(data_path),

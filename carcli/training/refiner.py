@@ -139,7 +139,7 @@ def _networks(
 
 
 def _outputs(joint: bool, set_discriminator: bool) -> list[str]:
-    """The files train-refiner writes into refiner/ (CONTRACTS' run layout and companions)."""
+    """The files train-refiner writes into refiner/ (docs/guide.md's run layout and companions)."""
     return [
         "model.safetensors",
         "discriminator.safetensors",
