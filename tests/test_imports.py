@@ -29,6 +29,7 @@ The layers, bottom to top:
 from __future__ import annotations
 
 import ast
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -196,3 +197,22 @@ def test_the_scan_sees_imports() -> None:
     assert "carcli.api" in graph["carcli.stages.predict"]
     assert "carcli.distributed" in graph["carcli.stages.sample"]
     assert "carcli.api" in graph["carcli"]  # lazy, inside __getattr__
+
+
+def test_package_map_in_the_docs_is_the_real_one() -> None:
+    """docs/development.md's package map lists what each package imports (base modules left
+    out); the list is the one the code has."""
+    text = (REPO / "docs" / "development.md").read_text(encoding="utf-8")
+    section = text.split("## Map of the package", 1)[1].split("\n## ", 1)[0]
+    documented: dict[str, set[str]] = {}
+    for line in section.splitlines():
+        m = re.match(r"^\| `carcli/([a-z_]+)(?:/|\.py)` \|.*\| ([^|]*) \|$", line)
+        if m:
+            names = m.group(2).strip()
+            documented[m.group(1)] = set() if names == "—" else set(names.split(", "))
+    real: dict[str, set[str]] = defaultdict(set)
+    for module, targets in _graph().items():
+        unit = _unit(module)
+        real[unit] |= {_unit(t) for t in targets if _unit(t) not in BASE and _unit(t) != unit}
+    expected = {u: real.get(u, set()) for u in LIBRARY | {"api", "stages", "cli"}}
+    assert documented == expected
