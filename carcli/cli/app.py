@@ -247,7 +247,7 @@ def export(
     quiet: QuietOpt = False,
 ) -> None:
     """Write a model bundle: F, G, model.json and a generated model card."""
-    from carcli.bundle.cli import export_command
+    from carcli.stages.export import export_command
 
     export_command(_recipe(recipe, overrides), out, preprocess, overwrite, quiet)
 

@@ -34,7 +34,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from carcli._version import __version__
@@ -374,13 +373,3 @@ def _import(
     manifest.write(bank_path.parent, [bank_path.name])
     rep.line(f"sample bank written: {bank_path} ({info.n} images x {src.m} samples, from {source})")
     return bank_path
-
-
-def bank_provenance(path: Path) -> dict:
-    """The import attributes of a bank (empty for one written by `sample`)."""
-    with h5py.File(path, "r") as f:
-        return {
-            k: (v.decode() if isinstance(v, bytes) else v)
-            for k, v in f.attrs.items()
-            if k.startswith("imported_") or k == "calibration_source"
-        }
