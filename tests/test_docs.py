@@ -17,6 +17,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+# Links are also checked in the other READMEs of the repository.
+OTHER_READMES = [
+    REPO / "bench" / "README.md",
+    REPO / "data" / "README.md",
+    *sorted((REPO / "experiments").rglob("README.md")),
+]
 
 # Commands the docs describe ahead of the branch that adds them (issue 26 adds `status`); a
 # name here passes whether or not the CLI has it yet. Remove it once the CLI has it.
@@ -71,7 +77,7 @@ def anchors(page: Path) -> set[str]:
 
 def test_relative_links_resolve() -> None:
     broken = []
-    for page in PAGES:
+    for page in [*PAGES, *OTHER_READMES]:
         for target in LINK.findall(FENCE.sub("", _text(page))):
             if re.match(r"^[a-z]+:", target):
                 continue  # http(s), mailto
