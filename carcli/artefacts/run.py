@@ -21,14 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import carcli
+from carcli._version import __version__
 from carcli.errors import CarsegError
 from carcli.threads import thread_settings
 
 
 @dataclass(frozen=True)
 class RunLayout:
-    """Paths of one run's artefacts (CONTRACTS.md, "Run layout")."""
+    """Paths of one run's artefacts (docs/guide.md, "Artefacts")."""
 
     root: Path
 
@@ -254,7 +254,7 @@ class Manifest:
         obj = {
             "schema": "carseg.manifest/1",
             "stage": self.stage,
-            "carseg_version": carcli.__version__,
+            "carseg_version": __version__,
             "argv": list(sys.argv),
             "recipe": self.recipe,
             "seed": self.seed,

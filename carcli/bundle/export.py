@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import carcli
+from carcli._version import __version__
 from carcli.artefacts.run import RunLayout, sha256_file
 from carcli.bundle.card import model_card
 from carcli.bundle.load import (
@@ -108,7 +108,7 @@ def _model_json(recipe: Recipe, meta: dict[str, Any], data_dir: Path) -> dict[st
     sizes = _split_sizes(data_dir)
     return {
         "schema": SCHEMA,
-        "carseg_version": carcli.__version__,
+        "carseg_version": __version__,
         "name": recipe.name,
         **meta,
         "speed": inference_speed(recipe),  # what `predict` runs with (as `sample`)

@@ -247,7 +247,7 @@ def export(
     quiet: QuietOpt = False,
 ) -> None:
     """Write a model bundle: F, G, model.json and a generated model card."""
-    from carcli.bundle.cli import export_command
+    from carcli.stages.export import export_command
 
     export_command(_recipe(recipe, overrides), out, preprocess, overwrite, quiet)
 
@@ -280,7 +280,7 @@ def predict(
     quiet: QuietOpt = False,
 ) -> None:
     """Samples, uncertainty and label proposals for new images (one folder per input)."""
-    from carcli.predict.run import parse_speed, run_predict
+    from carcli.stages.predict import parse_speed, run_predict
 
     run_predict(
         model,
@@ -329,9 +329,9 @@ def import_samples(
 @app.command(cls=PlainCommand)
 def version() -> None:
     """Print the carseg version."""
-    import carcli
+    from carcli._version import __version__
 
-    typer.echo(carcli.__version__)
+    typer.echo(__version__)
 
 
 def main() -> None:

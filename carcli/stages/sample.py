@@ -25,8 +25,8 @@ import h5py
 import numpy as np
 import torch
 
-import carcli
 from carcli import distributed
+from carcli._version import __version__
 from carcli.artefacts.run import (
     Manifest,
     RunLayout,
@@ -184,7 +184,8 @@ def _recombination(
 
 
 def _bank_attrs(recipe: Recipe, manifest: Manifest, inputs: tuple[Path, ...]) -> dict[str, Any]:
-    """The bank's attributes (CONTRACTS: dataset and split, M, seed, weights' sha256, ...)."""
+    """The bank's attributes (docs/guide.md, "Sample bank": dataset and split, M, seed,
+    weights' sha256, ...)."""
     data_path, f_path, g_path = inputs
     return {
         "dataset": str(data_path),
@@ -194,7 +195,7 @@ def _bank_attrs(recipe: Recipe, manifest: Manifest, inputs: tuple[Path, ...]) ->
         "calibrator_sha256": manifest.inputs[str(f_path)],
         "refiner_sha256": manifest.inputs[str(g_path)],
         "recipe": recipe_to_yaml(recipe),
-        "carseg_version": carcli.__version__,
+        "carseg_version": __version__,
     }
 
 

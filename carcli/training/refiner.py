@@ -178,7 +178,7 @@ def _fit_coupling(
 
 
 def _outputs(joint: bool, set_discriminator: bool, coupling: bool = False) -> list[str]:
-    """The files train-refiner writes into refiner/ (CONTRACTS' run layout and companions)."""
+    """The files train-refiner writes into refiner/ (docs/guide.md's run layout and companions)."""
     return [
         "model.safetensors",
         "discriminator.safetensors",
