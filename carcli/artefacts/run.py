@@ -240,9 +240,24 @@ class Manifest:
     inputs: dict[str, str] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
     extra: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Role -> record of each input (see carcli.artefacts.provenance)."""
 
-    def add_input(self, path: str | Path) -> None:
-        self.inputs[str(path)] = sha256_file(path)
+    def add_input(self, path: str | Path, role: str | None = None) -> None:
+        """Record an input's sha256 (``inputs``) and, with a `role`, its provenance record."""
+        from carcli.artefacts.provenance import record, sha256_cached
+
+        if role is None:
+            self.inputs[str(path)] = sha256_cached(path)
+            return
+        rec = record(path)
+        self.inputs[str(path)] = rec["sha256"]
+        self.provenance[role] = rec
+
+    def staleness(self, allowed: bool, changes: list[str]) -> None:
+        """Record whether the stage was told --allow-stale, and what was stale when it ran."""
+        self.extra["allow_stale"] = allowed
+        self.extra["stale_inputs"] = list(changes)
 
     def write(self, stage_dir: Path, outputs: list[str], device: str = "cpu") -> dict[str, Any]:
         try:
@@ -251,14 +266,18 @@ class Manifest:
             torch_version = torch.__version__
         except ImportError:  # pragma: no cover - torch is a dependency
             torch_version = None
+        from carcli.artefacts.provenance import git_commit
+
         obj = {
             "schema": "carseg.manifest/1",
             "stage": self.stage,
             "carseg_version": carcli.__version__,
+            "git_commit": git_commit(),
             "argv": list(sys.argv),
             "recipe": self.recipe,
             "seed": self.seed,
             "inputs": self.inputs,
+            "provenance": self.provenance,
             "outputs": outputs,
             "torch_version": torch_version,
             "python_version": sys.version.split()[0],

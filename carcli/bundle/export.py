@@ -13,6 +13,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 import carcli
 from carcli.artefacts.run import RunLayout, sha256_file
 from carcli.bundle.card import model_card
@@ -31,6 +33,10 @@ from carcli.errors import CarsegError
 from carcli.recipe.load import recipe_to_yaml
 from carcli.recipe.schema import Recipe
 from carcli.ui import Reporter
+
+EXPORT_SPLIT = "test"
+"""The split whose metrics the model card shows."""
+METRIC_KEYS = ("split", "n_images", "num_samples", "ged", "hm_iou", "ece", "convention")
 
 
 def _split_sizes(data_dir: Path) -> dict[str, int]:
@@ -65,9 +71,43 @@ def _commands(layout: RunLayout) -> list[str]:
 
 def _metrics(layout: RunLayout) -> dict[str, Any] | None:
     try:
-        return json.loads((layout.eval_dir("test") / "metrics.json").read_text())
+        return json.loads((layout.eval_dir(EXPORT_SPLIT) / "metrics.json").read_text())
     except (OSError, ValueError):
         return None
+
+
+def _trained_recipe(layout: RunLayout, recipe: Recipe) -> tuple[str, str]:
+    """The resolved recipe G was trained with (refiner/manifest.json, written when training
+    ended), as YAML, and where it came from; the current recipe only when that is missing."""
+    manifest = layout.refiner / "manifest.json"
+    try:
+        trained = json.loads(manifest.read_text(encoding="utf-8"))["recipe"]
+        if isinstance(trained, dict):
+            text = yaml.safe_dump(trained, sort_keys=False, default_flow_style=None)
+            return text, f"as trained (from {manifest})"
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return recipe_to_yaml(recipe), f"the recipe at export time ({manifest} is missing)"
+
+
+def _evaluation(
+    recipe: Recipe, layout: RunLayout, files: dict[str, Path]
+) -> tuple[dict[str, Any] | None, str | None, dict[str, Any]]:
+    """The test metrics of exactly these weights (None and why not when there are none, or
+    when the latest ones are of other weights), and the provenance records to keep."""
+    from carcli.artefacts.provenance import record
+    from carcli.stages.status import Run, metrics_staleness
+
+    records = {role: record(path) for role, path in files.items()}
+    metrics_path = layout.eval_dir(EXPORT_SPLIT) / "metrics.json"
+    metrics = _metrics(layout)
+    if metrics is None:
+        return None, "`carseg evaluate RECIPE` had not been run when this was exported", records
+    why, _ = metrics_staleness(Run(recipe), EXPORT_SPLIT)
+    if why:
+        return None, f"the latest metrics are stale: {why}", records
+    records["metrics"] = record(metrics_path)
+    return metrics, None, records
 
 
 def _check_target(target: Path, overwrite: bool) -> None:
@@ -125,7 +165,7 @@ def _write_bundle(
     model: dict[str, Any],
     files: dict[str, Path],
     layout: RunLayout,
-    recipe: Recipe,
+    card_parts: tuple[dict[str, Any] | None, str | None, str, str],
 ) -> None:
     """Assemble the bundle in a temporary folder beside ``target``, then rename it there."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -138,7 +178,8 @@ def _write_bundle(
             model[role]["file"] = name
             model[role]["sha256"] = sha256_file(tmp / name)
         (tmp / MODEL_JSON).write_text(json.dumps(model, indent=2) + "\n", encoding="utf-8")
-        card = model_card(model, _metrics(layout), _commands(layout), recipe_to_yaml(recipe))
+        metrics, note, recipe_yaml, recipe_from = card_parts
+        card = model_card(model, metrics, _commands(layout), recipe_yaml, note, recipe_from)
         (tmp / "README.md").write_text(card, encoding="utf-8")
         if target.exists():
             old = target.with_name(f".{target.name}.{os.getpid()}.old")
@@ -158,8 +199,14 @@ def run_export(
     overwrite: bool = False,
     quiet: bool = False,
     preprocess: list[dict[str, Any]] | None = None,
+    allow_stale: bool = False,
 ) -> Path:
-    """Write the bundle of a recipe's run (default ``run_dir/bundle``); returns its folder."""
+    """Write the bundle of a recipe's run (default ``run_dir/bundle``); returns its folder.
+    Weights or test metrics whose recorded inputs have changed since are refused unless
+    ``allow_stale`` (then the card says "not evaluated" where the metrics are stale)."""
+    from carcli.artefacts.provenance import git_commit
+    from carcli.stages.status import require_fresh
+
     rep = Reporter(quiet)
     layout = RunLayout(Path(recipe.run_dir))
     target = Path(out) if out is not None else layout.root / "bundle"
@@ -175,7 +222,20 @@ def run_export(
         weights_of(path, f"{role} checkpoint", makes[role])  # readable through and through
     data_dir = Path(recipe.data.dir)
     _check_preprocess(meta, preprocess, split_path(data_dir, "train"))
+    stale = require_fresh(recipe, "export", allow_stale)
     model = _model_json(recipe, meta, data_dir)
-    _write_bundle(target, model, files, layout, recipe)
+    metrics, note, records = _evaluation(recipe, layout, files)
+    model["test_metrics"] = (
+        {k: metrics[k] for k in METRIC_KEYS if k in metrics} if metrics is not None else None
+    )
+    model["provenance"] = {
+        "inputs": records,
+        "git_commit": git_commit(),
+        "allow_stale": allow_stale,
+        "stale_inputs": stale,
+        "not_evaluated": note,
+    }
+    recipe_yaml, recipe_from = _trained_recipe(layout, recipe)
+    _write_bundle(target, model, files, layout, (metrics, note, recipe_yaml, recipe_from))
     rep.line(f"bundle written: {target}")
     return target

@@ -32,6 +32,7 @@ from carcli.plots.files import to_csv
 from carcli.recipe.load import recipe_to_dict
 from carcli.recipe.schema import Recipe
 from carcli.sampling.bank import Bank
+from carcli.stages.status import require_fresh
 from carcli.ui import Reporter
 
 
@@ -55,8 +56,10 @@ def run_evaluate(
     overwrite: bool = False,
     quiet: bool = False,
     convention: str | None = None,
+    allow_stale: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate the bank of ``evaluate.split``; ``convention`` overrides evaluate.convention."""
+    """Evaluate the bank of ``evaluate.split``; ``convention`` overrides evaluate.convention.
+    A bank drawn from weights that have changed since is refused unless ``allow_stale``."""
     import dataclasses
 
     rep = Reporter(quiet)
@@ -73,15 +76,17 @@ def run_evaluate(
     out_dir = layout.eval_dir(split)
     data_path, bank_path = split_path(recipe.data.dir, split), layout.bank(split)
     check_not_finished(out_dir / "metrics.json", f"{split} metrics", overwrite)
+    stale = require_fresh(recipe, "evaluate", allow_stale)
     manifest = Manifest("evaluate", recipe_to_dict(recipe), recipe.seed)
+    manifest.staleness(allow_stale, stale)
     summary, rows, columns = evaluate_bank(
         data_path, bank_path, EvalSettings.from_recipe(recipe), rep
     )
     ensure_dir(out_dir)
     write_text_atomic(out_dir / "per_case.csv", to_csv(rows, columns))
     write_json_atomic(out_dir / "metrics.json", summary)
-    for p in (data_path, bank_path):
-        manifest.add_input(p)
+    manifest.add_input(data_path, f"data.{split}")
+    manifest.add_input(bank_path, "bank")
     manifest.write(out_dir, ["metrics.json", "per_case.csv"])
     if not quiet:
         print_table(summary, rep)

@@ -31,7 +31,6 @@ from carcli.artefacts.run import (
     Manifest,
     RunLayout,
     atomic_path,
-    check_not_finished,
     ensure_dir,
     stage_lock,
 )
@@ -49,6 +48,7 @@ from carcli.sampling.bank import create_bank
 from carcli.sampling.regions import IndependentRegions
 from carcli.sampling.sample import draw
 from carcli.sampling.writer import ChunkWriter
+from carcli.stages.status import stale_bank_error
 from carcli.ui import Reporter
 
 
@@ -67,7 +67,9 @@ def run_sample(recipe: Recipe, overwrite: bool = False, quiet: bool = False) -> 
 
         def claim() -> None:  # rank 0 (or the only process): the folder's lock and check
             held.enter_context(stage_lock(out_dir))
-            check_not_finished(bank_path, f"a {s.split} sample bank", overwrite)
+            refusal = None if overwrite else stale_bank_error(recipe, s.split)
+            if refusal is not None:  # says whether the bank is stale, not just there
+                raise refusal
 
         distributed.from_main(claim)
         with DatasetFile(data_path, validate=True) as ds:
@@ -132,8 +134,13 @@ def _plan_chunks(
     rep: Reporter,
 ) -> list[tuple[int, int]]:
     """Rank 0: input hashes, the plan, and the chunks still to draw."""
-    for p in inputs:
-        manifest.add_input(p)
+    data_path, f_path, g_path = inputs
+    for role, p in (
+        (f"data.{recipe.sample.split}", data_path),
+        ("calibrator", f_path),
+        ("refiner", g_path),
+    ):
+        manifest.add_input(p, role)
     plan = {
         "seed": recipe.seed,
         "num_samples": recipe.sample.num_samples,
@@ -171,6 +178,8 @@ def _bank_attrs(recipe: Recipe, manifest: Manifest, inputs: tuple[Path, ...]) ->
         "seed": recipe.seed,
         "calibrator_sha256": manifest.inputs[str(f_path)],
         "refiner_sha256": manifest.inputs[str(g_path)],
+        "dataset_sha256": manifest.inputs[str(data_path)],
+        "provenance": json.dumps(manifest.provenance, sort_keys=True),
         "recipe": recipe_to_yaml(recipe),
         "carseg_version": carcli.__version__,
     }

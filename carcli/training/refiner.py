@@ -93,7 +93,7 @@ def run_train_refiner(
         step, best = result.step, result.best
         _save_networks(stage.dir, recipe, info, step, saved)
         stage.finish(
-            [train_path, val_path, f_path],
+            {"data.train": train_path, "data.val": val_path, "calibrator": f_path},
             _outputs(joint, saved[3] is not None),
             device,
             {
