@@ -42,6 +42,8 @@ MODEL_KEYS = {
     "blackbox",
     "preprocess",
     "trained_on",
+    "test_metrics",  # of exactly these weights, or null (#26)
+    "provenance",  # what the bundle was exported from (#26)
 }
 
 

@@ -165,9 +165,10 @@ def test_resumed_refiner_makes_every_reader_refuse_until_refreshed(tmp_path: Pat
     assert prov["allow_stale"] is False and prov["stale_inputs"] == []
     assert prov["inputs"]["refiner"]["sha256"] == g_after == model["refiner"]["sha256"]
     assert prov["inputs"]["metrics"]["sha256"] == sha256_file(run / "eval/test/metrics.json")
-    assert model["test_metrics"]["ged"] == json.loads(
-        (run / "eval/test/metrics.json").read_text()
-    )["ged"]
+    assert (
+        model["test_metrics"]["ged"]
+        == json.loads((run / "eval/test/metrics.json").read_text())["ged"]
+    )
     assert "- ged:" in (run / "bundle" / "README.md").read_text()
 
 

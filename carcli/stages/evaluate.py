@@ -7,6 +7,7 @@ Writes ``eval/<split>/metrics.json`` and ``per_case.csv`` (computed by
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +38,17 @@ from carcli.ui import Reporter
 
 
 def evaluate_bank(
-    data_path: Path, bank_path: Path, e: EvalSettings, rep: Reporter
+    data_path: Path,
+    bank_path: Path,
+    e: EvalSettings,
+    rep: Reporter,
+    check: Callable[[], None] | None = None,
 ) -> tuple[dict, list[dict], list[str]]:
-    """Metrics summary, per-image rows and CSV columns of a bank against its split."""
+    """Metrics summary, per-image rows and CSV columns of a bank against its split;
+    `check` runs once both files are open and valid (the staleness check)."""
     with DatasetFile(data_path, validate=True) as ds, Bank(bank_path, ds.info) as bank:
+        if check is not None:
+            check()
         return evaluate_samples(ds, bank, e, rep, calibration_source(bank))
 
 
@@ -76,12 +84,16 @@ def run_evaluate(
     out_dir = layout.eval_dir(split)
     data_path, bank_path = split_path(recipe.data.dir, split), layout.bank(split)
     check_not_finished(out_dir / "metrics.json", f"{split} metrics", overwrite)
-    stale = require_fresh(recipe, "evaluate", allow_stale)
     manifest = Manifest("evaluate", recipe_to_dict(recipe), recipe.seed)
-    manifest.staleness(allow_stale, stale)
+    stale: list[str] = []
     summary, rows, columns = evaluate_bank(
-        data_path, bank_path, EvalSettings.from_recipe(recipe), rep
+        data_path,
+        bank_path,
+        EvalSettings.from_recipe(recipe),
+        rep,
+        check=lambda: stale.extend(require_fresh(recipe, "evaluate", allow_stale)),
     )
+    manifest.staleness(allow_stale, stale)
     ensure_dir(out_dir)
     write_text_atomic(out_dir / "per_case.csv", to_csv(rows, columns))
     write_json_atomic(out_dir / "metrics.json", summary)

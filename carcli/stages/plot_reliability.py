@@ -15,6 +15,7 @@ A regression split gets ``fit`` and ``loglik`` instead. Nothing is read from
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,10 +77,17 @@ def run_plot_reliability(
     names = output_names()
     for name in names:
         check_not_finished(out_dir / name, f"{split} plot file {name}", overwrite)
-    stale = require_fresh(recipe, "plot-reliability", allow_stale)
     manifest = Manifest("plot-reliability", recipe_to_dict(recipe), recipe.seed)
+    stale: list[str] = []
+    read = _read_bank(
+        data_path,
+        bank_path,
+        recipe.evaluate.chunk_size,
+        n_images,
+        rep,
+        lambda: stale.extend(require_fresh(recipe, "plot-reliability", allow_stale)),
+    )
     manifest.staleness(allow_stale, stale)
-    read = _read_bank(data_path, bank_path, recipe.evaluate.chunk_size, n_images, rep)
     ensure_dir(out_dir)
     built, extra = _segmentation_figures(read)
     written: list[Path] = []
@@ -115,11 +123,18 @@ class _BankRead:
 
 
 def _read_bank(
-    data_path: Path, bank_path: Path, chunk_size: int, n_images: int, rep: Reporter
+    data_path: Path,
+    bank_path: Path,
+    chunk_size: int,
+    n_images: int,
+    rep: Reporter,
+    check: Callable[[], None],
 ) -> _BankRead:
+    """One pass over the split and its bank; `check` runs once both are open and valid."""
     from carcli.plots.stats import GED_SAMPLES, accumulate, image_view, select_images
 
     with DatasetFile(data_path, validate=True) as ds, Bank(bank_path, ds.info) as bank:
+        check()
         if bank.n == 0:
             raise CarsegError(
                 f"{bank_path}: the sample bank holds no images",
@@ -230,10 +245,14 @@ def run_plot_regression(
     metrics_path = layout.refiner / "metrics.jsonl"
     for name in ("fit.png", "fit.csv", "loglik.png", "loglik.csv", "manifest.json"):
         check_not_finished(out_dir / name, f"{split} plot file {name}", overwrite)
-    stale = require_fresh(recipe, "plot-reliability", allow_stale)
     manifest = Manifest("plot-reliability", recipe_to_dict(recipe), recipe.seed)
+    stale: list[str] = []
+    fit = _read_fit(
+        data_path,
+        bank_path,
+        lambda: stale.extend(require_fresh(recipe, "plot-reliability", allow_stale)),
+    )
     manifest.staleness(allow_stale, stale)
-    fit = _read_fit(data_path, bank_path)
     ensure_dir(out_dir)
     written: list[Path] = []
     samples = fit["samples"]
@@ -263,11 +282,13 @@ def run_plot_regression(
     return written
 
 
-def _read_fit(data_path: Path, bank_path: Path) -> dict[str, Any]:
-    """The arrays of fit.png: the data points, each input's samples, F and the true mean."""
+def _read_fit(data_path: Path, bank_path: Path, check: Callable[[], None]) -> dict[str, Any]:
+    """The arrays of fit.png: the data points, each input's samples, F and the true mean;
+    `check` runs once both files are open."""
     from carcli.data.regression import MIXTURE_NAMES, mixture_mean_y
 
     with DatasetFile(data_path) as ds, Bank(bank_path, ds.info) as bank:
+        check()
         if bank.n == 0:
             raise CarsegError(
                 f"{bank_path}: the sample bank holds no inputs",
