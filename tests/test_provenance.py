@@ -19,7 +19,6 @@ from test_pipeline import TINY
 from typer.testing import CliRunner
 
 import carcli
-from carcli.artefacts import provenance
 from carcli.artefacts.checkpoint import save_weights
 from carcli.artefacts.run import sha256_file
 from carcli.cli.app import app
@@ -151,6 +150,8 @@ def test_resumed_refiner_makes_every_reader_refuse_until_refreshed(tmp_path: Pat
     assert "refiner G: `unet`, 6 steps" in card
     # the recipe G was trained with, though export was given the recipe's default steps
     assert _card_recipe(card)["refiner"]["steps"] == 6
+    assert model["trained_on"]["resolved_recipe"]["refiner"]["steps"] == 6
+    assert model["refiner"]["step"] == 6
 
     # refresh everything: up to date again, and the card carries these weights' metrics
     for stage in ("sample", "evaluate", "plot-reliability"):
@@ -255,6 +256,19 @@ def test_same_weights_and_metadata_give_the_same_file(tmp_path: Path) -> None:
     assert torch.equal(load_file(tmp_path / "w0.safetensors")["0.weight"], net[0].weight)
 
 
+def test_two_identical_runs_write_identical_checkpoints(tmp_path: Path) -> None:
+    """The same recipe trained twice (same data): every checkpoint file is the same, byte for
+    byte, so the sha256 recorded downstream means "the same model"."""
+    _ok("prepare", RECIPE, *_args(tmp_path), "-q")
+    digests = []
+    for i in range(2):
+        args = [*_args(tmp_path), f"run_dir={tmp_path / f'run{i}'}"]
+        _ok("train-calibrator", RECIPE, *args, "-q")
+        folder = tmp_path / f"run{i}" / "calibrator"
+        digests.append([sha256_file(folder / n) for n in ("model.safetensors", "last.safetensors")])
+    assert digests[0] == digests[1]
+
+
 def test_version_option_and_command() -> None:
     for args in (["--version"], ["version"]):
         result = _invoke(*args)
@@ -262,6 +276,8 @@ def test_version_option_and_command() -> None:
 
 
 def test_git_commit_is_null_without_git(monkeypatch: pytest.MonkeyPatch) -> None:
+    from carcli.artefacts import provenance
+
     provenance.git_commit.cache_clear()
     monkeypatch.setenv("PATH", "")
     try:

@@ -30,7 +30,7 @@ from carcli.bundle.load import (
 from carcli.data.dataset import SPLITS, split_path
 from carcli.data.preprocess import check_spec, read_attr
 from carcli.errors import CarsegError
-from carcli.recipe.load import recipe_to_yaml
+from carcli.recipe.load import recipe_to_dict
 from carcli.recipe.schema import Recipe
 from carcli.ui import Reporter
 
@@ -76,18 +76,28 @@ def _metrics(layout: RunLayout) -> dict[str, Any] | None:
         return None
 
 
-def _trained_recipe(layout: RunLayout, recipe: Recipe) -> tuple[str, str]:
-    """The resolved recipe G was trained with (refiner/manifest.json, written when training
-    ended), as YAML, and where it came from; the current recipe only when that is missing."""
-    manifest = layout.refiner / "manifest.json"
+def _manifest_recipe(path: Path) -> dict[str, Any] | None:
     try:
-        trained = json.loads(manifest.read_text(encoding="utf-8"))["recipe"]
-        if isinstance(trained, dict):
-            text = yaml.safe_dump(trained, sort_keys=False, default_flow_style=None)
-            return text, f"as trained (from {manifest})"
+        trained = json.loads(path.read_text(encoding="utf-8"))["recipe"]
     except (OSError, ValueError, KeyError, TypeError):
-        pass
-    return recipe_to_yaml(recipe), f"the recipe at export time ({manifest} is missing)"
+        return None
+    return trained if isinstance(trained, dict) else None
+
+
+def _trained_recipe(layout: RunLayout, recipe: Recipe) -> tuple[dict[str, Any], str]:
+    """The resolved recipe G was trained with (refiner/manifest.json, written when its
+    training ended), its `calibrator` section as F was trained (calibrator/manifest.json), and
+    where it came from; the recipe at export time only when those manifests are missing."""
+    g_manifest, f_manifest = layout.refiner / "manifest.json", layout.calibrator / "manifest.json"
+    trained = _manifest_recipe(g_manifest)
+    if trained is None:
+        return recipe_to_dict(recipe), f"the recipe at export time ({g_manifest} is missing)"
+    source = f"as G was trained (from {g_manifest}"
+    f_recipe = _manifest_recipe(f_manifest)
+    if f_recipe is not None and f_recipe.get("calibrator") != trained.get("calibrator"):
+        trained = {**trained, "calibrator": f_recipe.get("calibrator")}
+        source += f"; the calibrator section as F was trained, from {f_manifest}"
+    return trained, source + ")"
 
 
 def _evaluation(
@@ -235,7 +245,10 @@ def run_export(
         "stale_inputs": stale,
         "not_evaluated": note,
     }
-    recipe_yaml, recipe_from = _trained_recipe(layout, recipe)
+    trained, recipe_from = _trained_recipe(layout, recipe)
+    model["trained_on"]["resolved_recipe"] = trained
+    model["trained_on"]["resolved_recipe_from"] = recipe_from
+    recipe_yaml = yaml.safe_dump(trained, sort_keys=False, default_flow_style=None)
     _write_bundle(target, model, files, layout, (metrics, note, recipe_yaml, recipe_from))
     rep.line(f"bundle written: {target}")
     return target
