@@ -210,6 +210,35 @@ def test_every_edge_is_recorded_and_a_new_dataset_makes_the_weights_stale(
     assert rows["train-refiner"][1] == "stale" and rows["sample"][1] == "stale"
     assert rows["evaluate"][1] == "stale"
 
+    # the readers of the weights refuse too: G's training reads F, sampling reads F and G
+    user = shlex.join([RECIPE, *_args(tmp_path, "seed=1")])
+    g_sha = sha256_file(run / "refiner" / "model.safetensors")
+    line = _one_line_error(
+        _invoke("train-refiner", RECIPE, *_args(tmp_path, "seed=1"), "--overwrite", "-q")
+    )
+    assert "calibrator/model.safetensors was trained on dataset split train" in line
+    assert f"run carseg train-calibrator {user} --overwrite" in line
+    assert sha256_file(run / "refiner" / "model.safetensors") == g_sha  # left as it was
+    line = _one_line_error(
+        _invoke("sample", RECIPE, *_args(tmp_path, "seed=1"), "--overwrite", "-q")
+    )
+    assert "was trained on dataset split test" not in line and "--allow-stale" in line
+    _ok("train-calibrator", RECIPE, *_args(tmp_path, "seed=1"), "--overwrite", "-q")
+    line = _one_line_error(
+        _invoke("sample", RECIPE, *_args(tmp_path, "seed=1"), "--overwrite", "-q")
+    )
+    assert "refiner/model.safetensors was trained from" in line  # the old data and F
+    assert f"run carseg train-refiner {user} --overwrite" in line
+    _ok("sample", RECIPE, *_args(tmp_path, "seed=1"), "--overwrite", "--allow-stale", "-q")
+    m = json.loads((run / "samples" / "manifest.json").read_text())
+    assert m["allow_stale"] is True
+    assert any("was trained from calibrator" in x for x in m["stale_inputs"])
+    _ok("train-refiner", RECIPE, *_args(tmp_path, "seed=1"), "--overwrite", "-q")
+    for stage in ("sample", "evaluate"):
+        _ok(stage, RECIPE, *_args(tmp_path, "seed=1"), "--overwrite", "-q")
+    result, rows = _status(tmp_path, "seed=1")
+    assert [rows[s][1] for s in STAGES[:5]] == ["done"] * 5, rows
+
 
 def test_status_marks_running_and_interrupted_stages(tmp_path: Path) -> None:
     """A live lock is `running`; a checkpoint without a manifest is `partial` (resume)."""
@@ -287,7 +316,7 @@ def test_git_commit_is_null_without_git(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_allow_stale_is_documented() -> None:
-    for stage in ("evaluate", "plot-reliability", "export"):
+    for stage in ("train-refiner", "sample", "evaluate", "plot-reliability", "export"):
         result = _invoke(stage, "--help")
         assert "--allow-stale" in result.stdout, stage
     assert "stale" in _invoke("status", "--help").stdout

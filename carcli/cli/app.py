@@ -148,12 +148,19 @@ def train_refiner(
     overrides: OverridesArg = None,
     resume: ResumeOpt = False,
     overwrite: OverwriteOpt = False,
+    allow_stale: AllowStaleOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Train G (and D) against the frozen F: adversarial plus calibration loss."""
     from carcli.training.refiner import run_train_refiner
 
-    run_train_refiner(_recipe(recipe, overrides), resume=resume, overwrite=overwrite, quiet=quiet)
+    run_train_refiner(
+        _recipe(recipe, overrides),
+        resume=resume,
+        overwrite=overwrite,
+        quiet=quiet,
+        allow_stale=allow_stale,
+    )
 
 
 @app.command(cls=PlainCommand)
@@ -162,12 +169,15 @@ def sample(
     recipe: RecipeArg,
     overrides: OverridesArg = None,
     overwrite: OverwriteOpt = False,
+    allow_stale: AllowStaleOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Draw sample.num_samples segmentations per image into a sample bank."""
     from carcli.stages.sample import run_sample
 
-    run_sample(_recipe(recipe, overrides), overwrite=overwrite, quiet=quiet)
+    run_sample(
+        _recipe(recipe, overrides), overwrite=overwrite, quiet=quiet, allow_stale=allow_stale
+    )
 
 
 @app.command(cls=PlainCommand)

@@ -48,11 +48,16 @@ from carcli.sampling.bank import create_bank
 from carcli.sampling.regions import IndependentRegions
 from carcli.sampling.sample import draw
 from carcli.sampling.writer import ChunkWriter
-from carcli.stages.status import stale_bank_error
+from carcli.stages.status import require_fresh, stale_bank_error
 from carcli.ui import Reporter
 
 
-def run_sample(recipe: Recipe, overwrite: bool = False, quiet: bool = False) -> Path:
+def run_sample(
+    recipe: Recipe, overwrite: bool = False, quiet: bool = False, allow_stale: bool = False
+) -> Path:
+    """Draw the bank of sample.split. An existing bank is refused (saying whether it is stale)
+    unless `overwrite`; F or G made from inputs that have changed since, unless
+    `allow_stale`."""
     rep = Reporter(quiet or distributed.env_world()[0] > 0)  # rank 0 speaks for the job
     s = recipe.sample
     layout = RunLayout(Path(recipe.run_dir))
@@ -79,8 +84,10 @@ def run_sample(recipe: Recipe, overwrite: bool = False, quiet: bool = False) -> 
             for note in speed_notes(recipe, device):  # e.g. speed.cpu_bf16 without native bf16
                 rep.line(note)
             F_net, G = _networks(f_path, g_path, info, device)
+            stale = require_fresh(recipe, "sample", allow_stale)  # F and G are readable
             noise_dim = int(getattr(G, "noise_dim", recipe.refiner.noise_dim))
             manifest = Manifest("sample", recipe_to_dict(recipe), recipe.seed)
+            manifest.staleness(allow_stale, stale)
             partial = out_dir / f".{s.split}.partial"
             chunks = [(a, min(info.n, a + s.chunk_size)) for a in range(0, info.n, s.chunk_size)]
             inputs = (data_path, f_path, g_path)

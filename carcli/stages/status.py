@@ -195,20 +195,44 @@ def sample_command(recipe: Recipe, split: str) -> str:
     return f"carseg sample RECIPE{extra} --overwrite"
 
 
+def _weights_lines(run: Run, names: tuple[str, ...]) -> list[tuple[str, str]]:
+    """Stale-input lines of the weights a stage reads: F ("calibrator") and / or G
+    ("refiner"). After joint training G comes with its own F (refiner/calibrator.safetensors),
+    so calibrator/model.safetensors is then read by neither."""
+    joint = weights_calibrator(run.g_path, run.f_path) != run.f_path
+    lines = []
+    for name in names:
+        if name == "calibrator" and joint:
+            continue
+        changes = trained_changes(run, name)
+        if name == "refiner" and joint:
+            changes = [c for c in changes if c.role != "calibrator"]
+        cmd = f"carseg train-{name} RECIPE --overwrite"
+        lines += [(c.line(VERBS[name]), cmd) for c in changes]
+    return lines
+
+
 def reading_check(recipe: Recipe, stage: str) -> tuple[list[str], str]:
-    """For a stage that reads artefacts (`evaluate`, `plot-reliability`, `export`): one line
-    per stale input, and the command that refreshes the first."""
+    """For a stage that reads artefacts (`train-refiner`, `sample`, `evaluate`,
+    `plot-reliability`, `export`): one line per stale input, and the command that refreshes
+    the first."""
     run = Run(recipe)
     lines: list[tuple[str, str]] = []
-    if stage in ("evaluate", "plot-reliability"):
+    if stage == "train-refiner":  # reads F
+        changes = trained_changes(run, "calibrator")
+        lines += [
+            (c.line(VERBS["calibrator"]), "carseg train-calibrator RECIPE --overwrite")
+            for c in changes
+        ]
+    elif stage == "sample":  # reads F and G
+        lines += _weights_lines(run, ("calibrator", "refiner"))
+    elif stage in ("evaluate", "plot-reliability"):
         split = recipe.evaluate.split
         lines += [
             (c.line(VERBS["bank"]), sample_command(recipe, split)) for c in bank_changes(run, split)
         ]
     elif stage == "export":
-        for name in ("calibrator", "refiner"):
-            cmd = f"carseg train-{name} RECIPE --overwrite"
-            lines += [(c.line(VERBS[name]), cmd) for c in trained_changes(run, name)]
+        lines += _weights_lines(run, ("calibrator", "refiner"))
         metrics = run.layout.eval_dir(EXPORT_SPLIT) / "metrics.json"
         if metrics.is_file():
             why, cmd = metrics_staleness(run, EXPORT_SPLIT)
@@ -245,7 +269,7 @@ def require_fresh(recipe: Recipe, stage: str, allow_stale: bool) -> list[str]:
         more = f" (and {len(lines) - 1} more)" if len(lines) > 1 else ""
         raise CarsegError(
             f"{lines[0]}{more}",
-            hint=f"run {cmd}, or pass --allow-stale to {stage} it as it is",
+            hint=f"run {cmd}, or pass --allow-stale to use it as it is",
         )
     return lines
 

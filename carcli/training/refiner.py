@@ -45,11 +45,18 @@ SET_DISCRIMINATOR = "set_discriminator.safetensors"
 
 
 def run_train_refiner(
-    recipe: Recipe, resume: bool = False, overwrite: bool = False, quiet: bool = False
+    recipe: Recipe,
+    resume: bool = False,
+    overwrite: bool = False,
+    quiet: bool = False,
+    allow_stale: bool = False,
 ) -> Path:
     """Train G and D; writes refiner/model.safetensors and refiner/discriminator.safetensors
     (and, with refiner.joint_calibrator, the jointly trained F as refiner/calibrator.safetensors,
-    named in G's checkpoint metadata so `sample` uses it)."""
+    named in G's checkpoint metadata so `sample` uses it). An F trained on dataset files that
+    have changed since is refused unless `allow_stale`."""
+    from carcli.stages.status import require_fresh
+
     rep = Reporter(quiet or distributed.env_world()[0] > 0)  # rank 0 speaks for the job
     r, d = recipe.refiner, recipe.discriminator
     stage = TrainingStage(recipe, "refiner", resume, overwrite, MAKE_CMD)
@@ -68,6 +75,7 @@ def run_train_refiner(
         info = train_ds.info
         _check_task(recipe, info.task, train_path)
         nets, saved = _networks(recipe, info, f_path, device, dist.world)
+        stale = require_fresh(recipe, "train-refiner", allow_stale)  # F is readable
         joint = r.joint_calibrator
         soft = joint and recipe.calibrator.soft_targets and info.task == "segmentation"
         train = BatchSource(train_ds, flip=recipe.data.flip)
@@ -103,6 +111,8 @@ def run_train_refiner(
                 "skipped_steps": result.skipped,
                 "distributed": dist.describe(r.batch_size),
                 "speed": speed_settings(recipe, device, dist.world),
+                "allow_stale": allow_stale,
+                "stale_inputs": stale,
             },
         )
     rep.line(f"refiner trained: {stage.dir / 'model.safetensors'} (step {step})")
