@@ -12,6 +12,7 @@ from carcli.stages.status import next_command, run_status
 from carcli.ui import PIPE_WIDTH
 
 STYLE = {
+    "n/a": "dim",
     "done": "green",
     "stale": "yellow",
     "missing": "red",

@@ -44,14 +44,14 @@ class Row:
 
     stage: str
     artefact: str
-    state: str  # done, stale, missing, partial or running
+    state: str  # done, stale, missing, partial, running, or n/a (a stage that does not apply)
     why: str = ""
     command: str = ""  # what to run next (empty when done)
     changes: list[Change] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.state == "done"
+        return self.state in ("done", "n/a")
 
 
 # ---------------------------------------------------------------- reading what is on disk
@@ -325,13 +325,17 @@ def _prepare(run: Run) -> Row:
             f"{', '.join(missing)} missing (data.source is 'prepared')",
             "point data.dir at the prepared files",
         )
-    return Row(
-        "prepare",
-        str(run.data_dir),
-        "missing",
-        f"{', '.join(missing)} missing",
-        "carseg prepare RECIPE",
-    )
+    why = f"{', '.join(missing)} missing"
+    if d.source not in ("synthetic", "regression") and (d.raw is None or not Path(d.raw).exists()):
+        return Row(
+            "prepare",
+            str(run.data_dir),
+            "missing",
+            f"{why}; data.raw ({d.raw}) does not exist",
+            f"get the {d.source} data (see data/README.md), set data.raw, then "
+            "carseg prepare RECIPE",
+        )
+    return Row("prepare", str(run.data_dir), "missing", why, "carseg prepare RECIPE")
 
 
 def _trained(run: Run, name: str) -> Row:
@@ -394,6 +398,9 @@ def _sample(run: Run) -> Row:
         return Row("sample", str(bank), "missing", "", "carseg sample RECIPE")
     changes = bank_changes(run, split)
     _, attrs = bank_records(bank)
+    if not attrs:
+        why = f"{bank} is not a readable HDF5 file"
+        return Row("sample", str(bank), "stale", why, "carseg sample RECIPE --overwrite")
     if changes:
         cmd = "carseg sample RECIPE --overwrite"
         if attrs.get("imported_from"):
@@ -428,8 +435,22 @@ def _derived(run: Run, stage: str) -> Row:
     return Row(stage, str(artefact), "done")
 
 
+def _task(run: Run) -> str:
+    """The dataset's task (from the train split, else the recipe's source)."""
+    import h5py
+
+    try:
+        with h5py.File(run.data("train"), "r") as h5:
+            task = h5.attrs.get("task", "segmentation")
+            return task.decode() if isinstance(task, bytes) else str(task)
+    except (OSError, ValueError):
+        return "regression" if run.recipe.data.source == "regression" else "segmentation"
+
+
 def _export(run: Run) -> Row:
     target = run.layout.root / "bundle"
+    if _task(run) == "regression":
+        return Row("export", str(target), "n/a", "bundles hold segmentation models")
     model = _json(target / "model.json")
     holder = lock_holder(run.layout.root) if run.layout.root.is_dir() else None
     if holder:  # the bundle is assembled in .bundle.<pid>.tmp beside it
