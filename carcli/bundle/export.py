@@ -106,7 +106,7 @@ def _evaluation(
     """The test metrics of exactly these weights (None and why not when there are none, or
     when the latest ones are of other weights), and the provenance records to keep."""
     from carcli.artefacts.provenance import record
-    from carcli.stages.status import Run, metrics_staleness
+    from carcli.stages.staleness import Run, metrics_staleness
 
     records = {role: record(path) for role, path in files.items()}
     metrics_path = layout.eval_dir(EXPORT_SPLIT) / "metrics.json"
@@ -215,7 +215,7 @@ def run_export(
     Weights or test metrics whose recorded inputs have changed since are refused unless
     ``allow_stale`` (then the card says "not evaluated" where the metrics are stale)."""
     from carcli.artefacts.provenance import git_commit
-    from carcli.stages.status import require_fresh
+    from carcli.stages.staleness import require_fresh
 
     rep = Reporter(quiet)
     layout = RunLayout(Path(recipe.run_dir))

@@ -51,7 +51,7 @@ from carcli.plots.reliability import (
 from carcli.recipe.load import recipe_to_dict
 from carcli.recipe.schema import Recipe
 from carcli.sampling.bank import Bank
-from carcli.stages.status import require_fresh
+from carcli.stages.staleness import require_fresh
 from carcli.ui import Reporter
 
 

@@ -48,7 +48,7 @@ from carcli.sampling.bank import create_bank
 from carcli.sampling.regions import IndependentRegions
 from carcli.sampling.sample import draw
 from carcli.sampling.writer import ChunkWriter
-from carcli.stages.status import require_fresh, stale_bank_error
+from carcli.stages.staleness import require_fresh, stale_bank_error
 from carcli.ui import Reporter
 
 

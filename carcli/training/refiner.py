@@ -55,7 +55,7 @@ def run_train_refiner(
     (and, with refiner.joint_calibrator, the jointly trained F as refiner/calibrator.safetensors,
     named in G's checkpoint metadata so `sample` uses it). An F trained on dataset files that
     have changed since is refused unless `allow_stale`."""
-    from carcli.stages.status import require_fresh
+    from carcli.stages.staleness import require_fresh
 
     rep = Reporter(quiet or distributed.env_world()[0] > 0)  # rank 0 speaks for the job
     r, d = recipe.refiner, recipe.discriminator
