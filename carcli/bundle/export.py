@@ -19,12 +19,14 @@ import carcli
 from carcli.artefacts.run import RunLayout, sha256_file
 from carcli.bundle.card import model_card
 from carcli.bundle.load import (
+    COUPLING_FILE,
     FILES,
     MODEL_JSON,
     SCHEMA,
     independent_regions_of,
     inference_speed,
     recipe_description,
+    region_coupling_of,
     weights_of,
 )
 from carcli.data.dataset import SPLITS, split_path
@@ -161,6 +163,7 @@ def _model_json(recipe: Recipe, meta: dict[str, Any], data_dir: Path) -> dict[st
         **meta,
         "speed": inference_speed(recipe),  # what `predict` runs with (as `sample`)
         "independent_regions": independent_regions_of(recipe),  # predict recombines as sample
+        "region_coupling": region_coupling_of(recipe),
         "trained_on": {
             "dataset": str(data_dir),
             "source": recipe.data.source,
@@ -187,6 +190,9 @@ def _write_bundle(
             shutil.copyfile(files[role], tmp / name)
             model[role]["file"] = name
             model[role]["sha256"] = sha256_file(tmp / name)
+        if model.get("region_coupling") is not None:
+            shutil.copyfile(layout.refiner / COUPLING_FILE, tmp / COUPLING_FILE)
+            model["region_coupling"]["sha256"] = sha256_file(tmp / COUPLING_FILE)
         (tmp / MODEL_JSON).write_text(json.dumps(model, indent=2) + "\n", encoding="utf-8")
         metrics, note, recipe_yaml, recipe_from = card_parts
         card = model_card(model, metrics, _commands(layout), recipe_yaml, note, recipe_from)
@@ -235,6 +241,11 @@ def run_export(
     stale = require_fresh(recipe, "export", allow_stale)
     model = _model_json(recipe, meta, data_dir)
     metrics, note, records = _evaluation(recipe, layout, files)
+    head = layout.refiner / COUPLING_FILE
+    if model.get("region_coupling") is not None and head.is_file():
+        from carcli.artefacts.provenance import record
+
+        records["coupling"] = record(head)
     model["test_metrics"] = (
         {k: metrics[k] for k in METRIC_KEYS if k in metrics} if metrics is not None else None
     )

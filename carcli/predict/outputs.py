@@ -103,6 +103,7 @@ def expected_record(item: Item, num_samples: int, seed: int, model: dict[str, An
         "seed": seed,
         "noise_key": item.key,
         "independent_regions": model.get("independent_regions"),
+        "region_coupling": model.get("region_coupling"),
         "bundle": {
             "calibrator_sha256": model["calibrator"].get("sha256"),
             "refiner_sha256": model["refiner"].get("sha256"),

@@ -214,6 +214,15 @@ class RefinerConfig:
     marks the step `skipped` in metrics.jsonl and counts it in `skipped_steps` (a skipped
     step still counts towards `steps`)."""
 
+    coupling_steps: int = 0
+    """Beyond the paper (0: off): after G, train the region coupling head for this many steps:
+    for each pair of F's separate uncertain regions of a training image (found as
+    ``sample.region_threshold`` / ``sample.region_link`` say), it learns from the annotations
+    whether their answers go together. ``sample.region_coupling: learned`` uses it; written
+    as ``refiner/coupling.safetensors``."""
+    coupling_lr: float = 2.0e-3
+    """Adam learning rate of the region coupling head."""
+
 
 @dataclass
 class DiscriminatorConfig:
@@ -258,8 +267,15 @@ class SampleConfig:
     from different samples, i.e. are drawn independently; every per-pixel frequency stays
     G's. For data whose separate ambiguous regions are independent (not the modified
     Cityscapes, whose flips couple every region of a class)."""
+    region_coupling: Literal["none", "learned"] = "none"
+    """Beyond the paper: ``learned`` recombines G's samples of each image by the region
+    coupling head trained with G (``refiner.coupling_steps``): F's separate uncertain regions
+    that the head finds co-varying (learned from the annotations) keep G's joint answer,
+    groups that it finds independent are drawn independently; every per-pixel frequency
+    stays G's. ``none``: G's samples as drawn. Not together with ``independent_regions``."""
     region_threshold: float = 0.9
-    """F's top class probability below which a pixel is uncertain, for ``independent_regions``."""
+    """F's top class probability below which a pixel is uncertain, for ``independent_regions``
+    (``region_coupling`` uses the value the coupling head was trained with)."""
     region_link: int = 1
     """For ``independent_regions``: the uncertain mask is grown by this many pixels before
     its connected regions are taken, so uncertain parts up to twice as far apart (an object

@@ -162,6 +162,18 @@ def _add_answer_rows(table: Any, summary: dict[str, Any]) -> None:
         table.add_row(
             "factor joint TV", _fmt(factors.get("joint_tv_g")), _fmt(factors.get("joint_tv_oracle"))
         )
+    coupled = (summary.get("region_pairs") or {}).get("coupled") or {}
+    if coupled.get("n_pairs"):
+        table.add_row(
+            f"coupled pairs: joint TV ({coupled['n_pairs']} pairs)",
+            _fmt(coupled.get("joint_tv_g")),
+            _fmt(coupled.get("joint_tv_oracle")),
+        )
+        table.add_row(
+            "coupled pairs: answers the truth can show",
+            _fmt(coupled.get("agree_g")),
+            _fmt(coupled.get("agree_oracle")),
+        )
 
 
 def _add_pixel_rows(table: Any, summary: dict[str, Any]) -> None:

@@ -22,6 +22,8 @@ from carcli.data.dataset import split_path
 from carcli.errors import CarsegError
 from carcli.recipe.schema import Recipe
 
+COUPLING = "coupling.safetensors"
+"""refiner/coupling.safetensors, the region coupling head (carcli.runtime.networks.COUPLING)."""
 EXPORT_SPLIT = "test"
 """The split whose metrics a bundle's model card shows (carcli.bundle.export)."""
 
@@ -93,6 +95,7 @@ class Run:
             "calibrator": weights_calibrator(self.g_path, self.f_path),
             "refiner": self.g_path,
             f"data.{split}": self.data(split),
+            "coupling": self.layout.refiner / COUPLING,  # compared only where recorded
         }
 
     def trained_inputs(self, stage: str) -> dict[str, Path]:

@@ -24,6 +24,7 @@ from carcli.artefacts.run import _pid_alive
 from carcli.data.dataset import SPLITS
 from carcli.recipe.schema import Recipe
 from carcli.stages.staleness import (
+    COUPLING,
     EXPORT_SPLIT,
     VERBS,
     Run,
@@ -256,6 +257,8 @@ def _export(run: Run) -> Row:
     metrics = run.layout.eval_dir(EXPORT_SPLIT) / "metrics.json"
     if "metrics" in records:
         now["metrics"] = metrics
+    if "coupling" in records:
+        now["coupling"] = run.layout.refiner / COUPLING
     changes = compare(target / "model.json", records, now)
     cmd = "carseg export RECIPE --overwrite"
     if changes:
