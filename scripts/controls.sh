@@ -16,7 +16,7 @@ scripts/cascade.sh "$recipe" toy-ce refiner.calibration_loss=ce "${off[@]}"
 scripts/cascade.sh "$recipe" toy-m1 refiner.num_samples=1 "${off[@]}"
 $py scripts/compare_runs.py runs/toy-method runs/toy-none runs/toy-ce runs/toy-m1 | tee runs/controls.md
 # how independent G's answers in separate ambiguous regions are (mode TV's main remainder)
-$py scripts/factor_coupling.py runs/toy-method runs/toy-none runs/toy-ce runs/toy-m1 \
+$py experiments/joint/factor_coupling.py runs/toy-method runs/toy-none runs/toy-ce runs/toy-m1 \
   | tee -a runs/controls.md
 # the acceptance bars (exit 1 when one is missed)
 $py scripts/acceptance.py runs/toy-method --budget-s 900 \

@@ -20,7 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from safetensors.torch import save as save_bytes
 
-import carcli
+from carcli._version import __version__
 from carcli.artefacts.run import atomic_path
 from carcli.errors import CarsegError
 
@@ -61,7 +61,7 @@ def save_file(tensors: dict[str, torch.Tensor], path: str, metadata: dict[str, s
 def save_weights(path: str | Path, model: torch.nn.Module, meta: dict[str, Any]) -> None:
     """Atomically write a model's state_dict; metadata values are JSON-encoded (strings too,
     so they come back with their type), except the plain-text `schema` and `carseg_version`."""
-    md = {"schema": SCHEMA, "carseg_version": carcli.__version__}
+    md = {"schema": SCHEMA, "carseg_version": __version__}
     md.update({k: json.dumps(v) for k, v in meta.items() if k not in RAW_KEYS})
     with atomic_path(path) as tmp:
         save_file(_contiguous(model.state_dict()), str(tmp), metadata=md)
@@ -171,7 +171,7 @@ def save_training_state(
             tensors[f"rng.cuda.{i}"] = st
     md = {
         "schema": STATE_SCHEMA,
-        "carseg_version": carcli.__version__,
+        "carseg_version": __version__,
         "side": json.dumps(side),
         "info": json.dumps(info),
     }

@@ -18,6 +18,7 @@ by path.
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import subprocess
 import time
@@ -25,7 +26,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from carcli.artefacts.run import sha256_file
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """sha256 of a file's bytes (hex)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
 
 _HASHES: dict[tuple[str, int, int], str] = {}
 

@@ -8,7 +8,6 @@ name in the same folder and renamed, so a reader never sees a half-written artef
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -21,14 +20,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import carcli
+from carcli._version import __version__
+from carcli.artefacts.provenance import (  # noqa: F401 (sha256_file: re-exported)
+    git_commit,
+    record,
+    sha256_cached,
+    sha256_file,
+)
 from carcli.errors import CarsegError
 from carcli.threads import thread_settings
 
 
 @dataclass(frozen=True)
 class RunLayout:
-    """Paths of one run's artefacts (CONTRACTS.md, "Run layout")."""
+    """Paths of one run's artefacts (docs/guide.md, "Artefacts")."""
 
     root: Path
 
@@ -51,14 +56,6 @@ class RunLayout:
 
     def plots_dir(self, split: str) -> Path:
         return self.root / "plots" / split
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def tmp_path_for(path: Path) -> Path:
@@ -245,8 +242,6 @@ class Manifest:
 
     def add_input(self, path: str | Path, role: str | None = None) -> None:
         """Record an input's sha256 (``inputs``) and, with a `role`, its provenance record."""
-        from carcli.artefacts.provenance import record, sha256_cached
-
         if role is None:
             self.inputs[str(path)] = sha256_cached(path)
             return
@@ -266,12 +261,10 @@ class Manifest:
             torch_version = torch.__version__
         except ImportError:  # pragma: no cover - torch is a dependency
             torch_version = None
-        from carcli.artefacts.provenance import git_commit
-
         obj = {
             "schema": "carseg.manifest/1",
             "stage": self.stage,
-            "carseg_version": carcli.__version__,
+            "carseg_version": __version__,
             "git_commit": git_commit(),
             "argv": list(sys.argv),
             "recipe": self.recipe,

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-import carcli
+from carcli._version import __version__
 from carcli.artefacts.run import RunLayout, sha256_file
 from carcli.bundle.card import model_card
 from carcli.bundle.load import (
@@ -108,7 +108,7 @@ def _evaluation(
     """The test metrics of exactly these weights (None and why not when there are none, or
     when the latest ones are of other weights), and the provenance records to keep."""
     from carcli.artefacts.provenance import record
-    from carcli.stages.staleness import Run, metrics_staleness
+    from carcli.runtime.staleness import Run, metrics_staleness
 
     records = {role: record(path) for role, path in files.items()}
     metrics_path = layout.eval_dir(EXPORT_SPLIT) / "metrics.json"
@@ -158,7 +158,7 @@ def _model_json(recipe: Recipe, meta: dict[str, Any], data_dir: Path) -> dict[st
     sizes = _split_sizes(data_dir)
     return {
         "schema": SCHEMA,
-        "carseg_version": carcli.__version__,
+        "carseg_version": __version__,
         "name": recipe.name,
         **meta,
         "speed": inference_speed(recipe),  # what `predict` runs with (as `sample`)
@@ -221,7 +221,7 @@ def run_export(
     Weights or test metrics whose recorded inputs have changed since are refused unless
     ``allow_stale`` (then the card says "not evaluated" where the metrics are stale)."""
     from carcli.artefacts.provenance import git_commit
-    from carcli.stages.staleness import require_fresh
+    from carcli.runtime.staleness import require_fresh
 
     rep = Reporter(quiet)
     layout = RunLayout(Path(recipe.run_dir))

@@ -271,7 +271,7 @@ def export(
     quiet: QuietOpt = False,
 ) -> None:
     """Write a model bundle: F, G, model.json and a generated model card."""
-    from carcli.bundle.cli import export_command
+    from carcli.stages.export import export_command
 
     export_command(_recipe(recipe, overrides), out, preprocess, overwrite, quiet, allow_stale)
 
@@ -304,7 +304,7 @@ def predict(
     quiet: QuietOpt = False,
 ) -> None:
     """Samples, uncertainty and label proposals for new images (one folder per input)."""
-    from carcli.predict.run import parse_speed, run_predict
+    from carcli.stages.predict import parse_speed, run_predict
 
     run_predict(
         model,
@@ -363,16 +363,16 @@ def status(recipe: RecipeArg, overrides: OverridesArg = None) -> None:
 @app.command(cls=PlainCommand)
 def version() -> None:
     """Print the carseg version."""
-    import carcli
+    from carcli._version import __version__
 
-    typer.echo(carcli.__version__)
+    typer.echo(__version__)
 
 
 def _print_version(value: bool) -> None:
     if value:
-        import carcli
+        from carcli._version import __version__
 
-        typer.echo(carcli.__version__)
+        typer.echo(__version__)
         raise typer.Exit()
 
 

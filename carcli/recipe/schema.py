@@ -1,7 +1,7 @@
 """The recipe schema: one dataclass per section, one docstring per field.
 
-Keys fixed by CONTRACTS.md keep their names; everything else has a default, so a recipe
-only states what differs. `carseg show RECIPE` prints the fully resolved recipe.
+Keys of the public interface (docs/guide.md) keep their names; everything else has a default,
+so a recipe only states what differs. `carseg show RECIPE` prints the fully resolved recipe.
 """
 
 from __future__ import annotations
@@ -158,12 +158,12 @@ class RefinerConfig:
     down to full resolution)."""
     residual_logits: bool = False
     """Add F's log-probabilities to G's output logits (a deviation from the paper, off by
-    default as in the paper; the toy recipe turns it on; see README)."""
+    default as in the paper; the toy recipe turns it on; see docs/method.md)."""
     num_samples: int = 5
     """M: samples per input for the calibration loss."""
     calibration_loss: Literal["kl", "kl_forward", "ce", "none"] = "kl"
     """kl (the method: KL(G_bar || p)), kl_forward (KL(p || G_bar), mass-covering: keeps
-    pulling answers that G has dropped; a deviation, see README), ce (the paper's control),
+    pulling answers that G has dropped; a deviation, see docs/method.md), ce (the paper's control),
     none (lambda = 0)."""
     w_adv: float = 10.0
     """Weight of the adversarial loss."""
@@ -171,12 +171,12 @@ class RefinerConfig:
     """Weight of the calibration loss (lambda)."""
     w_entropy: float = 0.0
     """Weight of the mean per-pixel entropy of G's samples added to L_G (segmentation; 0: the
-    paper). L_cal holds the samples' mean at F, this makes each sample crisp; see README."""
+    paper). L_cal holds the samples' mean at F, this makes each sample crisp; see docs/method.md."""
     w_joint: float = 0.0
     """Weight of the joint calibration loss (beyond the paper; 0: off): KL between G's joint
     class distribution at pairs of ambiguous pixels (mean over the M samples of the products
     of their softmaxes) and the labels' (from the annotations and label_weight), so the
-    frequencies of whole answers match, not only each pixel's. Segmentation; see README."""
+    frequencies of whole answers match, not only each pixel's. Segmentation; see docs/method.md."""
     w_set: float = 10.0
     """Weight of the set discriminator's adversarial loss (discriminator.set_size > 0)."""
     joint_pairs: int = 256
@@ -333,12 +333,12 @@ class SpeedConfig:
     sample's argmax can flip where two classes tie)."""
     cpu_bf16: bool = False
     """Sampling and prediction on CPU only: run F and G under bf16 autocast where oneDNN has
-    native bf16 (AMX or AVX512-BF16; ignored with a note elsewhere). Lossy: README
-    "Benchmarks" states the samples' argmax agreement with float32."""
+    native bf16 (AMX or AVX512-BF16; ignored with a note elsewhere). Lossy:
+    docs/benchmarks.md states the samples' argmax agreement with float32."""
     sample_chunk: int = 0
     """Sampling and prediction: samples per image in one pass of G's decoder (0: as many as
-    fit 2^25 logits). Small chunks keep the decoder's activations in cache (README
-    "Benchmarks"); the convolutions' batch size can change their float rounding, so a chunk
+    fit 2^25 logits). Small chunks keep the decoder's activations in cache
+    (docs/benchmarks.md); the convolutions' batch size can change their float rounding, so a chunk
     size other than 0 is not bit-for-bit the draws of 0."""
 
 
@@ -368,6 +368,6 @@ class Recipe:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     """The evaluate stage."""
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
-    """Multi-process runs under torchrun (see README, "Scaling out")."""
+    """Multi-process runs under torchrun (see docs/guide.md, "Scaling out")."""
     speed: SpeedConfig = field(default_factory=SpeedConfig)
     """Device speed options; all off by default."""

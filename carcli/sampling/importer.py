@@ -35,10 +35,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 
-import carcli
+from carcli._version import __version__
 from carcli.artefacts.run import Manifest, atomic_path, check_not_finished
 from carcli.data.dataset import DatasetFile, DatasetInfo, split_path
 from carcli.errors import CarsegError
@@ -359,7 +358,7 @@ def _import(
             "calibrator_sha256": "",
             "refiner_sha256": "",
             "recipe": recipe_yaml,
-            "carseg_version": carcli.__version__,
+            "carseg_version": __version__,
             "imported_from": str(source.resolve()),
             "imported_format": src.kind,
             "imported_sha256": _digest(source),
@@ -377,13 +376,3 @@ def _import(
     manifest.write(bank_path.parent, [bank_path.name])
     rep.line(f"sample bank written: {bank_path} ({info.n} images x {src.m} samples, from {source})")
     return bank_path
-
-
-def bank_provenance(path: Path) -> dict:
-    """The import attributes of a bank (empty for one written by `sample`)."""
-    with h5py.File(path, "r") as f:
-        return {
-            k: (v.decode() if isinstance(v, bytes) else v)
-            for k, v in f.attrs.items()
-            if k.startswith("imported_") or k == "calibration_source"
-        }

@@ -1,6 +1,6 @@
 """Independent regions: a sample set whose separate uncertain regions are drawn independently.
 
-`sample.independent_regions` (beyond the paper, README "Beyond the paper"). Under the
+`sample.independent_regions` (beyond the paper, docs/method.md "Beyond the paper"). Under the
 assumption that F's separate uncertain regions (8-connected, top class probability below
 ``sample.region_threshold``, the mask grown by ``sample.region_link`` pixels first) are
 conditionally independent given the image, the joint

@@ -32,8 +32,8 @@ from carcli.metrics.evaluate import (
 from carcli.plots.files import to_csv
 from carcli.recipe.load import recipe_to_dict
 from carcli.recipe.schema import Recipe
+from carcli.runtime.staleness import require_fresh
 from carcli.sampling.bank import Bank
-from carcli.stages.staleness import require_fresh
 from carcli.ui import Reporter
 
 

@@ -50,8 +50,8 @@ from carcli.plots.reliability import (
 )
 from carcli.recipe.load import recipe_to_dict
 from carcli.recipe.schema import Recipe
+from carcli.runtime.staleness import require_fresh
 from carcli.sampling.bank import Bank
-from carcli.stages.staleness import require_fresh
 from carcli.ui import Reporter
 
 

@@ -25,8 +25,8 @@ import h5py
 import numpy as np
 import torch
 
-import carcli
 from carcli import distributed
+from carcli._version import __version__
 from carcli.artefacts.run import (
     Manifest,
     RunLayout,
@@ -44,11 +44,11 @@ from carcli.runtime.networks import COUPLING, load_coupling, load_network, refin
 from carcli.runtime.speed import accelerate
 from carcli.runtime.speed import notes as speed_notes
 from carcli.runtime.speed import settings as speed_settings
+from carcli.runtime.staleness import require_fresh, stale_bank_error
 from carcli.sampling.bank import create_bank
 from carcli.sampling.regions import CoupledRegions, IndependentRegions
 from carcli.sampling.sample import draw
 from carcli.sampling.writer import ChunkWriter
-from carcli.stages.staleness import require_fresh, stale_bank_error
 from carcli.ui import Reporter
 
 
@@ -195,7 +195,8 @@ def _recombination(
 
 
 def _bank_attrs(recipe: Recipe, manifest: Manifest, inputs: tuple[Path, ...]) -> dict[str, Any]:
-    """The bank's attributes (CONTRACTS: dataset and split, M, seed, weights' sha256, ...)."""
+    """The bank's attributes (docs/guide.md, "Sample bank": dataset and split, M, seed,
+    weights' sha256, ...)."""
     data_path, f_path, g_path = inputs
     return {
         "dataset": str(data_path),
@@ -207,7 +208,7 @@ def _bank_attrs(recipe: Recipe, manifest: Manifest, inputs: tuple[Path, ...]) ->
         "dataset_sha256": manifest.inputs[str(data_path)],
         "provenance": json.dumps(manifest.provenance, sort_keys=True),
         "recipe": recipe_to_yaml(recipe),
-        "carseg_version": carcli.__version__,
+        "carseg_version": __version__,
     }
 
 

@@ -2,7 +2,7 @@
 command to run next (DVC's `dvc status`, Snakemake's rerun triggers).
 
 An artefact is **stale** when an input it recorded (see :mod:`carcli.artefacts.provenance`)
-is now a different file (:mod:`carcli.stages.staleness`, the same checks the reading stages
+is now a different file (:mod:`carcli.runtime.staleness`, the same checks the reading stages
 make), when its stage did fewer steps than the recipe asks, or when a stage it was made from
 is itself stale, partial or running. **Running** means a live process holds the stage's lock
 (``.lock``: prepare, the training stages, sample) or is writing one of its temporary files
@@ -23,7 +23,7 @@ from carcli.artefacts.provenance import Change, compare, short
 from carcli.artefacts.run import _pid_alive
 from carcli.data.dataset import SPLITS
 from carcli.recipe.schema import Recipe
-from carcli.stages.staleness import (
+from carcli.runtime.staleness import (
     COUPLING,
     EXPORT_SPLIT,
     VERBS,

@@ -65,7 +65,7 @@ OUTPUTS = [
     "metrics.jsonl",
     "recipe.yaml",
 ]
-"""The files train-calibrator writes into calibrator/ (CONTRACTS' run layout and companions)."""
+"""The files train-calibrator writes into calibrator/ (docs/guide.md's run layout, companions)."""
 
 
 def run_train_calibrator(

@@ -56,7 +56,7 @@ def run_train_refiner(
     (and, with refiner.joint_calibrator, the jointly trained F as refiner/calibrator.safetensors,
     named in G's checkpoint metadata so `sample` uses it). An F trained on dataset files that
     have changed since is refused unless `allow_stale`."""
-    from carcli.stages.staleness import require_fresh
+    from carcli.runtime.staleness import require_fresh
 
     rep = Reporter(quiet or distributed.env_world()[0] > 0)  # rank 0 speaks for the job
     r, d = recipe.refiner, recipe.discriminator
@@ -188,7 +188,7 @@ def _fit_coupling(
 
 
 def _outputs(joint: bool, set_discriminator: bool, coupling: bool = False) -> list[str]:
-    """The files train-refiner writes into refiner/ (CONTRACTS' run layout and companions)."""
+    """The files train-refiner writes into refiner/ (docs/guide.md's run layout and companions)."""
     return [
         "model.safetensors",
         "discriminator.safetensors",

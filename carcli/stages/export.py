@@ -1,4 +1,5 @@
-"""The body of `carseg export` (parsing of --preprocess)."""
+"""`carseg export RECIPE`: parse ``--preprocess`` and write the bundle with
+`carcli.bundle.export.run_export` (this module was carcli/bundle/cli.py)."""
 
 from __future__ import annotations
 
