@@ -320,3 +320,29 @@ def test_allow_stale_is_documented() -> None:
         result = _invoke(stage, "--help")
         assert "--allow-stale" in result.stdout, stage
     assert "stale" in _invoke("status", "--help").stdout
+
+
+def test_runs_made_before_provenance_are_still_checked(tmp_path: Path) -> None:
+    """A bank and manifests written by an older carseg (sha256 by path only, no role
+    records) still make `evaluate` refuse and `status` say stale once G has changed."""
+    old, new = "refiner.steps=3", "refiner.steps=6"
+    run = tmp_path / "run"
+    _ok("prepare", RECIPE, *_args(tmp_path), "-q")
+    _ok("train-calibrator", RECIPE, *_args(tmp_path), "-q")
+    for stage in ("train-refiner", "sample"):
+        _ok(stage, RECIPE, *_args(tmp_path, old), "-q")
+    with h5py.File(run / "samples" / "test.h5", "a") as h5:
+        for key in ("provenance", "dataset_sha256"):
+            del h5.attrs[key]
+    for folder in ("calibrator", "refiner", "samples"):
+        path = run / folder / "manifest.json"
+        m = json.loads(path.read_text())
+        del m["provenance"], m["git_commit"]
+        path.write_text(json.dumps(m))
+    result, rows = _status(tmp_path, old)
+    assert [rows[s][1] for s in STAGES[:4]] == ["done"] * 4, rows
+    _ok("train-refiner", RECIPE, *_args(tmp_path, new), "--resume", "-q")
+    result, rows = _status(tmp_path, new)
+    assert rows["sample"][1] == "stale" and "was drawn from refiner" in rows["sample"][3]
+    line = _one_line_error(_invoke("evaluate", RECIPE, *_args(tmp_path, new)))
+    assert "was drawn from refiner" in line and "carseg sample" in line
