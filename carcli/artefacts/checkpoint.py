@@ -17,7 +17,8 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as save_bytes
 
 from carcli._version import __version__
 from carcli.artefacts.run import atomic_path
@@ -30,6 +31,31 @@ RAW_KEYS = ("schema", "carseg_version", "format")
 
 def _contiguous(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous() for k, v in sd.items()}
+
+
+def canonical_bytes(data: bytes) -> bytes:
+    """A safetensors file with its JSON header in a fixed order (metadata first, keys sorted).
+
+    safetensors writes the header from a hash map, so the order of the metadata keys (and
+    hence the file's sha256) changes from process to process; the tensor bytes do not. With
+    the order fixed, the same tensors and metadata always give the same file.
+    """
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + n])
+    ordered: dict[str, Any] = {}
+    if "__metadata__" in header:
+        ordered["__metadata__"] = dict(sorted(header.pop("__metadata__").items()))
+    ordered.update(sorted(header.items()))
+    text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * (-len(text) % 8)  # the data section stays 8-byte aligned
+    return len(text).to_bytes(8, "little") + text + data[8 + n :]
+
+
+def save_file(tensors: dict[str, torch.Tensor], path: str, metadata: dict[str, str]) -> None:
+    """safetensors' save_file, with the header in a fixed order (see canonical_bytes)."""
+    data = canonical_bytes(save_bytes(tensors, metadata=metadata))
+    with open(path, "wb") as fh:
+        fh.write(data)
 
 
 def save_weights(path: str | Path, model: torch.nn.Module, meta: dict[str, Any]) -> None:

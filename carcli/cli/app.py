@@ -45,6 +45,14 @@ OverridesArg = Annotated[
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="replace finished outputs")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars; plain lines")]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="continue from the last checkpoint")]
+AllowStaleOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-stale",
+        help="run even if the weights or bank read were made from inputs that have changed "
+        "since (recorded in the manifest); see carseg status",
+    ),
+]
 
 
 def debug() -> bool:
@@ -140,12 +148,19 @@ def train_refiner(
     overrides: OverridesArg = None,
     resume: ResumeOpt = False,
     overwrite: OverwriteOpt = False,
+    allow_stale: AllowStaleOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Train G (and D) against the frozen F: adversarial plus calibration loss."""
     from carcli.training.refiner import run_train_refiner
 
-    run_train_refiner(_recipe(recipe, overrides), resume=resume, overwrite=overwrite, quiet=quiet)
+    run_train_refiner(
+        _recipe(recipe, overrides),
+        resume=resume,
+        overwrite=overwrite,
+        quiet=quiet,
+        allow_stale=allow_stale,
+    )
 
 
 @app.command(cls=PlainCommand)
@@ -154,12 +169,15 @@ def sample(
     recipe: RecipeArg,
     overrides: OverridesArg = None,
     overwrite: OverwriteOpt = False,
+    allow_stale: AllowStaleOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Draw sample.num_samples segmentations per image into a sample bank."""
     from carcli.stages.sample import run_sample
 
-    run_sample(_recipe(recipe, overrides), overwrite=overwrite, quiet=quiet)
+    run_sample(
+        _recipe(recipe, overrides), overwrite=overwrite, quiet=quiet, allow_stale=allow_stale
+    )
 
 
 @app.command(cls=PlainCommand)
@@ -185,6 +203,7 @@ def evaluate(
         ),
     ] = None,
     overwrite: OverwriteOpt = False,
+    allow_stale: AllowStaleOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Compute the metrics of a sample bank against the dataset split."""
@@ -196,6 +215,7 @@ def evaluate(
         overwrite=overwrite,
         quiet=quiet,
         convention=convention,
+        allow_stale=allow_stale,
     )
 
 
@@ -205,12 +225,15 @@ def plot_reliability(
     recipe: RecipeArg,
     overrides: OverridesArg = None,
     overwrite: OverwriteOpt = False,
+    allow_stale: AllowStaleOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Reliability diagram, per-class calibration and sample grids (PNG + CSV)."""
     from carcli.stages.plot_reliability import run_plot_reliability
 
-    run_plot_reliability(_recipe(recipe, overrides), overwrite=overwrite, quiet=quiet)
+    run_plot_reliability(
+        _recipe(recipe, overrides), overwrite=overwrite, quiet=quiet, allow_stale=allow_stale
+    )
 
 
 @app.command(cls=PlainCommand)
@@ -244,12 +267,13 @@ def export(
         typer.Option("--preprocess", help="preprocessing spec of image files, JSON list"),
     ] = None,
     overwrite: OverwriteOpt = False,
+    allow_stale: AllowStaleOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Write a model bundle: F, G, model.json and a generated model card."""
     from carcli.stages.export import export_command
 
-    export_command(_recipe(recipe, overrides), out, preprocess, overwrite, quiet)
+    export_command(_recipe(recipe, overrides), out, preprocess, overwrite, quiet, allow_stale)
 
 
 @app.command(cls=PlainCommand)
@@ -327,11 +351,41 @@ def import_samples(
 
 
 @app.command(cls=PlainCommand)
+@handle_errors
+def status(recipe: RecipeArg, overrides: OverridesArg = None) -> None:
+    """Each stage's artefact: done, stale (and why), missing, partial or running, with the
+    command to run next; exit 0 when all is up to date, 1 otherwise."""
+    from carcli.cli.status import print_status
+
+    raise typer.Exit(print_status(recipe, overrides or []))
+
+
+@app.command(cls=PlainCommand)
 def version() -> None:
     """Print the carseg version."""
     from carcli._version import __version__
 
     typer.echo(__version__)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from carcli._version import __version__
+
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="print the version and exit"
+        ),
+    ] = False,
+) -> None:
+    """Calibrated adversarial refinement for stochastic semantic segmentation."""
 
 
 def main() -> None:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -348,6 +349,7 @@ def _import(
         src = open_source(source, info, case_names(data_dir, split, info.n))
         cal = _calibration_of(src, calibration, source, info)
         manifest = Manifest("import-samples", config, seed)
+        manifest.add_input(data_path, f"data.{split}")
         attrs = {
             "dataset": str(data_path),
             "split": split,
@@ -361,6 +363,8 @@ def _import(
             "imported_format": src.kind,
             "imported_sha256": _digest(source),
             "calibration_source": "source" if cal is not None else "none",
+            "dataset_sha256": manifest.inputs[str(data_path)],
+            "provenance": json.dumps(manifest.provenance, sort_keys=True),
         }
         with rep.progress(info.n, f"import {split}") as bar, atomic_path(bank_path) as tmp:
             h5 = create_bank(tmp, info, info.n, src.m, attrs)
@@ -368,7 +372,6 @@ def _import(
                 _write_rows(h5, src, info, source, cal, bar)
             finally:
                 h5.close()
-    manifest.add_input(data_path)
     manifest.extra["imported_from"] = attrs["imported_from"]
     manifest.write(bank_path.parent, [bank_path.name])
     rep.line(f"sample bank written: {bank_path} ({info.n} images x {src.m} samples, from {source})")

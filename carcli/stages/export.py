@@ -9,7 +9,12 @@ from carcli.errors import CarsegError
 
 
 def export_command(
-    recipe: Any, out: str | None, preprocess: str | None, overwrite: bool, quiet: bool
+    recipe: Any,
+    out: str | None,
+    preprocess: str | None,
+    overwrite: bool,
+    quiet: bool,
+    allow_stale: bool = False,
 ) -> None:
     import json
 
@@ -21,4 +26,6 @@ def export_command(
             spec = json.loads(preprocess)
         except ValueError as exc:
             raise CarsegError(f"--preprocess: not JSON ({exc})") from None
-    run_export(recipe, out=out, overwrite=overwrite, quiet=quiet, preprocess=spec)
+    run_export(
+        recipe, out=out, overwrite=overwrite, quiet=quiet, preprocess=spec, allow_stale=allow_stale
+    )

@@ -31,7 +31,6 @@ from carcli.artefacts.run import (
     Manifest,
     RunLayout,
     atomic_path,
-    check_not_finished,
     ensure_dir,
     stage_lock,
 )
@@ -45,6 +44,7 @@ from carcli.runtime.networks import COUPLING, load_coupling, load_network, refin
 from carcli.runtime.speed import accelerate
 from carcli.runtime.speed import notes as speed_notes
 from carcli.runtime.speed import settings as speed_settings
+from carcli.runtime.staleness import require_fresh, stale_bank_error
 from carcli.sampling.bank import create_bank
 from carcli.sampling.regions import CoupledRegions, IndependentRegions
 from carcli.sampling.sample import draw
@@ -52,7 +52,12 @@ from carcli.sampling.writer import ChunkWriter
 from carcli.ui import Reporter
 
 
-def run_sample(recipe: Recipe, overwrite: bool = False, quiet: bool = False) -> Path:
+def run_sample(
+    recipe: Recipe, overwrite: bool = False, quiet: bool = False, allow_stale: bool = False
+) -> Path:
+    """Draw the bank of sample.split. An existing bank is refused (saying whether it is stale)
+    unless `overwrite`; F or G made from inputs that have changed since, unless
+    `allow_stale`."""
     rep = Reporter(quiet or distributed.env_world()[0] > 0)  # rank 0 speaks for the job
     s = recipe.sample
     layout = RunLayout(Path(recipe.run_dir))
@@ -67,7 +72,9 @@ def run_sample(recipe: Recipe, overwrite: bool = False, quiet: bool = False) -> 
 
         def claim() -> None:  # rank 0 (or the only process): the folder's lock and check
             held.enter_context(stage_lock(out_dir))
-            check_not_finished(bank_path, f"a {s.split} sample bank", overwrite)
+            refusal = None if overwrite else stale_bank_error(recipe, s.split)
+            if refusal is not None:  # says whether the bank is stale, not just there
+                raise refusal
 
         distributed.from_main(claim)
         with DatasetFile(data_path, validate=True) as ds:
@@ -77,8 +84,10 @@ def run_sample(recipe: Recipe, overwrite: bool = False, quiet: bool = False) -> 
             for note in speed_notes(recipe, device):  # e.g. speed.cpu_bf16 without native bf16
                 rep.line(note)
             F_net, G = _networks(f_path, g_path, info, device)
+            stale = require_fresh(recipe, "sample", allow_stale)  # F and G are readable
             noise_dim = int(getattr(G, "noise_dim", recipe.refiner.noise_dim))
             manifest = Manifest("sample", recipe_to_dict(recipe), recipe.seed)
+            manifest.staleness(allow_stale, stale)
             partial = out_dir / f".{s.split}.partial"
             chunks = [(a, min(info.n, a + s.chunk_size)) for a in range(0, info.n, s.chunk_size)]
             inputs = (data_path, f_path, g_path)
@@ -134,9 +143,11 @@ def _plan_chunks(
     bank: _BankPlan,
     rep: Reporter,
 ) -> list[tuple[int, int]]:
-    """Rank 0: input hashes, the plan, and the chunks still to draw."""
-    for p in inputs:
-        manifest.add_input(p)
+    """Rank 0: input hashes, the plan, and the chunks still to draw. `inputs`: the split, F,
+    G, and the region coupling head where sample.region_coupling is learned."""
+    roles = (f"data.{recipe.sample.split}", "calibrator", "refiner", "coupling")
+    for role, p in zip(roles, inputs, strict=False):
+        manifest.add_input(p, role)
     plan = {
         "seed": recipe.seed,
         "num_samples": recipe.sample.num_samples,
@@ -194,6 +205,8 @@ def _bank_attrs(recipe: Recipe, manifest: Manifest, inputs: tuple[Path, ...]) ->
         "seed": recipe.seed,
         "calibrator_sha256": manifest.inputs[str(f_path)],
         "refiner_sha256": manifest.inputs[str(g_path)],
+        "dataset_sha256": manifest.inputs[str(data_path)],
+        "provenance": json.dumps(manifest.provenance, sort_keys=True),
         "recipe": recipe_to_yaml(recipe),
         "carseg_version": __version__,
     }

@@ -108,7 +108,7 @@ def run_train_calibrator(
         final = stage.dir / "model.safetensors"
         save_network(final, model, "calibrator", "calibrator", c.arch, info, result.step)
         stage.finish(
-            [train_path, val_path],
+            {"data.train": train_path, "data.val": val_path},
             OUTPUTS,
             device,
             {

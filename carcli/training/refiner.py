@@ -46,11 +46,18 @@ SET_DISCRIMINATOR = "set_discriminator.safetensors"
 
 
 def run_train_refiner(
-    recipe: Recipe, resume: bool = False, overwrite: bool = False, quiet: bool = False
+    recipe: Recipe,
+    resume: bool = False,
+    overwrite: bool = False,
+    quiet: bool = False,
+    allow_stale: bool = False,
 ) -> Path:
     """Train G and D; writes refiner/model.safetensors and refiner/discriminator.safetensors
     (and, with refiner.joint_calibrator, the jointly trained F as refiner/calibrator.safetensors,
-    named in G's checkpoint metadata so `sample` uses it)."""
+    named in G's checkpoint metadata so `sample` uses it). An F trained on dataset files that
+    have changed since is refused unless `allow_stale`."""
+    from carcli.runtime.staleness import require_fresh
+
     rep = Reporter(quiet or distributed.env_world()[0] > 0)  # rank 0 speaks for the job
     r, d = recipe.refiner, recipe.discriminator
     stage = TrainingStage(recipe, "refiner", resume, overwrite, MAKE_CMD)
@@ -69,6 +76,7 @@ def run_train_refiner(
         info = train_ds.info
         _check_task(recipe, info.task, train_path)
         nets, saved = _networks(recipe, info, f_path, device, dist.world)
+        stale = require_fresh(recipe, "train-refiner", allow_stale)  # F is readable
         joint = r.joint_calibrator
         soft = joint and recipe.calibrator.soft_targets and info.task == "segmentation"
         train = BatchSource(train_ds, flip=recipe.data.flip)
@@ -95,7 +103,7 @@ def run_train_refiner(
         _save_networks(stage.dir, recipe, info, step, saved)
         coupling = _fit_coupling(recipe, saved[2], train_ds, val_ds, device, stage.dir, rep)
         stage.finish(
-            [train_path, val_path, f_path],
+            {"data.train": train_path, "data.val": val_path, "calibrator": f_path},
             _outputs(joint, saved[3] is not None, coupling is not None),
             device,
             {
@@ -105,6 +113,8 @@ def run_train_refiner(
                 "skipped_steps": result.skipped,
                 "distributed": dist.describe(r.batch_size),
                 "speed": speed_settings(recipe, device, dist.world),
+                "allow_stale": allow_stale,
+                "stale_inputs": stale,
                 **({"coupling": coupling} if coupling else {}),
             },
         )
