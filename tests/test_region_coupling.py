@@ -319,3 +319,39 @@ def test_without_a_labelled_pair_the_head_keeps_g_draws() -> None:
         samples, p, np.array([0]), 0, image=np.zeros((1, 3, 6, 12), np.float32)
     )
     assert np.array_equal(out, samples)
+
+
+def test_class_flip_splits_give_targets_from_their_modes(tmp_path) -> None:
+    """A split that draws class flips afresh (the modified Cityscapes' `class_flips`): two
+    instances of the flipped class are coupled, an instance of another flipped class is
+    independent of them."""
+    import json
+
+    import h5py
+
+    from carcli.data.dataset import write_dataset
+
+    size = 16
+    label = np.zeros((1, 1, size, size), dtype=np.uint8)
+    label[0, 0, 1:4, 1:4] = 1  # two instances of class 1 (flips to 2 with p 0.3)
+    label[0, 0, 1:4, 10:13] = 1
+    label[0, 0, 10:13, 5:8] = 3  # one instance of class 3 (flips to 4 with p 0.6)
+    image = np.zeros((1, 3, size, size), dtype=np.float32)
+    image[:, :, label[0, 0] > 0] = 1.0
+    path = tmp_path / "train.h5"
+    write_dataset(path, image=image, label=label, num_classes=5)
+    with h5py.File(path, "a") as h5:
+        h5.attrs["class_flips"] = json.dumps([[1, 2, 0.3], [3, 4, 0.6]])
+
+    class Bright(torch.nn.Module):
+        def forward(self, x):
+            b = (x.mean(1, keepdim=True) > 0.5).float()
+            return torch.log(torch.cat([1 - 0.5 * b] + [0.125 * b] * 4, 1) + 1e-6)
+
+    with DatasetFile(path) as ds:
+        ex = coupling_examples(Bright(), BatchSource(ds), 0.9, 0, torch.device("cpu"))
+    got = {(int(r), int(s)): float(t) for (_, r, s), t in zip(ex.pairs, ex.target, strict=True)}
+    # regions in raster order: 0 and 1 the class-1 twins, 2 the class-3 object
+    assert got[(0, 1)] == pytest.approx(1.0)
+    assert got[(0, 2)] == pytest.approx(0.0, abs=1e-9)
+    assert got[(1, 2)] == pytest.approx(0.0, abs=1e-9)
