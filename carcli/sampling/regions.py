@@ -28,6 +28,13 @@ import numpy as np
 
 from carcli.models.noise import region_ids
 
+COUPLED_ABOVE = 1.0 / 3.0
+"""A pair of regions is coupled when the head's probability exceeds this. Its targets are 0
+on average for independent regions and, with as few as four raters, 0.65 to 1.2 for two
+regions that always agree (carcli.metrics.association); a third sits between, nearer the
+independent side, because drawing coupled regions apart (a pair the labels never show) costs
+more than keeping G's own joint for independent ones."""
+
 MAX_REGIONS = 64
 """Region ids of the learned recombination wrap at this count (more regions in one image
 share ids, hence answers)."""
@@ -127,11 +134,11 @@ def recombine(samples: np.ndarray, ids: np.ndarray, offsets: np.ndarray) -> np.n
 class CoupledRegions:
     """Learned recombination (`sample.region_coupling: learned`): F's separate uncertain
     regions are grouped by the coupling head's calls (a pair whose predicted probability of
-    co-varying exceeds 0.5 joins one group); each output sample takes every group's answer
-    from a different one of G's draws, so G's joint is kept within a group and groups are
-    drawn independently: output m takes group g from G's draw (m + o_g - o_0) mod M, o a
-    random permutation seeded per image, so the first group (and all the map outside the
-    regions) keeps draw m. Every per-pixel frequency is unchanged, as with
+    co-varying exceeds ``COUPLED_ABOVE`` joins one group); each output sample takes every
+    group's answer from a different one of G's draws, so G's joint is kept within a group
+    and groups are drawn independently: output m takes group g from G's draw
+    (m + o_g - o_0) mod M, o a random permutation seeded per image, so the first group (and
+    all the map outside the regions) keeps draw m. Every per-pixel frequency is unchanged, as with
     :func:`independent_regions`; with every pair called coupled the samples are G's as drawn.
     """
 
@@ -166,7 +173,7 @@ class CoupledRegions:
                     torch.from_numpy(ids),
                     torch.tensor(pairs, dtype=torch.int64),
                 )
-            coupled = (logits > 0).numpy()
+            coupled = (torch.sigmoid(logits) > COUPLED_ABOVE).numpy()
         table = np.asarray(pairs, dtype=np.int64).reshape(-1, 3)
         out = np.empty_like(samples)
         for i in range(b):

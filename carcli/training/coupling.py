@@ -26,7 +26,7 @@ from carcli.data.batches import BatchSource
 from carcli.metrics.association import association
 from carcli.models.coupling import RegionCoupling
 from carcli.runtime.networks import save_network
-from carcli.sampling.regions import MAX_REGIONS, linked_regions
+from carcli.sampling.regions import COUPLED_ABOVE, MAX_REGIONS, linked_regions
 
 
 @dataclass
@@ -175,8 +175,9 @@ def _always_coupled(head: RegionCoupling) -> RegionCoupling:
 
 
 def coupling_scores(head: RegionCoupling, ex: CouplingExamples) -> dict[str, float | int]:
-    """How the head's coupled / independent calls (probability > 0.5) match the targets
-    (> 0.5) of ``ex``: accuracy, and the share of truly coupled pairs it calls coupled."""
+    """How the head's coupled / independent calls (probability > ``COUPLED_ABOVE``) match the
+    targets (> ``COUPLED_ABOVE``) of ``ex``: accuracy, and the share of truly coupled pairs it
+    calls coupled."""
     if len(ex.pairs) == 0:
         return {"pairs": 0}
     probs = []
@@ -189,7 +190,7 @@ def coupling_scores(head: RegionCoupling, ex: CouplingExamples) -> dict[str, flo
     order = np.argsort(ex.pairs[:, 0], kind="stable")  # _pair_batch keeps file order per batch
     pred = np.empty(len(ex.pairs), dtype=np.float32)
     pred[order] = np.concatenate(probs)
-    called, truth = pred > 0.5, ex.target > 0.5
+    called, truth = pred > COUPLED_ABOVE, ex.target > COUPLED_ABOVE
     return {
         "pairs": int(len(truth)),
         "coupled_pairs": int(truth.sum()),
