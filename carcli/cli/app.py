@@ -17,6 +17,7 @@ import typer
 
 from carcli.cli.help import PlainCommand, name_recipe
 from carcli.errors import CarsegError
+from carcli.runtime.interrupt import Interrupted
 
 app = typer.Typer(
     name="carseg",
@@ -73,6 +74,11 @@ def handle_errors(fn: CommandFn) -> CommandFn:
             for line in lines:
                 typer.echo(f"carseg: error: {line}", err=True)
             raise typer.Exit(1) from None
+        except Interrupted as exc:  # stopped by SIGINT / SIGTERM after keeping its work
+            if exc.message:
+                text = name_recipe(exc.message, kwargs.get("recipe"), kwargs.get("overrides"))
+                typer.echo(f"carseg: {text}", err=True)
+            raise typer.Exit(exc.exit_status) from None
         except KeyboardInterrupt:
             typer.echo("carseg: interrupted; finished artefacts are kept", err=True)
             raise typer.Exit(130) from None

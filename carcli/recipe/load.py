@@ -177,6 +177,10 @@ def _check_training(r: Recipe, problems: list[str]) -> None:
         for f in ("steps", "batch_size", "checkpoint_every", "val_size"):
             positive(f"{key}.{f}", getattr(sec, f))
         positive(f"{key}.lr", sec.lr)
+        if sec.checkpoint_minutes < 0:
+            problems.append(
+                f"{key}.checkpoint_minutes -> must be >= 0 (0: off), got {sec.checkpoint_minutes}"
+            )
         if sec.val_every < 0:
             problems.append(f"{key}.val_every -> must be >= 0, got {sec.val_every}")
         if len(sec.betas) != 2 or not all(0 <= b < 1 for b in sec.betas):
