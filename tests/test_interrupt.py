@@ -292,3 +292,43 @@ def test_torchrun_ranks_agree_on_the_stop_step(base: Path, tmp_path: Path) -> No
     resumed = CliRunner().invoke(app, [*command[1:], "-q"])
     assert resumed.exit_code == 0, resumed.output
     assert [r["step"] for r in _records(sdir / "metrics.jsonl")] == list(range(1, steps + 1))
+
+
+def test_sample_sigterm_keeps_chunks_and_says_how_to_continue(base: Path, tmp_path: Path):
+    """`sample` sent SIGTERM after a chunk: exit 143, one line naming the kept chunks and the
+    command that continues; that command reuses them and writes the bank."""
+    shutil.copytree(base / "run" / "calibrator", tmp_path / "run" / "calibrator")
+    recipe = write_recipe(tmp_path / "r.yaml", tmp_path / "run", base / "data")
+    run_train_refiner(load_recipe(recipe), quiet=True)
+    over = ["sample.chunk_size=2", "sample.batch_size=1", "sample.num_samples=40"]
+    proc = subprocess.Popen(
+        carseg_cmd("sample", recipe, *over, "-q"),
+        cwd=REPO,
+        env=carseg_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    partial = tmp_path / "run" / "samples" / ".test.partial"
+    t0 = time.monotonic()
+    while not list(partial.glob("chunk-*.h5")):
+        assert proc.poll() is None, proc.communicate()[1]
+        assert time.monotonic() - t0 < DEADLINE_S, "no chunk written"
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=DEADLINE_S)
+    assert proc.returncode == 143, err
+    (line,) = err.strip().splitlines()
+    m = re.fullmatch(
+        rf"carseg: interrupted; the finished chunks are kept in {re.escape(str(partial))} "
+        r"and `(.*)` continues from them",
+        line,
+    )
+    assert m, line
+    command = shlex.split(m.group(1))
+    assert command == ["carseg", "sample", str(recipe), *over]
+    kept = len(list(partial.glob("chunk-*.h5")))
+    again = CliRunner().invoke(app, [*command[1:], "-q"])
+    assert again.exit_code == 0, again.output
+    manifest = json.loads((tmp_path / "run" / "samples" / "manifest.json").read_text())
+    assert manifest["chunks_reused"] == kept >= 1

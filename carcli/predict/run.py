@@ -19,6 +19,7 @@ import numpy as np
 from carcli.errors import CarsegError
 from carcli.predict import outputs
 from carcli.predict.inputs import Item
+from carcli.runtime.interrupt import stops_at_once
 from carcli.ui import Reporter
 
 
@@ -249,9 +250,14 @@ def run_predict(
     records = [outputs.expected_record(it, num_samples, seed, model.meta) for it in items]
     keep = plan(out, items, records, overwrite)
     make_out(out)
-    write_s = _predict_and_write(
-        model, out, items, records, keep, bbs, rep, num_samples, seed, batch_size
-    )
+    again = "rerun it without --overwrite" if overwrite else "the same command"
+    with stops_at_once(
+        f"interrupted; every input finished so far is kept in {out} (one folder each) and "
+        f"{again} continues with the others"
+    ):
+        write_s = _predict_and_write(
+            model, out, items, records, keep, bbs, rep, num_samples, seed, batch_size
+        )
     wall = time.perf_counter() - t0
     rep.line(
         f"predictions written: {out} ({len(items)} inputs x {num_samples} samples; "
