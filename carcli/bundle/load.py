@@ -281,14 +281,22 @@ def check_independent_regions(value: Any, where: str) -> dict[str, Any] | None:
 
 
 def load(
-    path: str | Path, device: str | torch.device = "cpu", speed: dict[str, Any] | None = None
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    speed: dict[str, Any] | None = None,
+    overrides: list[str] | None = None,
 ) -> LoadedModel:
-    """A bundle folder or a recipe file -> LoadedModel on `device`; ``speed`` overrides the
-    model's speed options (`LoadedModel.speed`)."""
+    """A bundle folder or a recipe file (with `key=value` ``overrides``) -> LoadedModel on
+    `device`; ``speed`` overrides the model's speed options (`LoadedModel.speed`)."""
     from carcli.runtime.networks import load_network
 
     path = Path(path)
     if is_bundle(path):
+        if overrides:
+            raise CarsegError(
+                f"{path}: a bundle takes no recipe overrides ({', '.join(overrides)})",
+                hint="its recipe is fixed at export; pass the run's recipe instead of the bundle",
+            )
         meta = verify_bundle(path)
         model_speed = check_speed(dict(meta.get("speed") or {}), str(path / MODEL_JSON))
         meta["independent_regions"] = check_independent_regions(
@@ -306,16 +314,16 @@ def load(
                 f"{path}: neither a bundle folder nor a recipe file",
                 hint="pass a folder made by `carseg export` or a recipe YAML",
             )
-        recipe = load_recipe(path, [])
+        recipe = load_recipe(path, overrides or [])
         meta, files = recipe_description(recipe)
         model_speed = inference_speed(recipe)
         meta["independent_regions"] = independent_regions_of(recipe)
         for role, f in files.items():  # recorded in prediction.json, as a bundle's are
             if f.is_file():
                 meta[role]["sha256"] = sha256_file(f)
-        makes = {
-            "calibrator": f"carseg train-calibrator {path}",
-            "refiner": f"carseg train-refiner {path}",
+        makes = {  # the command line puts in the recipe and its overrides
+            "calibrator": "carseg train-calibrator RECIPE",
+            "refiner": "carseg train-refiner RECIPE",
         }
         where = path
     if meta.get("task") != "segmentation":

@@ -69,14 +69,14 @@ def handle_errors(fn: CommandFn) -> CommandFn:
         except CarsegError as exc:
             if debug():
                 raise
-            text = name_recipe(str(exc), kwargs.get("recipe"), kwargs.get("overrides"))
+            text = name_recipe(str(exc), *_recipe_args(kwargs))
             lines = text.splitlines() or ["failed"]
             for line in lines:
                 typer.echo(f"carseg: error: {line}", err=True)
             raise typer.Exit(1) from None
         except Interrupted as exc:  # stopped by SIGINT / SIGTERM after keeping its work
             if exc.message:
-                text = name_recipe(exc.message, kwargs.get("recipe"), kwargs.get("overrides"))
+                text = name_recipe(exc.message, *_recipe_args(kwargs))
                 typer.echo(f"carseg: {text}", err=True)
             raise typer.Exit(exc.exit_status) from None
         except KeyboardInterrupt:
@@ -100,6 +100,19 @@ def handle_errors(fn: CommandFn) -> CommandFn:
             )
 
     return wrapper  # type: ignore[return-value]
+
+
+def _recipe_args(kwargs: dict[str, Any]) -> tuple[str | None, list[str]]:
+    """The recipe and overrides a command was given (predict: a recipe MODEL, its overrides
+    among the INPUT arguments), for the commands its messages suggest."""
+    if "recipe" in kwargs:
+        return kwargs["recipe"], kwargs.get("overrides") or []
+    model = kwargs.get("model")
+    if model and str(model).endswith((".yaml", ".yml")):
+        from carcli.predict.run import split_overrides
+
+        return model, split_overrides(kwargs.get("inputs") or [])[1]
+    return None, []
 
 
 def _recipe(path: str, overrides: list[str] | None) -> Any:
@@ -263,7 +276,11 @@ def export(
 def predict(
     model: Annotated[str, typer.Argument(help="bundle folder (carseg export) or recipe")],
     inputs: Annotated[
-        list[str], typer.Argument(help="image files, .npy arrays, folders or an HDF5 split")
+        list[str],
+        typer.Argument(
+            help="image files, .npy arrays, folders or an HDF5 split; with a recipe MODEL "
+            "also its key=value overrides",
+        ),
     ],
     out: Annotated[str, typer.Option("--out", help="output folder")] = "predictions",
     num_samples: Annotated[int, typer.Option("--num-samples", help="samples per image")] = 16,
@@ -286,11 +303,13 @@ def predict(
     quiet: QuietOpt = False,
 ) -> None:
     """Samples, uncertainty and label proposals for new images (one folder per input)."""
-    from carcli.predict.run import parse_speed, run_predict
+    from carcli.predict.run import parse_speed, run_predict, split_overrides
 
+    inputs, overrides = split_overrides(inputs)
     run_predict(
         model,
         inputs,
+        overrides=overrides,
         out=out,
         num_samples=num_samples,
         seed=seed,

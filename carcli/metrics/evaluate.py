@@ -129,7 +129,13 @@ def evaluate_samples(
     info = ds.info
     if info.task == "regression":
         return _evaluate_regression(ds, bank, e, rep)
-    check_sample_counts(bank.num_samples, e.ged_counts, e.hm_iou_samples, bank_path)
+    check_sample_counts(
+        bank.num_samples,
+        e.ged_counts,
+        e.hm_iou_samples,
+        bank_path,
+        getattr(bank, "imported_from", None),
+    )
     names = conventions_of(e.convention)
     has_f = calibration_source != "none"
     acc = EvalAccumulator(
@@ -191,25 +197,38 @@ def _evaluate_regression(
     return summary, rows, columns
 
 
-def check_sample_counts(m: int, ged_counts: list[int], hm_iou_n: int, bank_path: Path) -> None:
-    """Every requested sample count must fit the bank's M (else: an error naming M and the
-    overrides that would fit)."""
+def check_sample_counts(
+    m: int,
+    ged_counts: list[int],
+    hm_iou_n: int,
+    bank_path: Path,
+    imported_from: str | None = None,
+) -> None:
+    """Every requested sample count must fit the bank's M (else: an error naming M, the
+    `carseg evaluate` overrides that fit, and how to make a bank with enough samples: draw
+    more, or for a bank imported from another method's samples, import more)."""
     too_many = sorted({int(n) for n in ged_counts if n > m})
-    problems = []
+    problems, fits = [], []
     if too_many:
-        fit = [int(n) for n in ged_counts if n <= m] or [m]
-        problems.append(
-            f"evaluate.ged_counts asks for {too_many} samples per image "
-            f"(use evaluate.ged_counts=[{','.join(map(str, sorted(set(fit))))}])"
-        )
+        fit = ",".join(map(str, sorted({int(n) for n in ged_counts if n <= m} or {m})))
+        problems.append(f"evaluate.ged_counts asks for {too_many} samples per image")
+        fits.append(f"evaluate.ged_counts=[{fit}]")
     if hm_iou_n > m:
-        problems.append(
-            f"evaluate.hm_iou_samples={hm_iou_n} (use evaluate.hm_iou_samples={min(16, m)})"
-        )
+        problems.append(f"evaluate.hm_iou_samples={hm_iou_n}")
+        fits.append(f"evaluate.hm_iou_samples={min(16, m)}")
     if problems:
+        need = max([*too_many, hm_iou_n])
+        if not imported_from:
+            more = f"draw more with `carseg sample RECIPE sample.num_samples={need} --overwrite`"
+        else:  # an imported bank: another method's samples; import more of them
+            more = (
+                f"import a source with at least {need} samples per image with "
+                f"carseg import-samples --overwrite (this bank was imported from {imported_from})"
+            )
         raise CarsegError(
             f"{bank_path}: the bank holds M = {m} samples per image, but " + "; ".join(problems),
-            hint="or sample more with `carseg sample RECIPE sample.num_samples=N --overwrite`",
+            hint=f"evaluate what it holds with `carseg evaluate RECIPE {' '.join(fits)}`, or "
+            + more,
         )
 
 

@@ -10,6 +10,7 @@ and write, each folder atomically, and predictions.h5 last.
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -165,6 +166,16 @@ def _open_h5(out: Path, items: list[Item], meta: dict, n: int, seed: int):
     )
 
 
+def split_overrides(args: list[str]) -> tuple[list[str], list[str]]:
+    """`carseg predict RECIPE INPUT... key=value...`: (inputs, recipe overrides). An argument
+    is an override when it reads `dotted.key=value` and no file or folder has that name."""
+    inputs, overrides = [], []
+    for arg in args:
+        is_override = re.match(r"[A-Za-z_][\w.]*=", arg) and not Path(arg).exists()
+        (overrides if is_override else inputs).append(arg)
+    return inputs, overrides
+
+
 def _check_args(inputs: list[str], num_samples: int, batch_size: int) -> None:
     if num_samples < 1 or num_samples > 1000 or batch_size < 1:
         raise CarsegError("--num-samples must be 1..1000 and --batch-size at least 1")
@@ -230,16 +241,17 @@ def run_predict(
     quiet: bool = False,
     recursive: bool = False,
     speed: dict[str, Any] | None = None,
+    overrides: list[str] | None = None,
 ) -> dict[str, Any]:
     """Predict and write; returns counts and the share of wall time spent writing files.
     F and G run with the model's speed options, as `sample` runs them; ``speed`` overrides
-    some (``--speed KEY=VALUE``)."""
+    some (``--speed KEY=VALUE``). ``overrides`` (`key=value`) apply to a recipe MODEL."""
     from carcli.api import load_model
 
     t0 = time.perf_counter()
     rep = Reporter(quiet)
     _check_args(inputs, num_samples, batch_size)
-    model = load_model(model_path, device, speed)
+    model = load_model(model_path, device, speed, overrides)
     for note in model.speed_notes:
         rep.line(note)
     out = Path(out)
