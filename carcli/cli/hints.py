@@ -49,7 +49,7 @@ NOT_READ: dict[str, set[str]] = {
 
 # `carseg STAGE RECIPE` and the arguments that follow it (key=value, --options)
 _SUGGESTION = re.compile(
-    r"\bcarseg ([a-z-]+) RECIPE((?: (?:--[a-z-]+|[A-Za-z_][\w.]*=[^\s`;,]+))*)"
+    r"(`?)\bcarseg ([a-z-]+) RECIPE((?: (?:--[a-z-]+|[A-Za-z_][\w.]*=[^\s`;,]+))*)(`?)"
 )
 
 
@@ -81,12 +81,12 @@ def complete(text: str, recipe: str | None, overrides: list[str] | None) -> str:
     loaded = _load(recipe, overrides or [])
 
     def one(m: re.Match[str]) -> str:
-        stage, extra = m.group(1), m.group(2).split()
+        tick, stage, extra = m.group(1), m.group(2), m.group(3).split()
         if stage == "prepare" and loaded is not None and loaded.data.source == "prepared":
-            return (
-                f"the converter that wrote {loaded.data.dir} (data.source is 'prepared', "
-                "so carseg prepare only checks those files; or set data.source to the "
-                "source they came from and run carseg prepare with --overwrite)"
+            return (  # what to do by hand: no command of carseg remakes a user's files
+                f"your own converter (data.source is 'prepared': carseg prepare only checks "
+                f"the files in {loaded.data.dir}; or set data.source to the source they come "
+                "from and run carseg prepare with --overwrite)"
             )
         own = {override_key(e) for e in extra} - {None}
         carried = [
@@ -99,11 +99,17 @@ def complete(text: str, recipe: str | None, overrides: list[str] | None) -> str:
             and _output_exists(stage, loaded)
         ):
             extra.append("--overwrite")
-        return shlex.join(["carseg", stage, recipe, *carried, *extra])
+        command = shlex.join(["carseg", stage, recipe, *carried, *extra])
+        return f"{tick}{command}{m.group(4)}"
 
     def imported(m: re.Match[str]) -> str:
         carried = [o for o in (overrides or []) if relevant("import-samples", o)]
         source, extra = shlex.split(m.group(1))[0], m.group(2).split()
+        split = extra[extra.index("--split") + 1] if "--split" in extra else None
+        if loaded is not None and "--overwrite" not in extra:
+            bank = Path(loaded.run_dir) / "samples" / f"{split or loaded.evaluate.split}.h5"
+            if bank.exists():
+                extra.append("--overwrite")
         return shlex.join(["carseg", "import-samples", recipe, source, *carried, *extra])
 
     return _SUGGESTION.sub(one, _IMPORT.sub(imported, text))

@@ -115,9 +115,9 @@ def read_image(path: Path, spec: list[dict[str, Any]] | None, channels: int) -> 
         raise CarsegError(
             f"{path}: the model declares no preprocessing for image files (its dataset had "
             "no 'preprocess' attribute)",
-            hint="pass .npy arrays normalised as the network takes them, or declare the steps "
-            'with `carseg export RECIPE --preprocess \'[{"step": "to_float", '
-            "\"divide_by\": 255}]'` (README, 'Use a trained model')",
+            hint="pass .npy arrays normalised as the network takes them, or have the model "
+            "exported with its steps declared (its maker runs carseg export RECIPE --preprocess "
+            '\'[{"step": "to_float", "divide_by": 255}]\'; README, \'Use a trained model\')',
         )
     try:
         im = Image.open(path)

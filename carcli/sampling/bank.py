@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 from pathlib import Path
 from typing import Any
@@ -16,16 +17,34 @@ SCHEMA = "carseg.samples/1"
 MAKE_CMD = "carseg sample RECIPE"
 
 
-def make_command(h5: h5py.File) -> str:
-    """The command that makes this bank again, with the arguments the bank records: an
-    imported bank is imported again from its source (`carseg sample` would need a trained
-    calibrator and refiner, which the importer of another method's samples may not have)."""
-    source = _attr(h5, "imported_from")
+def make_command(h5: h5py.File | None, path: Path) -> str:
+    """The command that makes this bank again: an imported bank (as its attributes say, or,
+    when it cannot be opened, the manifest.json beside it) is imported again from its source;
+    `carseg sample` would need a trained calibrator and refiner, which the importer of another
+    method's samples may not have."""
+    if h5 is not None:
+        source, split = _attr(h5, "imported_from"), _attr(h5, "split")
+    else:
+        source, split = _recorded_import(path)
     if not source:
         return MAKE_CMD
-    split = _attr(h5, "split")
     extra = f" --split {split}" if split in ("train", "val", "test") else ""
     return f"carseg import-samples RECIPE {shlex.quote(source)}{extra}"
+
+
+def _recorded_import(path: Path) -> tuple[str, str]:
+    """(source, split) when manifest.json beside `path` says import-samples wrote it."""
+    try:
+        manifest = json.loads((path.parent / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return "", ""
+    if (
+        not isinstance(manifest, dict)
+        or manifest.get("stage") != "import-samples"
+        or path.name not in (manifest.get("outputs") or [])
+    ):
+        return "", ""
+    return str(manifest.get("imported_from") or ""), path.stem
 
 
 def _attr(h5: h5py.File, name: str) -> str:
@@ -70,8 +89,8 @@ class Bank:
 
     def __init__(self, path: Path, info: DatasetInfo) -> None:
         self.path = path
-        self.h5 = open_h5(path, "sample bank", MAKE_CMD)
-        self.make_cmd = make_command(self.h5)
+        self.h5 = open_h5(path, "sample bank", make_command(None, path))
+        self.make_cmd = make_command(self.h5, path)
         self.imported_from = _attr(self.h5, "imported_from") or None
         self.task, self.num_classes = info.task, info.num_classes
         try:
