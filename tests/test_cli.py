@@ -249,7 +249,7 @@ def test_validate_reports_several_bad_files(tmp_path: Path, tiny_data_dir: Path)
 def test_misspelled_override_names_the_close_match(tmp_path: Path) -> None:
     lines = _error_lines(_invoke("validate", TOY, "refiner.stepz=3", *_isolated(tmp_path)))
     assert lines == [
-        f"carseg: error: {TOY}: refiner.stepz -> unknown key; did you mean refiner.steps?"
+        "carseg: error: command line: refiner.stepz -> unknown key; did you mean refiner.steps?"
     ]
 
 
@@ -417,7 +417,7 @@ def test_installed_carseg(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "Traceback" not in result.stderr + result.stdout
     assert result.stderr.strip().splitlines() == [
-        f"carseg: error: {TOY}: refiner.stepz -> unknown key; did you mean refiner.steps?"
+        "carseg: error: command line: refiner.stepz -> unknown key; did you mean refiner.steps?"
     ]
 
     result = run("validate", str(TOY), "--bogus")

@@ -2,7 +2,7 @@
 
 Torch and the stage modules are imported inside the command bodies, so `carseg --help`
 answers at once. A CarsegError becomes one line on stderr and exit status 1; usage errors
-exit 2; a traceback is shown only with CARSEG_DEBUG=1.
+(UsageError, and click's own) exit 2; a traceback is shown only with CARSEG_DEBUG=1.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def handle_errors(fn: CommandFn) -> CommandFn:
             lines = text.splitlines() or ["failed"]
             for line in lines:
                 typer.echo(f"carseg: error: {line}", err=True)
-            raise typer.Exit(1) from None
+            raise typer.Exit(exc.exit_status) from None
         except Interrupted as exc:  # stopped by SIGINT / SIGTERM after keeping its work
             if exc.message:
                 text = name_recipe(exc.message, *_recipe_args(kwargs))

@@ -28,10 +28,11 @@ def exit_status(signum: int) -> int:
     return 128 + int(signum)
 
 
-class Interrupted(BaseException):
+class Interrupted(KeyboardInterrupt):
     """The stage was stopped by a signal after keeping its work; `message` says how to go on
-    (it may hold `carseg STAGE RECIPE`, which the command line fills in). A BaseException, as
-    KeyboardInterrupt is, so no `except Exception` on the way up swallows it."""
+    (it may hold `carseg STAGE RECIPE`, which the command line fills in). A KeyboardInterrupt
+    (for SIGTERM too), so no `except Exception` on the way up swallows it and Python callers
+    of the stage functions see what they saw before."""
 
     def __init__(self, signum: int, message: str) -> None:
         super().__init__(message)
@@ -85,6 +86,8 @@ def stops_at_once(message: str) -> Iterator[None]:
         previous = signal.signal(signal.SIGTERM, on_term)
     try:
         yield
+    except Interrupted:
+        raise
     except KeyboardInterrupt:
         raise Interrupted(signal.SIGINT, message) from None
     finally:
