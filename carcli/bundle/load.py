@@ -45,6 +45,22 @@ def palette(k: int) -> list[list[int]]:
     return out
 
 
+def _dataset_palette(train: Path | None, k: int) -> list[list[int]] | None:
+    """The training split's class colours (attribute class_colors), where it defines them."""
+    if train is None or not train.is_file():
+        return None
+    import h5py
+
+    from carcli.data.schema import class_colors
+
+    try:
+        with h5py.File(train, "r") as h5:
+            colours = class_colors(h5)
+    except OSError:
+        return None
+    return colours if colours is not None and len(colours) == k else None
+
+
 def stride_of(config: dict[str, Any]) -> int:
     """The factor H and W must be divisible by: 2**depth for the encoder-decoders."""
     encoder_decoder = config.get("arch") in ("unet", "car", "segnet")
@@ -129,7 +145,7 @@ def describe(
         "num_classes": k,
         "label_shape": ds.get("label_shape"),
         "class_names": classes.get("class_names") or [str(i) for i in range(k)],
-        "palette": palette(k),
+        "palette": _dataset_palette(train, k) or palette(k),
         "eval_classes": classes.get("eval_classes") or list(range(1, k)),
         "ignore_index": int(classes.get("ignore_index", 255)),
         "noise_dim": eps_size(g_cfg),  # what one sample draws (grid and region codes too)

@@ -19,7 +19,7 @@ import numpy as np
 
 from carcli.errors import CarsegError
 from carcli.predict import outputs
-from carcli.predict.inputs import Item
+from carcli.predict.inputs import SUFFIXES, Item, not_inputs
 from carcli.runtime.interrupt import stops_at_once
 from carcli.ui import Reporter
 
@@ -258,6 +258,13 @@ def run_predict(
     _check_exist(inputs)
     check_out(out, inputs)
     items = model.read(inputs, recursive)
+    skipped = not_inputs(inputs, recursive)
+    if skipped:  # one line, every file named
+        rep.console.print(  # even with --quiet: a warning
+            f"carseg: not read ({len(skipped)} file(s) that are not {'/'.join(SUFFIXES)} "
+            "inputs): " + ", ".join(str(p) for p in skipped),
+            markup=False,
+        )
     bbs = model.blackboxes(items, blackbox)
     records = [outputs.expected_record(it, num_samples, seed, model.meta) for it in items]
     keep = plan(out, items, records, overwrite)
