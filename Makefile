@@ -1,4 +1,5 @@
 # carseg — the two set-up commands are `make demo` and `make test` (each installs if needed).
+# What each target does and how long it takes on 2 cores: docs/development.md.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -40,43 +41,42 @@ test-all: install
 	$(PY) -m pytest -q -m ''
 
 lint: install
-	$(VENV)/bin/ruff check carcli tests scripts bench
-	$(VENV)/bin/ruff format --check carcli tests scripts bench
+	$(VENV)/bin/ruff check carcli tests scripts bench experiments
+	$(VENV)/bin/ruff format --check carcli tests scripts bench experiments
 
 format: install
-	$(VENV)/bin/ruff format carcli tests scripts bench
-	$(VENV)/bin/ruff check --fix carcli tests scripts bench
+	$(VENV)/bin/ruff format carcli tests scripts bench experiments
+	$(VENV)/bin/ruff check --fix carcli tests scripts bench experiments
 
 bench: install
 	$(PY) bench/run.py
 
 # carseg's thread defaults beside a busy process: train and evaluate, with and without the
-# variables in the environment (issue 20; a few minutes).
+# variables in the environment (issue 20).
 bench-threads: install
 	$(PY) bench/threads.py
 
-# The paper's controls beside the method on the toy set (about 30 min on 2 cores).
+# The paper's controls beside the method on the toy set.
 controls: install
 	$(VENV)/bin/carseg prepare $(RECIPE) --overwrite --quiet
 	scripts/controls.sh $(RECIPE)
 
-# The paper's variants (latent-code refiner with L_cal or beta-KL, joint F) sharing one F
-# (about an hour on 2 cores); table in runs/variants.md.
+# The paper's variants (latent-code refiner with L_cal or beta-KL, joint F) sharing one F;
+# table in runs/variants.md.
 variants: install
 	$(VENV)/bin/carseg prepare $(RECIPE) --overwrite --quiet
 	scripts/variants.sh $(RECIPE)
 
-# The paper's Table 3: M in {1, 5, 10, 20} sharing one F (about 40 min on 2 cores);
-# table in runs/m-study.md.
+# The paper's Table 3: M in {1, 5, 10, 20} sharing one F; table in runs/m-study.md.
 m-study: install
 	$(VENV)/bin/carseg prepare $(RECIPE) --overwrite --quiet
 	scripts/m_study.sh $(RECIPE)
 
-# The toy recipe on an unseen 64x64, 4-class synthetic set (about 30 min on 2 cores).
+# The toy recipe on an unseen 64x64, 4-class synthetic set.
 unseen: install
 	scripts/unseen.sh $(RECIPE)
 
-# The 1D bimodal regression (pi 0.9, sigma 0.03, lambda = 1), every stage (about a minute).
+# The 1D bimodal regression (pi 0.9, sigma 0.03, lambda = 1), every stage.
 regression: install
 	$(MAKE) demo RECIPE=recipes/regression.yaml
 

@@ -156,6 +156,7 @@ class Model:
                 batch_size=batch_size,
                 device=torch.device(self.device),
                 independent_regions=self.meta.get("independent_regions"),
+                recombine=self.loaded.coupling,
                 chunk_samples=self._recipe.speed.sample_chunk,
                 done=lambda j, res: finished(todo[j], res),
             )

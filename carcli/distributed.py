@@ -2,7 +2,7 @@
 the stages use. One process (no WORLD_SIZE, or WORLD_SIZE=1) needs none of it: every helper
 here is then a no-op, so the single-process code path is unchanged.
 
-Design (README, "Scaling out"):
+Design (docs/guide.md, "Scaling out"):
 * `batch_size` is the GLOBAL batch. Every rank draws the same global index set from the
   shared seeded generator and keeps rows `rank::world`, so the data stream does not depend
   on the world size, and a run resumed with another world size continues the same stream.

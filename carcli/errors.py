@@ -25,3 +25,24 @@ class UsageError(CarsegError):
     override without `=`, a --fail-if metric that the run will not have): exit status 2."""
 
     exit_status = 2
+
+
+def exit_status(signum: int) -> int:
+    """The shell's status of a process ended by `signum` (SIGINT 130, SIGTERM 143)."""
+    return 128 + int(signum)
+
+
+class Interrupted(KeyboardInterrupt):
+    """A stage stopped by SIGINT / SIGTERM after keeping its work (carcli.runtime.interrupt);
+    `message` says how to go on (it may hold `carseg STAGE RECIPE`, which the command line
+    fills in). A KeyboardInterrupt (for SIGTERM too), so no `except Exception` on the way up
+    swallows it and Python callers of the stage functions see what they saw before."""
+
+    def __init__(self, signum: int, message: str) -> None:
+        super().__init__(message)
+        self.signum = int(signum)
+        self.message = message
+
+    @property
+    def exit_status(self) -> int:
+        return exit_status(self.signum)

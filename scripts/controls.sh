@@ -10,13 +10,13 @@ export REUSE_CALIBRATOR=runs/toy-method
 # The controls are the paper's: without the joint calibration loss and the region noise (beyond
 # the paper); the joint loss would otherwise still hold the marginals (lambda = 0) and needs
 # M >= 2 (M = 1).
-off=(refiner.w_joint=0 refiner.noise_regions=0 sample.independent_regions=false)
+off=(refiner.w_joint=0 refiner.noise_regions=0 sample.independent_regions=false refiner.coupling_steps=0 sample.region_coupling=none)
 scripts/cascade.sh "$recipe" toy-none refiner.calibration_loss=none "${off[@]}"
 scripts/cascade.sh "$recipe" toy-ce refiner.calibration_loss=ce "${off[@]}"
 scripts/cascade.sh "$recipe" toy-m1 refiner.num_samples=1 "${off[@]}"
 $py scripts/compare_runs.py runs/toy-method runs/toy-none runs/toy-ce runs/toy-m1 | tee runs/controls.md
 # how independent G's answers in separate ambiguous regions are (mode TV's main remainder)
-$py scripts/factor_coupling.py runs/toy-method runs/toy-none runs/toy-ce runs/toy-m1 \
+$py experiments/joint/factor_coupling.py runs/toy-method runs/toy-none runs/toy-ce runs/toy-m1 \
   | tee -a runs/controls.md
 # the acceptance bars (exit 1 when one is missed)
 $py scripts/acceptance.py runs/toy-method --budget-s 900 \

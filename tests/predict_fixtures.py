@@ -21,6 +21,11 @@ TINY = [
     "sample.num_samples=8",
     "evaluate.ged_counts=[2,8]",
     "device=cpu",
+    # sampling with declared independent regions, as the toy recipe did before the learned
+    # coupling (tests/test_region_coupling.py covers the learned one end to end)
+    "sample.independent_regions=true",
+    "sample.region_coupling=none",
+    "refiner.coupling_steps=0",
 ]
 
 

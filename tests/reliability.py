@@ -1,8 +1,8 @@
 """Shared by the tests/test_reliability_*.py files: tiny recipes, subprocess helpers, and
-the reliability table of README.md.
+the reliability table of docs/reliability.md.
 
 Every fault and bad input the suite tries is a row of `ROWS` (or of `BAD_INPUTS`, one per
-case of tests/test_reliability_inputs.py). README.md's "Reliability" section holds
+case of tests/test_reliability_inputs.py). docs/reliability.md holds
 `markdown_table()` verbatim; tests/test_reliability_table.py fails when the two differ, when a
 row names a test that does not exist, or when a bad-input case has no row.
 """
@@ -99,7 +99,7 @@ def files_under(root: Path) -> dict[str, tuple[int, int]]:
     return out
 
 
-# ------------------------------------------------------------------------ the README table
+# ------------------------------------------------------------------ the table of the docs
 
 
 @dataclass(frozen=True)
@@ -278,8 +278,8 @@ ROWS: list[Row] = [
     Row(
         "code from data: pickle, `torch.load` without `weights_only=True`, `yaml.load`, "
         "`eval`/`exec`, `np.load(allow_pickle=True)`, `shell=True`",
-        "none in carcli/, scripts/ or bench/ (an AST scan; the only exception allowed is "
-        "the opted-in pickle reader carcli/data/lidc.py)",
+        "none in carcli/, scripts/, bench/ or experiments/ (an AST scan; the only exception "
+        "allowed is the opted-in pickle reader carcli/data/lidc.py)",
         "test_reliability_no_code.py::test_no_code_from_data",
     ),
 ]

@@ -1,4 +1,5 @@
-"""Load a file of scripts/ as a module (the scripts are not a package)."""
+"""Load a file of scripts/ (or another folder of the repository, e.g. experiments/joint) as a
+module (the scripts are not a package)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,12 @@ import importlib.util
 from pathlib import Path
 from types import ModuleType
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+REPO = Path(__file__).resolve().parents[1]
 
 
-def load_script(name: str) -> ModuleType:
-    """The module of scripts/<name>.py, executed fresh."""
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+def load_script(name: str, folder: str = "scripts") -> ModuleType:
+    """The module of <folder>/<name>.py (a path relative to the repository), executed fresh."""
+    spec = importlib.util.spec_from_file_location(name, REPO / folder / f"{name}.py")
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

@@ -1,7 +1,7 @@
 """The benchmark suite runs end to end (`bench/run.py --quick`) and writes the contract's layout.
 
 Nothing is timed here: the figures of a quick run mean nothing, only the JSON's shape is checked
-(CONTRACTS.md, "Benchmarks").
+(docs/guide.md, "Benchmark results").
 """
 
 from __future__ import annotations

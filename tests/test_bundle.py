@@ -42,6 +42,9 @@ MODEL_KEYS = {
     "blackbox",
     "preprocess",
     "trained_on",
+    "region_coupling",  # null, or the coupling head's file and sha256 (#25)
+    "test_metrics",  # of exactly these weights, or null (#26)
+    "provenance",  # what the bundle was exported from (#26)
 }
 
 

@@ -1,4 +1,4 @@
-"""scripts/factor_coupling.py: dependence of G's answers in separate ambiguous regions."""
+"""experiments/joint/factor_coupling.py: dependence of G's answers in separate ambiguous regions."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from script_loader import load_script
 
-fc = load_script("factor_coupling")
+fc = load_script("factor_coupling", "experiments/joint")
 
 
 def _two_coins() -> tuple[np.ndarray, np.ndarray]:

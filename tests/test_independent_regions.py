@@ -171,20 +171,30 @@ def test_sample_stage_draws_an_independent_regions_bank(tmp_path, monkeypatch) -
     from carcli.training.refiner import run_train_refiner
     from tests.test_pipeline import tiny_recipe
 
-    r = tiny_recipe(tmp_path, "sample.independent_regions=false")
+    r = tiny_recipe(tmp_path, "sample.independent_regions=false", "sample.region_coupling=none")
     run_prepare(r, quiet=True)
     run_train_calibrator(r, quiet=True)
     run_train_refiner(r, quiet=True)
     _jitter_refiner(monkeypatch, stage)
     with h5py.File(stage.run_sample(r, quiet=True)) as h5:
         plain, calib = h5["samples"][...], h5["calibration"][...]
-    on = tiny_recipe(tmp_path, "sample.independent_regions=true", "sample.region_threshold=0.6")
+    on = tiny_recipe(
+        tmp_path,
+        "sample.independent_regions=true",
+        "sample.region_coupling=none",
+        "sample.region_threshold=0.6",
+    )
     with h5py.File(stage.run_sample(on, overwrite=True, quiet=True)) as h5:
         mixed = h5["samples"][...]
     rows = np.arange(len(plain))
     assert np.array_equal(mixed, independent_regions(plain, calib, rows, r.seed, 0.6, 1))
     assert not np.array_equal(mixed, plain)
-    reg = tiny_recipe(tmp_path / "reg", "data.source=regression", "sample.independent_regions=true")
+    reg = tiny_recipe(
+        tmp_path / "reg",
+        "data.source=regression",
+        "sample.independent_regions=true",
+        "sample.region_coupling=none",
+    )
     run_prepare(reg, quiet=True)
     with pytest.raises(CarsegError, match="needs a segmentation dataset"):
         stage.run_sample(reg, overwrite=True, quiet=True)

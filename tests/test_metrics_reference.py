@@ -32,7 +32,7 @@ def ref_ignore(y, w):
 
 
 def ref_pair(a, b, num_classes, classes, ignore):
-    """(d, valid) of one pair of maps, straight from the METHOD.md rules."""
+    """(d, valid) of one pair of maps, straight from the rules of docs/metrics.md."""
     keep = ~ignore
     if num_classes == 2:
         fa = (a == classes[0]) & keep

@@ -89,6 +89,7 @@ def test_every_stage_writes_exactly_its_files(chain):
     assert files(run / "refiner") == {
         "model.safetensors",
         "discriminator.safetensors",
+        "coupling.safetensors",  # the region coupling head (refiner.coupling_steps)
         "best.safetensors",
         "last.safetensors",
         "metrics.jsonl",

@@ -1,5 +1,6 @@
 """`carseg predict` and the Python API on a tiny trained toy model: the output layout,
-predictions.h5, seeding, padding, the README snippet, and consistency with `sample`."""
+predictions.h5, seeding, padding, the API example of docs/using-a-model.md, and consistency
+with `sample`."""
 
 from __future__ import annotations
 
@@ -112,8 +113,8 @@ def test_any_size_is_padded_and_cropped_back(trained, tmp_path):
 
 def test_readme_snippet_runs_verbatim(trained, monkeypatch, tmp_path):
     tmp, _, bundle = trained
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    section = readme.split("## Use a trained model", 1)[1]
+    readme = (REPO / "docs" / "using-a-model.md").read_text(encoding="utf-8")
+    section = readme.split("## The Python API", 1)[1]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     # the snippet's paths: runs/toy/bundle and a folder of PNGs, made here in a scratch cwd
     monkeypatch.chdir(tmp_path)
@@ -121,7 +122,7 @@ def test_readme_snippet_runs_verbatim(trained, monkeypatch, tmp_path):
     shutil.copytree(bundle, tmp_path / "runs" / "toy" / "bundle")
     write_inputs(tmp, tmp_path / "runs" / "toy" / "demo_images", n=2, png=True)
     ns: dict = {}
-    exec(compile(code, "README.md", "exec"), ns)  # noqa: S102 - our own README, in a test
+    exec(compile(code, "using-a-model.md", "exec"), ns)  # noqa: S102 - our own docs, in a test
     pred = ns["pred"]
     assert pred.samples.shape[1] == 16
 

@@ -1,7 +1,7 @@
 """Every bad input of `carseg predict` through the command line: exit status 1, one line on
 stderr naming the file and the fix, no traceback, and nothing half-written (no input folder
 under --out, nothing changed under the inputs and the bundle). The case ids are rows of
-README.md's reliability table (tests/reliability.py, PREDICT_BAD_INPUTS)."""
+docs/reliability.md's table (tests/reliability.py, PREDICT_BAD_INPUTS)."""
 
 from __future__ import annotations
 

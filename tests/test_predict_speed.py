@@ -140,7 +140,7 @@ def test_cpu_bf16_without_native_bf16_falls_back_with_a_note(trained, tmp_path, 
 
 
 BF16_AGREEMENT = 0.995
-"""Tolerance (README "Benchmarks"): share of pixels whose argmax is the same in bf16 as in
+"""Tolerance (docs/benchmarks.md): share of pixels whose argmax is the same in bf16 as in
 float32, on the briefly trained model below (trained toy models: 0.99988 and more)."""
 
 

@@ -1,6 +1,7 @@
 """Property-based tests (hypothesis): the recipe loader and override parser, and the dataset
 and bank validators on mutated files. Nothing may crash with anything but a CarsegError,
-and whatever is accepted must pass an independent check written here from CONTRACTS.md."""
+and whatever is accepted must pass an independent check written here from the dataset format
+of docs/guide.md."""
 
 from __future__ import annotations
 
@@ -338,7 +339,7 @@ def _json_list(h5: h5py.File, name: str) -> Any:
 
 
 def _dataset_is_valid(path: Path) -> bool:
-    """CONTRACTS.md's dataset schema, checked independently of carcli (segmentation)."""
+    """The dataset schema (docs/guide.md), checked independently of carcli (segmentation)."""
     with h5py.File(path, "r") as h5:
         attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in h5.attrs.items()}
         assert attrs.get("schema") == "carseg.dataset/1"

@@ -3,7 +3,7 @@ line on stderr naming the file or key and the fix, no traceback, and nothing lef
 (every file under the run and data folders is as it was: same names, sizes and times).
 
 Each case copies a finished tiny run (dataset, F, G, bank), breaks one thing and runs one
-command. The case ids are the rows of README.md's reliability table (tests/reliability.py).
+command. The case ids are the rows of docs/reliability.md's table (tests/reliability.py).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from reliability import REPO
 
-SCANNED = ("carcli", "scripts", "bench")
+SCANNED = ("carcli", "scripts", "bench", "experiments")
 PICKLE_READER = "carcli/data/lidc.py"
 PICKLE_MODULES = {"pickle", "cPickle", "_pickle", "dill", "cloudpickle", "joblib", "shelve"}
 UNSAFE_MODULES = PICKLE_MODULES | {"marshal"}

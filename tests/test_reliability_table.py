@@ -1,4 +1,4 @@
-"""README.md's reliability table is the list of faults the suite tries (tests/reliability.py):
+"""docs/reliability.md's table is the list of faults the suite tries (tests/reliability.py):
 the two cannot drift, and every row names a test that exists."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ START, END = "<!-- reliability-table:start -->", "<!-- reliability-table:end -->
 
 
 def test_readme_table_is_the_suite_table() -> None:
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    assert START in readme and END in readme, "README.md lacks the reliability table markers"
+    readme = (REPO / "docs" / "reliability.md").read_text(encoding="utf-8")
+    assert START in readme and END in readme, "docs/reliability.md lacks the table markers"
     table = readme.split(START, 1)[1].split(END, 1)[0].strip() + "\n"
     assert table == markdown_table(), (
-        "README.md's reliability table differs from tests/reliability.py; paste this:\n"
+        "docs/reliability.md's table differs from tests/reliability.py; paste this:\n"
         + markdown_table()
     )
 

@@ -17,9 +17,10 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as save_bytes
 
-import carcli
+from carcli._version import __version__
 from carcli.artefacts.run import atomic_path
 from carcli.errors import CarsegError
 
@@ -32,10 +33,35 @@ def _contiguous(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous() for k, v in sd.items()}
 
 
+def canonical_bytes(data: bytes) -> bytes:
+    """A safetensors file with its JSON header in a fixed order (metadata first, keys sorted).
+
+    safetensors writes the header from a hash map, so the order of the metadata keys (and
+    hence the file's sha256) changes from process to process; the tensor bytes do not. With
+    the order fixed, the same tensors and metadata always give the same file.
+    """
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + n])
+    ordered: dict[str, Any] = {}
+    if "__metadata__" in header:
+        ordered["__metadata__"] = dict(sorted(header.pop("__metadata__").items()))
+    ordered.update(sorted(header.items()))
+    text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * (-len(text) % 8)  # the data section stays 8-byte aligned
+    return len(text).to_bytes(8, "little") + text + data[8 + n :]
+
+
+def save_file(tensors: dict[str, torch.Tensor], path: str, metadata: dict[str, str]) -> None:
+    """safetensors' save_file, with the header in a fixed order (see canonical_bytes)."""
+    data = canonical_bytes(save_bytes(tensors, metadata=metadata))
+    with open(path, "wb") as fh:
+        fh.write(data)
+
+
 def save_weights(path: str | Path, model: torch.nn.Module, meta: dict[str, Any]) -> None:
     """Atomically write a model's state_dict; metadata values are JSON-encoded (strings too,
     so they come back with their type), except the plain-text `schema` and `carseg_version`."""
-    md = {"schema": SCHEMA, "carseg_version": carcli.__version__}
+    md = {"schema": SCHEMA, "carseg_version": __version__}
     md.update({k: json.dumps(v) for k, v in meta.items() if k not in RAW_KEYS})
     with atomic_path(path) as tmp:
         save_file(_contiguous(model.state_dict()), str(tmp), metadata=md)
@@ -145,7 +171,7 @@ def save_training_state(
             tensors[f"rng.cuda.{i}"] = st
     md = {
         "schema": STATE_SCHEMA,
-        "carseg_version": carcli.__version__,
+        "carseg_version": __version__,
         "side": json.dumps(side),
         "info": json.dumps(info),
     }

@@ -8,7 +8,6 @@ name in the same folder and renamed, so a reader never sees a half-written artef
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -21,14 +20,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import carcli
+from carcli._version import __version__
+from carcli.artefacts.provenance import (  # noqa: F401 (sha256_file: re-exported)
+    git_commit,
+    record,
+    sha256_cached,
+    sha256_file,
+)
 from carcli.errors import CarsegError
 from carcli.threads import thread_settings
 
 
 @dataclass(frozen=True)
 class RunLayout:
-    """Paths of one run's artefacts (CONTRACTS.md, "Run layout")."""
+    """Paths of one run's artefacts (docs/guide.md, "Artefacts")."""
 
     root: Path
 
@@ -51,14 +56,6 @@ class RunLayout:
 
     def plots_dir(self, split: str) -> Path:
         return self.root / "plots" / split
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def tmp_path_for(path: Path) -> Path:
@@ -244,9 +241,22 @@ class Manifest:
     inputs: dict[str, str] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
     extra: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Role -> record of each input (see carcli.artefacts.provenance)."""
 
-    def add_input(self, path: str | Path) -> None:
-        self.inputs[str(path)] = sha256_file(path)
+    def add_input(self, path: str | Path, role: str | None = None) -> None:
+        """Record an input's sha256 (``inputs``) and, with a `role`, its provenance record."""
+        if role is None:
+            self.inputs[str(path)] = sha256_cached(path)
+            return
+        rec = record(path)
+        self.inputs[str(path)] = rec["sha256"]
+        self.provenance[role] = rec
+
+    def staleness(self, allowed: bool, changes: list[str]) -> None:
+        """Record whether the stage was told --allow-stale, and what was stale when it ran."""
+        self.extra["allow_stale"] = allowed
+        self.extra["stale_inputs"] = list(changes)
 
     def write(self, stage_dir: Path, outputs: list[str], device: str = "cpu") -> dict[str, Any]:
         try:
@@ -258,11 +268,13 @@ class Manifest:
         obj = {
             "schema": "carseg.manifest/1",
             "stage": self.stage,
-            "carseg_version": carcli.__version__,
+            "carseg_version": __version__,
+            "git_commit": git_commit(),
             "argv": list(sys.argv),
             "recipe": self.recipe,
             "seed": self.seed,
             "inputs": self.inputs,
+            "provenance": self.provenance,
             "outputs": outputs,
             "torch_version": torch_version,
             "python_version": sys.version.split()[0],

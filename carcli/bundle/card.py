@@ -17,7 +17,11 @@ def model_card(
     metrics: dict[str, Any] | None,
     commands: list[str],
     recipe_yaml: str,
+    not_evaluated: str | None = None,
+    recipe_from: str | None = None,
 ) -> str:
+    """The card; `metrics` are those of exactly these weights (else None, and
+    `not_evaluated` says why); `recipe_yaml` is the recipe G was trained with."""
     t = model["trained_on"]
     pre = model["preprocess"]
     pre = "none declared (.npy / HDF5 inputs only)" if pre is None else f"`{json.dumps(pre)}`"
@@ -49,7 +53,8 @@ def model_card(
         keys = ("n_images", "num_samples", "ged", "hm_iou", "ece")
         lines += [f"- {k}: {_fmt(metrics[k])}" for k in keys if k in metrics]
     else:
-        lines.append("- none: `carseg evaluate RECIPE` had not been run when this was exported")
+        why = not_evaluated or "`carseg evaluate RECIPE` had not been run when this was exported"
+        lines.append(f"- not evaluated: {why}")
     lines += ["", "## Commands that made it"]
     lines += [f"    {c}" for c in commands] or ["- not recorded"]
     lines += [
@@ -63,6 +68,7 @@ def model_card(
         "",
         "## Resolved recipe",
         "",
+        *([f"{recipe_from[0].upper()}{recipe_from[1:]}:", ""] if recipe_from else []),
         "```yaml",
         recipe_yaml.rstrip(),
         "```",

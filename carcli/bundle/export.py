@@ -13,24 +13,32 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import carcli
+import yaml
+
+from carcli._version import __version__
 from carcli.artefacts.run import RunLayout, sha256_file
 from carcli.bundle.card import model_card
 from carcli.bundle.load import (
+    COUPLING_FILE,
     FILES,
     MODEL_JSON,
     SCHEMA,
     independent_regions_of,
     inference_speed,
     recipe_description,
+    region_coupling_of,
     weights_of,
 )
 from carcli.data.dataset import SPLITS, split_path
 from carcli.data.preprocess import check_spec, read_attr
 from carcli.errors import CarsegError
-from carcli.recipe.load import recipe_to_yaml
+from carcli.recipe.load import recipe_to_dict
 from carcli.recipe.schema import Recipe
 from carcli.ui import Reporter
+
+EXPORT_SPLIT = "test"
+"""The split whose metrics the model card shows."""
+METRIC_KEYS = ("split", "n_images", "num_samples", "ged", "hm_iou", "ece", "convention")
 
 
 def _split_sizes(data_dir: Path) -> dict[str, int]:
@@ -65,9 +73,53 @@ def _commands(layout: RunLayout) -> list[str]:
 
 def _metrics(layout: RunLayout) -> dict[str, Any] | None:
     try:
-        return json.loads((layout.eval_dir("test") / "metrics.json").read_text())
+        return json.loads((layout.eval_dir(EXPORT_SPLIT) / "metrics.json").read_text())
     except (OSError, ValueError):
         return None
+
+
+def _manifest_recipe(path: Path) -> dict[str, Any] | None:
+    try:
+        trained = json.loads(path.read_text(encoding="utf-8"))["recipe"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return trained if isinstance(trained, dict) else None
+
+
+def _trained_recipe(layout: RunLayout, recipe: Recipe) -> tuple[dict[str, Any], str]:
+    """The resolved recipe G was trained with (refiner/manifest.json, written when its
+    training ended), its `calibrator` section as F was trained (calibrator/manifest.json), and
+    where it came from; the recipe at export time only when those manifests are missing."""
+    g_manifest, f_manifest = layout.refiner / "manifest.json", layout.calibrator / "manifest.json"
+    trained = _manifest_recipe(g_manifest)
+    if trained is None:
+        return recipe_to_dict(recipe), f"the recipe at export time ({g_manifest} is missing)"
+    source = f"as G was trained (from {g_manifest}"
+    f_recipe = _manifest_recipe(f_manifest)
+    if f_recipe is not None and f_recipe.get("calibrator") != trained.get("calibrator"):
+        trained = {**trained, "calibrator": f_recipe.get("calibrator")}
+        source += f"; the calibrator section as F was trained, from {f_manifest}"
+    return trained, source + ")"
+
+
+def _evaluation(
+    recipe: Recipe, layout: RunLayout, files: dict[str, Path]
+) -> tuple[dict[str, Any] | None, str | None, dict[str, Any]]:
+    """The test metrics of exactly these weights (None and why not when there are none, or
+    when the latest ones are of other weights), and the provenance records to keep."""
+    from carcli.artefacts.provenance import record
+    from carcli.runtime.staleness import Run, metrics_staleness
+
+    records = {role: record(path) for role, path in files.items()}
+    metrics_path = layout.eval_dir(EXPORT_SPLIT) / "metrics.json"
+    metrics = _metrics(layout)
+    if metrics is None:
+        return None, "`carseg evaluate RECIPE` had not been run when this was exported", records
+    why, _ = metrics_staleness(Run(recipe), EXPORT_SPLIT)
+    if why:
+        return None, f"the latest metrics are stale: {why}", records
+    records["metrics"] = record(metrics_path)
+    return metrics, None, records
 
 
 def _check_target(target: Path, overwrite: bool) -> None:
@@ -106,11 +158,12 @@ def _model_json(recipe: Recipe, meta: dict[str, Any], data_dir: Path) -> dict[st
     sizes = _split_sizes(data_dir)
     return {
         "schema": SCHEMA,
-        "carseg_version": carcli.__version__,
+        "carseg_version": __version__,
         "name": recipe.name,
         **meta,
         "speed": inference_speed(recipe),  # what `predict` runs with (as `sample`)
         "independent_regions": independent_regions_of(recipe),  # predict recombines as sample
+        "region_coupling": region_coupling_of(recipe),
         "trained_on": {
             "dataset": str(data_dir),
             "source": recipe.data.source,
@@ -125,7 +178,7 @@ def _write_bundle(
     model: dict[str, Any],
     files: dict[str, Path],
     layout: RunLayout,
-    recipe: Recipe,
+    card_parts: tuple[dict[str, Any] | None, str | None, str, str],
 ) -> None:
     """Assemble the bundle in a temporary folder beside ``target``, then rename it there."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -137,8 +190,12 @@ def _write_bundle(
             shutil.copyfile(files[role], tmp / name)
             model[role]["file"] = name
             model[role]["sha256"] = sha256_file(tmp / name)
+        if model.get("region_coupling") is not None:
+            shutil.copyfile(layout.refiner / COUPLING_FILE, tmp / COUPLING_FILE)
+            model["region_coupling"]["sha256"] = sha256_file(tmp / COUPLING_FILE)
         (tmp / MODEL_JSON).write_text(json.dumps(model, indent=2) + "\n", encoding="utf-8")
-        card = model_card(model, _metrics(layout), _commands(layout), recipe_to_yaml(recipe))
+        metrics, note, recipe_yaml, recipe_from = card_parts
+        card = model_card(model, metrics, _commands(layout), recipe_yaml, note, recipe_from)
         (tmp / "README.md").write_text(card, encoding="utf-8")
         if target.exists():
             old = target.with_name(f".{target.name}.{os.getpid()}.old")
@@ -158,8 +215,14 @@ def run_export(
     overwrite: bool = False,
     quiet: bool = False,
     preprocess: list[dict[str, Any]] | None = None,
+    allow_stale: bool = False,
 ) -> Path:
-    """Write the bundle of a recipe's run (default ``run_dir/bundle``); returns its folder."""
+    """Write the bundle of a recipe's run (default ``run_dir/bundle``); returns its folder.
+    Weights or test metrics whose recorded inputs have changed since are refused unless
+    ``allow_stale`` (then the card says "not evaluated" where the metrics are stale)."""
+    from carcli.artefacts.provenance import git_commit
+    from carcli.runtime.staleness import require_fresh
+
     rep = Reporter(quiet)
     layout = RunLayout(Path(recipe.run_dir))
     target = Path(out) if out is not None else layout.root / "bundle"
@@ -175,7 +238,28 @@ def run_export(
         weights_of(path, f"{role} checkpoint", makes[role])  # readable through and through
     data_dir = Path(recipe.data.dir)
     _check_preprocess(meta, preprocess, split_path(data_dir, "train"))
+    stale = require_fresh(recipe, "export", allow_stale)
     model = _model_json(recipe, meta, data_dir)
-    _write_bundle(target, model, files, layout, recipe)
+    metrics, note, records = _evaluation(recipe, layout, files)
+    head = layout.refiner / COUPLING_FILE
+    if model.get("region_coupling") is not None and head.is_file():
+        from carcli.artefacts.provenance import record
+
+        records["coupling"] = record(head)
+    model["test_metrics"] = (
+        {k: metrics[k] for k in METRIC_KEYS if k in metrics} if metrics is not None else None
+    )
+    model["provenance"] = {
+        "inputs": records,
+        "git_commit": git_commit(),
+        "allow_stale": allow_stale,
+        "stale_inputs": stale,
+        "not_evaluated": note,
+    }
+    trained, recipe_from = _trained_recipe(layout, recipe)
+    model["trained_on"]["resolved_recipe"] = trained
+    model["trained_on"]["resolved_recipe_from"] = recipe_from
+    recipe_yaml = yaml.safe_dump(trained, sort_keys=False, default_flow_style=None)
+    _write_bundle(target, model, files, layout, (metrics, note, recipe_yaml, recipe_from))
     rep.line(f"bundle written: {target}")
     return target

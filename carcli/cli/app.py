@@ -16,8 +16,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from carcli.cli.help import PlainCommand, name_recipe
-from carcli.errors import CarsegError
-from carcli.runtime.interrupt import Interrupted
+from carcli.errors import CarsegError, Interrupted
 
 app = typer.Typer(
     name="carseg",
@@ -46,6 +45,14 @@ OverridesArg = Annotated[
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="replace finished outputs")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars; plain lines")]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="continue from the last checkpoint")]
+AllowStaleOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-stale",
+        help="run even if the weights or bank read were made from inputs that have changed "
+        "since (recorded in the manifest); see carseg status",
+    ),
+]
 
 
 def debug() -> bool:
@@ -109,7 +116,7 @@ def _recipe_args(kwargs: dict[str, Any]) -> tuple[str | None, list[str]]:
         return kwargs["recipe"], kwargs.get("overrides") or []
     model = kwargs.get("model")
     if model and str(model).endswith((".yaml", ".yml")):
-        from carcli.predict.run import split_overrides
+        from carcli.cli.hints import split_overrides
 
         return model, split_overrides(kwargs.get("inputs") or [])[1]
     return None, []
@@ -159,12 +166,19 @@ def train_refiner(
     overrides: OverridesArg = None,
     resume: ResumeOpt = False,
     overwrite: OverwriteOpt = False,
+    allow_stale: AllowStaleOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Train G (and D) against the frozen F: adversarial plus calibration loss."""
     from carcli.training.refiner import run_train_refiner
 
-    run_train_refiner(_recipe(recipe, overrides), resume=resume, overwrite=overwrite, quiet=quiet)
+    run_train_refiner(
+        _recipe(recipe, overrides),
+        resume=resume,
+        overwrite=overwrite,
+        quiet=quiet,
+        allow_stale=allow_stale,
+    )
 
 
 @app.command(cls=PlainCommand)
@@ -173,12 +187,15 @@ def sample(
     recipe: RecipeArg,
     overrides: OverridesArg = None,
     overwrite: OverwriteOpt = False,
+    allow_stale: AllowStaleOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Draw sample.num_samples segmentations per image into a sample bank."""
     from carcli.stages.sample import run_sample
 
-    run_sample(_recipe(recipe, overrides), overwrite=overwrite, quiet=quiet)
+    run_sample(
+        _recipe(recipe, overrides), overwrite=overwrite, quiet=quiet, allow_stale=allow_stale
+    )
 
 
 @app.command(cls=PlainCommand)
@@ -204,6 +221,7 @@ def evaluate(
         ),
     ] = None,
     overwrite: OverwriteOpt = False,
+    allow_stale: AllowStaleOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Compute the metrics of a sample bank against the dataset split."""
@@ -215,6 +233,7 @@ def evaluate(
         overwrite=overwrite,
         quiet=quiet,
         convention=convention,
+        allow_stale=allow_stale,
     )
 
 
@@ -224,12 +243,15 @@ def plot_reliability(
     recipe: RecipeArg,
     overrides: OverridesArg = None,
     overwrite: OverwriteOpt = False,
+    allow_stale: AllowStaleOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Reliability diagram, per-class calibration and sample grids (PNG + CSV)."""
     from carcli.stages.plot_reliability import run_plot_reliability
 
-    run_plot_reliability(_recipe(recipe, overrides), overwrite=overwrite, quiet=quiet)
+    run_plot_reliability(
+        _recipe(recipe, overrides), overwrite=overwrite, quiet=quiet, allow_stale=allow_stale
+    )
 
 
 @app.command(cls=PlainCommand)
@@ -263,12 +285,13 @@ def export(
         typer.Option("--preprocess", help="preprocessing spec of image files, JSON list"),
     ] = None,
     overwrite: OverwriteOpt = False,
+    allow_stale: AllowStaleOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Write a model bundle: F, G, model.json and a generated model card."""
-    from carcli.bundle.cli import export_command
+    from carcli.stages.export import export_command
 
-    export_command(_recipe(recipe, overrides), out, preprocess, overwrite, quiet)
+    export_command(_recipe(recipe, overrides), out, preprocess, overwrite, quiet, allow_stale)
 
 
 @app.command(cls=PlainCommand)
@@ -303,7 +326,8 @@ def predict(
     quiet: QuietOpt = False,
 ) -> None:
     """Samples, uncertainty and label proposals for new images (one folder per input)."""
-    from carcli.predict.run import parse_speed, run_predict, split_overrides
+    from carcli.cli.hints import split_overrides
+    from carcli.stages.predict import parse_speed, run_predict
 
     inputs, overrides = split_overrides(inputs)
     run_predict(
@@ -352,11 +376,41 @@ def import_samples(
 
 
 @app.command(cls=PlainCommand)
+@handle_errors
+def status(recipe: RecipeArg, overrides: OverridesArg = None) -> None:
+    """Each stage's artefact: done, stale (and why), missing, partial or running, with the
+    command to run next; exit 0 when all is up to date, 1 otherwise."""
+    from carcli.cli.status import print_status
+
+    raise typer.Exit(print_status(recipe, overrides or []))
+
+
+@app.command(cls=PlainCommand)
 def version() -> None:
     """Print the carseg version."""
-    import carcli
+    from carcli._version import __version__
 
-    typer.echo(carcli.__version__)
+    typer.echo(__version__)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from carcli._version import __version__
+
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="print the version and exit"
+        ),
+    ] = False,
+) -> None:
+    """Calibrated adversarial refinement for stochastic semantic segmentation."""
 
 
 def main() -> None:

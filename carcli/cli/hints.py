@@ -53,6 +53,16 @@ _SUGGESTION = re.compile(
 )
 
 
+def split_overrides(args: list[str]) -> tuple[list[str], list[str]]:
+    """`carseg predict RECIPE INPUT... key=value...`: (inputs, recipe overrides). An argument
+    is an override when it reads `dotted.key=value` and no file or folder has that name."""
+    inputs, overrides = [], []
+    for arg in args:
+        is_override = override_key(arg) is not None and not Path(arg).exists()
+        (overrides if is_override else inputs).append(arg)
+    return inputs, overrides
+
+
 def override_key(text: str) -> str | None:
     """The key of a `key=value` argument (None for anything else)."""
     m = re.match(r"([A-Za-z_][\w.]*)=", text)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from carcli.artefacts.run import RunLayout
-from carcli.cli.help import recipe_args
+from carcli.cli.help import name_recipe, recipe_args
 from carcli.data.dataset import SPLITS, split_path, validate_dataset
 from carcli.errors import CarsegError
 from carcli.recipe.load import load_recipe
+from carcli.stages.status import Row, run_status
 from carcli.ui import Reporter
 
 GENERATED = ("synthetic", "regression")
@@ -62,13 +62,24 @@ def run_validate(path: str, overrides: list[str]) -> None:
             "data.allow_pickle is false: the lidc-pickle source needs the explicit "
             "opt-in data.allow_pickle=true (unpickling can run code)"
         )
-    layout = RunLayout(Path(recipe.run_dir))
-    for what, p in (
-        ("calibrator", layout.calibrator / "model.safetensors"),
-        ("refiner", layout.refiner / "model.safetensors"),
-        ("sample bank", layout.bank(recipe.sample.split)),
+    rows = {r.stage: r for r in run_status(recipe)}
+    for what, stage in (
+        ("calibrator", "train-calibrator"),
+        ("refiner", "train-refiner"),
+        ("sample bank", "sample"),
     ):
-        rep.line(f"  {p}: {'present' if p.exists() else 'not made yet'} ({what})")
+        rep.line(f"  {rows[stage].artefact}: {_state(rows[stage], path, overrides)} ({what})")
     if problems:
         raise CarsegError("\n".join(problems))
     rep.line("ok")
+
+
+def _state(row: Row, path: str, overrides: list[str]) -> str:
+    """`present` only for an artefact that is up to date with what it was made from."""
+    if row.state == "done":
+        return "present, up to date"
+    if row.state == "missing":
+        return "not made yet"
+    command = name_recipe(row.command, path, overrides) if row.command else ""
+    then = f"; run `{command}`" if command else ""
+    return f"{row.state}: {row.why}{then}"

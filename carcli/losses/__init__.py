@@ -1,4 +1,4 @@
-"""losses: named as in METHOD.md (L_ce, L_adv, L_D with R1, L_cal and their 1D forms)."""
+"""losses: named as in docs/method.md (L_ce, L_adv, L_D with R1, L_cal and their 1D forms)."""
 
 from carcli.losses.adversarial import (
     adversarial_loss,

@@ -1,7 +1,7 @@
 """Adversarial losses on raw discriminator logits: L_adv for G, L_D and the R1 penalty for D.
 
 With D(.) = sigmoid(l), -log D = softplus(-l) and -log(1 - D) = softplus(l), which is how
-the formulas of METHOD.md are evaluated here (stable for any logit).
+the formulas of docs/method.md are evaluated here (stable for any logit).
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ from carcli.metrics.calibration import (
 from carcli.metrics.conventions import CONVENTIONS, convention_figures, distances, parse_conventions
 from carcli.metrics.dice import dice_figures, dice_from_overlap, qubiq_score
 from carcli.metrics.distance import image_ignore_mask, pairwise_distance, pairwise_overlap
-from carcli.metrics.factors import factor_pairs, summarise
+from carcli.metrics.factors import region_pairs, summarise, summarise_regions
 from carcli.metrics.ged import ged_from_matrices
 from carcli.metrics.modes import merge_modes, mode_coverage, mode_statistics, oracle_indices
 from carcli.metrics.ncc import ncc
@@ -129,6 +129,7 @@ class EvalAccumulator:
             cols += [f"oracle_ged_{n}" for n in self.ged_counts]
             cols += ["oracle_tv", f"oracle_{WITHIN}", "oracle_mode_coverage"]
             cols += ["factor_pairs", "factor_dependence", "oracle_factor_dependence"]
+            cols += ["coupled_pairs", "coupled_agree", "coupled_joint_tv"]
         return cols
 
     def update(
@@ -251,9 +252,14 @@ class EvalAccumulator:
         row["oracle_tv"], row[f"oracle_{WITHIN}"] = ostats["tv"], ostats[WITHIN]
         row["oracle_mode_coverage"] = mode_coverage(d_om[:COVERAGE_SAMPLES], None, mode_w)
 
-        pairs = factor_pairs(im.y, w, s, raw)
-        self._pairs.extend(pairs)
-        row["factor_pairs"] = len(pairs)
+        every = region_pairs(im.y, w, s, raw)
+        self._pairs.extend(every)
+        pairs = [x for x in every if not x["coupled"]]
+        coupled = [x for x in every if x["coupled"]]
+        row["factor_pairs"], row["coupled_pairs"] = len(pairs), len(coupled)
+        if coupled:
+            row["coupled_agree"] = float(np.mean([x["agree"] for x in coupled]))
+            row["coupled_joint_tv"] = float(np.mean([x["joint_tv"] for x in coupled]))
         if pairs:
             row["factor_dependence"] = float(np.mean([x["dependence"] for x in pairs]))
             row["oracle_factor_dependence"] = float(
@@ -344,5 +350,6 @@ class EvalAccumulator:
                 "oracle_coverage": self._mean("oracle_mode_coverage"),
             }
             out["oracle_ged"] = self._by_count("oracle_ged_")
-            out["factor_dependence"] = summarise(self._pairs)
+            out["factor_dependence"] = summarise([x for x in self._pairs if not x["coupled"]])
+            out["region_pairs"] = summarise_regions(self._pairs)
         return out

@@ -3,7 +3,7 @@
 d(a, b) = 1 - IoU, computed for all pairs by float32 matrix products over flattened one-hot
 masks: for each scored class c, inter = A_c @ B_c.T and union = |a_c| + |b_c| - inter.
 
-Rules (METHOD.md, "Metrics"):
+Rules (docs/metrics.md):
 
 * ``num_classes == 2`` (binary): d = 1 - IoU of the foreground (the single eval class,
   default class 1). Two empty masks have IoU 1 (d = 0), one empty mask IoU 0; every pair is

@@ -28,7 +28,6 @@ largest-remainder tiling gave 0.9 or 1.0 depending on whether P or Q came first)
 from __future__ import annotations
 
 from collections.abc import Sequence
-from math import gcd
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment, linprog
@@ -118,12 +117,6 @@ def transport_value(
     if res.status != 0:  # pragma: no cover - a feasible bounded LP always solves
         raise RuntimeError(f"transport LP failed: {res.message}")
     return float(res.fun)
-
-
-def lcm_tiles(n: int, a: int) -> tuple[int, int]:
-    """Copies of each sample and of each label that tile both sides to lcm(n, a)."""
-    lcm = n * a // gcd(n, a)
-    return lcm // n, lcm // a
 
 
 def hm_iou_from_matrix(d_sy: np.ndarray, w: np.ndarray | Sequence[float], n: int = 16) -> float:

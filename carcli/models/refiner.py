@@ -312,7 +312,7 @@ class UNetRefiner(ConvRefiner):
     The encoder runs once on the B inputs; the decoder runs on B*M rows, image-major (row
     b*M + m is sample m of image b); ``encode`` and ``decode`` are public so a sampler can
     draw many chunks of samples from one encoding. With ``residual_logits`` (default; a
-    deviation from the paper, see METHOD.md "Practical notes") log(clamp(p, 1e-8)) is added to
+    deviation from the paper, see docs/method.md, "Deviations") log(clamp(p, 1e-8)) is added to
     the output logits, so a zeroed head makes softmax(G) equal p. H and W must be divisible
     by ``2**depth``.
 

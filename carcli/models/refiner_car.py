@@ -1,4 +1,4 @@
-"""``car`` refiner: the authors' light per-level G layout (METHOD.md, "Architectures").
+"""``car`` refiner: the authors' light per-level G layout (docs/method.md, "Architectures").
 
 Same call and sampling contract as :class:`carcli.models.refiner.UNetRefiner` (``forward``,
 ``encode``, ``decode``, ``noise_dim``, ``residual_logits``, ``noise``, ``noise_grid``,
@@ -113,7 +113,7 @@ class CARRefiner(ConvRefiner):
 
     Input: image x [B, C, H, W] concatenated with F's probabilities p [B, K, H, W]; output:
     logits [B, M, K, H, W]. ``residual_logits`` adds log(clamp(p, 1e-8)) to the logits (the
-    toolkit's option, see METHOD.md "Practical notes"). ``noise="posterior"`` (appendix
+    toolkit's option, see docs/method.md, "Deviations"). ``noise="posterior"`` (appendix
     B.2.3): a linear head on the averaged bottleneck gives q(z | x, p), and the modulation is
     driven by z = mu + sigma * eps. ``noise_grid`` g > 0: eps also holds GRID_CHANNELS x g x g
     numbers, a coarse noise map added (1x1 conv) to every sample's bottleneck, as in ``unet``.

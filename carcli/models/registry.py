@@ -19,6 +19,7 @@ from carcli.models.calibrator import (
     SegNetCalibrator,
     UNetCalibrator,
 )
+from carcli.models.coupling import RegionCoupling
 from carcli.models.discriminator import DCGANDiscriminator, MLPDiscriminator, PixelDiscriminator
 from carcli.models.refiner import UNetRefiner
 from carcli.models.refiner_car import CARRefiner
@@ -46,7 +47,15 @@ DISCRIMINATORS: dict[str, type[nn.Module]] = {
 }
 """Discriminators D by registry name."""
 
-_REGISTRIES = {"calibrator": CALIBRATORS, "refiner": REFINERS, "discriminator": DISCRIMINATORS}
+COUPLINGS: dict[str, type[nn.Module]] = {"conv": RegionCoupling}
+"""Region coupling heads (carcli.models.coupling) by registry name."""
+
+_REGISTRIES = {
+    "calibrator": CALIBRATORS,
+    "refiner": REFINERS,
+    "discriminator": DISCRIMINATORS,
+    "coupling": COUPLINGS,
+}
 _POSITIONAL = ("in_channels", "num_classes", "noise_dim")
 
 

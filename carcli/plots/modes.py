@@ -2,8 +2,9 @@
 beside the share of G's samples nearest to it (the frequencies the paper promises to match).
 
 The table's rows (one per image and mode) are written as ``mode_frequencies.csv``; the figure
-draws one panel per image, modes by decreasing probability. ``scripts/mode_figure.py`` draws
-two runs' tables side by side (before and after a change)."""
+draws one panel per image, modes by decreasing probability.
+``experiments/joint/mode_figure.py`` draws two runs' tables side by side (before and after a
+change)."""
 
 from __future__ import annotations
 

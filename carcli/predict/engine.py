@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import torch
@@ -80,14 +81,17 @@ def run(
     done: Callable[[int, Result], None],
     independent_regions: dict | None = None,
     chunk_samples: int = 0,
+    recombine: Any = None,
 ) -> None:
     """Predict every item; `done(index, result)` is called as each finishes (in batches of
     one padded size, in the order the inputs came within each size). ``independent_regions``
-    (model.json's: threshold and link) recombines each input's samples as `sample` does."""
+    (model.json's: threshold and link) recombines each input's samples as `sample` does;
+    ``recombine`` (the model's learned recombination, if any) takes its place."""
     from carcli.sampling.regions import IndependentRegions
     from carcli.sampling.sample import draw
 
     mix = IndependentRegions(**independent_regions) if independent_regions else None
+    mix = recombine if recombine is not None else mix
     groups: dict[tuple[int, int], list[int]] = {}
     padded = {}
     for i, it in enumerate(items):

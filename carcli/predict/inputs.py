@@ -133,7 +133,7 @@ def read_image(path: Path, spec: list[dict[str, Any]] | None, channels: int) -> 
             "no 'preprocess' attribute)",
             hint="pass .npy arrays normalised as the network takes them, or have the model "
             "exported with its steps declared (its maker runs carseg export RECIPE --preprocess "
-            '\'[{"step": "to_float", "divide_by": 255}]\'; README, \'Use a trained model\')',
+            '\'[{"step": "to_float", "divide_by": 255}]\'; docs/using-a-model.md)',
         )
     try:
         im = Image.open(path)
@@ -212,7 +212,8 @@ def read_hdf5(path: Path, channels: int) -> list[Item]:
         if schema != SCHEMA or "image" not in h5 or h5["image"].ndim != 4:
             raise CarsegError(
                 f"{path}: not a {SCHEMA} file with image [N, C, H, W] (schema {schema!r})",
-                hint="write it in the dataset schema (CONTRACTS.md); label may be absent",
+                hint="write it in the dataset schema (docs/guide.md, 'File formats'); label may "
+                "be absent",
             )
         try:
             image = h5["image"][...]

@@ -1,4 +1,4 @@
-"""The files `predict` writes (CONTRACTS.md, "Prediction output").
+"""The files `predict` writes (docs/using-a-model.md, "carseg predict").
 
 Per input, a folder ``<out>/<name>/`` with ``samples/NNN.png`` (palette PNGs, pixel = class
 id), ``probabilities.npy`` (float16 [K, H, W]), ``uncertainty.npy`` (F's entropy, nats,
@@ -119,7 +119,7 @@ def _legend_layout(labels: list[str], width: int, gap: int) -> list[tuple[int, i
 
 def expected_record(item: Item, num_samples: int, seed: int, model: dict[str, Any]) -> dict:
     """prediction.json (what a rerun compares to decide whether a folder can be kept)."""
-    import carcli
+    from carcli._version import __version__
 
     k = int(model["num_classes"])
     return {
@@ -133,12 +133,13 @@ def expected_record(item: Item, num_samples: int, seed: int, model: dict[str, An
         "seed": seed,
         "noise_key": item.key,
         "independent_regions": model.get("independent_regions"),
+        "region_coupling": model.get("region_coupling"),
         "bundle": {
             "calibrator_sha256": model["calibrator"].get("sha256"),
             "refiner_sha256": model["refiner"].get("sha256"),
         },
         "uncertainty_scale_nats": [0.0, math.log(k)],
-        "carseg_version": carcli.__version__,
+        "carseg_version": __version__,
         **_speed_record(model),
     }
 

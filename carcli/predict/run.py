@@ -1,16 +1,11 @@
-"""`carseg predict MODEL INPUT...`: a thin command over `load_model(...).predict`.
-
-Order of work, so that a bad input never leaves a half-written output: load and verify the
-model; check `--out` (not inside an input folder, writable); read and preprocess every
-input and its black-box prediction; decide per input whether its folder can be kept (a rerun
-keeps a complete folder whose prediction.json matches) or must be made; only then predict
-and write, each folder atomically, and predictions.h5 last.
+"""The pieces of `carseg predict` below the API: black-box inputs, the output folder's
+checks, which input folders a rerun keeps, and the writes (also the API's
+`Prediction.save`). The command itself is carcli/stages/predict.py.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -19,8 +14,7 @@ import numpy as np
 
 from carcli.errors import CarsegError
 from carcli.predict import outputs
-from carcli.predict.inputs import SUFFIXES, Item, not_inputs
-from carcli.runtime.interrupt import stops_at_once
+from carcli.predict.inputs import Item
 from carcli.ui import Reporter
 
 
@@ -151,7 +145,7 @@ def write_all(
 
 
 def _open_h5(out: Path, items: list[Item], meta: dict, n: int, seed: int):
-    import carcli
+    from carcli._version import __version__
 
     attrs = {
         "num_samples": n,
@@ -159,38 +153,28 @@ def _open_h5(out: Path, items: list[Item], meta: dict, n: int, seed: int):
         "calibrator_sha256": meta["calibrator"].get("sha256") or "",
         "refiner_sha256": meta["refiner"].get("sha256") or "",
         "class_names": meta["class_names"],
-        "carseg_version": carcli.__version__,
+        "carseg_version": __version__,
     }
     return outputs.PredictionsFile(
         out / "predictions.h5", items, n, int(meta["num_classes"]), attrs
     )
 
 
-def split_overrides(args: list[str]) -> tuple[list[str], list[str]]:
-    """`carseg predict RECIPE INPUT... key=value...`: (inputs, recipe overrides). An argument
-    is an override when it reads `dotted.key=value` and no file or folder has that name."""
-    inputs, overrides = [], []
-    for arg in args:
-        is_override = re.match(r"[A-Za-z_][\w.]*=", arg) and not Path(arg).exists()
-        (overrides if is_override else inputs).append(arg)
-    return inputs, overrides
-
-
-def _check_args(inputs: list[str], num_samples: int, batch_size: int) -> None:
+def check_args(inputs: list[str], num_samples: int, batch_size: int) -> None:
     if num_samples < 1 or num_samples > 1000 or batch_size < 1:
         raise CarsegError("--num-samples must be 1..1000 and --batch-size at least 1")
     if not inputs:
         raise CarsegError("no inputs given", hint="pass image files, .npy arrays or folders")
 
 
-def _check_exist(inputs: list[str]) -> None:
+def check_exist(inputs: list[str]) -> None:
     """Existence first, so a typo is reported before anything is made."""
     for raw in inputs:
         if not Path(raw).exists():
             raise CarsegError(f"{raw}: no such file or folder", hint="check the input path")
 
 
-def _predict_and_write(
+def predict_and_write(
     model: Any,
     out: Path,
     items: list[Item],
@@ -226,82 +210,3 @@ def _predict_and_write(
         h5.close(ok)
     writing[0] += time.perf_counter() - w0
     return writing[0]
-
-
-def run_predict(
-    model_path: str | Path,
-    inputs: list[str],
-    out: str | Path = "predictions",
-    num_samples: int = 16,
-    seed: int = 0,
-    blackbox: str | None = None,
-    batch_size: int = 8,
-    device: str = "cpu",
-    overwrite: bool = False,
-    quiet: bool = False,
-    recursive: bool = False,
-    speed: dict[str, Any] | None = None,
-    overrides: list[str] | None = None,
-) -> dict[str, Any]:
-    """Predict and write; returns counts and the share of wall time spent writing files.
-    F and G run with the model's speed options, as `sample` runs them; ``speed`` overrides
-    some (``--speed KEY=VALUE``). ``overrides`` (`key=value`) apply to a recipe MODEL."""
-    from carcli.api import load_model
-
-    t0 = time.perf_counter()
-    rep = Reporter(quiet)
-    _check_args(inputs, num_samples, batch_size)
-    model = load_model(model_path, device, speed, overrides)
-    for note in model.speed_notes:
-        rep.line(note)
-    out = Path(out)
-    _check_exist(inputs)
-    check_out(out, inputs)
-    items = model.read(inputs, recursive)
-    skipped = not_inputs(inputs, recursive)
-    if skipped:  # one line, every file named
-        rep.console.print(  # even with --quiet: a warning
-            f"carseg: not read ({len(skipped)} file(s) that are not {'/'.join(SUFFIXES)} "
-            "inputs): " + ", ".join(str(p) for p in skipped),
-            markup=False,
-        )
-    bbs = model.blackboxes(items, blackbox)
-    records = [outputs.expected_record(it, num_samples, seed, model.meta) for it in items]
-    keep = plan(out, items, records, overwrite)
-    make_out(out)
-    again = "rerun it without --overwrite" if overwrite else "the same command"
-    with stops_at_once(
-        f"interrupted; every input finished so far is kept in {out} (one folder each) and "
-        f"{again} continues with the others"
-    ):
-        write_s = _predict_and_write(
-            model, out, items, records, keep, bbs, rep, num_samples, seed, batch_size
-        )
-    wall = time.perf_counter() - t0
-    rep.line(
-        f"predictions written: {out} ({len(items)} inputs x {num_samples} samples; "
-        f"{len(keep)} kept from an earlier run)"
-    )
-    return {
-        "inputs": len(items),
-        "kept": len(keep),
-        "wall_s": wall,
-        "write_s": write_s,
-        "write_share": write_s / wall if wall > 0 else 0.0,
-        "speed": model.meta["speed_applied"],
-    }
-
-
-def parse_speed(pairs: list[str] | None) -> dict[str, Any]:
-    """``--speed KEY=VALUE`` options (values as YAML scalars: true, false, bf16)."""
-    import yaml
-
-    out: dict[str, Any] = {}
-    for pair in pairs or []:
-        key, eq, value = pair.partition("=")
-        if not eq or not key:
-            raise CarsegError(
-                f"--speed {pair}: expected KEY=VALUE", hint="e.g. --speed fold_bn=true"
-            )
-        out[key.strip()] = yaml.safe_load(value)
-    return out

@@ -278,6 +278,13 @@ def _check_rest(r: Recipe, problems: list[str]) -> None:
         )
     if r.speed.sample_chunk < 0:
         problems.append(f"speed.sample_chunk -> must be >= 0, got {r.speed.sample_chunk}")
+    if r.sample.region_coupling == "learned" and r.sample.independent_regions:
+        problems.append(
+            "sample.region_coupling -> 'learned' and sample.independent_regions=true are two "
+            "recombinations; keep one (region_coupling learns which regions go together)"
+        )
+    if r.refiner.coupling_steps < 0:
+        problems.append(f"refiner.coupling_steps -> must be >= 0, got {r.refiner.coupling_steps}")
     if r.sample.region_link < 0:
         problems.append(f"sample.region_link -> must be >= 0, got {r.sample.region_link}")
     syn, reg = r.data.synthetic, r.data.regression

@@ -1,7 +1,7 @@
 """The recipe schema: one dataclass per section, one docstring per field.
 
-Keys fixed by CONTRACTS.md keep their names; everything else has a default, so a recipe
-only states what differs. `carseg show RECIPE` prints the fully resolved recipe.
+Keys of the public interface (docs/guide.md) keep their names; everything else has a default,
+so a recipe only states what differs. `carseg show RECIPE` prints the fully resolved recipe.
 """
 
 from __future__ import annotations
@@ -161,12 +161,12 @@ class RefinerConfig:
     down to full resolution)."""
     residual_logits: bool = False
     """Add F's log-probabilities to G's output logits (a deviation from the paper, off by
-    default as in the paper; the toy recipe turns it on; see README)."""
+    default as in the paper; the toy recipe turns it on; see docs/method.md)."""
     num_samples: int = 5
     """M: samples per input for the calibration loss."""
     calibration_loss: Literal["kl", "kl_forward", "ce", "none"] = "kl"
     """kl (the method: KL(G_bar || p)), kl_forward (KL(p || G_bar), mass-covering: keeps
-    pulling answers that G has dropped; a deviation, see README), ce (the paper's control),
+    pulling answers that G has dropped; a deviation, see docs/method.md), ce (the paper's control),
     none (lambda = 0)."""
     w_adv: float = 10.0
     """Weight of the adversarial loss."""
@@ -174,12 +174,12 @@ class RefinerConfig:
     """Weight of the calibration loss (lambda)."""
     w_entropy: float = 0.0
     """Weight of the mean per-pixel entropy of G's samples added to L_G (segmentation; 0: the
-    paper). L_cal holds the samples' mean at F, this makes each sample crisp; see README."""
+    paper). L_cal holds the samples' mean at F, this makes each sample crisp; see docs/method.md."""
     w_joint: float = 0.0
     """Weight of the joint calibration loss (beyond the paper; 0: off): KL between G's joint
     class distribution at pairs of ambiguous pixels (mean over the M samples of the products
     of their softmaxes) and the labels' (from the annotations and label_weight), so the
-    frequencies of whole answers match, not only each pixel's. Segmentation; see README."""
+    frequencies of whole answers match, not only each pixel's. Segmentation; see docs/method.md."""
     w_set: float = 10.0
     """Weight of the set discriminator's adversarial loss (discriminator.set_size > 0)."""
     joint_pairs: int = 256
@@ -219,6 +219,15 @@ class RefinerConfig:
     naming the last good checkpoint; `skip` drops that update (the weights stay as they were),
     marks the step `skipped` in metrics.jsonl and counts it in `skipped_steps` (a skipped
     step still counts towards `steps`)."""
+
+    coupling_steps: int = 0
+    """Beyond the paper (0: off): after G, train the region coupling head for this many steps:
+    for each pair of F's separate uncertain regions of a training image (found as
+    ``sample.region_threshold`` / ``sample.region_link`` say), it learns from the annotations
+    whether their answers go together. ``sample.region_coupling: learned`` uses it; written
+    as ``refiner/coupling.safetensors``."""
+    coupling_lr: float = 2.0e-3
+    """Adam learning rate of the region coupling head."""
 
 
 @dataclass
@@ -264,8 +273,15 @@ class SampleConfig:
     from different samples, i.e. are drawn independently; every per-pixel frequency stays
     G's. For data whose separate ambiguous regions are independent (not the modified
     Cityscapes, whose flips couple every region of a class)."""
+    region_coupling: Literal["none", "learned"] = "none"
+    """Beyond the paper: ``learned`` recombines G's samples of each image by the region
+    coupling head trained with G (``refiner.coupling_steps``): F's separate uncertain regions
+    that the head finds co-varying (learned from the annotations) keep G's joint answer,
+    groups that it finds independent are drawn independently; every per-pixel frequency
+    stays G's. ``none``: G's samples as drawn. Not together with ``independent_regions``."""
     region_threshold: float = 0.9
-    """F's top class probability below which a pixel is uncertain, for ``independent_regions``."""
+    """F's top class probability below which a pixel is uncertain, for ``independent_regions``
+    (``region_coupling`` uses the value the coupling head was trained with)."""
     region_link: int = 1
     """For ``independent_regions``: the uncertain mask is grown by this many pixels before
     its connected regions are taken, so uncertain parts up to twice as far apart (an object
@@ -323,12 +339,12 @@ class SpeedConfig:
     sample's argmax can flip where two classes tie)."""
     cpu_bf16: bool = False
     """Sampling and prediction on CPU only: run F and G under bf16 autocast where oneDNN has
-    native bf16 (AMX or AVX512-BF16; ignored with a note elsewhere). Lossy: README
-    "Benchmarks" states the samples' argmax agreement with float32."""
+    native bf16 (AMX or AVX512-BF16; ignored with a note elsewhere). Lossy:
+    docs/benchmarks.md states the samples' argmax agreement with float32."""
     sample_chunk: int = 0
     """Sampling and prediction: samples per image in one pass of G's decoder (0: as many as
-    fit 2^25 logits). Small chunks keep the decoder's activations in cache (README
-    "Benchmarks"); the convolutions' batch size can change their float rounding, so a chunk
+    fit 2^25 logits). Small chunks keep the decoder's activations in cache
+    (docs/benchmarks.md); the convolutions' batch size can change their float rounding, so a chunk
     size other than 0 is not bit-for-bit the draws of 0."""
 
 
@@ -358,6 +374,6 @@ class Recipe:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     """The evaluate stage."""
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
-    """Multi-process runs under torchrun (see README, "Scaling out")."""
+    """Multi-process runs under torchrun (see docs/guide.md, "Scaling out")."""
     speed: SpeedConfig = field(default_factory=SpeedConfig)
     """Device speed options; all off by default."""

@@ -20,28 +20,11 @@ from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
+from carcli.errors import Interrupted, exit_status
+
+__all__ = ["Interrupted", "StopRequest", "exit_status", "stops_at_once"]
+
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-def exit_status(signum: int) -> int:
-    """The shell's status of a process ended by `signum` (SIGINT 130, SIGTERM 143)."""
-    return 128 + int(signum)
-
-
-class Interrupted(KeyboardInterrupt):
-    """The stage was stopped by a signal after keeping its work; `message` says how to go on
-    (it may hold `carseg STAGE RECIPE`, which the command line fills in). A KeyboardInterrupt
-    (for SIGTERM too), so no `except Exception` on the way up swallows it and Python callers
-    of the stage functions see what they saw before."""
-
-    def __init__(self, signum: int, message: str) -> None:
-        super().__init__(message)
-        self.signum = int(signum)
-        self.message = message
-
-    @property
-    def exit_status(self) -> int:
-        return exit_status(self.signum)
 
 
 def _main_thread() -> bool:

@@ -109,3 +109,17 @@ def load_network(
             hint=f"make it again with `{make_cmd}`",
         ) from None
     return model
+
+
+COUPLING = "coupling.safetensors"
+"""refiner/coupling.safetensors: the region coupling head (refiner.coupling_steps)."""
+
+
+def load_coupling(
+    path: Path, info: DatasetInfo, make_cmd: str
+) -> tuple[torch.nn.Module, float, int]:
+    """The region coupling head at ``path`` in eval mode, with the region threshold and link
+    it was trained with (sampling finds F's regions the same way)."""
+    head = load_network(path, "refiner", "coupling", info, make_cmd)
+    _, meta = load_weights(path, stage="refiner", make_cmd=make_cmd)
+    return head.eval(), float(meta.get("region_threshold", 0.9)), int(meta.get("region_link", 1))

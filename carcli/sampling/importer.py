@@ -29,15 +29,15 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 
-import carcli
+from carcli._version import __version__
 from carcli.artefacts.run import Manifest, atomic_path, check_not_finished
 from carcli.data.dataset import DatasetFile, DatasetInfo, split_path
 from carcli.errors import CarsegError
@@ -349,6 +349,7 @@ def _import(
         src = open_source(source, info, case_names(data_dir, split, info.n))
         cal = _calibration_of(src, calibration, source, info)
         manifest = Manifest("import-samples", config, seed)
+        manifest.add_input(data_path, f"data.{split}")
         attrs = {
             "dataset": str(data_path),
             "split": split,
@@ -357,11 +358,13 @@ def _import(
             "calibrator_sha256": "",
             "refiner_sha256": "",
             "recipe": recipe_yaml,
-            "carseg_version": carcli.__version__,
+            "carseg_version": __version__,
             "imported_from": str(source.resolve()),
             "imported_format": src.kind,
             "imported_sha256": _digest(source),
             "calibration_source": "source" if cal is not None else "none",
+            "dataset_sha256": manifest.inputs[str(data_path)],
+            "provenance": json.dumps(manifest.provenance, sort_keys=True),
         }
         with rep.progress(info.n, f"import {split}") as bar, atomic_path(bank_path) as tmp:
             h5 = create_bank(tmp, info, info.n, src.m, attrs)
@@ -369,18 +372,7 @@ def _import(
                 _write_rows(h5, src, info, source, cal, bar)
             finally:
                 h5.close()
-    manifest.add_input(data_path)
     manifest.extra["imported_from"] = attrs["imported_from"]
     manifest.write(bank_path.parent, [bank_path.name])
     rep.line(f"sample bank written: {bank_path} ({info.n} images x {src.m} samples, from {source})")
     return bank_path
-
-
-def bank_provenance(path: Path) -> dict:
-    """The import attributes of a bank (empty for one written by `sample`)."""
-    with h5py.File(path, "r") as f:
-        return {
-            k: (v.decode() if isinstance(v, bytes) else v)
-            for k, v in f.attrs.items()
-            if k.startswith("imported_") or k == "calibration_source"
-        }

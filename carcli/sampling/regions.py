@@ -1,6 +1,6 @@
 """Independent regions: a sample set whose separate uncertain regions are drawn independently.
 
-`sample.independent_regions` (beyond the paper, README "Beyond the paper"). Under the
+`sample.independent_regions` (beyond the paper, docs/method.md "Beyond the paper"). Under the
 assumption that F's separate uncertain regions (8-connected, top class probability below
 ``sample.region_threshold``, the mask grown by ``sample.region_link`` pixels first) are
 conditionally independent given the image, the joint
@@ -22,10 +22,15 @@ Cityscapes flips a class everywhere in the image at once) must leave this off.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from carcli.models.noise import region_ids
+
+MAX_REGIONS = 64
+"""Region ids of the learned recombination wrap at this count (more regions in one image
+share ids, hence answers)."""
 
 
 def linked_regions(calib: np.ndarray, threshold: float, link: int, max_regions: int) -> np.ndarray:
@@ -78,9 +83,105 @@ class IndependentRegions:
     link: int = 1  # the recipe's default (sample.region_link)
 
     def __call__(
-        self, samples: np.ndarray, calib: np.ndarray, rows: np.ndarray, seed: int
+        self,
+        samples: np.ndarray,
+        calib: np.ndarray,
+        rows: np.ndarray,
+        seed: int,
+        image: Any = None,
     ) -> np.ndarray:
         return independent_regions(samples, calib, rows, seed, self.threshold, self.link)
 
 
-__all__ = ["IndependentRegions", "independent_regions", "linked_regions", "region_offsets"]
+def region_groups(count: int, pairs: np.ndarray, coupled: np.ndarray) -> np.ndarray:
+    """Group id [count] of each region: regions joined by a coupled pair (directly or through
+    others) share a group; groups numbered in order of their first region."""
+    parent = list(range(count))
+
+    def root(r: int) -> int:
+        while parent[r] != r:
+            parent[r] = parent[parent[r]]
+            r = parent[r]
+        return r
+
+    for (r, s), c in zip(np.asarray(pairs).reshape(-1, 2), np.asarray(coupled), strict=True):
+        if c:
+            a, b = root(int(r)), root(int(s))
+            parent[max(a, b)] = min(a, b)
+    roots = [root(r) for r in range(count)]
+    first: dict[int, int] = {}
+    return np.array([first.setdefault(q, len(first)) for q in roots], dtype=np.int64)
+
+
+def recombine(samples: np.ndarray, ids: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """One image's samples [M, H, W]: pixel of region id k (ids [H, W]) taken from sample
+    (m + offsets[k]) mod M; ``offsets`` has one more entry (0) for the no-region id."""
+    m = samples.shape[0]
+    shift = offsets[ids.reshape(-1)]
+    source = (np.arange(m)[:, None] + shift[None, :]) % m
+    flat = samples.reshape(m, -1)
+    return np.take_along_axis(flat, source, axis=0).reshape(samples.shape)
+
+
+@dataclass(frozen=True)
+class CoupledRegions:
+    """Learned recombination (`sample.region_coupling: learned`): F's separate uncertain
+    regions are grouped by the coupling head's calls (a pair whose predicted probability of
+    co-varying exceeds 0.5 joins one group); each output sample takes every group's answer
+    from a different one of G's draws, so G's joint is kept within a group and groups are
+    drawn independently. Every per-pixel frequency is unchanged, as with
+    :func:`independent_regions`; with every pair called independent the two are the same.
+    """
+
+    head: Any  # carcli.models.coupling.RegionCoupling, in eval mode
+    threshold: float = 0.9
+    link: int = 1
+
+    def __call__(
+        self,
+        samples: np.ndarray,
+        calib: np.ndarray,
+        rows: np.ndarray,
+        seed: int,
+        image: Any = None,
+    ) -> np.ndarray:
+        import torch
+
+        b, m = samples.shape[:2]
+        if m < 2:
+            return samples
+        ids = linked_regions(calib, self.threshold, self.link, MAX_REGIONS)
+        counts = [int(ids[i][ids[i] < MAX_REGIONS].max(initial=-1)) + 1 for i in range(b)]
+        pairs = [
+            (i, r, s) for i in range(b) for r in range(counts[i]) for s in range(r + 1, counts[i])
+        ]
+        coupled = np.zeros(0, dtype=bool)
+        if pairs:
+            with torch.inference_mode():
+                logits = self.head(
+                    torch.as_tensor(image, dtype=torch.float32),
+                    torch.as_tensor(calib, dtype=torch.float32),
+                    torch.from_numpy(ids),
+                    torch.tensor(pairs, dtype=torch.int64),
+                )
+            coupled = (logits > 0).numpy()
+        table = np.asarray(pairs, dtype=np.int64).reshape(-1, 3)
+        out = np.empty_like(samples)
+        for i in range(b):
+            mine = table[:, 0] == i
+            groups = region_groups(counts[i], table[mine, 1:], coupled[mine])
+            offsets = np.zeros(MAX_REGIONS + 1, dtype=np.int64)  # id MAX_REGIONS: no region
+            offsets[: counts[i]] = region_offsets(seed, int(rows[i]), m)[groups % m]
+            out[i] = recombine(samples[i], ids[i], offsets)
+        return out
+
+
+__all__ = [
+    "CoupledRegions",
+    "IndependentRegions",
+    "independent_regions",
+    "linked_regions",
+    "recombine",
+    "region_groups",
+    "region_offsets",
+]

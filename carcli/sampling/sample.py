@@ -37,7 +37,7 @@ def draw(
     *,
     chunk_elements: int = ELEMENT_BUDGET,
     chunk_samples: int = 0,
-    independent_regions: regions.IndependentRegions | None = None,
+    independent_regions: regions.IndependentRegions | regions.CoupledRegions | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Samples [B, m, ...] and F's output for dataset `rows`.
 
@@ -46,8 +46,9 @@ def draw(
     ``chunk_elements`` logits, or ``chunk_samples`` samples per image where > 0
     (`speed.sample_chunk`); bit-for-bit what ``G(x, p, noise=eps)`` gives at the shapes
     tested. Everything runs under ``torch.inference_mode``. ``independent_regions``
-    (segmentation only) recombines the samples so that F's separate uncertain regions are
-    drawn independently (:mod:`carcli.sampling.regions`).
+    (segmentation only) recombines the samples so that F's separate uncertain regions (or the
+    groups of them that the coupling head finds co-varying) are drawn independently
+    (:mod:`carcli.sampling.regions`).
     """
     with torch.inference_mode():
         info = source.info
@@ -74,7 +75,7 @@ def draw(
         samples = (torch.cat(parts, 1) if len(parts) > 1 else parts[0]).cpu().numpy()
         calib_np = calib.float().cpu().numpy()
     if independent_regions is not None and seg:
-        samples = independent_regions(samples, calib_np, rows, seed)
+        samples = independent_regions(samples, calib_np, rows, seed, image=b.image.numpy())
     return samples, calib_np.astype(np.float16) if seg else calib_np
 
 

@@ -7,6 +7,7 @@ Writes ``eval/<split>/metrics.json`` and ``per_case.csv`` (computed by
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +34,23 @@ from carcli.metrics.evaluate import (
 from carcli.plots.files import to_csv
 from carcli.recipe.load import recipe_to_dict
 from carcli.recipe.schema import Recipe
+from carcli.runtime.staleness import require_fresh
 from carcli.sampling.bank import Bank
 from carcli.ui import Reporter
 
 
 def evaluate_bank(
-    data_path: Path, bank_path: Path, e: EvalSettings, rep: Reporter
+    data_path: Path,
+    bank_path: Path,
+    e: EvalSettings,
+    rep: Reporter,
+    check: Callable[[], None] | None = None,
 ) -> tuple[dict, list[dict], list[str]]:
-    """Metrics summary, per-image rows and CSV columns of a bank against its split."""
+    """Metrics summary, per-image rows and CSV columns of a bank against its split;
+    `check` runs once both files are open and valid (the staleness check)."""
     with DatasetFile(data_path, validate=True) as ds, Bank(bank_path, ds.info) as bank:
+        if check is not None:
+            check()
         return evaluate_samples(ds, bank, e, rep, calibration_source(bank))
 
 
@@ -57,8 +66,10 @@ def run_evaluate(
     overwrite: bool = False,
     quiet: bool = False,
     convention: str | None = None,
+    allow_stale: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate the bank of ``evaluate.split``; ``convention`` overrides evaluate.convention."""
+    """Evaluate the bank of ``evaluate.split``; ``convention`` overrides evaluate.convention.
+    A bank drawn from weights that have changed since is refused unless ``allow_stale``."""
     import dataclasses
 
     rep = Reporter(quiet)
@@ -78,14 +89,20 @@ def run_evaluate(
         _check_fail_if(data_path, EvalSettings.from_recipe(recipe), conditions)
     check_not_finished(out_dir / "metrics.json", f"{split} metrics", overwrite)
     manifest = Manifest("evaluate", recipe_to_dict(recipe), recipe.seed)
+    stale: list[str] = []
     summary, rows, columns = evaluate_bank(
-        data_path, bank_path, EvalSettings.from_recipe(recipe), rep
+        data_path,
+        bank_path,
+        EvalSettings.from_recipe(recipe),
+        rep,
+        check=lambda: stale.extend(require_fresh(recipe, "evaluate", allow_stale)),
     )
+    manifest.staleness(allow_stale, stale)
     ensure_dir(out_dir)
     write_text_atomic(out_dir / "per_case.csv", to_csv(rows, columns))
     write_json_atomic(out_dir / "metrics.json", summary)
-    for p in (data_path, bank_path):
-        manifest.add_input(p)
+    manifest.add_input(data_path, f"data.{split}")
+    manifest.add_input(bank_path, "bank")
     manifest.write(out_dir, ["metrics.json", "per_case.csv"])
     if not quiet:
         print_table(summary, rep)
@@ -179,6 +196,18 @@ def _add_answer_rows(table: Any, summary: dict[str, Any]) -> None:
         )
         table.add_row(
             "factor joint TV", _fmt(factors.get("joint_tv_g")), _fmt(factors.get("joint_tv_oracle"))
+        )
+    coupled = (summary.get("region_pairs") or {}).get("coupled") or {}
+    if coupled.get("n_pairs"):
+        table.add_row(
+            f"coupled pairs: joint TV ({coupled['n_pairs']} pairs)",
+            _fmt(coupled.get("joint_tv_g")),
+            _fmt(coupled.get("joint_tv_oracle")),
+        )
+        table.add_row(
+            "coupled pairs: answers the truth can show",
+            _fmt(coupled.get("agree_g")),
+            _fmt(coupled.get("agree_oracle")),
         )
 
 

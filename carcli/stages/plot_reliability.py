@@ -15,6 +15,7 @@ A regression split gets ``fit`` and ``loglik`` instead. Nothing is read from
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,14 +50,21 @@ from carcli.plots.reliability import (
 )
 from carcli.recipe.load import recipe_to_dict
 from carcli.recipe.schema import Recipe
+from carcli.runtime.staleness import require_fresh
 from carcli.sampling.bank import Bank
 from carcli.ui import Reporter
 
 
 def run_plot_reliability(
-    recipe: Recipe, overwrite: bool = False, *, n_images: int = 4, quiet: bool = False
+    recipe: Recipe,
+    overwrite: bool = False,
+    *,
+    n_images: int = 4,
+    quiet: bool = False,
+    allow_stale: bool = False,
 ) -> list[Path]:
-    """Write the three figures (PNG + CSV each) and manifest.json; return the written paths."""
+    """Write the three figures (PNG + CSV each) and manifest.json; return the written paths.
+    A bank drawn from weights that have changed since is refused unless ``allow_stale``."""
     rep = Reporter(quiet)
     split = recipe.evaluate.split
     layout = RunLayout(Path(recipe.run_dir))
@@ -65,12 +73,21 @@ def run_plot_reliability(
     with DatasetFile(data_path) as ds:
         task = ds.info.task
     if task == "regression":
-        return run_plot_regression(recipe, overwrite, quiet)
+        return run_plot_regression(recipe, overwrite, quiet, allow_stale)
     names = output_names()
     for name in names:
         check_not_finished(out_dir / name, f"{split} plot file {name}", overwrite)
     manifest = Manifest("plot-reliability", recipe_to_dict(recipe), recipe.seed)
-    read = _read_bank(data_path, bank_path, recipe.evaluate.chunk_size, n_images, rep)
+    stale: list[str] = []
+    read = _read_bank(
+        data_path,
+        bank_path,
+        recipe.evaluate.chunk_size,
+        n_images,
+        rep,
+        lambda: stale.extend(require_fresh(recipe, "plot-reliability", allow_stale)),
+    )
+    manifest.staleness(allow_stale, stale)
     ensure_dir(out_dir)
     built, extra = _segmentation_figures(read)
     written: list[Path] = []
@@ -79,9 +96,9 @@ def run_plot_reliability(
         save_figure(fig, out_dir / f"{stem}.png")
         write_text_atomic(out_dir / f"{stem}.csv", text)
         written += [out_dir / f"{stem}.png", out_dir / f"{stem}.csv"]
-    for p in (data_path, bank_path):
-        manifest.add_input(p)
-    manifest.extra = {"split": split, **extra}
+    manifest.add_input(data_path, f"data.{split}")
+    manifest.add_input(bank_path, "bank")
+    manifest.extra.update({"split": split, **extra})
     manifest.write(out_dir, names[:-1])
     written.append(out_dir / "manifest.json")
     ece = extra["ece"]
@@ -106,11 +123,18 @@ class _BankRead:
 
 
 def _read_bank(
-    data_path: Path, bank_path: Path, chunk_size: int, n_images: int, rep: Reporter
+    data_path: Path,
+    bank_path: Path,
+    chunk_size: int,
+    n_images: int,
+    rep: Reporter,
+    check: Callable[[], None],
 ) -> _BankRead:
+    """One pass over the split and its bank; `check` runs once both are open and valid."""
     from carcli.plots.stats import GED_SAMPLES, accumulate, image_view, select_images
 
     with DatasetFile(data_path, validate=True) as ds, Bank(bank_path, ds.info) as bank:
+        check()
         if bank.n == 0:
             raise CarsegError(
                 f"{bank_path}: the sample bank holds no images",
@@ -208,7 +232,9 @@ def _mode_table(ds: DatasetFile, bank: Bank, label_entropy: np.ndarray) -> list[
     return rows
 
 
-def run_plot_regression(recipe: Any, overwrite: bool, quiet: bool) -> list[Path]:
+def run_plot_regression(
+    recipe: Any, overwrite: bool, quiet: bool, allow_stale: bool = False
+) -> list[Path]:
     """`plot-reliability` on a regression split: fit.png (+ csv) and, when the refiner's
     metrics.jsonl logged it, loglik.png (+ csv); then manifest.json."""
     rep = Reporter(quiet)
@@ -220,7 +246,13 @@ def run_plot_regression(recipe: Any, overwrite: bool, quiet: bool) -> list[Path]
     for name in ("fit.png", "fit.csv", "loglik.png", "loglik.csv", "manifest.json"):
         check_not_finished(out_dir / name, f"{split} plot file {name}", overwrite)
     manifest = Manifest("plot-reliability", recipe_to_dict(recipe), recipe.seed)
-    fit = _read_fit(data_path, bank_path)
+    stale: list[str] = []
+    fit = _read_fit(
+        data_path,
+        bank_path,
+        lambda: stale.extend(require_fresh(recipe, "plot-reliability", allow_stale)),
+    )
+    manifest.staleness(allow_stale, stale)
     ensure_dir(out_dir)
     written: list[Path] = []
     samples = fit["samples"]
@@ -239,22 +271,24 @@ def run_plot_regression(recipe: Any, overwrite: bool, quiet: bool) -> list[Path]
             ]
             write_text_atomic(out_dir / "loglik.csv", to_csv(ll_rows, ["step", "val_ll"]))
             written += [out_dir / "loglik.png", out_dir / "loglik.csv"]
-            manifest.add_input(metrics_path)
-    for p in (data_path, bank_path):
-        manifest.add_input(p)
+            manifest.add_input(metrics_path, "refiner.metrics")
+    manifest.add_input(data_path, f"data.{split}")
+    manifest.add_input(bank_path, "bank")
     n_inputs = int(len(fit["x"]))
-    manifest.extra = {"split": split, "n_inputs": n_inputs, "num_samples": samples.shape[1]}
+    manifest.extra.update({"split": split, "n_inputs": n_inputs, "num_samples": samples.shape[1]})
     manifest.write(out_dir, [p.name for p in written])
     written.append(out_dir / "manifest.json")
     rep.line(f"plot-reliability (regression): wrote {len(written)} files to {out_dir}")
     return written
 
 
-def _read_fit(data_path: Path, bank_path: Path) -> dict[str, Any]:
-    """The arrays of fit.png: the data points, each input's samples, F and the true mean."""
+def _read_fit(data_path: Path, bank_path: Path, check: Callable[[], None]) -> dict[str, Any]:
+    """The arrays of fit.png: the data points, each input's samples, F and the true mean;
+    `check` runs once both files are open."""
     from carcli.data.regression import MIXTURE_NAMES, mixture_mean_y
 
     with DatasetFile(data_path) as ds, Bank(bank_path, ds.info) as bank:
+        check()
         if bank.n == 0:
             raise CarsegError(
                 f"{bank_path}: the sample bank holds no inputs",

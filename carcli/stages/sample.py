@@ -25,13 +25,12 @@ import h5py
 import numpy as np
 import torch
 
-import carcli
 from carcli import distributed
+from carcli._version import __version__
 from carcli.artefacts.run import (
     Manifest,
     RunLayout,
     atomic_path,
-    check_not_finished,
     ensure_dir,
     stage_lock,
 )
@@ -42,18 +41,24 @@ from carcli.recipe.load import recipe_to_dict, recipe_to_yaml
 from carcli.recipe.schema import Recipe
 from carcli.runtime.device import setup_torch
 from carcli.runtime.interrupt import stops_at_once
-from carcli.runtime.networks import load_network, refiner_calibrator
+from carcli.runtime.networks import COUPLING, load_coupling, load_network, refiner_calibrator
 from carcli.runtime.speed import accelerate
 from carcli.runtime.speed import notes as speed_notes
 from carcli.runtime.speed import settings as speed_settings
+from carcli.runtime.staleness import require_fresh, stale_bank_error
 from carcli.sampling.bank import create_bank
-from carcli.sampling.regions import IndependentRegions
+from carcli.sampling.regions import CoupledRegions, IndependentRegions
 from carcli.sampling.sample import draw
 from carcli.sampling.writer import ChunkWriter
 from carcli.ui import Reporter
 
 
-def run_sample(recipe: Recipe, overwrite: bool = False, quiet: bool = False) -> Path:
+def run_sample(
+    recipe: Recipe, overwrite: bool = False, quiet: bool = False, allow_stale: bool = False
+) -> Path:
+    """Draw the bank of sample.split. An existing bank is refused (saying whether it is stale)
+    unless `overwrite`; F or G made from inputs that have changed since, unless
+    `allow_stale`."""
     rep = Reporter(quiet or distributed.env_world()[0] > 0)  # rank 0 speaks for the job
     s = recipe.sample
     layout = RunLayout(Path(recipe.run_dir))
@@ -68,23 +73,30 @@ def run_sample(recipe: Recipe, overwrite: bool = False, quiet: bool = False) -> 
 
         def claim() -> None:  # rank 0 (or the only process): the folder's lock and check
             held.enter_context(stage_lock(out_dir))
-            check_not_finished(bank_path, f"a {s.split} sample bank", overwrite)
+            refusal = None if overwrite else stale_bank_error(recipe, s.split)
+            if refusal is not None:  # says whether the bank is stale, not just there
+                raise refusal
 
         distributed.from_main(claim)
         with DatasetFile(data_path, validate=True) as ds:
             info = ds.info
-            regions = _independent_regions(recipe, info)  # checked before any work
+            regions = _recombination(recipe, info, layout.refiner)  # checked before any work
             device = setup_torch(recipe)
             for note in speed_notes(recipe, device):  # e.g. speed.cpu_bf16 without native bf16
                 rep.line(note)
             F_net, G = _networks(f_path, g_path, info, device)
+            stale = require_fresh(recipe, "sample", allow_stale)  # F and G are readable
             noise_dim = int(getattr(G, "noise_dim", recipe.refiner.noise_dim))
             manifest = Manifest("sample", recipe_to_dict(recipe), recipe.seed)
+            manifest.staleness(allow_stale, stale)
             partial = out_dir / f".{s.split}.partial"
             chunks = [(a, min(info.n, a + s.chunk_size)) for a in range(0, info.n, s.chunk_size)]
             inputs = (data_path, f_path, g_path)
             bank = _BankPlan(bank_path, partial, chunks, info, s.num_samples)
-            todo = distributed.from_main(lambda: _plan_chunks(recipe, manifest, inputs, bank, rep))
+            hashed = inputs + (
+                (layout.refiner / COUPLING,) if isinstance(regions, CoupledRegions) else ()
+            )
+            todo = distributed.from_main(lambda: _plan_chunks(recipe, manifest, hashed, bank, rep))
             manifest.extra.update(
                 chunks=len(chunks), chunks_reused=len(chunks) - len(todo), **dist.describe()
             )
@@ -140,9 +152,11 @@ def _plan_chunks(
     bank: _BankPlan,
     rep: Reporter,
 ) -> list[tuple[int, int]]:
-    """Rank 0: input hashes, the plan, and the chunks still to draw."""
-    for p in inputs:
-        manifest.add_input(p)
+    """Rank 0: input hashes, the plan, and the chunks still to draw. `inputs`: the split, F,
+    G, and the region coupling head where sample.region_coupling is learned."""
+    roles = (f"data.{recipe.sample.split}", "calibrator", "refiner", "coupling")
+    for role, p in zip(roles, inputs, strict=False):
+        manifest.add_input(p, role)
     plan = {
         "seed": recipe.seed,
         "num_samples": recipe.sample.num_samples,
@@ -152,26 +166,46 @@ def _plan_chunks(
     }
     if recipe.sample.independent_regions:  # (absent otherwise: older partial chunks still match)
         plan["independent_regions"] = [recipe.sample.region_threshold, recipe.sample.region_link]
+    if recipe.sample.region_coupling != "none":
+        plan["region_coupling"] = recipe.sample.region_coupling
     # Finished chunks made from the same inputs and settings are reused even with
     # --overwrite; the old bank stays in place until the new one replaces it.
     _check_plan(bank.partial, plan, rep)
     return [(a, b) for a, b in bank.chunks if not (bank.partial / f"chunk-{a:08d}.h5").exists()]
 
 
-def _independent_regions(recipe: Recipe, info: DatasetInfo) -> IndependentRegions | None:
-    """The recombination where sample.independent_regions is on, else None."""
-    if not recipe.sample.independent_regions:
+def _recombination(
+    recipe: Recipe, info: DatasetInfo, refiner_dir: Path
+) -> IndependentRegions | CoupledRegions | None:
+    """The recombination the recipe asks for (sample.independent_regions or
+    sample.region_coupling), else None."""
+    s = recipe.sample
+    if not s.independent_regions and s.region_coupling == "none":
         return None
+    key = "independent_regions" if s.independent_regions else "region_coupling"
     if info.task != "segmentation":
+        off = "false" if s.independent_regions else "none"
         raise CarsegError(
-            "sample.independent_regions needs a segmentation dataset; this one is "
-            f"{info.task}: set sample.independent_regions=false"
+            f"sample.{key} needs a segmentation dataset; this one is {info.task}: "
+            f"set sample.{key}={off}"
         )
-    return IndependentRegions(recipe.sample.region_threshold, recipe.sample.region_link)
+    if s.independent_regions:
+        return IndependentRegions(s.region_threshold, s.region_link)
+    head_path = refiner_dir / COUPLING
+    if not head_path.is_file():
+        raise CarsegError(
+            f"sample.region_coupling=learned needs the region coupling head at {head_path}, "
+            "which the refiner was trained without",
+            hint="train it with refiner.coupling_steps > 0 (carseg train-refiner RECIPE "
+            "refiner.coupling_steps=1000 --overwrite), or set sample.region_coupling=none",
+        )
+    head, threshold, link = load_coupling(head_path, info, "carseg train-refiner RECIPE")
+    return CoupledRegions(head, threshold, link)
 
 
 def _bank_attrs(recipe: Recipe, manifest: Manifest, inputs: tuple[Path, ...]) -> dict[str, Any]:
-    """The bank's attributes (CONTRACTS: dataset and split, M, seed, weights' sha256, ...)."""
+    """The bank's attributes (docs/guide.md, "Sample bank": dataset and split, M, seed,
+    weights' sha256, ...)."""
     data_path, f_path, g_path = inputs
     return {
         "dataset": str(data_path),
@@ -180,8 +214,10 @@ def _bank_attrs(recipe: Recipe, manifest: Manifest, inputs: tuple[Path, ...]) ->
         "seed": recipe.seed,
         "calibrator_sha256": manifest.inputs[str(f_path)],
         "refiner_sha256": manifest.inputs[str(g_path)],
+        "dataset_sha256": manifest.inputs[str(data_path)],
+        "provenance": json.dumps(manifest.provenance, sort_keys=True),
         "recipe": recipe_to_yaml(recipe),
-        "carseg_version": carcli.__version__,
+        "carseg_version": __version__,
     }
 
 
@@ -197,7 +233,7 @@ class _Draws:
     noise_dim: int
     seed: int
     device: torch.device
-    independent_regions: IndependentRegions | None = None
+    independent_regions: IndependentRegions | CoupledRegions | None = None
     chunk_samples: int = 0  # speed.sample_chunk
 
 

@@ -65,7 +65,7 @@ OUTPUTS = [
     "metrics.jsonl",
     "recipe.yaml",
 ]
-"""The files train-calibrator writes into calibrator/ (CONTRACTS' run layout and companions)."""
+"""The files train-calibrator writes into calibrator/ (docs/guide.md's run layout, companions)."""
 
 
 def run_train_calibrator(
@@ -108,7 +108,7 @@ def run_train_calibrator(
         final = stage.dir / "model.safetensors"
         save_network(final, model, "calibrator", "calibrator", c.arch, info, result.step)
         stage.finish(
-            [train_path, val_path],
+            {"data.train": train_path, "data.val": val_path},
             OUTPUTS,
             device,
             {

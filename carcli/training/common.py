@@ -263,8 +263,13 @@ class TrainingStage:
         )
 
     def finish(
-        self, inputs: list[Path], outputs: list[str], device: torch.device, extra: dict[str, Any]
+        self,
+        inputs: dict[str, Path],
+        outputs: list[str],
+        device: torch.device,
+        extra: dict[str, Any],
     ) -> None:
+        """Write manifest.json; `inputs`: role -> path of what the stage read (provenance)."""
         if not self.primary:
             return
         manifest = Manifest(
@@ -274,8 +279,8 @@ class TrainingStage:
             started=self.started,
             extra=extra,
         )
-        for p in inputs:
-            manifest.add_input(p)
+        for role, p in inputs.items():
+            manifest.add_input(p, role)
         manifest.write(self.dir, outputs, device=str(device))
 
 

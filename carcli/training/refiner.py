@@ -19,11 +19,12 @@ from carcli.data.prefetch import training_loader
 from carcli.errors import CarsegError
 from carcli.recipe.schema import Recipe
 from carcli.runtime.device import setup_torch
-from carcli.runtime.networks import JOINT_CALIBRATOR, load_network, save_network
+from carcli.runtime.networks import COUPLING, JOINT_CALIBRATOR, load_network, save_network
 from carcli.runtime.speed import accelerate
 from carcli.runtime.speed import notes as speed_notes
 from carcli.runtime.speed import settings as speed_settings
 from carcli.training.common import TrainingStage, adam
+from carcli.training.coupling import fit_coupling
 from carcli.training.loop import Schedule, StagePlan, run_loop
 from carcli.training.networks import new_discriminator, new_refiner, new_set_discriminator
 from carcli.training.step import (  # noqa: F401 (re-exported: tests and benchmarks use them)
@@ -45,11 +46,18 @@ SET_DISCRIMINATOR = "set_discriminator.safetensors"
 
 
 def run_train_refiner(
-    recipe: Recipe, resume: bool = False, overwrite: bool = False, quiet: bool = False
+    recipe: Recipe,
+    resume: bool = False,
+    overwrite: bool = False,
+    quiet: bool = False,
+    allow_stale: bool = False,
 ) -> Path:
     """Train G and D; writes refiner/model.safetensors and refiner/discriminator.safetensors
     (and, with refiner.joint_calibrator, the jointly trained F as refiner/calibrator.safetensors,
-    named in G's checkpoint metadata so `sample` uses it)."""
+    named in G's checkpoint metadata so `sample` uses it). An F trained on dataset files that
+    have changed since is refused unless `allow_stale`."""
+    from carcli.runtime.staleness import require_fresh
+
     rep = Reporter(quiet or distributed.env_world()[0] > 0)  # rank 0 speaks for the job
     r, d = recipe.refiner, recipe.discriminator
     stage = TrainingStage(recipe, "refiner", resume, overwrite, MAKE_CMD)
@@ -68,6 +76,7 @@ def run_train_refiner(
         info = train_ds.info
         _check_task(recipe, info.task, train_path)
         nets, saved = _networks(recipe, info, f_path, device, dist.world)
+        stale = require_fresh(recipe, "train-refiner", allow_stale)  # F is readable
         joint = r.joint_calibrator
         soft = joint and recipe.calibrator.soft_targets and info.task == "segmentation"
         train = BatchSource(train_ds, flip=recipe.data.flip)
@@ -92,9 +101,10 @@ def run_train_refiner(
         )
         step, best = result.step, result.best
         _save_networks(stage.dir, recipe, info, step, saved)
+        coupling = _fit_coupling(recipe, saved[2], train_ds, val_ds, device, stage.dir, rep)
         stage.finish(
-            [train_path, val_path, f_path],
-            _outputs(joint, saved[3] is not None),
+            {"data.train": train_path, "data.val": val_path, "calibrator": f_path},
+            _outputs(joint, saved[3] is not None, coupling is not None),
             device,
             {
                 "steps": step,
@@ -103,6 +113,9 @@ def run_train_refiner(
                 "skipped_steps": result.skipped,
                 "distributed": dist.describe(r.batch_size),
                 "speed": speed_settings(recipe, device, dist.world),
+                "allow_stale": allow_stale,
+                "stale_inputs": stale,
+                **({"coupling": coupling} if coupling else {}),
             },
         )
     rep.line(f"refiner trained: {stage.dir / 'model.safetensors'} (step {step})")
@@ -138,8 +151,44 @@ def _networks(
     return nets, (G, D, F_net, D_set)
 
 
-def _outputs(joint: bool, set_discriminator: bool) -> list[str]:
-    """The files train-refiner writes into refiner/ (CONTRACTS' run layout and companions)."""
+def _fit_coupling(
+    recipe: Recipe,
+    F_net: torch.nn.Module,
+    train_ds: DatasetFile,
+    val_ds: DatasetFile,
+    device: torch.device,
+    folder: Path,
+    rep: Reporter,
+) -> dict[str, Any] | None:
+    """With refiner.coupling_steps > 0 (segmentation): the region coupling head, fitted to
+    the annotations' pairwise association of F's regions (rank 0 only); its scores."""
+    r = recipe.refiner
+    if r.coupling_steps <= 0 or train_ds.info.task != "segmentation":
+        return None
+    if not distributed.current().main:
+        return None
+    settings = {
+        "steps": r.coupling_steps,
+        "lr": r.coupling_lr,
+        "seed": recipe.seed,
+        "region_threshold": recipe.sample.region_threshold,
+        "region_link": recipe.sample.region_link,
+    }
+    rep.line(f"region coupling head: {r.coupling_steps} steps")
+    scores = fit_coupling(
+        F_net, BatchSource(train_ds), BatchSource(val_ds), settings, device, folder / COUPLING
+    )
+    val = scores["val"]
+    if val.get("pairs"):
+        rep.line(
+            f"region coupling head: val pairs {val['pairs']} ({val['coupled_pairs']} coupled), "
+            f"calls right {val['accuracy']:.3f}"
+        )
+    return scores
+
+
+def _outputs(joint: bool, set_discriminator: bool, coupling: bool = False) -> list[str]:
+    """The files train-refiner writes into refiner/ (docs/guide.md's run layout and companions)."""
     return [
         "model.safetensors",
         "discriminator.safetensors",
@@ -149,6 +198,7 @@ def _outputs(joint: bool, set_discriminator: bool) -> list[str]:
         "recipe.yaml",
         *([JOINT_CALIBRATOR] if joint else []),
         *([SET_DISCRIMINATOR] if set_discriminator else []),
+        *([COUPLING] if coupling else []),
     ]
 
 

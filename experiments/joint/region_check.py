@@ -1,8 +1,8 @@
 """How F's uncertain regions (region noise, refiner.region_threshold) line up with the true
 independent factors of a synthetic set's test split.
 
-    python scripts/region_check.py RUN DATA_DIR THRESHOLD [THRESHOLD ...]
-    e.g. python scripts/region_check.py runs/toy data/toy 0.9 0.95
+    python experiments/joint/region_check.py RUN DATA_DIR THRESHOLD [THRESHOLD ...]
+    e.g. python experiments/joint/region_check.py runs/toy data/toy 0.9 0.95
 
 Prints, per threshold: the share of the true ambiguous regions' pixels that F calls uncertain,
 how many pairs of true regions fall in one uncertain region of F (they would share a code),

@@ -1,8 +1,10 @@
 """Sampling speed-ups one by one (issue #19): `draw` at the LIDC shapes, variants alternated in
 rounds within one run (so a loaded machine affects them alike; compare ratios).
 
-    .venv/bin/python bench/sample_variants.py [--rounds 3] [--samples 16 100] [--quick]
-    .venv/bin/python bench/sample_variants.py --agreement runs/devA-base   # argmax agreement
+    .venv/bin/python experiments/sampling/sample_variants.py [--rounds 3] [--samples 16 100]
+        [--quick]
+    .venv/bin/python experiments/sampling/sample_variants.py --agreement runs/devA-base
+        # argmax agreement
 
 Variants: ``old`` (the draw before #19: no_grad, G's full forward per chunk, argmax),
 ``old+ids`` (old with the fast exact class ids), ``default`` (today's draw: + inference_mode),
@@ -22,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from carcli.data.batches import BatchSource  # noqa: E402

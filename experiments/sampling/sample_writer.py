@@ -3,9 +3,12 @@ shapes (128x128, 2 classes, the LIDC recipe's F and G, random weights), with the
 on the background thread (`background`, what `sample` does) or inline (`inline`), variants
 alternated in rounds within one run, each in a fresh child process.
 
-    .venv/bin/python bench/sample_writer.py [--rounds 2] [--images 32] [--samples 100]
-    .venv/bin/python bench/sample_writer.py --old-src DIR   # adds `old`: carcli/ at DIR
-    .venv/bin/python bench/sample_writer.py --run runs/toy-sq100  # a trained run's test split
+    .venv/bin/python experiments/sampling/sample_writer.py [--rounds 2] [--images 32]
+        [--samples 100]
+    .venv/bin/python experiments/sampling/sample_writer.py --old-src DIR
+        # adds `old`: carcli/ at DIR
+    .venv/bin/python experiments/sampling/sample_writer.py --run runs/toy-sq100
+        # a trained run's test split
 
 `--old-src` takes a folder holding another version of the `carcli` package (e.g. one
 extracted with `git archive COMMIT carcli | tar -x -C DIR`) and measures it as `old`.
@@ -27,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def child(

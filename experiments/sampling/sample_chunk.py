@@ -2,9 +2,9 @@
 sampling entries of `bench/run.py`, the chunk sizes alternated in rounds within one run (so a
 loaded machine affects them alike; compare within a row).
 
-    .venv/bin/python bench/sample_chunk.py [--rounds 3] [--repeats 2]
+    .venv/bin/python experiments/sampling/sample_chunk.py [--rounds 3] [--repeats 2]
 
-Each cell is `bench_sample` of bench/run.py (the LIDC / Cityscapes recipe's networks with
+Each cell is `bench_sample` of bench/entries.py (the LIDC / Cityscapes recipe's networks with
 random weights and the recipe's speed options) with only `speed.sample_chunk` replaced;
 0 is "as many samples as fit 2^25 logits". Prints one line per entry: for each k, the median
 samples/s and each round's.
@@ -21,8 +21,9 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import run as bench  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from bench import entries as bench  # noqa: E402  (bench_sample looks `_recipe` up here)
+from bench.harness import FULL  # noqa: E402
 
 CHUNKS = {
     "sample_128": (0, 2, 4, 8),
@@ -32,7 +33,7 @@ CHUNKS = {
 
 
 def with_chunk(k: int):
-    """bench/run.py's `_recipe` with speed.sample_chunk = k."""
+    """bench/entries.py's `_recipe` with speed.sample_chunk = k."""
     original = bench._recipe
 
     def recipe(name: str):
@@ -51,7 +52,7 @@ def main() -> None:
     original = bench._recipe
     with tempfile.TemporaryDirectory(prefix="carseg-chunk-") as tmp:
         for name, chunks in CHUNKS.items():
-            size = dataclasses.replace(getattr(bench.FULL, name), repeats=args.repeats)
+            size = dataclasses.replace(getattr(FULL, name), repeats=args.repeats)
             got: dict[int, list[float]] = {k: [] for k in chunks}
             for _ in range(args.rounds):
                 for k in chunks:

@@ -1,6 +1,6 @@
 """Before and after: true mode probabilities beside two runs' sample frequencies.
 
-python scripts/mode_figure.py BEFORE_RUN AFTER_RUN OUT.png [--split test]
+python experiments/joint/mode_figure.py BEFORE_RUN AFTER_RUN OUT.png [--split test]
     [--labels "before" "after"]
 Reads each run's plots/<split>/mode_frequencies.csv (written by `carseg plot-reliability`;
 both runs on the same dataset split, so the panels show the same images) and writes OUT.png

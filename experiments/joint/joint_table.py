@@ -1,6 +1,6 @@
 """One Markdown row per run with the joint-calibration figures (issue 16's table).
 
-python scripts/joint_table.py RUN [RUN ...] [--split test]
+python experiments/joint/joint_table.py RUN [RUN ...] [--split test]
 Columns: factor dependence of G (oracle), mode TV - oracle, GED16 - oracle, GED100 - oracle
 (a 100-sample estimate, less noisy than GED16's), within IoU 0.8,
 worst class offset of F and of G, refiner wall time (from wall_time.txt when present).

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Sampling-time options on a trained cascade, without retraining: copy RUN's calibrator and
 # refiner into NAME, then sample and evaluate there with the given overrides.
-#   scripts/resample.sh DATA_DIR RUN NAME [key=value ...]
-# e.g. scripts/resample.sh data/devA runs/devA-reg8 runs/devA-reg8-ind sample.independent_regions=true
+#   experiments/joint/resample.sh DATA_DIR RUN NAME [key=value ...]
+# e.g. experiments/joint/resample.sh data/devA runs/devA-reg8 runs/devA-reg8-ind sample.independent_regions=true
 set -euo pipefail
 data=$1; run=$2; name=$3; shift 3
 recipe=${RECIPE:-recipes/toy.yaml}

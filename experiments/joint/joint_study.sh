@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One G variant on a dataset folder, sharing its F (copied from F_RUN): train-refiner,
 # sample, evaluate (train-refiner, sample and evaluate read only data.dir).
-#   scripts/joint_study.sh DATA_DIR F_RUN NAME [key=value ...]
-# e.g. scripts/joint_study.sh data/devA runs/devA runs/devA-joint refiner.w_joint=10
+#   experiments/joint/joint_study.sh DATA_DIR F_RUN NAME [key=value ...]
+# e.g. experiments/joint/joint_study.sh data/devA runs/devA runs/devA-joint refiner.w_joint=10
 set -euo pipefail
 data=$1; f_run=$2; name=$3; shift 3
 recipe=${RECIPE:-recipes/toy.yaml}

@@ -11,7 +11,7 @@ dependence of G's samples, of the same number of draws from the true mode distri
 oracle: what sampling noise alone gives), and the TV between the pairs' joint distributions
 and the truth's, for G and the oracle.
 
-python scripts/factor_coupling.py RUN [RUN ...] [--split test] [--seed 0]
+python experiments/joint/factor_coupling.py RUN [RUN ...] [--split test] [--seed 0]
 (the dataset is the one the sample bank names in its attrs). The measure itself lives in
 ``carcli.metrics.factors``; ``carseg evaluate`` reports it as ``factor_dependence`` for
 every dataset with ``label_weight``.

@@ -15,10 +15,10 @@ At most ``--max-factors`` factors per image are kept (up to 16 modes); a share
 ``--unambiguous`` of the images has no factor. Class 3 is never flipped. The label
 distribution is exact: ``label`` holds the modes, ``label_weight`` their probabilities
 (padding rows weight 0), so the mode-frequency, GED and factor-dependence figures of
-``carseg evaluate`` and ``scripts/factor_coupling.py`` apply. Written in ``carseg.dataset/1``
-(use it with ``data.source=prepared data.dir=DIR``).
+``carseg evaluate`` and ``experiments/joint/factor_coupling.py`` apply. Written in
+``carseg.dataset/1`` (use it with ``data.source=prepared data.dir=DIR``).
 
-python scripts/make_devset.py DIR [--size 32] [--seed 99] [--train 1500] ...
+python experiments/joint/make_devset.py DIR [--size 32] [--seed 99] [--train 1500] ...
 """
 
 from __future__ import annotations

@@ -1,0 +1,339 @@
+"""The benchmark entries: each calls the project's own code (the refiner step, `draw`,
+`run_predict`, `evaluate_bank`) at the sizes bench/harness.py gives and returns its result
+entry and a line describing the setting.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.fixtures import make_eval_data
+from bench.harness import (
+    RECIPE,
+    REPO,
+    EvalSize,
+    PredictSize,
+    RefinerSize,
+    SampleSize,
+    count_flops,
+    entry,
+    peak_rss_mb,
+    time_calls,
+)
+
+RUN = Path(__file__).resolve().with_name("run.py")
+"""The command line; `bench_evaluate` runs it again as ``--evaluate-child``."""
+
+
+# --------------------------------------------------------------------------------------------
+# matmul
+
+
+def bench_matmul(size: int, repeats: int, device: Any, dtype: Any = None) -> float:
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(size, size, generator=gen).to(device, dtype or torch.float32)
+    b = torch.randn(size, size, generator=gen).to(device, dtype or torch.float32)
+    torch.mm(a, b)  # warm-up
+    seconds = time_calls(lambda: torch.mm(a, b), repeats, device)
+    return 2.0 * size**3 / seconds / 1e9
+
+
+# --------------------------------------------------------------------------------------------
+# refiner_step
+
+
+def bench_refiner_step(
+    d_arch: str, size: RefinerSize, device: Any, g_arch: str = "unet"
+) -> tuple[dict, str]:
+    import torch
+
+    from carcli.data.batches import Batch
+    from carcli.models.registry import build_calibrator, build_discriminator, build_refiner
+    from carcli.recipe.load import load_recipe
+    from carcli.training.common import adam
+    from carcli.training.refiner import Nets, refiner_step
+
+    channels, classes, noise_dim = 1, 2, 8
+    recipe = load_recipe(
+        RECIPE,
+        [
+            f"refiner.num_samples={size.samples}",
+            f"refiner.batch_size={size.batch}",
+            "refiner.width=null",
+            "refiner.depth=null",
+            f"refiner.noise_dim={noise_dim}",
+            "refiner.calibration_loss=kl",
+            "calibrator.width=null",
+            "calibrator.depth=null",
+            f"discriminator.arch={d_arch}",
+            "discriminator.width=null",
+            "discriminator.max_accuracy=null",
+            "discriminator.r1_weight=10.0",
+            "refiner.w_joint=0",  # the paper's step (as the LIDC recipe)
+        ],
+    )
+    r, d = recipe.refiner, recipe.discriminator
+    torch.manual_seed(0)
+    F_net = build_calibrator("segnet", channels, classes).to(device).eval().requires_grad_(False)
+    G = build_refiner(g_arch, channels, classes, noise_dim).to(device).train()
+    D = build_discriminator(d_arch, channels, classes).to(device).train()
+    nets = Nets(
+        F_net,
+        G,
+        D,
+        adam(G.parameters(), r.lr, r.betas, r.weight_decay),
+        adam(D.parameters(), d.lr, r.betas, r.weight_decay),
+    )
+    gen = torch.Generator().manual_seed(1)
+    hw = size.hw
+    image = torch.randn(size.batch, channels, hw, hw, generator=gen)
+    label = (torch.rand(size.batch, hw, hw, generator=gen) < 0.1).long()
+    batch = Batch(image.to(device), image.to(device), label.to(device))
+    noise = torch.Generator(device=device).manual_seed(2)
+
+    def step() -> None:
+        out = refiner_step(nets, batch, recipe, "segmentation", classes, 255, True, noise)
+        assert "loss_d" in out, "D was not updated"
+
+    flop = count_flops(step, device)  # doubles as the warm-up step
+    seconds = time_calls(step, size.repeats, device)
+    setting = (
+        f"{hw}x{hw}, B={size.batch}, M={size.samples}, G={g_arch}, D={d_arch} updated, "
+        f"median of {size.repeats}"
+    )
+    return entry(seconds, "s/step", flop, seconds), setting
+
+
+# --------------------------------------------------------------------------------------------
+# draw
+
+
+def recipe_refiner_arch(name: str) -> str:
+    """The refiner architecture recipes/<name>.yaml uses (what the sample entries measure)."""
+    return _recipe(name).refiner.arch
+
+
+WARMUP_CALLS = 2
+"""Untimed calls of a sampling entry before its timed ones (after the flop-counting call)."""
+
+
+def _recipe(name: str) -> Any:
+    from carcli.recipe.load import load_recipe
+
+    return load_recipe(REPO / "recipes" / f"{name}.yaml")
+
+
+def bench_sample(size: SampleSize, device: Any, tmp: Path) -> tuple[dict, str]:
+    """`draw` throughput with the networks of the LIDC recipe (128x128, 2 classes) or of the
+    Cityscapes recipe (black-box input) at their default sizes, random weights."""
+    import torch
+
+    from carcli.data.batches import BatchSource
+    from carcli.data.dataset import DatasetFile, write_dataset
+    from carcli.models.registry import build_calibrator, build_refiner
+    from carcli.runtime.speed import accelerate, settings
+    from carcli.sampling.sample import draw
+
+    rng = np.random.default_rng(0)
+    n, k, c, h, w = size.images, size.num_classes, size.channels, size.height, size.width
+    blackbox = None
+    if k > 2:  # Cityscapes-like: F sees the image and the black box's one-hot prediction
+        blackbox = rng.integers(0, k, (n, h, w), dtype=np.uint8)
+    path = write_dataset(
+        tmp / f"sample_{h}x{w}.h5",
+        image=rng.standard_normal((n, c, h, w)).astype(np.float32),
+        label=rng.integers(0, k, (n, 1, h, w), dtype=np.uint8),
+        num_classes=k,
+        blackbox=blackbox,
+    )
+    noise_dim = 8
+    with DatasetFile(path) as ds:
+        info = ds.info
+        torch.manual_seed(0)
+        if blackbox is None:
+            F_net = build_calibrator("segnet", info.calibrator_in_channels, k)
+            f_desc = "segnet F"
+        else:
+            F_net = build_calibrator("convnet", info.calibrator_in_channels, k)
+            f_desc = f"convnet F on {c}+{k} ch"
+        F_net = F_net.to(device).eval()
+        recipe = _recipe("lidc" if blackbox is None else "cityscapes")
+        g_arch = recipe.refiner.arch
+        G = build_refiner(g_arch, c, k, noise_dim).to(device).eval()
+        source = BatchSource(ds)
+        rows = np.arange(n)
+        # as `carseg sample` calls them: through the recipe's speed options
+        speed = settings(recipe, device, 1, inference=True)
+        F_call = accelerate(F_net, recipe, device, inference=True)
+        G_call = accelerate(G, recipe, device, inference=True)
+
+        def call() -> None:
+            draw(
+                F_call,
+                G_call,
+                source,
+                rows,
+                size.samples,
+                noise_dim,
+                0,
+                device,
+                chunk_samples=recipe.speed.sample_chunk,
+            )
+
+        flop = count_flops(call, device)
+        # Two untimed calls first: the first real (not flop-counted) calls of a process run
+        # 30-40% slower (oneDNN's bf16 kernels being made), and a user's run of thousands of
+        # draws sees the steady state.
+        for _ in range(WARMUP_CALLS):
+            call()
+        seconds = time_calls(call, size.repeats, device)
+    per_call = n * size.samples
+    setting = (
+        f"{h}x{w}, {c} ch, {k} classes, {f_desc}, {g_arch} G, {n} images x "
+        f"M={size.samples}, median of {size.repeats} after {WARMUP_CALLS} warm-up calls"
+    )
+    on = [k for k, v in speed.items() if v not in (False, "off")]
+    setting += f", speed: {', '.join(f'{k}={speed[k]}' for k in on) or 'all off'}"
+    out = entry(per_call / seconds, "samples/s", flop, seconds)
+    out["refiner_arch"] = g_arch
+    out["speed"] = speed
+    return out, setting
+
+
+def bench_predict(size: PredictSize, device: Any, tmp: Path) -> tuple[dict, str]:
+    """`run_predict` end to end: a bundle of the LIDC recipe's networks (random weights) and
+    PNG files in a folder; every output written."""
+    import torch
+    from PIL import Image
+
+    from carcli.bundle.export import run_export
+    from carcli.data.dataset import DatasetFile, write_dataset
+    from carcli.data.preprocess import ATTR, lidc_spec, to_json
+    from carcli.recipe.load import load_recipe
+    from carcli.runtime.networks import save_network
+    from carcli.stages.predict import run_predict
+    from carcli.training.networks import new_calibrator, new_refiner
+
+    root = tmp / "predict"
+    recipe = load_recipe(
+        str(REPO / "recipes" / "lidc.yaml"),
+        [f"run_dir={root / 'run'}", f"data.dir={root / 'data'}", "data.source=prepared"],
+    )
+    rng = np.random.default_rng(0)
+    hw = size.hw
+    train = write_dataset(
+        root / "data" / "train.h5",
+        image=rng.standard_normal((1, 1, hw, hw)).astype(np.float32),
+        label=rng.integers(0, 2, (1, 1, hw, hw), dtype=np.uint8),
+        num_classes=2,
+        class_names=["background", "lesion"],
+        eval_classes=[1],
+        attrs={ATTR: to_json(lidc_spec(hw))},
+    )
+    with DatasetFile(train) as ds:
+        info = ds.info
+    torch.manual_seed(0)
+    run = root / "run"
+    save_network(run / "calibrator" / "model.safetensors", new_calibrator(recipe, info),
+                 "calibrator", "calibrator", recipe.calibrator.arch, info, 0)  # fmt: skip
+    save_network(run / "refiner" / "model.safetensors", new_refiner(recipe, info),
+                 "refiner", "refiner", recipe.refiner.arch, info, 0)  # fmt: skip
+    bundle = run_export(recipe, quiet=True)
+    images = root / "images"
+    images.mkdir()
+    for i in range(size.images):
+        pix = rng.integers(0, 256, (hw, hw), dtype=np.uint8)
+        Image.fromarray(pix).save(images / f"crop_{i:04d}.png")
+    stats = run_predict(
+        bundle,
+        [str(images)],
+        out=root / "out",
+        num_samples=size.samples,
+        batch_size=size.batch,
+        device=str(device),
+        quiet=True,
+    )
+    out = entry(size.images / stats["wall_s"], "images/s")
+    out["write_share"] = round(stats["write_s"] / stats["wall_s"], 4)
+    out["wall_s"] = round(stats["wall_s"], 2)
+    out["speed"] = stats["speed"]  # the recipe's, through the bundle's model.json
+    on = [f"{k}={v}" for k, v in stats["speed"].items() if v not in (False, "off")]
+    setting = (
+        f"{size.images} PNG files {hw}x{hw}, LIDC recipe's {recipe.calibrator.arch} F + "
+        f"{recipe.refiner.arch} G (random weights), N={size.samples}, batch {size.batch}, "
+        f"speed: {', '.join(on) or 'all off'}; writing {out['write_share']:.0%} of the wall time"
+    )
+    return out, setting
+
+
+# --------------------------------------------------------------------------------------------
+# evaluate
+
+
+def evaluate_child(args: list[str]) -> None:
+    """Child process: run evaluate_bank once; print seconds and this process's peak RSS."""
+    data_path, bank_path, ged, hm = Path(args[0]), Path(args[1]), args[2], args[3]
+    from carcli.metrics.evaluate import EvalSettings
+    from carcli.recipe.load import load_recipe
+    from carcli.stages.evaluate import evaluate_bank
+    from carcli.ui import Reporter
+
+    recipe = load_recipe(
+        RECIPE,
+        [f"evaluate.ged_counts=[{ged}]", f"evaluate.hm_iou_samples={hm}", "evaluate.split=test"],
+    )
+    settings = EvalSettings.from_recipe(recipe)
+    t0 = time.perf_counter()
+    summary, rows, _ = evaluate_bank(data_path, bank_path, settings, Reporter(quiet=True))
+    seconds = time.perf_counter() - t0
+    rss_mb = peak_rss_mb()
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "rss_mb": rss_mb,
+                "rows": len(rows),
+                "ged": summary.get("ged"),
+                "hm_iou": summary.get("hm_iou"),
+            }
+        )
+    )
+
+
+def bench_evaluate(
+    size: EvalSize, folder: Path, rep: Callable[[str], None]
+) -> tuple[dict, dict, str]:
+    data_path, bank_path = make_eval_data(size, folder, rep)
+    cmd = [
+        sys.executable,
+        str(RUN),
+        "--evaluate-child",
+        str(data_path),
+        str(bank_path),
+        ",".join(map(str, size.ged_counts)),
+        str(size.hm_iou),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"evaluation child failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    rss_mb = out["rss_mb"]  # the child's own peak (RUSAGE_CHILDREN would include this parent)
+    if out["rows"] != size.n:
+        raise RuntimeError(f"evaluation saw {out['rows']} images, expected {size.n}")
+    ged = ", ".join(f"{k}: {v:.3f}" for k, v in (out.get("ged") or {}).items())
+    setting = (
+        f"{size.n} images x {size.samples} samples, {size.labels} labels, "
+        f"{size.hw}x{size.hw}, GED {'/'.join(map(str, size.ged_counts))}, "
+        f"HM-IoU {size.hm_iou} (GED {ged})"
+    )
+    return entry(out["seconds"], "s"), entry(rss_mb, "MB"), setting

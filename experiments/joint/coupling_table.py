@@ -1,0 +1,59 @@
+"""One Markdown row per run with issue 25's figures, from each run's eval/<split>/metrics.json.
+
+python experiments/joint/coupling_table.py RUN [RUN ...] [--split test]
+Columns: coupled pairs' joint TV (oracle; ratio), coupled pairs' agreement, independent
+pairs' joint TV (oracle; ratio), mode TV - oracle, GED16 - oracle, within IoU 0.8, worst class
+offset of F and of G. The goal: both ratios <= 1.5, agreement >= 0.97, mode TV - oracle <=
+0.025, GED16 - oracle <= 0.01, within-0.8 >= 0.93, offsets <= 0.03.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def _f(v: float | None, digits: int = 3) -> str:
+    return "n/a" if v is None else f"{v:.{digits}f}"
+
+
+def _pair(block: dict) -> str:
+    g, o = block.get("joint_tv_g"), block.get("joint_tv_oracle")
+    if g is None:
+        return "n/a (no pair) |"
+    return f"{g:.3f} ({o:.3f}; {g / o:.2f}x) |"
+
+
+def row(run: Path, split: str) -> str:
+    m = json.loads((run / "eval" / split / "metrics.json").read_text())
+    rp = m.get("region_pairs") or {"coupled": {}, "independent": {}}
+    classes = [v for v in m["class_calibration"]["classes"].values() if v.get("n_pixels")]
+    f_off = max(abs(v["calibrator_offset"]) for v in classes)
+    g_off = max(abs(v["refiner_offset"]) for v in classes)
+    modes = m["modes"]
+    return (
+        f"| {run.name} | {_pair(rp['coupled'])} {_f(rp['coupled'].get('agree_g'))} "
+        f"| {_pair(rp['independent'])} {modes['tv'] - modes['oracle_tv']:.3f} "
+        f"| {m['ged']['16'] - m['oracle_ged']['16']:.4f} | {modes['within_0.8']:.3f} "
+        f"| {f_off:.3f} | {g_off:.3f} |"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", type=Path, nargs="+")
+    ap.add_argument("--split", default="test")
+    args = ap.parse_args()
+    print(
+        "| run | coupled pairs: joint TV (oracle; ratio) | coupled agree "
+        "| independent pairs: joint TV (oracle; ratio) | mode TV - oracle | GED16 - oracle "
+        "| within 0.8 | worst F offset | worst G offset |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for run in args.runs:
+        print(row(run, args.split))
+
+
+if __name__ == "__main__":
+    main()

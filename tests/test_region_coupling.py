@@ -1,0 +1,293 @@
+"""Learned region coupling (issue 25): the association targets, the head's training, the
+recombination by groups, and the coupled-pair figures of `evaluate`."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from carcli.data.batches import BatchSource
+from carcli.data.dataset import DatasetFile
+from carcli.metrics.association import association
+from carcli.metrics.factors import region_pairs, summarise_regions
+from carcli.models.coupling import RegionCoupling
+from carcli.sampling.regions import (
+    CoupledRegions,
+    independent_regions,
+    region_groups,
+    region_offsets,
+)
+from carcli.training.coupling import (
+    coupling_examples,
+    coupling_scores,
+    expand_flips,
+    pair_targets,
+    train_coupling,
+)
+
+# ---------------------------------------------------------------- association (hand cases)
+
+
+def test_association_of_exact_modes() -> None:
+    x = np.array([[1.0], [1.0], [0.0], [0.0]])
+    y = np.array([[1.0], [0.0], [1.0], [0.0]])
+    w = np.full(4, 0.25)
+    assert association(x, y, w) == pytest.approx(0.0, abs=1e-12)  # two independent coins
+    assert association(x, x, w) == pytest.approx(1.0)  # one coin
+    # one coin seen with p = 0.2: still fully associated
+    assert association(
+        np.array([[1.0], [0.0]]), np.array([[0.0], [1.0]]), np.array([0.2, 0.8])
+    ) == (pytest.approx(1.0))
+    # binary answers: the squared correlation phi^2. Joint P(1,1)=.4 P(1,0)=.1 P(0,1)=.1
+    # P(0,0)=.4 -> phi = (.4*.4 - .1*.1) / (.5*.5) = 0.6, phi^2 = 0.36
+    xb = np.array([[1.0], [1.0], [0.0], [0.0]])
+    yb = np.array([[1.0], [0.0], [1.0], [0.0]])
+    assert association(xb, yb, np.array([0.4, 0.1, 0.1, 0.4])) == pytest.approx(0.36)
+
+
+def test_association_of_raters_is_bias_corrected_and_undefined_when_it_must_be() -> None:
+    rng = np.random.default_rng(0)
+    independent = [
+        association(rng.integers(0, 2, (8, 1)), rng.integers(0, 2, (8, 1))) for _ in range(400)
+    ]
+    coupled = []
+    for _ in range(400):
+        z = rng.integers(0, 2, (8, 1))
+        coupled.append(association(z, z))
+    independent = [v for v in independent if v is not None]
+    coupled = [v for v in coupled if v is not None]
+    assert np.mean(independent) < 0.15 and np.mean(coupled) == pytest.approx(1.0)
+    assert association(np.zeros((3, 1)), np.ones((3, 1))) is None  # fewer than 4 raters
+    assert association(np.zeros((4, 1)), np.array([[0.0], [1], [0], [1]]), np.full(4, 0.25)) is None
+
+
+# ---------------------------------------------------------------- targets from the labels
+
+
+def _objects(size: int = 12) -> tuple[np.ndarray, np.ndarray]:
+    """Region ids [H, W] of two separate 3x3 objects (ids 0, 1) and their masks."""
+    ids = np.full((size, size), 64, dtype=np.int64)
+    ids[1:4, 1:4] = 0
+    ids[7:10, 7:10] = 1
+    return ids, np.stack([ids == 0, ids == 1])
+
+
+def _modes(coupled: bool, size: int = 12) -> tuple[np.ndarray, np.ndarray]:
+    """Modes of two objects flipping between class 1 and 2: one coin or two fair coins."""
+    _, masks = _objects(size)
+    states = [(1, 1), (2, 2)] if coupled else [(1, 1), (1, 2), (2, 1), (2, 2)]
+    labels = np.zeros((len(states), size, size), dtype=np.uint8)
+    for k, (a, b) in enumerate(states):
+        labels[k][masks[0]], labels[k][masks[1]] = a, b
+    return labels, np.full(len(states), 1.0 / len(states))
+
+
+def test_pair_targets_follow_the_labels() -> None:
+    ids, _ = _objects()
+    labels, w = _modes(coupled=True)
+    assert pair_targets(labels, w, ids, 3) == [(0, 1, pytest.approx(1.0))]
+    labels, w = _modes(coupled=False)
+    assert pair_targets(labels, w, ids, 3) == [(0, 1, pytest.approx(0.0, abs=1e-9))]
+
+
+def test_class_flips_expand_into_their_modes() -> None:
+    label = np.array([[1, 0, 3]], dtype=np.uint8)
+    maps, w = expand_flips(label, [(1, 2, 0.25), (3, 4, 0.5)])
+    assert w.tolist() == [0.375, 0.375, 0.125, 0.125]
+    assert maps.tolist() == [[[1, 0, 3]], [[1, 0, 4]], [[2, 0, 3]], [[2, 0, 4]]]
+
+
+# ---------------------------------------------------------------- recombination by groups
+
+
+def test_region_groups_join_coupled_chains() -> None:
+    pairs = np.array([[0, 1], [0, 2], [1, 2], [2, 3], [3, 4]])
+    assert region_groups(5, pairs, np.array([1, 0, 0, 0, 1])).tolist() == [0, 0, 1, 2, 2]
+    assert region_groups(3, pairs[:0], np.zeros(0)).tolist() == [0, 1, 2]
+
+
+class _Head:
+    """A stand-in head: pairs in ``coupled`` get a positive logit."""
+
+    def __init__(self, coupled: set[tuple[int, int]]) -> None:
+        self.coupled = coupled
+
+    def __call__(self, x, p, ids, pairs):
+        return torch.tensor(
+            [4.0 if (int(r), int(s)) in self.coupled else -4.0 for _, r, s in pairs]
+        )
+
+
+def _three_regions(m: int) -> tuple[np.ndarray, np.ndarray]:
+    p = np.zeros((1, 2, 6, 12), dtype=np.float32)
+    p[:, 0] = 1.0
+    p[:, 0, 1:3, 0:2] = 0.6  # region 0
+    p[:, 0, 1:3, 5:7] = 0.6  # region 1
+    p[:, 0, 1:3, 10:12] = 0.6  # region 2
+    p[:, 1] = 1 - p[:, 0]
+    samples = np.broadcast_to(np.arange(m, dtype=np.uint8)[None, :, None, None], (1, m, 6, 12))
+    return p, np.ascontiguousarray(samples)
+
+
+def test_coupled_regions_keep_one_draw_and_groups_are_drawn_apart() -> None:
+    p, samples = _three_regions(6)
+    mix = CoupledRegions(_Head({(0, 2)}), threshold=0.9, link=0)
+    image = np.zeros((1, 3, 6, 12), dtype=np.float32)
+    for row in range(10):
+        out = mix(samples, p, np.array([row]), 0, image=image)
+        # regions 0 and 2 (coupled) come from one draw in every output; region 1 from another
+        assert (out[0, :, 1, 0] == out[0, :, 1, 10]).all()
+        assert (out[0, :, 1, 0] != out[0, :, 1, 5]).all()
+        assert (out[0, :, 0, 3] == np.arange(6)).all()  # certain pixels stay
+        assert np.array_equal(np.sort(out, 1), np.sort(samples, 1))  # marginals kept
+        o = region_offsets(0, row, 6)
+        assert (out[0, :, 1, 0] == (np.arange(6) + o[0]) % 6).all()
+
+
+def test_all_independent_calls_match_independent_regions() -> None:
+    p, _ = _three_regions(5)
+    rng = np.random.default_rng(0)
+    samples = rng.integers(0, 3, size=(1, 5, 6, 12), dtype=np.uint8)
+    mix = CoupledRegions(_Head(set()), threshold=0.9, link=0)
+    out = mix(samples, p, np.array([3]), 7, image=np.zeros((1, 3, 6, 12), np.float32))
+    ref = independent_regions(samples, p, np.array([3]), 7, 0.9, 0)
+    assert np.array_equal(out, ref)
+
+
+# ---------------------------------------------------------------- the head learns a cue
+
+
+def _cue_split(path, n: int, seed: int) -> None:
+    """Two objects per image; a bright cue pixel on both says they share one coin."""
+    from carcli.data.dataset import write_dataset
+
+    rng = np.random.default_rng(seed)
+    ids, masks = _objects()
+    image = rng.normal(0, 0.05, (n, 3, 12, 12)).astype(np.float32)
+    label = np.zeros((n, 4, 12, 12), dtype=np.uint8)
+    weight = np.zeros((n, 4), dtype=np.float32)
+    for i in range(n):
+        coupled = bool(i % 2)
+        image[i, :, masks[0] | masks[1]] += 0.5
+        if coupled:
+            image[i, 1, 2, 2] = image[i, 1, 8, 8] = 3.0
+        lab, w = _modes(coupled)
+        label[i, : len(lab)], weight[i, : len(w)] = lab, w
+    write_dataset(path, image=image, label=label, label_weight=weight, num_classes=3)
+
+
+class _Uncertain(torch.nn.Module):
+    """A stand-in F: uncertain (0.5 / 0.5) where the image is bright, else background."""
+
+    def forward(self, x):
+        bright = (x.mean(1, keepdim=True) > 0.25).float()
+        return torch.log(torch.cat([1 - 0.5 * bright, 0.25 * bright, 0.25 * bright], 1) + 1e-6)
+
+
+def test_the_head_learns_which_pairs_go_together(tmp_path) -> None:
+    _cue_split(tmp_path / "train.h5", 32, 0)
+    _cue_split(tmp_path / "val.h5", 16, 1)
+    with DatasetFile(tmp_path / "train.h5") as tr, DatasetFile(tmp_path / "val.h5") as va:
+        ex = coupling_examples(_Uncertain(), BatchSource(tr), 0.9, 0, torch.device("cpu"))
+        assert len(ex.pairs) == 32 and ex.target.sum() == pytest.approx(16.0)
+        head = train_coupling(ex, steps=150, lr=5e-3, seed=0, width=8, batch_images=16)
+        val = coupling_examples(_Uncertain(), BatchSource(va), 0.9, 0, torch.device("cpu"))
+        scores = coupling_scores(head, val)
+    assert scores["pairs"] == 16 and scores["coupled_pairs"] == 8
+    assert scores["accuracy"] == 1.0
+    assert isinstance(head, RegionCoupling)
+
+
+# ---------------------------------------------------------------- evaluate sees both errors
+
+
+def test_region_pairs_score_coupled_and_independent_pairs() -> None:
+    labels, w = _modes(coupled=True)
+    together = np.stack([labels[0]] * 5 + [labels[1]] * 5)
+    # samples that draw the twins apart: states (1, 2) and (2, 1) half the time
+    mixed = together.copy()
+    _, masks = _objects()
+    mixed[:5, masks[1]] = 2
+    mixed[5:, masks[1]] = 1
+    oracle = np.array([0, 1] * 5)
+    (good,) = region_pairs(labels, w, together, oracle)
+    (bad,) = region_pairs(labels, w, mixed, oracle)
+    assert good["coupled"] and good["agree"] == 1.0 and good["joint_tv"] == pytest.approx(0.0)
+    assert bad["agree"] == 0.0 and bad["joint_tv"] == pytest.approx(1.0)
+    out = summarise_regions([good, bad])
+    assert out["coupled"]["n_pairs"] == 2 and out["coupled"]["agree_g"] == pytest.approx(0.5)
+    assert out["independent"]["n_pairs"] == 0 and out["independent"]["joint_tv_g"] is None
+    labels, w = _modes(coupled=False)
+    (ind,) = region_pairs(labels, w, together, np.array([0, 1, 2, 3] * 3))
+    assert not ind["coupled"] and ind["joint_tv"] == pytest.approx(0.5)
+
+
+# ---------------------------------------------------------------- the stages carry the head
+
+
+def test_cascade_trains_samples_exports_and_predicts_with_the_head(tmp_path) -> None:
+    import json
+    import shutil
+
+    from predict_fixtures import tiny_recipe
+
+    from carcli import load_model
+    from carcli.bundle.export import run_export
+    from carcli.errors import CarsegError
+    from carcli.stages.prepare import run_prepare
+    from carcli.stages.sample import run_sample
+    from carcli.training.calibrator import run_train_calibrator
+    from carcli.training.refiner import run_train_refiner
+
+    learned = ["sample.independent_regions=false", "sample.region_coupling=learned"]
+    r = tiny_recipe(tmp_path, "refiner.coupling_steps=3", *learned)
+    run_prepare(r, quiet=True)
+    run_train_calibrator(r, quiet=True)
+    without = tiny_recipe(tmp_path, "refiner.coupling_steps=0", *learned)
+    run_train_refiner(without, quiet=True)
+    with pytest.raises(CarsegError, match="needs the region coupling head"):
+        run_sample(without, quiet=True)
+    run_train_refiner(r, overwrite=True, quiet=True)
+    head = tmp_path / "run" / "refiner" / "coupling.safetensors"
+    manifest = json.loads((head.parent / "manifest.json").read_text())
+    assert head.is_file() and "val" in manifest["coupling"]
+    bank = run_sample(r, quiet=True)
+    assert bank.is_file()
+    bundle = run_export(r, quiet=True)
+    meta = json.loads((bundle / "model.json").read_text())
+    assert meta["region_coupling"]["file"] == "coupling.safetensors"
+    split = tmp_path / "data" / "test.h5"
+    from_bundle = load_model(bundle).predict([split], num_samples=8, seed=r.seed)
+    recipe_file = tmp_path / "tiny.yaml"
+    from carcli.recipe.load import recipe_to_yaml
+
+    recipe_file.write_text(recipe_to_yaml(r))
+    from_recipe = load_model(recipe_file).predict([split], num_samples=8, seed=r.seed)
+    assert np.array_equal(from_bundle.samples, from_recipe.samples)
+    copy = tmp_path / "damaged"
+    shutil.copytree(bundle, copy)
+    (copy / "coupling.safetensors").write_bytes(b"not a head")
+    with pytest.raises(CarsegError, match="sha256 does not match"):
+        load_model(copy)
+
+
+def test_evaluate_reports_coupled_pairs_and_fail_if_reads_them() -> None:
+    from carcli.metrics import EvalAccumulator
+    from carcli.metrics.evaluate import check_conditions
+
+    labels, w = _modes(coupled=True)
+    _, masks = _objects()
+    apart = np.stack([labels[0]] * 8 + [labels[1]] * 8)
+    apart[:4, masks[1]] = 2  # a quarter of the samples: the twins disagree
+    apart[8:12, masks[1]] = 1
+    acc = EvalAccumulator(3, ged_counts=[16], hm_iou_n=16, with_modes=True, oracle_seed=0)
+    row = acc.update(0, apart, labels, w)
+    assert row["coupled_pairs"] == 1 and row["coupled_agree"] == pytest.approx(0.5)
+    out = acc.result()
+    assert out["region_pairs"]["coupled"]["agree_g"] == pytest.approx(0.5)
+    assert out["region_pairs"]["coupled"]["agree_oracle"] == pytest.approx(1.0)
+    assert out["factor_dependence"]["n_pairs"] == 0  # only independent pairs there
+    failed = check_conditions(out, ["region_pairs.coupled.agree_g<0.97"])
+    assert failed == ["region_pairs.coupled.agree_g = 0.5 < 0.97"]
+    assert check_conditions(out, ["region_pairs.coupled.joint_tv_g>0.6"]) == []
