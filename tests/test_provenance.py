@@ -107,7 +107,10 @@ def test_resumed_refiner_makes_every_reader_refuse_until_refreshed(tmp_path: Pat
     _ok("train-refiner", RECIPE, *_args(tmp_path, new), "--resume", "-q")
     g_after = sha256_file(run / "refiner" / "model.safetensors")
     assert g_after != g_before
-    user_args = shlex.join([RECIPE, *_args(tmp_path, new)])
+    # (a suggested command carries the overrides its stage reads: carcli/cli/hints.py)
+    from carcli.cli.hints import relevant
+
+    user_args = shlex.join([RECIPE, *(a for a in _args(tmp_path, new) if relevant("sample", a))])
     refresh = f"carseg sample {user_args} --overwrite"
     change = (
         f"{run}/samples/test.h5 was drawn from refiner {g_before[:4]}… but "
