@@ -33,6 +33,7 @@ demo-predict: install
 	$(CARSEG) export recipes/toy.yaml --overwrite
 	$(PY) scripts/demo_images.py data/toy/test.h5 runs/toy/demo_images --count 4
 	$(CARSEG) predict runs/toy/bundle runs/toy/demo_images --out runs/toy/predictions --overwrite
+	$(CARSEG) status recipes/toy.yaml
 
 test: install
 	$(PY) -m pytest -q

@@ -282,6 +282,36 @@ ROWS: list[Row] = [
         "allowed is the opted-in pickle reader carcli/data/lidc.py)",
         "test_reliability_no_code.py::test_no_code_from_data",
     ),
+    Row(
+        "the refiner trained further (`--resume`) after its bank was drawn",
+        "exit 1 from `evaluate`, `plot-reliability` and `export`: one line naming the bank, the "
+        "refiner's old and new sha256 and steps, and `carseg sample RECIPE ... --overwrite`; "
+        "`sample` says the bank is stale; `--allow-stale` proceeds and is recorded (manifest, "
+        'model.json; the model card then says "not evaluated")',
+        "test_provenance.py::test_resumed_refiner_makes_every_reader_refuse_until_refreshed",
+    ),
+    Row(
+        "the dataset made again (other contents) after F and G were trained",
+        "exit 1 from `train-refiner` (F is stale) and `sample` (G is stale), naming the split "
+        "and the command that retrains; `carseg status` marks every later stage stale",
+        "test_provenance.py::test_every_edge_is_recorded_and_a_new_dataset_makes_the_weights_stale",
+    ),
+    Row(
+        "a run made before provenance records (sha256 by path only)",
+        "still checked: the same refusals and `status` rows",
+        "test_provenance.py::test_runs_made_before_provenance_are_still_checked",
+    ),
+    Row(
+        "a stage's lock held by a live process; a training run killed before it finished",
+        "`carseg status` says `running` (who holds it) / `partial` with the `--resume` "
+        "command; exit 1",
+        "test_provenance.py::test_status_marks_running_and_interrupted_stages",
+    ),
+    Row(
+        "the same recipe trained twice",
+        "the same checkpoint files, byte for byte (safetensors metadata written in sorted order)",
+        "test_provenance.py::test_two_identical_runs_write_identical_checkpoints",
+    ),
 ]
 
 

@@ -188,7 +188,7 @@ def test_every_edge_is_recorded_and_a_new_dataset_makes_the_weights_stale(
     expect = {
         "calibrator": {"data.train", "data.val"},
         "refiner": {"data.train", "data.val", "calibrator"},
-        "samples": {"data.test", "calibrator", "refiner"},
+        "samples": {"data.test", "calibrator", "refiner", "coupling"},  # the toy recipe's head
         "eval/test": {"data.test", "bank"},
     }
     for folder, roles in expect.items():

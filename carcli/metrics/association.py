@@ -8,9 +8,12 @@ binary answers it is the squared correlation phi^2. Two estimators:
 
 * ``weights`` given (modes with their probabilities): the population value of that
   distribution (double centring with the weights);
-* uniform annotations (raters): the bias-corrected estimator (U-centring, Szekely & Rizzo
-  2014), which is near 0 on average for independent regions even with four raters (the plain
-  estimator is biased far above 0 with few samples); clipped to [0, 1], needs n >= 4.
+* uniform annotations (raters): the unbiased U-statistic of the distance covariance
+  (Szekely & Rizzo 2014) over the plug-in distance variances. Its mean is exactly 0 for
+  independent regions however few the raters (four coins give it a standard deviation near
+  0.8, so it is a target to average over many pairs, not a verdict on one pair), and near 1
+  for two regions that always agree (0.65 to 1.2 with 4 to 8 raters, by how often the coin
+  shows); it is not clipped. Needs n >= 4.
 """
 
 from __future__ import annotations
@@ -38,8 +41,8 @@ def _u_centre(d: np.ndarray) -> np.ndarray:
 
 def association(x: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None) -> float | None:
     """Squared distance correlation of paired samples x [n, ...], y [n, ...] (module
-    docstring); None where it is undefined (a constant side, or fewer than 4 uniform
-    annotations)."""
+    docstring: exact with ``weights``, else the raters' unbiased estimate); None where it is
+    undefined (a constant side, or fewer than 4 uniform annotations)."""
     a, b = _distances(x), _distances(y)
     if weights is not None:
         w = np.asarray(weights, dtype=np.float64)
@@ -48,10 +51,17 @@ def association(x: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None)
         outer = np.outer(w, w)
         cov, va, vb = (outer * ca * cb).sum(), (outer * ca * ca).sum(), (outer * cb * cb).sum()
     else:
-        if len(a) < 4:
+        n = len(a)
+        if n < 4:
             return None
-        ca, cb = _u_centre(a), _u_centre(b)
-        cov, va, vb = (ca * cb).sum(), (ca * ca).sum(), (cb * cb).sum()
+        w = np.full(n, 1.0 / n)
+        outer = np.outer(w, w)
+        va = (outer * _weighted_centre(a, w) ** 2).sum()
+        vb = (outer * _weighted_centre(b, w) ** 2).sum()
+        cov = (_u_centre(a) * _u_centre(b)).sum() / (n * (n - 3))
+        if va <= 1e-12 or vb <= 1e-12:
+            return None
+        return float(cov / np.sqrt(va * vb))
     if va <= 1e-12 or vb <= 1e-12:
         return None
     return float(np.clip(cov / np.sqrt(va * vb), 0.0, 1.0))

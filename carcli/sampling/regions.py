@@ -129,8 +129,10 @@ class CoupledRegions:
     regions are grouped by the coupling head's calls (a pair whose predicted probability of
     co-varying exceeds 0.5 joins one group); each output sample takes every group's answer
     from a different one of G's draws, so G's joint is kept within a group and groups are
-    drawn independently. Every per-pixel frequency is unchanged, as with
-    :func:`independent_regions`; with every pair called independent the two are the same.
+    drawn independently: output m takes group g from G's draw (m + o_g - o_0) mod M, o a
+    random permutation seeded per image, so the first group (and all the map outside the
+    regions) keeps draw m. Every per-pixel frequency is unchanged, as with
+    :func:`independent_regions`; with every pair called coupled the samples are G's as drawn.
     """
 
     head: Any  # carcli.models.coupling.RegionCoupling, in eval mode
@@ -171,7 +173,8 @@ class CoupledRegions:
             mine = table[:, 0] == i
             groups = region_groups(counts[i], table[mine, 1:], coupled[mine])
             offsets = np.zeros(MAX_REGIONS + 1, dtype=np.int64)  # id MAX_REGIONS: no region
-            offsets[: counts[i]] = region_offsets(seed, int(rows[i]), m)[groups % m]
+            perm = region_offsets(seed, int(rows[i]), m)
+            offsets[: counts[i]] = (perm[groups % m] - perm[0]) % m  # group 0 keeps its draw
             out[i] = recombine(samples[i], ids[i], offsets)
         return out
 

@@ -8,7 +8,7 @@ across the annotations (:func:`carcli.metrics.association.association`; each ann
 answer in a region is its class shares there). Modes with ``label_weight`` give the exact
 value; uniform annotations (raters) the bias-corrected estimate; a split with
 ``class_flips`` is expanded into its modes first. The head is fitted to these targets with a
-binary cross-entropy on soft targets; no option says which regions are coupled.
+squared error on its probability; no option says which regions are coupled.
 """
 
 from __future__ import annotations
@@ -143,22 +143,34 @@ def train_coupling(
     width: int = 16,
     batch_images: int = 32,
 ) -> RegionCoupling:
-    """The head fitted to ``ex``'s pair targets (binary cross-entropy, soft targets, Adam)."""
+    """The head fitted to ``ex``'s pair targets: the squared error of its probability, so that
+    it learns each kind of pair's mean target (the raters' unbiased targets average right),
+    Adam. With no labelled pair it calls every pair coupled (G's draws are kept as drawn)."""
     torch.manual_seed(seed)
     head = RegionCoupling(ex.image.shape[1], ex.calib.shape[1], width)
     opt = torch.optim.Adam(head.parameters(), lr=lr)
     with_pairs = np.unique(ex.pairs[:, 0])
     rng = np.random.default_rng([seed, 0xC0])
     if len(with_pairs) == 0:
-        return head.eval()
+        return _always_coupled(head)
     head.train()
     for _ in range(steps):
         rows = np.sort(rng.choice(with_pairs, min(batch_images, len(with_pairs)), replace=False))
         x, p, ids, pairs, target = _pair_batch(ex, rows)
-        loss = nnf.binary_cross_entropy_with_logits(head(x, p, ids, pairs), target)
+        loss = nnf.mse_loss(torch.sigmoid(head(x, p, ids, pairs)), target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+    return head.eval()
+
+
+def _always_coupled(head: RegionCoupling) -> RegionCoupling:
+    """A head whose every call is "coupled" (nothing is recombined), for data that showed no
+    pair of regions with a defined association."""
+    last = head.pair[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.fill_(8.0)
     return head.eval()
 
 
