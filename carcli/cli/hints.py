@@ -138,19 +138,18 @@ def _load(recipe: str, overrides: list[str]) -> Any:
 
 
 def _output_exists(stage: str, recipe: Any) -> bool:
-    """Whether `stage` would refuse to run without --overwrite (its output exists)."""
-    from carcli.artefacts.run import RunLayout
-
-    run = RunLayout(Path(recipe.run_dir))
+    """Whether `stage` would refuse to run without --overwrite (its output exists; paths of
+    CONTRACTS' run layout)."""
+    run = Path(recipe.run_dir)
     if stage == "prepare":
         return any((Path(recipe.data.dir) / f"{s}.h5").exists() for s in ("train", "val", "test"))
     if stage in ("train-calibrator", "train-refiner"):
-        folder = run.calibrator if stage == "train-calibrator" else run.refiner
+        folder = run / ("calibrator" if stage == "train-calibrator" else "refiner")
         return (folder / "manifest.json").exists() or (folder / "last.safetensors").exists()
     if stage == "sample":
-        return run.bank(recipe.sample.split).exists()
+        return (run / "samples" / f"{recipe.sample.split}.h5").exists()
     if stage == "evaluate":
-        return (run.eval_dir(recipe.evaluate.split) / "metrics.json").exists()
+        return (run / "eval" / recipe.evaluate.split / "metrics.json").exists()
     if stage == "export":
-        return (run.root / "bundle" / "model.json").exists()
+        return (run / "bundle" / "model.json").exists()
     return False
