@@ -194,18 +194,24 @@ def speed_recipe(speed: dict[str, Any]) -> Any:
     return dataclasses.replace(recipe, speed=dataclasses.replace(recipe.speed, **speed))
 
 
-def load_model(path: str | Path, device: str = "cpu", speed: dict[str, Any] | None = None) -> Model:
+def load_model(
+    path: str | Path,
+    device: str = "cpu",
+    speed: dict[str, Any] | None = None,
+    overrides: list[str] | None = None,
+) -> Model:
     """A bundle folder (made by `carseg export`) or a recipe (its run's checkpoints).
 
     The bundle's weights are checked against the sha256 in model.json; nothing is executed.
     `device`: ``cpu``, ``cuda``, ``cuda:1``, ``mps`` or ``auto``. F and G run with the
     model's speed options (the recipe's `speed` section, or the one model.json recorded at
     export), as `carseg sample` runs them; ``speed`` overrides some, e.g.
-    ``{"cpu_bf16": False}`` (keys: amp, channels_last, compile, fold_bn, cpu_bf16)."""
+    ``{"cpu_bf16": False}`` (keys: amp, channels_last, compile, fold_bn, cpu_bf16).
+    ``overrides``: `key=value` recipe overrides of a recipe `path` (e.g. its `run_dir=`)."""
     import torch
 
     from carcli.bundle.load import load
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    return Model(load(path, device, speed), device)
+    return Model(load(path, device, speed, overrides), device)

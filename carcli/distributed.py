@@ -264,3 +264,19 @@ def broadcast_parameters(module: torch.nn.Module) -> None:
     with torch.no_grad():
         for t in [*module.parameters(), *module.buffers()]:
             tdist.broadcast(t.data, src=0)
+
+
+def max_over_ranks(value: int) -> int:
+    """The largest of every rank's `value` (one small all-reduce over the control group, on
+    the CPU, so no GPU stream waits for it); `value` itself with one process. Every rank must
+    call it at the same point (the training loop: once per step, for a stop request)."""
+    if not _current.active:
+        return value
+    import torch
+    import torch.distributed as tdist
+
+    box = torch.tensor([int(value)], dtype=torch.int64)
+    if _control is None and _current.backend == "nccl":  # pragma: no cover - it always has one
+        box = box.to(_device())
+    tdist.all_reduce(box, op=tdist.ReduceOp.MAX, group=_control)
+    return int(box.item())

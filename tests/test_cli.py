@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import h5py
@@ -249,7 +248,7 @@ def test_validate_reports_several_bad_files(tmp_path: Path, tiny_data_dir: Path)
 def test_misspelled_override_names_the_close_match(tmp_path: Path) -> None:
     lines = _error_lines(_invoke("validate", TOY, "refiner.stepz=3", *_isolated(tmp_path)))
     assert lines == [
-        f"carseg: error: {TOY}: refiner.stepz -> unknown key; did you mean refiner.steps?"
+        "carseg: error: command line: refiner.stepz -> unknown key; did you mean refiner.steps?"
     ]
 
 
@@ -389,24 +388,25 @@ def test_installed_carseg(tmp_path: Path) -> None:
         [
             sys.executable,
             "-c",
-            "import sys, carcli.cli.app; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'h5py')))",
+            "import sys, carcli.cli.app\n"
+            "try:\n    carcli.cli.app.app(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'h5py')),"
+            " file=sys.stderr)",
         ],
         capture_output=True,
         text=True,
         timeout=60,
         env=env,
     )
+    # `carseg --help` answers at once: it imports neither torch nor h5py (checked by what
+    # is imported, not by a wall-clock limit, which a loaded machine can miss)
     assert probe.returncode == 0, probe.stderr
-    assert probe.stdout.strip() == "[]"
+    assert probe.stderr.strip().splitlines()[-1] == "[]", probe.stderr
 
-    t0 = time.perf_counter()
     result = run("--help")
-    elapsed = time.perf_counter() - t0
     assert result.returncode == 0, result.stderr
     for name in (*STAGES, "validate", "show"):
         assert name in result.stdout
-    assert elapsed < 10, elapsed  # generous: the machine is shared with training runs
 
     # the toy recipe from a fresh working directory: nothing prepared yet, still valid
     result = run("validate", str(TOY))
@@ -417,7 +417,7 @@ def test_installed_carseg(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "Traceback" not in result.stderr + result.stdout
     assert result.stderr.strip().splitlines() == [
-        f"carseg: error: {TOY}: refiner.stepz -> unknown key; did you mean refiner.steps?"
+        "carseg: error: command line: refiner.stepz -> unknown key; did you mean refiner.steps?"
     ]
 
     result = run("validate", str(TOY), "--bogus")

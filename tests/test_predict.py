@@ -155,6 +155,36 @@ def test_rerun_keeps_complete_folders(trained, tmp_path):
     assert res.exit_code == 1 and "--overwrite" in res.stderr
 
 
+def test_interrupt_keeps_finished_inputs_and_says_so(trained, tmp_path, monkeypatch):
+    """Ctrl-C after the first input's folder: exit 130, one line saying what was kept and
+    that the same command continues; the same command then predicts only the others."""
+    from carcli.predict import outputs
+
+    tmp, _, bundle = trained
+    inputs = write_inputs(tmp, tmp_path / "in", n=3, png=False)
+    out = tmp_path / "out"
+    real, written = outputs.write_folder, []
+
+    def write_folder(*args, **kwargs):
+        if written:
+            raise KeyboardInterrupt
+        written.append(real(*args, **kwargs))
+        return written[-1]
+
+    monkeypatch.setattr(outputs, "write_folder", write_folder)
+    args = ["predict", str(bundle), str(inputs), "--out", str(out), "--num-samples", "3"]
+    res = runner.invoke(app, [*args, "-q"])
+    monkeypatch.undo()
+    assert res.exit_code == 130, res.output
+    assert res.stderr.strip() == (
+        f"carseg: interrupted; every input finished so far is kept in {out} (one folder "
+        "each) and the same command continues with the others"
+    )
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["arr0"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0 and "1 kept from an earlier run" in res.output, res.output
+
+
 def test_same_stems_get_unique_folders(trained, tmp_path):
     tmp, _, bundle = trained
     a = write_inputs(tmp, tmp_path / "a", n=1, png=False)

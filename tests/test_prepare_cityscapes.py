@@ -135,6 +135,10 @@ def test_train_split_stores_one_map_and_the_flips(prepared):
         assert names[19:] == ["sidewalk2", "person2", "car2", "vegetation2", "road2"]
         assert names[:3] == ["road", "sidewalk", "building"] and len(names) == 24
         assert json.loads(h5.attrs["eval_classes"]) == EVAL
+        from carcli.data.schema import class_colors
+
+        colours = class_colors(h5)  # Cityscapes' own colours: predictions paint in them
+        assert colours is not None and colours[0] == [128, 64, 128] and len(colours) == 24
         flips = json.loads(h5.attrs["class_flips"])
         assert [(s, d) for s, d, _ in flips] == [(s, d) for s, d, _ in FLIPS]
         np.testing.assert_allclose([p for _, _, p in flips], [p for _, _, p in FLIPS])

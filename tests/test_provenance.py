@@ -107,7 +107,10 @@ def test_resumed_refiner_makes_every_reader_refuse_until_refreshed(tmp_path: Pat
     _ok("train-refiner", RECIPE, *_args(tmp_path, new), "--resume", "-q")
     g_after = sha256_file(run / "refiner" / "model.safetensors")
     assert g_after != g_before
-    user_args = shlex.join([RECIPE, *_args(tmp_path, new)])
+    # (a suggested command carries the overrides its stage reads: carcli/cli/hints.py)
+    from carcli.cli.hints import relevant
+
+    user_args = shlex.join([RECIPE, *(a for a in _args(tmp_path, new) if relevant("sample", a))])
     refresh = f"carseg sample {user_args} --overwrite"
     change = (
         f"{run}/samples/test.h5 was drawn from refiner {g_before[:4]}… but "
@@ -211,13 +214,17 @@ def test_every_edge_is_recorded_and_a_new_dataset_makes_the_weights_stale(
     assert rows["evaluate"][1] == "stale"
 
     # the readers of the weights refuse too: G's training reads F, sampling reads F and G
-    user = shlex.join([RECIPE, *_args(tmp_path, "seed=1")])
+    from carcli.cli.hints import relevant  # a suggestion carries the overrides it reads
+
+    def user(stage: str) -> str:
+        return shlex.join([RECIPE, *(a for a in _args(tmp_path, "seed=1") if relevant(stage, a))])
+
     g_sha = sha256_file(run / "refiner" / "model.safetensors")
     line = _one_line_error(
         _invoke("train-refiner", RECIPE, *_args(tmp_path, "seed=1"), "--overwrite", "-q")
     )
     assert "calibrator/model.safetensors was trained on dataset split train" in line
-    assert f"run carseg train-calibrator {user} --overwrite" in line
+    assert f"run carseg train-calibrator {user('train-calibrator')} --overwrite" in line
     assert sha256_file(run / "refiner" / "model.safetensors") == g_sha  # left as it was
     line = _one_line_error(
         _invoke("sample", RECIPE, *_args(tmp_path, "seed=1"), "--overwrite", "-q")
@@ -228,7 +235,7 @@ def test_every_edge_is_recorded_and_a_new_dataset_makes_the_weights_stale(
         _invoke("sample", RECIPE, *_args(tmp_path, "seed=1"), "--overwrite", "-q")
     )
     assert "refiner/model.safetensors was trained from" in line  # the old data and F
-    assert f"run carseg train-refiner {user} --overwrite" in line
+    assert f"run carseg train-refiner {user('train-refiner')} --overwrite" in line
     _ok("sample", RECIPE, *_args(tmp_path, "seed=1"), "--overwrite", "--allow-stale", "-q")
     m = json.loads((run / "samples" / "manifest.json").read_text())
     assert m["allow_stale"] is True

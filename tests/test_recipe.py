@@ -274,17 +274,28 @@ def test_override_of_a_section_is_refused() -> None:
 
 
 def test_override_without_equals_sign() -> None:
-    with pytest.raises(RecipeError) as info:
+    from carcli.errors import UsageError
+
+    with pytest.raises(UsageError) as info:  # a usage error: exit status 2
         load_recipe(TOY, ["refiner.steps"])
-    assert "key=value" in str(info.value)
+    assert "key=value" in str(info.value) and str(info.value).startswith("command line: ")
 
 
-def test_override_errors_all_reported_with_the_recipe_path() -> None:
+def test_override_errors_all_reported_and_blamed_on_the_command_line(tmp_path: Path) -> None:
+    """Problems of keys the overrides set name the command line, not the recipe file; a
+    problem in the file still names the file."""
     with pytest.raises(RecipeError) as info:
         load_recipe(TOY, ["refiner.stepz=3", "refiner.lr=fast", "seed=x"])
     lines = str(info.value).splitlines()
     assert len(lines) == 3
-    assert all(line.startswith(f"{TOY}: ") for line in lines)
+    assert all(line.startswith("command line: ") for line in lines)
+    bad = _write(tmp_path, "name: a\nrefiner:\n  steps: many\n")
+    with pytest.raises(RecipeError) as info:
+        load_recipe(bad, ["calibrator.lr=fast"])
+    assert str(info.value).splitlines() == [
+        f"{bad}: refiner.steps -> expected int, got 'many'",
+        "command line: calibrator.lr -> expected float, got 'fast'",
+    ]
 
 
 def test_overrides_apply_in_order_and_create_sections(tmp_path: Path) -> None:

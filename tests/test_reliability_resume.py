@@ -5,7 +5,10 @@ uninterrupted run made at the same time in another run_dir (which also shows tha
 in different run_dirs do not interfere). Also: the stage lock between processes.
 
 The kill moment is drawn from a seeded random (set CARSEG_KILL_SEED to vary it); the drawn
-point is in every assertion message, so a failure reproduces.
+point is in every assertion message, so a failure reproduces. The process to be killed stops
+itself (SIGSTOP) at that point, so the kill lands there however loaded the machine is: the
+test no longer races the run to its end (before, a test process starved of CPU for a tenth of
+a second could see the run finish before its kill).
 """
 
 from __future__ import annotations
@@ -54,6 +57,51 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_train_calibrator(r, quiet=True)
     run_train_refiner(r, quiet=True)
     return tmp
+
+
+# `carseg ARGS...` that stops itself (SIGSTOP) right after logging step TARGET: python -c
+# STOP_AT_STEP TARGET ARGS...
+STOP_AT_STEP = """
+import os, runpy, signal, sys
+import carcli.training.common as common
+target, write = int(sys.argv[1]), common.MetricsLog.write
+def stopping(self, record):
+    write(self, record)
+    if record.get("step") == target:
+        os.kill(os.getpid(), signal.SIGSTOP)  # where the test's SIGKILL lands
+common.MetricsLog.write = stopping
+sys.argv = ["carseg", *sys.argv[2:]]
+runpy.run_module("carcli", run_name="__main__")
+"""
+
+# The same for `sample`: stops once its TARGET-th chunk file is on disk.
+STOP_AT_CHUNK = """
+import os, runpy, signal, sys, time
+import carcli.stages.sample as sample
+target, write, calls = int(sys.argv[1]), sample._write_chunk, []
+def stopping(path, *args, **kwargs):
+    write(path, *args, **kwargs)
+    calls.append(path)
+    if len(calls) == target:
+        while len(list(path.parent.glob("chunk-*.h5"))) < target:  # the writer thread's
+            time.sleep(0.001)
+        os.kill(os.getpid(), signal.SIGSTOP)  # where the test's SIGKILL lands
+sample._write_chunk = stopping
+sys.argv = ["carseg", *sys.argv[2:]]
+runpy.run_module("carcli", run_name="__main__")
+"""
+
+
+def _start_stopping(hook: str, target: int, *args: str | Path) -> subprocess.Popen:
+    """`carseg ARGS` in a process that stops itself at `target` (see STOP_AT_*)."""
+    return subprocess.Popen(
+        [sys.executable, "-c", hook, str(target), *map(str, args)],
+        cwd=REPO,
+        env=carseg_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _start(*args: str | Path) -> subprocess.Popen:
@@ -153,7 +201,7 @@ def _kill_and_resume_training(base: Path, tmp_path: Path, stage: str, seed: int)
         )
     cmd = f"train-{stage}"
     # Both at once, in different run_dirs: the straight one is the reference.
-    killed = _start(cmd, runs["killed"], "-q")
+    killed = _start_stopping(STOP_AT_STEP, target, cmd, runs["killed"], "-q")
     straight = _start(cmd, runs["straight"], "-q")
     sdir = tmp_path / "killed" / "run" / stage
     _wait_until(
@@ -211,7 +259,7 @@ def test_kill_and_resume_sample(base: Path, tmp_path: Path) -> None:
         runs[name] = write_recipe(
             tmp_path / f"{name}.yaml", root / "run", base / "data", sample=section
         )
-    killed = _start("sample", runs["killed"], "-q")
+    killed = _start_stopping(STOP_AT_CHUNK, target, "sample", runs["killed"], "-q")
     straight = _start("sample", runs["straight"], "-q")
     out = tmp_path / "killed" / "run" / "samples"
     partial = out / ".test.partial"

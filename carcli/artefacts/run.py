@@ -114,7 +114,11 @@ def write_text_atomic(path: str | Path, text: str) -> None:
                 fh.flush()
                 os.fsync(fh.fileno())
         except OSError as exc:
-            raise CarsegError(f"cannot write {path}: {exc.strerror or exc}") from None
+            raise CarsegError(
+                f"cannot write {path}: {exc.strerror or exc}",
+                hint=f"free disk space or make {Path(path).parent} writable, then run the "
+                "command again",
+            ) from None
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:

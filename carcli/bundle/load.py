@@ -47,6 +47,22 @@ def palette(k: int) -> list[list[int]]:
     return out
 
 
+def _dataset_palette(train: Path | None, k: int) -> list[list[int]] | None:
+    """The training split's class colours (attribute class_colors), where it defines them."""
+    if train is None or not train.is_file():
+        return None
+    import h5py
+
+    from carcli.data.schema import class_colors
+
+    try:
+        with h5py.File(train, "r") as h5:
+            colours = class_colors(h5)
+    except OSError:
+        return None
+    return colours if colours is not None and len(colours) == k else None
+
+
 def stride_of(config: dict[str, Any]) -> int:
     """The factor H and W must be divisible by: 2**depth for the encoder-decoders."""
     encoder_decoder = config.get("arch") in ("unet", "car", "segnet")
@@ -134,7 +150,7 @@ def describe(
         "num_classes": k,
         "label_shape": ds.get("label_shape"),
         "class_names": classes.get("class_names") or [str(i) for i in range(k)],
-        "palette": palette(k),
+        "palette": _dataset_palette(train, k) or palette(k),
         "eval_classes": classes.get("eval_classes") or list(range(1, k)),
         "ignore_index": int(classes.get("ignore_index", 255)),
         "noise_dim": eps_size(g_cfg),  # what one sample draws (grid and region codes too)
@@ -315,14 +331,22 @@ def check_independent_regions(value: Any, where: str) -> dict[str, Any] | None:
 
 
 def load(
-    path: str | Path, device: str | torch.device = "cpu", speed: dict[str, Any] | None = None
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    speed: dict[str, Any] | None = None,
+    overrides: list[str] | None = None,
 ) -> LoadedModel:
-    """A bundle folder or a recipe file -> LoadedModel on `device`; ``speed`` overrides the
-    model's speed options (`LoadedModel.speed`)."""
+    """A bundle folder or a recipe file (with `key=value` ``overrides``) -> LoadedModel on
+    `device`; ``speed`` overrides the model's speed options (`LoadedModel.speed`)."""
     from carcli.runtime.networks import load_network
 
     path = Path(path)
     if is_bundle(path):
+        if overrides:
+            raise CarsegError(
+                f"{path}: a bundle takes no recipe overrides ({', '.join(overrides)})",
+                hint="its recipe is fixed at export; pass the run's recipe instead of the bundle",
+            )
         meta = verify_bundle(path)
         model_speed = check_speed(dict(meta.get("speed") or {}), str(path / MODEL_JSON))
         meta["independent_regions"] = check_independent_regions(
@@ -341,7 +365,7 @@ def load(
                 f"{path}: neither a bundle folder nor a recipe file",
                 hint="pass a folder made by `carseg export` or a recipe YAML",
             )
-        recipe = load_recipe(path, [])
+        recipe = load_recipe(path, overrides or [])
         meta, files = recipe_description(recipe)
         model_speed = inference_speed(recipe)
         meta["independent_regions"] = independent_regions_of(recipe)
@@ -354,9 +378,9 @@ def load(
         for role, f in files.items():  # recorded in prediction.json, as a bundle's are
             if f.is_file():
                 meta[role]["sha256"] = sha256_file(f)
-        makes = {
-            "calibrator": f"carseg train-calibrator {path}",
-            "refiner": f"carseg train-refiner {path}",
+        makes = {  # the command line puts in the recipe and its overrides
+            "calibrator": "carseg train-calibrator RECIPE",
+            "refiner": "carseg train-refiner RECIPE",
         }
         where = path
     if meta.get("task") != "segmentation":

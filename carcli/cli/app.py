@@ -2,7 +2,7 @@
 
 Torch and the stage modules are imported inside the command bodies, so `carseg --help`
 answers at once. A CarsegError becomes one line on stderr and exit status 1; usage errors
-exit 2; a traceback is shown only with CARSEG_DEBUG=1.
+(UsageError, and click's own) exit 2; a traceback is shown only with CARSEG_DEBUG=1.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from carcli.cli.help import PlainCommand, name_recipe
-from carcli.errors import CarsegError
+from carcli.errors import CarsegError, Interrupted
 
 app = typer.Typer(
     name="carseg",
@@ -76,11 +76,16 @@ def handle_errors(fn: CommandFn) -> CommandFn:
         except CarsegError as exc:
             if debug():
                 raise
-            text = name_recipe(str(exc), kwargs.get("recipe"), kwargs.get("overrides"))
+            text = name_recipe(str(exc), *_recipe_args(kwargs))
             lines = text.splitlines() or ["failed"]
             for line in lines:
                 typer.echo(f"carseg: error: {line}", err=True)
-            raise typer.Exit(1) from None
+            raise typer.Exit(exc.exit_status) from None
+        except Interrupted as exc:  # stopped by SIGINT / SIGTERM after keeping its work
+            if exc.message:
+                text = name_recipe(exc.message, *_recipe_args(kwargs))
+                typer.echo(f"carseg: {text}", err=True)
+            raise typer.Exit(exc.exit_status) from None
         except KeyboardInterrupt:
             typer.echo("carseg: interrupted; finished artefacts are kept", err=True)
             raise typer.Exit(130) from None
@@ -102,6 +107,19 @@ def handle_errors(fn: CommandFn) -> CommandFn:
             )
 
     return wrapper  # type: ignore[return-value]
+
+
+def _recipe_args(kwargs: dict[str, Any]) -> tuple[str | None, list[str]]:
+    """The recipe and overrides a command was given (predict: a recipe MODEL, its overrides
+    among the INPUT arguments), for the commands its messages suggest."""
+    if "recipe" in kwargs:
+        return kwargs["recipe"], kwargs.get("overrides") or []
+    model = kwargs.get("model")
+    if model and str(model).endswith((".yaml", ".yml")):
+        from carcli.cli.hints import split_overrides
+
+        return model, split_overrides(kwargs.get("inputs") or [])[1]
+    return None, []
 
 
 def _recipe(path: str, overrides: list[str] | None) -> Any:
@@ -281,7 +299,11 @@ def export(
 def predict(
     model: Annotated[str, typer.Argument(help="bundle folder (carseg export) or recipe")],
     inputs: Annotated[
-        list[str], typer.Argument(help="image files, .npy arrays, folders or an HDF5 split")
+        list[str],
+        typer.Argument(
+            help="image files, .npy arrays, folders or an HDF5 split; with a recipe MODEL "
+            "also its key=value overrides",
+        ),
     ],
     out: Annotated[str, typer.Option("--out", help="output folder")] = "predictions",
     num_samples: Annotated[int, typer.Option("--num-samples", help="samples per image")] = 16,
@@ -304,11 +326,14 @@ def predict(
     quiet: QuietOpt = False,
 ) -> None:
     """Samples, uncertainty and label proposals for new images (one folder per input)."""
+    from carcli.cli.hints import split_overrides
     from carcli.stages.predict import parse_speed, run_predict
 
+    inputs, overrides = split_overrides(inputs)
     run_predict(
         model,
         inputs,
+        overrides=overrides,
         out=out,
         num_samples=num_samples,
         seed=seed,

@@ -7,7 +7,6 @@ the type adds nothing; the names alone (upper case, as click shows them) say it 
 
 from __future__ import annotations
 
-import re
 import shlex
 from typing import Any
 
@@ -20,12 +19,12 @@ def recipe_args(recipe: str, overrides: list[str] | None) -> str:
 
 
 def name_recipe(text: str, recipe: str | None, overrides: list[str] | None) -> str:
-    """Put the recipe (and overrides) the user passed into every `carseg STAGE RECIPE` that
-    a message suggests, so the command can be copied and run as it is."""
-    if not recipe:
-        return text
-    args = recipe_args(recipe, overrides)
-    return re.sub(r"\b(carseg [a-z-]+) RECIPE\b", lambda m: f"{m.group(1)} {args}", text)
+    """Put the recipe (and the overrides that apply) the user passed into every `carseg
+    STAGE RECIPE` that a message suggests, so the command can be copied and run as it is
+    (carcli.cli.hints)."""
+    from carcli.cli.hints import complete
+
+    return complete(text, recipe, overrides)
 
 
 def _names(param: TyperArgument) -> tuple[str, str]:

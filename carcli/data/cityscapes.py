@@ -96,6 +96,17 @@ FLIPS: list[tuple[int, int, float]] = [
     (0, 23, 4 / 17),  # road -> road2
 ]
 CLASS_NAMES = TRAIN_NAMES + [f"{TRAIN_NAMES[src]}2" for src, _, _ in FLIPS]
+# Cityscapes' own colours of the 19 trainIds (cityscapesScripts labels.py); a flipped copy is
+# its source class's colour halfway to white.
+TRAIN_COLORS = [
+    [128, 64, 128], [244, 35, 232], [70, 70, 70], [102, 102, 156], [190, 153, 153],
+    [153, 153, 153], [250, 170, 30], [220, 220, 0], [107, 142, 35], [152, 251, 152],
+    [70, 130, 180], [220, 20, 60], [255, 0, 0], [0, 0, 142], [0, 0, 70], [0, 60, 100],
+    [0, 80, 100], [0, 0, 230], [119, 11, 32],
+]  # fmt: skip
+CLASS_COLORS = TRAIN_COLORS + [
+    [(v + 255 + 1) // 2 for v in TRAIN_COLORS[src]] for src, _, _ in FLIPS
+]
 NUM_CLASSES = len(CLASS_NAMES)  # 24
 EVAL_CLASSES = [0, 1, 8, 11, 13, 19, 20, 21, 22, 23]
 VAL_CITIES = ("darmstadt", "monchengladbach", "ulm")
@@ -278,6 +289,7 @@ def write_cityscapes_split(
     32 modes and their weights)."""
     train = split == "train"
     attrs: dict[str, object] = {"source": "cityscapes", "split": split, "size": list(SIZE)}
+    attrs["class_colors"] = json.dumps(CLASS_COLORS)
     attrs[ATTR] = to_json(cityscapes_spec(SIZE, MEAN, STD))
     if train:
         attrs["class_flips"] = json.dumps([[s, d, p] for s, d, p in FLIPS])

@@ -130,4 +130,32 @@ def check_header(h5: h5py.File) -> list[str]:
         problems.append(f"label has shape {label.shape}, expected {want_lab} dimensions")
     if task == "segmentation" and "num_classes" not in h5.attrs:
         problems.append("attribute num_classes is missing")
+    elif task == "segmentation" and "class_colors" in h5.attrs:
+        if class_colors(h5) is None:
+            problems.append(
+                "attribute class_colors must be a JSON list of num_classes [r, g, b] "
+                "(integers 0-255)"
+            )
     return problems
+
+
+def class_colors(h5: h5py.File) -> list[list[int]] | None:
+    """The optional attribute ``class_colors``: the RGB (0-255) a dataset draws each class in
+    (a JSON list, one [r, g, b] per class); None when absent or malformed. Predictions paint
+    their class maps in these colours, so a sample looks like the dataset's own labels."""
+    try:
+        colours = json_attr(h5, "class_colors")
+        k = int(h5.attrs["num_classes"])
+    except (ValueError, TypeError, KeyError):
+        return None
+    ok = (
+        isinstance(colours, list)
+        and len(colours) == k
+        and all(
+            isinstance(c, list)
+            and len(c) == 3
+            and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in c)
+            for c in colours
+        )
+    )
+    return colours if ok else None

@@ -30,7 +30,7 @@ def validate_dataset(path: str | Path, chunk: int = 256) -> DatasetInfo:
             ) from None
         if problems:
             lines = [f"{path}: {p}" for p in problems]
-            raise CarsegError("\n".join(lines))
+            raise CarsegError("\n".join(lines), hint="make it again with `carseg prepare RECIPE`")
         return read_info(h5, path)
 
 

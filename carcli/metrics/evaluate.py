@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from carcli.data.dataset import DatasetFile
-from carcli.errors import CarsegError
+from carcli.errors import CarsegError, UsageError
 from carcli.metrics.accumulate import EvalAccumulator
 from carcli.metrics.conventions import parse_conventions
 from carcli.metrics.samples import SampleSource
@@ -43,11 +43,11 @@ _EXPR = re.compile(r"^\s*([A-Za-z0-9_.]+)\s*(<=|>=|==|!=|<|>)\s*([-+0-9.eE]+)\s*
 def parse_condition(text: str) -> tuple[str, str, float]:
     m = _EXPR.match(text)
     if not m:
-        raise CarsegError(f"--fail-if {text!r}: expected PATH OP NUMBER, e.g. 'ged.16>0.30'")
+        raise UsageError(f"--fail-if {text!r}: expected PATH OP NUMBER, e.g. 'ged.16>0.30'")
     try:
         return m.group(1), m.group(2), float(m.group(3))
     except ValueError:
-        raise CarsegError(f"--fail-if {text!r}: {m.group(3)!r} is not a number") from None
+        raise UsageError(f"--fail-if {text!r}: {m.group(3)!r} is not a number") from None
 
 
 def _find(node: Any, parts: list[str]) -> Any:
@@ -71,13 +71,91 @@ def lookup(metrics: dict[str, Any], path: str) -> float:
         node = _find(metrics, path.split("."))
     except KeyError:
         raise CarsegError(
-            f"--fail-if: metrics.json has no {path!r}",
-            hint="see the keys of metrics.json, e.g. ged.16, hm_iou, ece, dice.best_match, "
-            "conventions.mose.hm_iou, factor_dependence.g",
+            f"--fail-if: metrics.json has no {path!r}", hint=_path_hint(metrics, path)
         ) from None
     if not isinstance(node, (int, float)) or isinstance(node, bool):
         raise CarsegError(f"--fail-if: {path!r} is not a number ({node!r})")
     return float(node)
+
+
+def _leaves(node: Any, prefix: str = "") -> list[str]:
+    """The dotted paths of every number (or null) in a metrics dict, but the rules texts."""
+    if not isinstance(node, dict):
+        return [prefix] if node is None or isinstance(node, (int, float)) else []
+    out = []
+    for k, v in node.items():
+        if k != "rules":
+            out += _leaves(v, f"{prefix}.{k}" if prefix else str(k))
+    return out
+
+
+EXAMPLES = (
+    "ged.16",
+    "hm_iou",
+    "ece",
+    "dice.best_match",
+    "modes.within_0.8",
+    "factor_dependence.g",
+    "diversity",
+)
+
+
+def _path_hint(metrics: dict[str, Any], path: str) -> str:
+    """Close matches among the paths `metrics` has, else a few it has."""
+    import difflib
+
+    leaves = _leaves(metrics)
+    close = difflib.get_close_matches(path, leaves, n=3, cutoff=0.6)
+    if close:
+        return f"did you mean {', '.join(close)}?"
+    have = [p for p in EXAMPLES if p in leaves] or leaves[:5]
+    return f"metrics.json holds e.g. {', '.join(have)} (all: carseg evaluate's metrics.json)"
+
+
+def metrics_skeleton(info: Any, e: EvalSettings) -> dict[str, Any] | None:
+    """The metrics.json that evaluating `info`'s split with `e` will write, every figure null
+    (every GED count present): what --fail-if paths are checked against before any work.
+    None for regression datasets (their figures depend on the data; checked afterwards)."""
+    if info.task != "segmentation":
+        return None
+    acc = EvalAccumulator(
+        info.num_classes,
+        info.ignore_index,
+        info.eval_classes,
+        ged_counts=list(e.ged_counts),
+        hm_iou_n=e.hm_iou_samples,
+        with_modes=info.has_weights,
+        oracle_seed=e.oracle_seed,
+        conventions=conventions_of(e.convention),
+    )
+    out = acc.result()
+    counts = {str(n): None for n in e.ged_counts}
+    out["ged"] = dict(counts)
+    if out.get("oracle_ged") is not None:
+        out["oracle_ged"] = dict(counts)
+    for block in out["conventions"].values():
+        block["ged"] = dict(counts)
+    return {"n_images": 0, "num_samples": 0, "num_classes": info.num_classes, **out}
+
+
+def check_paths(skeleton: dict[str, Any], conditions: list[str]) -> None:
+    """Every --fail-if path names a figure the evaluation will write (UsageError if not)."""
+    for text in conditions:
+        path, _, _ = parse_condition(text)
+        try:
+            node = _find(skeleton, path.split("."))
+        except KeyError:
+            raise UsageError(
+                f"--fail-if {text!r}: metrics.json will have no {path!r} (checked before "
+                "evaluating)",
+                hint=_path_hint(skeleton, path),
+            ) from None
+        if isinstance(node, dict):
+            inner = [f"{path}.{p}" for p in _leaves(node)][:4]
+            raise UsageError(
+                f"--fail-if {text!r}: {path!r} is a group of figures, not one",
+                hint=f"name one of them, e.g. {', '.join(inner)}",
+            )
 
 
 def check_conditions(metrics: dict[str, Any], conditions: list[str]) -> list[str]:
@@ -129,7 +207,13 @@ def evaluate_samples(
     info = ds.info
     if info.task == "regression":
         return _evaluate_regression(ds, bank, e, rep)
-    check_sample_counts(bank.num_samples, e.ged_counts, e.hm_iou_samples, bank_path)
+    check_sample_counts(
+        bank.num_samples,
+        e.ged_counts,
+        e.hm_iou_samples,
+        bank_path,
+        getattr(bank, "imported_from", None),
+    )
     names = conventions_of(e.convention)
     has_f = calibration_source != "none"
     acc = EvalAccumulator(
@@ -191,25 +275,38 @@ def _evaluate_regression(
     return summary, rows, columns
 
 
-def check_sample_counts(m: int, ged_counts: list[int], hm_iou_n: int, bank_path: Path) -> None:
-    """Every requested sample count must fit the bank's M (else: an error naming M and the
-    overrides that would fit)."""
+def check_sample_counts(
+    m: int,
+    ged_counts: list[int],
+    hm_iou_n: int,
+    bank_path: Path,
+    imported_from: str | None = None,
+) -> None:
+    """Every requested sample count must fit the bank's M (else: an error naming M, the
+    `carseg evaluate` overrides that fit, and how to make a bank with enough samples: draw
+    more, or for a bank imported from another method's samples, import more)."""
     too_many = sorted({int(n) for n in ged_counts if n > m})
-    problems = []
+    problems, fits = [], []
     if too_many:
-        fit = [int(n) for n in ged_counts if n <= m] or [m]
-        problems.append(
-            f"evaluate.ged_counts asks for {too_many} samples per image "
-            f"(use evaluate.ged_counts=[{','.join(map(str, sorted(set(fit))))}])"
-        )
+        fit = ",".join(map(str, sorted({int(n) for n in ged_counts if n <= m} or {m})))
+        problems.append(f"evaluate.ged_counts asks for {too_many} samples per image")
+        fits.append(f"evaluate.ged_counts=[{fit}]")
     if hm_iou_n > m:
-        problems.append(
-            f"evaluate.hm_iou_samples={hm_iou_n} (use evaluate.hm_iou_samples={min(16, m)})"
-        )
+        problems.append(f"evaluate.hm_iou_samples={hm_iou_n}")
+        fits.append(f"evaluate.hm_iou_samples={min(16, m)}")
     if problems:
+        need = max([*too_many, hm_iou_n])
+        if not imported_from:
+            more = f"draw more with `carseg sample RECIPE sample.num_samples={need} --overwrite`"
+        else:  # an imported bank: another method's samples; import more of them
+            more = (
+                f"import a source with at least {need} samples per image with "
+                f"carseg import-samples --overwrite (this bank was imported from {imported_from})"
+            )
         raise CarsegError(
             f"{bank_path}: the bank holds M = {m} samples per image, but " + "; ".join(problems),
-            hint="or sample more with `carseg sample RECIPE sample.num_samples=N --overwrite`",
+            hint=f"evaluate what it holds with `carseg evaluate RECIPE {' '.join(fits)}`, or "
+            + more,
         )
 
 

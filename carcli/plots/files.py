@@ -29,4 +29,8 @@ def save_figure(fig: Any, path: Path) -> None:
         try:
             fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight", pad_inches=0.03)
         except OSError as exc:
-            raise CarsegError(f"cannot write {path}: {exc.strerror or exc}") from None
+            raise CarsegError(
+                f"cannot write {path}: {exc.strerror or exc}",
+                hint=f"free disk space or make {Path(path).parent} writable, then run the "
+                "command again",
+            ) from None

@@ -87,6 +87,22 @@ def expand(inputs: list[str | Path], recursive: bool = False) -> list[Path]:
     return out
 
 
+def not_inputs(inputs: list[str | Path], recursive: bool = False) -> list[Path]:
+    """Files in the input folders that predict does not read (no input suffix; hidden files
+    aside): they are reported, not skipped silently."""
+    out: list[Path] = []
+    for raw in inputs:
+        p = Path(raw)
+        if p.is_dir():
+            walk = p.rglob("*") if recursive else p.iterdir()
+            out += sorted(
+                f
+                for f in walk
+                if f.is_file() and f.suffix.lower() not in SUFFIXES and not f.name.startswith(".")
+            )
+    return out
+
+
 def _check_array(x: np.ndarray, where: str, channels: int) -> np.ndarray:
     if x.ndim == 2:
         x = x[None]
@@ -115,9 +131,9 @@ def read_image(path: Path, spec: list[dict[str, Any]] | None, channels: int) -> 
         raise CarsegError(
             f"{path}: the model declares no preprocessing for image files (its dataset had "
             "no 'preprocess' attribute)",
-            hint="pass .npy arrays normalised as the network takes them, or declare the steps "
-            'with `carseg export RECIPE --preprocess \'[{"step": "to_float", '
-            '"divide_by": 255}]\'` (docs/using-a-model.md)',
+            hint="pass .npy arrays normalised as the network takes them, or have the model "
+            "exported with its steps declared (its maker runs carseg export RECIPE --preprocess "
+            '\'[{"step": "to_float", "divide_by": 255}]\'; docs/using-a-model.md)',
         )
     try:
         im = Image.open(path)
@@ -126,6 +142,7 @@ def read_image(path: Path, spec: list[dict[str, Any]] | None, channels: int) -> 
         raise CarsegError(
             f"{path}: not a readable image ({exc})", hint="replace or remove the file"
         ) from None
+    im = drop_alpha(im, path)
     bands = len(im.getbands())
     if bands != channels and not any(s["step"] in CONVERTS for s in spec):
         _channel_error(path, bands, channels)
@@ -145,12 +162,37 @@ def read_image(path: Path, spec: list[dict[str, Any]] | None, channels: int) -> 
     return x
 
 
+def drop_alpha(im: Any, path: Path) -> Any:
+    """The rule for an image with an alpha channel (RGBA, LA, or a palette with transparency):
+    fully opaque, the alpha channel carries nothing and is dropped (RGBA -> RGB, LA -> L);
+    any transparent pixel is refused, because what lies under it is unknown (the model was
+    trained on opaque images), with the way to flatten it."""
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    if im.mode not in ("RGBA", "LA", "PA"):
+        return im
+    if im.mode == "PA":
+        im = im.convert("RGBA")
+    alpha = np.asarray(im.getchannel("A"))
+    transparent = int((alpha < 255).sum())
+    if transparent:
+        raise CarsegError(
+            f"{path}: {transparent} of {alpha.size} pixels are (partly) transparent; the model "
+            "takes opaque images",
+            hint="flatten it onto the background its training images had, e.g. "
+            "`magick IN -background white -alpha remove -alpha off OUT.png` (ImageMagick) or "
+            "Image.alpha_composite(Image.new('RGBA', im.size, 'white'), im).convert('RGB') "
+            "(Pillow), then predict the flattened file",
+        )
+    return im.convert("RGB" if im.mode == "RGBA" else "L")
+
+
 def _channel_error(path: Path, have: int, channels: int, after: bool = False) -> None:
     raise CarsegError(
         f"{path}: has {have} channel(s){' after preprocessing' if after else ''}, but the "
         f"model takes {channels}",
-        hint="convert the image (e.g. grey to RGB), or declare a step that does "
-        "(grey, rgb, grey_to_rgb) when exporting",
+        hint=f"convert the image to {channels} channel(s) (e.g. grey to RGB), or have the "
+        "model exported with a step that does (grey, rgb, grey_to_rgb in --preprocess)",
     )
 
 

@@ -63,8 +63,10 @@ def overview(
     vmax: float,
     pal: np.ndarray,
     top: int = 3,
+    names: list[str] | None = None,
 ) -> None:
-    """One PNG: the image, the uncertainty map and the most frequent proposals."""
+    """One PNG: the image, the uncertainty map and the most frequent proposals, above a
+    legend of the classes (a swatch of each class's colour and its name)."""
     from PIL import Image, ImageDraw
 
     h, w = item.size
@@ -77,14 +79,42 @@ def overview(
         tiles.append((f"#{k + 1} {p['frequency']:.0%}", pal[res.samples[p["sample"]]]))
     gap, cap = 4, 14
     tw, th = w * z, h * z
-    canvas = Image.new("RGB", (len(tiles) * (tw + gap) + gap, th + cap + 2 * gap), "white")
+    width = len(tiles) * (tw + gap) + gap
+    labels = list(names or [])[: len(pal)] + [str(c) for c in range(len(names or []), len(pal))]
+    legend = _legend_layout(labels, width, gap)
+    rows = 1 + max((y for _, y in legend), default=-1)
+    height = th + cap + 2 * gap + rows * LEGEND_ROW
+    canvas = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(canvas)
     for i, (title, rgb) in enumerate(tiles):
         x0 = gap + i * (tw + gap)
         tile = Image.fromarray(rgb).resize((tw, th), Image.Resampling.NEAREST)
         canvas.paste(tile, (x0, cap + gap))
         draw.text((x0, 1), title, fill="black")
+    top_y = th + cap + 2 * gap
+    for c, (x, row) in enumerate(legend):
+        y = top_y + row * LEGEND_ROW
+        draw.rectangle(
+            (x, y + 2, x + 9, y + 11), fill=tuple(int(v) for v in pal[c]), outline="grey"
+        )
+        draw.text((x + 13, y + 1), labels[c], fill="black")
     canvas.save(path, compress_level=1)
+
+
+LEGEND_ROW = 14  # pixels per legend line
+_CHAR_W = 6  # width of a character of Pillow's default bitmap font
+
+
+def _legend_layout(labels: list[str], width: int, gap: int) -> list[tuple[int, int]]:
+    """(x, row) of each class's legend entry, wrapped to the canvas width."""
+    out, x, row = [], gap, 0
+    for label in labels:
+        entry = 13 + _CHAR_W * len(label) + 10
+        if x > gap and x + entry > width:
+            x, row = gap, row + 1
+        out.append((x, row))
+        x += entry
+    return out
 
 
 def expected_record(item: Item, num_samples: int, seed: int, model: dict[str, Any]) -> dict:
@@ -149,7 +179,7 @@ def write_folder(out: Path, item: Item, res: Result, record: dict, model: dict[s
         (tmp / "proposals.json").write_text(
             json.dumps({"same_if_mean_iou_at_least": 0.95, "proposals": res.proposals}, indent=1)
         )
-        overview(tmp / "overview.png", item, res, vmax, pal)
+        overview(tmp / "overview.png", item, res, vmax, pal, names=model.get("class_names"))
         (tmp / PREDICTION_JSON).write_text(json.dumps(record, indent=1))
         if final.exists():
             shutil.rmtree(final)

@@ -14,21 +14,33 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
-from carcli.errors import CarsegError
+from carcli.errors import CarsegError, UsageError
 from carcli.recipe.deprecated import migrate_file_data, migrate_overrides, source_of
 from carcli.recipe.schema import Recipe
 
 
 class RecipeError(CarsegError):
-    """A recipe (or override) that does not fit the schema; `problems` lists every issue."""
+    """A recipe (or override) that does not fit the schema; `problems` lists every issue.
+    A problem with a key that a `key=value` override set is blamed on the command line, not
+    on the recipe file (`overridden`: the keys the overrides set)."""
 
-    def __init__(self, source: str, problems: list[str]) -> None:
+    def __init__(
+        self, source: str, problems: list[str], overridden: frozenset[str] = frozenset()
+    ) -> None:
         self.problems = problems
-        lines = [f"{source}: {p}" for p in problems]
+        lines = [f"{_blamed(p, source, overridden)}: {p}" for p in problems]
         super().__init__(
             "\n".join(lines) if len(lines) > 1 else lines[0],
             hint=None,
         )
+
+
+def _blamed(problem: str, source: str, overridden: frozenset[str]) -> str:
+    """ "command line" when `problem` ("KEY -> ...") is about a key an override set."""
+    key = problem.split(" -> ", 1)[0].split("[", 1)[0]
+    if " " not in key and any(k == key or k.startswith(key + ".") for k in overridden):
+        return "command line"
+    return source
 
 
 _MISSING = object()
@@ -177,6 +189,10 @@ def _check_training(r: Recipe, problems: list[str]) -> None:
         for f in ("steps", "batch_size", "checkpoint_every", "val_size"):
             positive(f"{key}.{f}", getattr(sec, f))
         positive(f"{key}.lr", sec.lr)
+        if sec.checkpoint_minutes < 0:
+            problems.append(
+                f"{key}.checkpoint_minutes -> must be >= 0 (0: off), got {sec.checkpoint_minutes}"
+            )
         if sec.val_every < 0:
             problems.append(f"{key}.val_every -> must be >= 0, got {sec.val_every}")
         if len(sec.betas) != 2 or not all(0 <= b < 1 for b in sec.betas):
@@ -291,7 +307,10 @@ def _check_rest(r: Recipe, problems: list[str]) -> None:
 def parse_override(text: str) -> tuple[str, Any]:
     """Split `key=value`; the value parses as a YAML scalar (or flow list)."""
     if "=" not in text:
-        raise RecipeError("override", [f"{text!r} -> expected key=value"])
+        raise UsageError(
+            f"command line: {text!r} -> expected key=value (a recipe override), "
+            "e.g. refiner.steps=200"
+        )
     key, _, raw = text.partition("=")
     key = key.strip()
     try:
@@ -362,7 +381,7 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     recipe = _build(Recipe, raw, "", problems)
     _check_ranges(recipe, problems)  # ill-typed fields kept their (valid) defaults
     if problems:
-        raise RecipeError(str(path), problems)
+        raise RecipeError(str(path), problems, frozenset(key.strip() for key, _ in pairs))
     return recipe
 
 

@@ -103,6 +103,9 @@ class CalibratorConfig:
     """Learning-rate factor at each milestone."""
     checkpoint_every: int = 500
     """Steps between resumable checkpoints (the last step always writes one)."""
+    checkpoint_minutes: float = 30.0
+    """Minutes between resumable checkpoints besides checkpoint_every, so a long run never
+    loses more than that (0: off). SIGINT / SIGTERM also write one before stopping."""
     val_every: int = 250
     """Steps between validations on a fixed subset of the val split (0: never)."""
     val_size: int = 64
@@ -204,6 +207,9 @@ class RefinerConfig:
     """Learning-rate factor at each milestone."""
     checkpoint_every: int = 500
     """Steps between resumable checkpoints (the last step always writes one)."""
+    checkpoint_minutes: float = 30.0
+    """Minutes between resumable checkpoints besides checkpoint_every, so a long run never
+    loses more than that (0: off). SIGINT / SIGTERM also write one before stopping."""
     val_every: int = 250
     """Steps between validations on a fixed subset of the val split (0: never)."""
     val_size: int = 64

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,41 @@ from carcli.errors import CarsegError
 
 SCHEMA = "carseg.samples/1"
 MAKE_CMD = "carseg sample RECIPE"
+
+
+def make_command(h5: h5py.File | None, path: Path) -> str:
+    """The command that makes this bank again: an imported bank (as its attributes say, or,
+    when it cannot be opened, the manifest.json beside it) is imported again from its source;
+    `carseg sample` would need a trained calibrator and refiner, which the importer of another
+    method's samples may not have."""
+    if h5 is not None:
+        source, split = _attr(h5, "imported_from"), _attr(h5, "split")
+    else:
+        source, split = _recorded_import(path)
+    if not source:
+        return MAKE_CMD
+    extra = f" --split {split}" if split in ("train", "val", "test") else ""
+    return f"carseg import-samples RECIPE {shlex.quote(source)}{extra}"
+
+
+def _recorded_import(path: Path) -> tuple[str, str]:
+    """(source, split) when manifest.json beside `path` says import-samples wrote it."""
+    try:
+        manifest = json.loads((path.parent / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return "", ""
+    if (
+        not isinstance(manifest, dict)
+        or manifest.get("stage") != "import-samples"
+        or path.name not in (manifest.get("outputs") or [])
+    ):
+        return "", ""
+    return str(manifest.get("imported_from") or ""), path.stem
+
+
+def _attr(h5: h5py.File, name: str) -> str:
+    value = h5.attrs.get(name, "")
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def create_bank(path: Path, info: DatasetInfo, n: int, m: int, attrs: dict[str, Any]) -> h5py.File:
@@ -52,13 +89,15 @@ class Bank:
 
     def __init__(self, path: Path, info: DatasetInfo) -> None:
         self.path = path
-        self.h5 = open_h5(path, "sample bank", MAKE_CMD)
+        self.h5 = open_h5(path, "sample bank", make_command(None, path))
+        self.make_cmd = make_command(self.h5, path)
+        self.imported_from = _attr(self.h5, "imported_from") or None
         self.task, self.num_classes = info.task, info.num_classes
         try:
             self._check(info)
         except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
             self.h5.close()
-            raise _unreadable(path, exc) from None
+            raise _unreadable(path, exc, self.make_cmd) from None
         except BaseException:
             self.h5.close()
             raise
@@ -70,18 +109,19 @@ class Bank:
             schema = schema.decode()
         if schema != SCHEMA:
             raise CarsegError(
-                f"{p}: schema is {schema!r}, expected {SCHEMA!r}", hint=f"make it with `{MAKE_CMD}`"
+                f"{p}: schema is {schema!r}, expected {SCHEMA!r}",
+                hint=f"make it with `{self.make_cmd}`",
             )
         for name in ("samples", "calibration", "index"):
             if name not in h5:
                 raise CarsegError(
                     f"{p}: dataset {name!r} is missing",
-                    hint=f"make it again with `{MAKE_CMD} --overwrite`",
+                    hint=f"make it again with `{self.make_cmd} --overwrite`",
                 )
             if not isinstance(h5[name], h5py.Dataset) or h5[name].ndim == 0:
                 raise CarsegError(
                     f"{p}: {name!r} is not an array",
-                    hint=f"make it again with `{MAKE_CMD} --overwrite`",
+                    hint=f"make it again with `{self.make_cmd} --overwrite`",
                 )
         s, c, idx = h5["samples"], h5["calibration"], h5["index"]
         n = s.shape[0]
@@ -112,7 +152,7 @@ class Bank:
         if n and (index.min() < 0 or index.max() >= info.n or len(np.unique(index)) != n):
             raise CarsegError(
                 f"{p}: index does not match {info.path} (rows out of range or repeated)",
-                hint=f"sample this split again with `{MAKE_CMD} --overwrite`",
+                hint=f"make it again with `{self.make_cmd} --overwrite`",
             )
         self.index = index
         self.n, self.num_samples = n, int(s.shape[1])
@@ -128,7 +168,7 @@ class Bank:
         try:
             arr = self.h5[name][rows]
         except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
-            raise _unreadable(self.path, exc) from None
+            raise _unreadable(self.path, exc, self.make_cmd) from None
         if arr.size == 0:
             return arr
         if name == "samples" and self.task == "segmentation":
@@ -136,18 +176,18 @@ class Bank:
                 raise CarsegError(
                     f"{self.path}: samples hold class id {int(arr.max())} >= num_classes "
                     f"{self.num_classes}",
-                    hint=f"sample this split again with `{MAKE_CMD} --overwrite`",
+                    hint=f"make it again with `{self.make_cmd} --overwrite`",
                 )
         elif arr.dtype.kind == "f" and not np.isfinite(arr).all():
             raise CarsegError(
                 f"{self.path}: {name} holds NaN or infinite values",
-                hint=f"sample this split again with `{MAKE_CMD} --overwrite`",
+                hint=f"make it again with `{self.make_cmd} --overwrite`",
             )
         return arr
 
 
-def _unreadable(path: Path, exc: BaseException) -> CarsegError:
+def _unreadable(path: Path, exc: BaseException, make_cmd: str = MAKE_CMD) -> CarsegError:
     return CarsegError(
         f"{path}: unreadable data ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})",
-        hint=f"the file is truncated or corrupt; make it again with `{MAKE_CMD} --overwrite`",
+        hint=f"the file is truncated or corrupt; make it again with `{make_cmd} --overwrite`",
     )

@@ -25,8 +25,10 @@ from carcli.metrics.conventions import CONVENTIONS
 from carcli.metrics.evaluate import (
     EvalSettings,
     check_conditions,
+    check_paths,
     conventions_of,
     evaluate_samples,
+    metrics_skeleton,
     parse_condition,
 )
 from carcli.plots.files import to_csv
@@ -83,6 +85,8 @@ def run_evaluate(
     split = recipe.evaluate.split
     out_dir = layout.eval_dir(split)
     data_path, bank_path = split_path(recipe.data.dir, split), layout.bank(split)
+    if conditions:  # a --fail-if figure the evaluation will not write fails before any work
+        _check_fail_if(data_path, EvalSettings.from_recipe(recipe), conditions)
     check_not_finished(out_dir / "metrics.json", f"{split} metrics", overwrite)
     manifest = Manifest("evaluate", recipe_to_dict(recipe), recipe.seed)
     stale: list[str] = []
@@ -102,12 +106,27 @@ def run_evaluate(
     manifest.write(out_dir, ["metrics.json", "per_case.csv"])
     if not quiet:
         print_table(summary, rep)
+    rep.line(f"metrics written: {out_dir / 'metrics.json'} (per image: {out_dir / 'per_case.csv'})")
     failed = check_conditions(summary, conditions)
     if failed:
         raise CarsegError(
             "metric threshold crossed: " + "; ".join(failed), hint=f"see {out_dir / 'metrics.json'}"
         )
     return summary
+
+
+def _check_fail_if(data_path: Path, e: EvalSettings, conditions: list[str]) -> None:
+    """--fail-if paths against the metrics.json this evaluation will write (its keys follow
+    from the dataset's header and the evaluate settings); an unreadable dataset is left to
+    the evaluation to report."""
+    try:
+        with DatasetFile(data_path) as ds:
+            info = ds.info
+    except CarsegError:
+        return
+    skeleton = metrics_skeleton(info, e)
+    if skeleton is not None:
+        check_paths(skeleton, conditions)
 
 
 def print_table(summary: dict[str, Any], rep: Reporter) -> None:
@@ -125,10 +144,26 @@ def print_table(summary: dict[str, Any], rep: Reporter) -> None:
     table.add_column("value", justify="right")
     table.add_column("oracle", justify="right")
     oracle_ged = summary.get("oracle_ged") or {}
-    for n, v in (summary.get("ged") or {}).items():
-        table.add_row(f"GED ({n} samples)", _fmt(v), _fmt(oracle_ged.get(n)))
-    table.add_row(f"HM-IoU ({summary.get('hm_iou_samples', 16)})", _fmt(summary.get("hm_iou")), "")
-    table.add_row("ECE of F", _fmt(summary.get("ece")), "")
+    block = (summary.get("conventions") or {}).get(primary) or {}
+    counts = (block.get("n_images") or {}).get("ged") or {}
+    for n in counts or (summary.get("ged") or {}):  # every requested count, defined or not
+        v = (summary.get("ged") or {}).get(n)
+        table.add_row(
+            f"GED ({n} samples)",
+            _fmt(v) if v is not None else _undefined("GED", primary, counts.get(n)),
+            _fmt(oracle_ged.get(n)),
+        )
+    hm = summary.get("hm_iou")
+    table.add_row(
+        f"HM-IoU ({summary.get('hm_iou_samples', 16)})",
+        _fmt(hm)
+        if hm is not None
+        else _undefined("HM-IoU", primary, (block.get("n_images") or {}).get("hm_iou")),
+        "",
+    )
+    ece = summary.get("ece")
+    no_f = "n/a (the bank holds no probabilities of F)"
+    table.add_row("ECE of F", _fmt(ece) if ece is not None else no_f, "")
     _add_answer_rows(table, summary)
     _add_pixel_rows(table, summary)
     rep.console.print(table)
@@ -210,11 +245,18 @@ def print_conventions_table(summary: dict[str, Any], rep: Reporter) -> None:
     table.add_column("metric")
     for name in blocks:
         table.add_column(name, justify="right")
-    counts = sorted({n for b in blocks.values() for n in b["ged"]}, key=int)
+    every = {n for b in blocks.values() for n in (*b["ged"], *b["n_images"]["ged"])}
+    counts = sorted(every, key=int)  # every requested count, defined or not
     for n in counts:
-        table.add_row(f"GED ({n})", *[_fmt(b["ged"].get(n)) for b in blocks.values()])
+        table.add_row(
+            f"GED ({n})",
+            *[_fmt(b["ged"][n]) if b["ged"].get(n) is not None else "n/a" for b in blocks.values()],
+        )
     hm_n = summary.get("hm_iou_samples", 16)
-    table.add_row(f"HM-IoU ({hm_n})", *[_fmt(b["hm_iou"]) for b in blocks.values()])
+    table.add_row(
+        f"HM-IoU ({hm_n})",
+        *[_fmt(b["hm_iou"]) if b["hm_iou"] is not None else "n/a" for b in blocks.values()],
+    )
     table.add_row("diversity", *[_fmt(b["diversity"]) for b in blocks.values()])
     if counts:
         top = counts[-1]
@@ -255,6 +297,20 @@ def print_regression_table(summary: dict[str, Any], rep: Reporter) -> None:
         table.add_row(escape("|mean of samples - E[y|x]|"), _fmt(summary["mean_vs_truth"]), "", "")
         table.add_row(escape("|F(x) - E[y|x]|"), _fmt(summary["calibrator_vs_truth"]), "", "")
     rep.console.print(table)
+
+
+def _undefined(metric: str, convention: str, scored: Any) -> str:
+    """The table's text for a figure the evaluation left undefined, with the reason."""
+    if scored == 0:
+        rule = CONVENTIONS[convention].empty_pair if convention in CONVENTIONS else ""
+        why = (
+            f"no image scored: the {convention} convention leaves {metric} undefined for a "
+            "pair of maps without a scored class"
+            if rule == "nan"
+            else f"no image scored under the {convention} convention"
+        )
+        return f"n/a ({why})"
+    return "n/a (undefined)"
 
 
 def _fmt(v: Any) -> str:

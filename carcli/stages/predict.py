@@ -17,6 +17,7 @@ from typing import Any
 from carcli.api import load_model
 from carcli.errors import CarsegError
 from carcli.predict import outputs
+from carcli.predict.inputs import SUFFIXES, not_inputs
 from carcli.predict.run import (
     check_args,
     check_exist,
@@ -25,6 +26,7 @@ from carcli.predict.run import (
     plan,
     predict_and_write,
 )
+from carcli.runtime.interrupt import stops_at_once
 from carcli.ui import Reporter
 
 
@@ -41,27 +43,40 @@ def run_predict(
     quiet: bool = False,
     recursive: bool = False,
     speed: dict[str, Any] | None = None,
+    overrides: list[str] | None = None,
 ) -> dict[str, Any]:
     """Predict and write; returns counts and the share of wall time spent writing files.
     F and G run with the model's speed options, as `sample` runs them; ``speed`` overrides
-    some (``--speed KEY=VALUE``)."""
+    some (``--speed KEY=VALUE``). ``overrides`` (`key=value`) apply to a recipe MODEL."""
     t0 = time.perf_counter()
     rep = Reporter(quiet)
     check_args(inputs, num_samples, batch_size)
-    model = load_model(model_path, device, speed)
+    model = load_model(model_path, device, speed, overrides)
     for note in model.speed_notes:
         rep.line(note)
     out = Path(out)
     check_exist(inputs)
     check_out(out, inputs)
     items = model.read(inputs, recursive)
+    skipped = not_inputs(inputs, recursive)
+    if skipped:  # one line, every file named
+        rep.console.print(  # even with --quiet: a warning
+            f"carseg: not read ({len(skipped)} file(s) that are not {'/'.join(SUFFIXES)} "
+            "inputs): " + ", ".join(str(p) for p in skipped),
+            markup=False,
+        )
     bbs = model.blackboxes(items, blackbox)
     records = [outputs.expected_record(it, num_samples, seed, model.meta) for it in items]
     keep = plan(out, items, records, overwrite)
     make_out(out)
-    write_s = predict_and_write(
-        model, out, items, records, keep, bbs, rep, num_samples, seed, batch_size
-    )
+    again = "rerun it without --overwrite" if overwrite else "the same command"
+    with stops_at_once(
+        f"interrupted; every input finished so far is kept in {out} (one folder each) and "
+        f"{again} continues with the others"
+    ):
+        write_s = predict_and_write(
+            model, out, items, records, keep, bbs, rep, num_samples, seed, batch_size
+        )
     wall = time.perf_counter() - t0
     rep.line(
         f"predictions written: {out} ({len(items)} inputs x {num_samples} samples; "

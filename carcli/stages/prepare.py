@@ -111,11 +111,19 @@ def _prepare_synthetic(recipe: Recipe, out_dir: Path, rep: Reporter) -> list[Pat
                 "source": "synthetic",
                 "split": split,
                 ATTR: to_json(synthetic_spec(s.norm_mean, s.norm_std)),
+                "class_colors": synthetic_class_colors(d.synthetic.num_classes),
             },
         )
         rep.line(f"  {path}: {sizes[split]} images, {s.label.shape[1]} modes max")
         paths.append(path)
     return paths
+
+
+def synthetic_class_colors(k: int) -> list[list[int]]:
+    """The colour each synthetic class is drawn in (its plain appearance), 0-255."""
+    from carcli.data.synthetic_draw import CLASS_RGB
+
+    return [[round(255 * float(v)) for v in CLASS_RGB[c]] for c in range(k)]
 
 
 def _prepare_regression(recipe: Recipe, out_dir: Path, rep: Reporter) -> list[Path]:

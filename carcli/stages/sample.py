@@ -40,6 +40,7 @@ from carcli.errors import CarsegError
 from carcli.recipe.load import recipe_to_dict, recipe_to_yaml
 from carcli.recipe.schema import Recipe
 from carcli.runtime.device import setup_torch
+from carcli.runtime.interrupt import stops_at_once
 from carcli.runtime.networks import COUPLING, load_coupling, load_network, refiner_calibrator
 from carcli.runtime.speed import accelerate
 from carcli.runtime.speed import notes as speed_notes
@@ -115,7 +116,15 @@ def run_sample(
                 recipe.speed.sample_chunk,
             )
             attrs = lambda: _bank_attrs(recipe, manifest, inputs)  # noqa: E731
-            _draw_chunks(mine, draws, bank, attrs, dist.world, rep, s.split)
+            again = "carseg sample RECIPE" + (" --overwrite" if overwrite else "")
+            kept = (
+                f"interrupted; the finished chunks are kept in {partial} and `{again}` "
+                "continues from them"
+                if dist.main
+                else ""
+            )
+            with stops_at_once(kept):
+                _draw_chunks(mine, draws, bank, attrs, dist.world, rep, s.split)
             distributed.barrier()  # every rank's chunks are on disk
             if dist.main and dist.world > 1:
                 _drive(_assemble(bank_path, partial, chunks, info, s.num_samples, attrs()))

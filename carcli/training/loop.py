@@ -5,11 +5,20 @@ the loop a :class:`StagePlan`: what to save and restore, how one step goes, how 
 The loop owns everything else, the same way for both: resume (weights, optimisers, generators,
 step, best score, batch stream), the non-finite guard, the learning-rate schedule, this
 rank's shard of each batch, metrics.jsonl, validation and the best checkpoint, the periodic
-``last.safetensors``, and the progress bar.
+``last.safetensors`` (every `checkpoint_every` steps and every `checkpoint_minutes`), the
+progress bar, and a stop on SIGINT / SIGTERM.
+
+A stop request (Ctrl-C, or the SIGTERM a cluster sends before a time limit or on preemption)
+is looked at between steps, never inside one: the step in progress finishes, every rank
+agrees on the step to stop at (one small all-reduce of the request per step under torchrun),
+rank 0 writes ``last.safetensors`` as at a periodic checkpoint, and the stage ends with
+:class:`~carcli.runtime.interrupt.Interrupted` (exit 130 / 143, a line naming the `--resume`
+command). A second signal aborts at once.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +29,7 @@ import torch
 from carcli import distributed
 from carcli.data.batches import Batch
 from carcli.data.prefetch import BatchPrefetcher
+from carcli.runtime.interrupt import Interrupted, StopRequest
 from carcli.training.common import (
     MetricsLog,
     NonFiniteGuard,
@@ -41,6 +51,7 @@ class Schedule:
     val_every: int
     checkpoint_every: int
     on_nonfinite: str
+    checkpoint_minutes: float = 0.0  # 0: no time-based checkpoint
 
     @classmethod
     def of(cls, section: Any) -> Schedule:
@@ -51,6 +62,7 @@ class Schedule:
             section.val_every,
             section.checkpoint_every,
             section.on_nonfinite,
+            section.checkpoint_minutes,
         )
 
 
@@ -101,7 +113,12 @@ def run_loop(
     log = MetricsLog(stage.dir / "metrics.jsonl", step if state is not None else None)
     last_saved = stage.last if state is not None else None
     loader = make_loader(rng)
-    with loader, rep.progress(s.steps, f"train-{stage.name}", start=step) as bar:
+    clock = _CheckpointClock(s.checkpoint_minutes)
+    with (
+        StopRequest() as stop,
+        loader,
+        rep.progress(s.steps, f"train-{stage.name}", start=step) as bar,
+    ):
         while step < s.steps:
             for name, opt in plan.optimizers.items():
                 set_lr(opt, lr_at(plan.base_lr[name], s.lr_milestones, s.lr_gamma, step))
@@ -118,7 +135,9 @@ def run_loop(
                     plan.save_best(step, best)
             log.write(record)
             bar.advance(1, plan.summary(figures, record))
-            if step % s.checkpoint_every == 0 or step == s.steps:
+            signum = distributed.max_over_ranks(stop.signum or 0)  # every rank stops here
+            stopping = bool(signum) and step < s.steps  # (the last step just finishes)
+            if stopping or step % s.checkpoint_every == 0 or step == s.steps or clock.due():
                 info = {"step": step, "best": best, "rng": loader.rng_state()}
                 stage.save(
                     plan.models,
@@ -127,4 +146,27 @@ def run_loop(
                     {**info, "skipped": guard.skipped},
                 )
                 last_saved = stage.last
+                clock.reset()
+            if stopping:
+                raise Interrupted(
+                    signum,
+                    f"interrupted at step {step}; resume with {stage.make_cmd} --resume"
+                    if dist.main
+                    else "",
+                )
     return LoopResult(step, best, guard.skipped)
+
+
+class _CheckpointClock:
+    """`checkpoint_minutes`: due once that long has passed since the last checkpoint (or the
+    start); never with 0. Only rank 0 writes, so only its clock matters."""
+
+    def __init__(self, minutes: float) -> None:
+        self.seconds = 60.0 * minutes
+        self.reset()
+
+    def reset(self) -> None:
+        self.since = time.monotonic()
+
+    def due(self) -> bool:
+        return self.seconds > 0 and time.monotonic() - self.since >= self.seconds
