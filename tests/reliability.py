@@ -312,6 +312,76 @@ ROWS: list[Row] = [
         "the same checkpoint files, byte for byte (safetensors metadata written in sorted order)",
         "test_provenance.py::test_two_identical_runs_write_identical_checkpoints",
     ),
+    Row(
+        "SIGINT (Ctrl-C) of `train-calibrator` / `train-refiner` at a random step before the first periodic checkpoint",
+        "the step finishes, `last.safetensors` is written, one line names the `--resume` command, exit 130; that command reaches the final step with weights, optimiser and RNG states, best checkpoint and metrics.jsonl equal to an uninterrupted run's",
+        "test_interrupt.py::test_signal_checkpoints_and_the_resume_line_resumes",
+    ),
+    Row(
+        "SIGTERM (a cluster's time limit or preemption) of a training stage",
+        "the same, exit 143",
+        "test_interrupt.py::test_signal_checkpoints_and_the_resume_line_resumes",
+    ),
+    Row(
+        "a second SIGINT / SIGTERM",
+        "aborts at once",
+        "test_interrupt.py::test_a_second_signal_aborts_at_once",
+    ),
+    Row(
+        "SIGTERM reaching one rank under `torchrun`",
+        "every rank stops at the same step; rank 0 writes the checkpoint and the line; one process resumes it",
+        "test_interrupt.py::test_torchrun_ranks_agree_on_the_stop_step",
+    ),
+    Row(
+        "a long run between step checkpoints",
+        "`last.safetensors` also every `checkpoint_minutes` (default 30)",
+        "test_interrupt.py::test_time_based_checkpoint",
+    ),
+    Row(
+        "SIGTERM of `sample`",
+        "exit 143; names the kept chunk folder and the command that continues from them",
+        "test_interrupt.py::test_sample_sigterm_keeps_chunks_and_says_how_to_continue",
+    ),
+    Row(
+        "Ctrl-C of `predict`",
+        "exit 130; finished input folders kept; the same command predicts only the others",
+        "test_predict.py::test_interrupt_keeps_finished_inputs_and_says_so",
+    ),
+    Row(
+        "every command an error suggests",
+        "run in the same situation (41 situations): each succeeds; a hint names no placeholder, only the overrides its stage reads",
+        "test_hints.py::test_every_suggested_command_works",
+    ),
+    Row(
+        "malformed `--fail-if`",
+        "exit 2",
+        "test_cli_usage.py::test_malformed_fail_if_is_a_usage_error",
+    ),
+    Row(
+        "an override without `=`",
+        "exit 2; blamed on the command line",
+        "test_cli_usage.py::test_override_without_equals_is_a_usage_error",
+    ),
+    Row(
+        "a `--fail-if` metric the evaluation will not write",
+        "exit 2 before evaluating; close matches that exist",
+        "test_cli_usage.py::test_unknown_fail_if_path_is_refused_before_evaluating",
+    ),
+    Row(
+        "`predict`: an image with transparent pixels",
+        "exit 1; names the pixel count and how to flatten it",
+        "test_predict_usability.py::test_transparent_pixels_are_refused_with_how_to_flatten",
+    ),
+    Row(
+        "`predict`: a file in an input folder that is not an input",
+        "listed in one line (even with `-q`)",
+        "test_predict_usability.py::test_a_file_that_is_not_an_input_is_reported",
+    ),
+    Row(
+        "`sample.region_coupling: learned` with a refiner trained without the coupling head",
+        "exit 1 naming the missing `refiner/coupling.safetensors` and the command that trains it; a bundle whose `coupling.safetensors` was changed is refused by its sha256",
+        "test_region_coupling.py::test_cascade_trains_samples_exports_and_predicts_with_the_head",
+    ),
 ]
 
 

@@ -104,6 +104,7 @@ def test_two_process_refiner_writes_one_checkpoint_and_resumes_with_one(trained)
     assert {p.name for p in folder.iterdir()} == {
         "model.safetensors",
         "discriminator.safetensors",
+        "coupling.safetensors",  # the toy recipe's region coupling head, written by rank 0
         "best.safetensors",
         "last.safetensors",
         "metrics.jsonl",
