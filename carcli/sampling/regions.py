@@ -72,13 +72,9 @@ def independent_regions(
         return samples
     ids = linked_regions(calib, threshold, link, m)
     out = np.empty_like(samples)
-    steps = np.arange(m)[:, None]
     for i in range(b):
         offsets = np.append(region_offsets(seed, int(rows[i]), m), 0)  # id m: no region
-        shift = offsets[ids[i].reshape(-1)]  # [H*W]
-        source = (steps + shift[None, :]) % m  # [M, H*W]: which of G's samples each pixel takes
-        flat = samples[i].reshape(m, -1)
-        out[i] = np.take_along_axis(flat, source, axis=0).reshape(samples[i].shape)
+        out[i] = recombine(samples[i], ids[i], offsets)
     return out
 
 

@@ -1,6 +1,9 @@
 """One Markdown row per run with issue 25's figures, from each run's eval/<split>/metrics.json.
 
 python experiments/joint/coupling_table.py RUN [RUN ...] [--split test]
+    [--json docs/results/NAME.json --labels "set, sampling" ... --command CMD]
+With --json, the same rows go to a docs result file (scripts/docs_tables.py's format), each
+labelled by the matching --labels entry (its cells split at ", ").
 Columns: coupled pairs' joint TV (oracle; ratio), coupled pairs' agreement, independent
 pairs' joint TV (oracle; ratio), mode TV - oracle, GED16 - oracle, within IoU 0.8, worst class
 offset of F and of G. The goal: both ratios <= 1.5, agreement >= 0.97, mode TV - oracle <=
@@ -25,6 +28,11 @@ def _pair(block: dict) -> str:
     return f"{g:.3f} ({o:.3f}; {g / o:.2f}x) |"
 
 
+def cells(run: Path, split: str) -> list[str]:
+    """The figures of one run as table cells (after the run's name)."""
+    return [c.strip() for c in row(run, split).strip("|").split("|")[1:]]
+
+
 def row(run: Path, split: str) -> str:
     m = json.loads((run / "eval" / split / "metrics.json").read_text())
     rp = m.get("region_pairs") or {"coupled": {}, "independent": {}}
@@ -44,7 +52,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", type=Path, nargs="+")
     ap.add_argument("--split", default="test")
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--labels", nargs="*", default=[])
+    ap.add_argument("--command", default="not recorded")
+    ap.add_argument("--note")
     args = ap.parse_args()
+    if args.json:
+        write_json(args)
+        return
     print(
         "| run | coupled pairs: joint TV (oracle; ratio) | coupled agree "
         "| independent pairs: joint TV (oracle; ratio) | mode TV - oracle | GED16 - oracle "
@@ -53,6 +68,40 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for run in args.runs:
         print(row(run, args.split))
+
+
+HEADER = [
+    "coupled pairs: joint TV (oracle; ratio)",
+    "coupled agree",
+    "independent pairs: joint TV (oracle; ratio)",
+    "mode TV − oracle",
+    "GED16 − oracle",
+    "within 0.8",
+    "worst F offset",
+    "worst G offset",
+]
+
+
+def write_json(args: argparse.Namespace) -> None:
+    import platform
+    import subprocess
+
+    labels = [lab.split(", ") for lab in args.labels]
+    if len(labels) != len(args.runs):
+        raise SystemExit("--labels: one per run")
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    data = {
+        "command": args.command,
+        "commit": commit or "not recorded",
+        "machine": f"{platform.machine()}, 2 CPU cores (shared with other jobs)",
+        "columns": ["set", "sampling", *HEADER],
+        "rows": [lab + cells(run, args.split) for lab, run in zip(labels, args.runs, strict=True)],
+    }
+    if args.note:
+        data["note"] = args.note
+    args.json.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

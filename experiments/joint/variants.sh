@@ -4,6 +4,8 @@
 # (RUN-ind), and the learned region coupling with a head fitted afresh on RUN's F
 # (RUN-learned; head time in RUN-learned/head_time.txt, its scores in coupling.json).
 #   experiments/joint/variants.sh DATA_DIR RUN [head steps] [key=value ...]
+# With SKIP_HEAD=1, RUN itself (trained and sampled with the recipe's own head) stands for
+# the learned row and only the other two are drawn.
 set -euo pipefail
 data=$1; run=$2; steps=${3:-600}; shift 3 || shift $#
 py=${PY:-.venv/bin/python}
@@ -19,6 +21,7 @@ copy() { mkdir -p "$1"; rm -rf "$1/calibrator" "$1/refiner"; cp -r "$run/calibra
 off=(sample.independent_regions=false sample.region_coupling=none)
 copy "$run-none"; again "$run-none" "${off[@]}" "$@"
 copy "$run-ind"; again "$run-ind" sample.independent_regions=true sample.region_coupling=none "$@"
+[ "${SKIP_HEAD:-0}" = 1 ] && exit 0
 name=$run-learned
 copy "$name"
 t0=$(date +%s)
