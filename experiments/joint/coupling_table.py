@@ -86,7 +86,7 @@ def write_json(args: argparse.Namespace) -> None:
     import platform
     import subprocess
 
-    labels = [lab.split(", ") for lab in args.labels]
+    labels = [lab.split(", ", 1) for lab in args.labels]
     if len(labels) != len(args.runs):
         raise SystemExit("--labels: one per run")
     commit = subprocess.run(
