@@ -196,11 +196,17 @@ def _recombination(
         raise CarsegError(
             f"sample.region_coupling=learned needs the region coupling head at {head_path}, "
             "which the refiner was trained without",
-            hint="train it with refiner.coupling_steps > 0 (carseg train-refiner RECIPE "
-            "refiner.coupling_steps=1000 --overwrite), or set sample.region_coupling=none",
+            hint="fit it beside the trained G (the refiner is not trained again) with "
+            f"`carseg train-refiner RECIPE refiner.coupling_steps={_steps(recipe)} --resume`, "
+            "or set sample.region_coupling=none",
         )
     head, threshold, link = load_coupling(head_path, info, "carseg train-refiner RECIPE")
     return CoupledRegions(head, threshold, link)
+
+
+def _steps(recipe: Recipe) -> int:
+    """The coupling head's steps to suggest: the recipe's, or the toy recipe's 600."""
+    return recipe.refiner.coupling_steps or 600
 
 
 def _bank_attrs(recipe: Recipe, manifest: Manifest, inputs: tuple[Path, ...]) -> dict[str, Any]:
