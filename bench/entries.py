@@ -71,21 +71,15 @@ def _info(channels: int, classes: int) -> Any:
     )
 
 
-def bench_refiner_step(
+def refiner_step_setup(
     d_arch: str | None,
     size: RefinerSize,
     device: Any,
     extra: tuple[str, ...] = (),
     recipe_name: str = "lidc",
-) -> tuple[dict, str]:
-    """One `refiner_step` (Algorithm 1, D updated: R1 included) with the recipe's own F, G
-    and D layouts and training settings (weights, M, speed options; ``extra``: overrides,
-    e.g. the speed levers), through the same wrappers and optimisers as `train-refiner`
-    (`step_nets`). LIDC: 1 channel, 2 classes, at ``size`` (the cascade issue's shapes:
-    128x128, batch 4, M = 20), D = ``d_arch``; toy: the toy recipe's own shapes (3 channels,
-    3 classes, 32x32, its batch and M, its D) with 4 fabricated annotations per image (the
-    joint loss reads them). With discriminator.r1_every = k a timed call is k consecutive
-    steps (one with R1) and the figure is per step."""
+) -> tuple[Callable[[int], None], Any, str]:
+    """The networks, batch and recipe of :func:`bench_refiner_step`; returns ``run(i)``
+    (one `refiner_step` at loop step i, D updated), the recipe and the setting's text."""
     import torch
 
     from carcli.data.batches import Batch
@@ -114,18 +108,12 @@ def bench_refiner_step(
     weight = torch.full((b, annotations), 1.0 / annotations)
     batch = Batch(image, image, modes[:, 0], None, modes, weight).to(device)
     noise = torch.Generator(device=device).manual_seed(2)
-    k, count = d.r1_every, [0]
+    k = d.r1_every
 
-    def step() -> None:
-        for _ in range(k):
-            out = refiner_step(
-                nets, batch, recipe, "segmentation", classes, 255, True, noise, count[0]
-            )
-            assert "loss_d" in out, "D was not updated"
-            count[0] += 1
+    def run(i: int) -> None:
+        out = refiner_step(nets, batch, recipe, "segmentation", classes, 255, True, noise, i)
+        assert "loss_d" in out, "D was not updated"
 
-    flop = count_flops(step, device) / k  # doubles as the warm-up
-    seconds = time_calls(step, size.repeats, device) / k
     setting = (
         f"{recipe_name} recipe's F ({recipe.calibrator.arch}), G ({r.arch}, width {r.width}, "
         f"depth {r.depth}), D ({d.arch}) updated with R1 x{d.r1_weight:g}"
@@ -133,6 +121,34 @@ def bench_refiner_step(
         f"median of {size.repeats}{f' calls of {k} steps' if k > 1 else ''}"
         f"{_levers(extra)}"
     )
+    return run, recipe, setting
+
+
+def bench_refiner_step(
+    d_arch: str | None,
+    size: RefinerSize,
+    device: Any,
+    extra: tuple[str, ...] = (),
+    recipe_name: str = "lidc",
+) -> tuple[dict, str]:
+    """One `refiner_step` (Algorithm 1, D updated: R1 included) with the recipe's own F, G
+    and D layouts and training settings (weights, M, speed options; ``extra``: overrides,
+    e.g. the speed levers), through the same wrappers and optimisers as `train-refiner`
+    (`step_nets`). LIDC: 1 channel, 2 classes, at ``size`` (the cascade issue's shapes:
+    128x128, batch 4, M = 20), D = ``d_arch``; toy: the toy recipe's own shapes (3 channels,
+    3 classes, 32x32, its batch and M, its D) with 4 fabricated annotations per image (the
+    joint loss reads them). With discriminator.r1_every = k a timed call is k consecutive
+    steps (one with R1) and the figure is per step; the FLOPs are those of that mix."""
+    run, recipe, setting = refiner_step_setup(d_arch, size, device, extra, recipe_name)
+    k, count = recipe.discriminator.r1_every, [0]
+
+    def step() -> None:
+        for _ in range(k):
+            run(count[0])
+            count[0] += 1
+
+    flop = count_flops(step, device) / k  # doubles as the warm-up
+    seconds = time_calls(step, size.repeats, device) / k
     return entry(seconds, "s/step", flop, seconds), setting
 
 
@@ -146,6 +162,17 @@ def bench_calibrator_step(
     """One step of `train-calibrator` (`calibrator_step`, through `accelerate` and the
     recipe's optimiser, as the stage calls it) with the recipe's F (LIDC: segnet width 64,
     depth 4, at ``size``: 128x128, batch 32, the recipe's; toy: its own shapes and batch)."""
+    step, setting = bench_calibrator_step_setup(size, device, extra, recipe_name)
+    flop = count_flops(step, device)  # doubles as the warm-up
+    seconds = time_calls(step, size.repeats, device)
+    return entry(seconds, "s/step", flop, seconds), setting
+
+
+def bench_calibrator_step_setup(
+    size: RefinerSize, device: Any, extra: tuple[str, ...] = (), recipe_name: str = "lidc"
+) -> tuple[Callable[[], None], str]:
+    """The network, optimiser and batch of :func:`bench_calibrator_step`: ``step()`` and
+    the setting's text."""
     import torch
 
     from carcli.data.batches import Batch
@@ -172,13 +199,11 @@ def bench_calibrator_step(
     def step() -> None:
         calibrator_step(net, opt, batch, "segmentation", 255)
 
-    flop = count_flops(step, device)  # doubles as the warm-up
-    seconds = time_calls(step, size.repeats, device)
     setting = (
         f"{recipe_name} recipe's F ({c.arch}, width {c.width}, depth {c.depth}), "
         f"{hw}x{hw}, B={batch_size}, median of {size.repeats}{_levers(extra)}"
     )
-    return entry(seconds, "s/step", flop, seconds), setting
+    return step, setting
 
 
 # --------------------------------------------------------------------------------------------

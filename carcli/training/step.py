@@ -257,8 +257,9 @@ def discriminator_update(
     r1: float,
 ) -> tuple[torch.Tensor, dict[str, float], Callable[[], None]]:
     """L_D (real (x, y) against all M fakes, + ``r1`` x R1 on reals), unless D is frozen in
-    its cycle or too accurate; with ``r1`` = 0 the reals need no input gradient. Returns D's verdict on the fakes for L_adv, the logged figures, and the
-    D update still to apply after G's (a no-op when none is pending)."""
+    its cycle or too accurate; with ``r1`` = 0 the reals need no input gradient. Returns D's
+    verdict on the fakes for L_adv, the logged figures, and the D update still to apply after
+    G's (a no-op when none is pending)."""
     d_fake = nets.D(xs, fake.detach() if policy.alternating else fake)
     out: dict[str, float] = {}
     pending = False

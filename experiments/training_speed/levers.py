@@ -1,0 +1,195 @@
+"""Training-speed levers (#28), each alone and then together, on the training-step entries.
+
+For every entry (the toy recipe's own refiner step; `refiner_step_dcgan`, `calibrator_step`
+and `refiner_step_pixel` as `make bench` builds them) and every round, each setting builds
+its networks afresh, takes `--warmup` untimed steps and times `--repeats` steps (median).
+The rounds alternate the settings (A B A B), so both rounds of every setting are in the file.
+
+Lazy R1 (``discriminator.r1_every=k``) is timed as its two kinds of step: one WITH R1 (the
+setting without lazy R1, or, for ``all``, the same setting at a step divisible by k) and
+one WITHOUT (a step not divisible by k); per step = (with + (k - 1) * without) / k.
+
+    nice -n 10 .venv/bin/python experiments/training_speed/levers.py \\
+        --out experiments/training_speed/levers.json
+
+Writes the raw times (seconds per step, per round) and prints a table; the docs table
+(docs/results/training_speed.json) is made from this file by `--docs`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench.harness import FULL, machine_info, release, synchronize  # noqa: E402
+
+K = 4  # lazy R1: every 4th step (StyleGAN2's 16 is for its D updates every step)
+LEVERS: dict[str, tuple[str, ...]] = {
+    "baseline": (),
+    "lazy_r1": (f"discriminator.r1_every={K}",),
+    "train_bf16": ("speed.train_bf16=true",),
+    "channels_last": ("speed.channels_last=true",),
+    "foreach_adam": ("speed.optimizer=foreach",),
+    "compile": ("speed.compile=true",),
+}
+ALL = ("lazy_r1", "train_bf16", "channels_last", "foreach_adam")
+ENTRY_LEVERS = {  # which settings each entry measures (the 60 s pixel step: the main ones)
+    "toy_refiner_step": [
+        "baseline",
+        "lazy_r1",
+        "train_bf16",
+        "channels_last",
+        "foreach_adam",
+        "compile",
+        "all",
+    ],  # fmt: skip
+    "refiner_step_dcgan": [
+        "baseline",
+        "lazy_r1",
+        "train_bf16",
+        "channels_last",
+        "foreach_adam",
+        "all",
+    ],  # fmt: skip
+    "calibrator_step": ["baseline", "train_bf16", "channels_last", "foreach_adam", "all"],
+    "refiner_step_pixel": ["baseline", "lazy_r1", "train_bf16", "all"],
+}
+
+
+def overrides(lever: str, entry: str) -> tuple[str, ...]:
+    if lever != "all":
+        return LEVERS[lever]
+    names = [n for n in ALL if n != "lazy_r1" or entry != "calibrator_step"]
+    return tuple(o for n in names for o in LEVERS[n])
+
+
+def timed(fn, repeats: int, device) -> float:
+    times = []
+    for _ in range(repeats):
+        synchronize(device)
+        t0 = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def measure(entry: str, lever: str, warmup: int, repeats: int, device) -> dict:
+    """Seconds per step of one setting (and, with lazy R1, its steps with and without R1)."""
+    from bench.entries import bench_calibrator_step_setup, refiner_step_setup
+
+    extra = overrides(lever, entry)
+    lazy = any(o.startswith("discriminator.r1_every") for o in extra)
+    t0 = time.perf_counter()
+    if entry == "calibrator_step":
+        run, _ = bench_calibrator_step_setup(FULL.refiner, device, extra)
+        step = lambda i: run()  # noqa: E731
+    else:
+        d_arch = {"refiner_step_pixel": "pixel", "refiner_step_dcgan": "dcgan"}.get(entry)
+        name = "toy" if entry == "toy_refiner_step" else "lidc"
+        step, _, _ = refiner_step_setup(d_arch, FULL.refiner, device, extra, name)
+    first = time.perf_counter()
+    step(1 if lazy else 0)  # the first step (compilation, kernel creation)
+    first = time.perf_counter() - first
+    for _ in range(warmup - 1):
+        step(1 if lazy else 0)
+    out = {"first_step_s": first, "build_s": time.perf_counter() - t0 - first}
+    if lazy:
+        out["without_r1"] = timed(lambda: step(1), repeats, device)
+        if lever == "all":
+            out["with_r1"] = timed(lambda: step(0), repeats, device)
+    else:
+        out["s"] = timed(lambda: step(0), repeats, device)
+    release()
+    return out
+
+
+def per_step(res: dict, base: dict | None) -> float | None:
+    """Seconds per step; lazy R1 from its steps with and without R1 (``base``: the same
+    round's baseline, the step with R1 when the setting did not time one itself)."""
+    if "s" in res:
+        return res["s"]
+    with_r1 = res.get("with_r1", (base or {}).get("s"))
+    if with_r1 is None:
+        return None
+    return (with_r1 + (K - 1) * res["without_r1"]) / K
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, default=REPO / "experiments/training_speed/levers.json")
+    p.add_argument("--entries", default=",".join(ENTRY_LEVERS))
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--docs", type=Path, help="write the docs table from --out's file here")
+    args = p.parse_args(argv)
+    if args.docs:
+        return write_docs(args.out, args.docs)
+    from carcli.runtime.device import select_device
+
+    device = select_device("cpu")
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO
+    ).stdout.strip()
+    data = {
+        "command": "nice -n 10 .venv/bin/python experiments/training_speed/levers.py "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
+        "commit": commit,
+        "machine": machine_info(device, False),
+        "k": K,
+        "warmup": args.warmup,
+        "repeats": args.repeats,
+        "results": {},
+    }
+    for entry in args.entries.split(","):
+        for rnd in range(args.rounds):
+            for lever in ENTRY_LEVERS[entry]:
+                print(f"{entry} round {rnd + 1} {lever} ...", file=sys.stderr, flush=True)
+                res = measure(entry, lever, args.warmup, args.repeats, device)
+                data["results"].setdefault(entry, {}).setdefault(lever, []).append(res)
+                args.out.write_text(json.dumps(data, indent=1) + "\n")  # partial results kept
+                print(f"  {res}", file=sys.stderr, flush=True)
+    return 0
+
+
+def write_docs(src: Path, dest: Path) -> int:
+    data = json.loads(src.read_text())
+    rows = []
+    for entry, levers in data["results"].items():
+        bases = levers.get("baseline", [])
+        for lever, runs in levers.items():
+            secs = [per_step(r, bases[i] if i < len(bases) else None) for i, r in enumerate(runs)]
+            cells = [f"{s:.3f}" if s is not None else "-" for s in secs]
+            ups = [
+                f"{bases[i]['s'] / s:.2f}x" if s and i < len(bases) else "-"
+                for i, s in enumerate(secs)
+            ]
+            rows.append([f"`{entry}`", lever, " / ".join(cells), " / ".join(ups)])
+    m = data["machine"]
+    out = {
+        "command": data["command"],
+        "commit": data["commit"],
+        "machine": f"{m.get('cpu')}, {m.get('cores')} cores, torch {m.get('torch')}, "
+        "shared with training runs (load about 6 on 2 cores): compare within a row's rounds",
+        "columns": ["entry", "lever", "s/step, round 1 / round 2", "speed-up vs baseline"],
+        "rows": rows,
+        "note": f"Each setting built afresh, {data['warmup']} untimed step(s), median of "
+        f"{data['repeats']} timed; lazy R1 (k = {data['k']}) = (step with R1 + {data['k'] - 1} "
+        "steps without) / k; `all` = every lever but compile together.",
+    }
+    dest.write_text(json.dumps(out, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
