@@ -2,8 +2,8 @@
 
 For every entry (the toy recipe's own refiner step; `refiner_step_dcgan`, `calibrator_step`
 and `refiner_step_pixel` as `make bench` builds them) and every round, each setting builds
-its networks afresh, takes `--warmup` untimed steps (the toy step at least 3) and times
-`--repeats` steps (median). The rounds alternate the settings (A B A B), so both rounds
+its networks afresh, takes `--warmup` untimed steps and times `--repeats` steps (median; the
+toy step at least 3 of each). The rounds alternate the settings (A B A B), so both rounds
 of every setting are in the file.
 
 Lazy R1 (``discriminator.r1_every=k``) is timed as its two kinds of step: one WITH R1 (the
@@ -33,7 +33,7 @@ if str(REPO) not in sys.path:
 
 from bench.harness import FULL, machine_info, release, synchronize  # noqa: E402
 
-TOY_WARMUP = 3  # untimed steps of the (cheap) toy step: at least this many
+TOY_WARMUP = 3  # untimed and timed steps of the (cheap) toy step: at least this many
 K = 4  # lazy R1: every 4th step (StyleGAN2's 16 is for its D updates every step)
 LEVERS: dict[str, tuple[str, ...]] = {
     "baseline": (),
@@ -160,7 +160,10 @@ def main(argv: list[str] | None = None) -> int:
                 warmup = (
                     max(args.warmup, TOY_WARMUP) if entry == "toy_refiner_step" else args.warmup
                 )
-                res = measure(entry, lever, warmup, args.repeats, device)
+                repeats = (
+                    max(args.repeats, TOY_WARMUP) if entry == "toy_refiner_step" else args.repeats
+                )
+                res = measure(entry, lever, warmup, repeats, device)
                 data["results"].setdefault(entry, {}).setdefault(lever, []).append(res)
                 args.out.write_text(json.dumps(data, indent=1) + "\n")  # partial results kept
                 print(f"  {res}", file=sys.stderr, flush=True)
