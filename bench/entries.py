@@ -77,9 +77,12 @@ def refiner_step_setup(
     device: Any,
     extra: tuple[str, ...] = (),
     recipe_name: str = "lidc",
-) -> tuple[Callable[[int], None], Any, str]:
+    parts: bool = False,
+) -> Any:
     """The networks, batch and recipe of :func:`bench_refiner_step`; returns ``run(i)``
-    (one `refiner_step` at loop step i, D updated), the recipe and the setting's text."""
+    (one `refiner_step` at loop step i, D updated), the recipe and the setting's text (and,
+    with ``parts``, {"net": D, "call": G's call, "opt": D's Adam}: what the CUDA check of
+    scripts/gpu_train_steps.py inspects)."""
     import torch
 
     from carcli.data.batches import Batch
@@ -121,6 +124,8 @@ def refiner_step_setup(
         f"median of {size.repeats}{f' calls of {k} steps' if k > 1 else ''}"
         f"{_levers(extra)}"
     )
+    if parts:
+        return run, recipe, setting, {"net": D, "call": nets.G, "opt": nets.opt_D}
     return run, recipe, setting
 
 
@@ -169,10 +174,14 @@ def bench_calibrator_step(
 
 
 def bench_calibrator_step_setup(
-    size: RefinerSize, device: Any, extra: tuple[str, ...] = (), recipe_name: str = "lidc"
-) -> tuple[Callable[[], None], str]:
+    size: RefinerSize,
+    device: Any,
+    extra: tuple[str, ...] = (),
+    recipe_name: str = "lidc",
+    parts: bool = False,
+) -> Any:
     """The network, optimiser and batch of :func:`bench_calibrator_step`: ``step()`` and
-    the setting's text."""
+    the setting's text (and, with ``parts``, {"net": F, "call": its call, "opt": Adam})."""
     import torch
 
     from carcli.data.batches import Batch
@@ -203,6 +212,8 @@ def bench_calibrator_step_setup(
         f"{recipe_name} recipe's F ({c.arch}, width {c.width}, depth {c.depth}), "
         f"{hw}x{hw}, B={batch_size}, median of {size.repeats}{_levers(extra)}"
     )
+    if parts:
+        return step, setting, {"net": model, "call": net, "opt": opt}
     return step, setting
 
 
