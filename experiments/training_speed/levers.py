@@ -10,7 +10,7 @@ Lazy R1 (``discriminator.r1_every=k``) is timed as its two kinds of step: one WI
 setting without lazy R1, or, for ``all``, the same setting at a step divisible by k) and
 one WITHOUT (a step not divisible by k); per step = (with + (k - 1) * without) / k.
 
-    nice -n 10 .venv/bin/python experiments/training_speed/levers.py \\
+    OMP_WAIT_POLICY=PASSIVE nice -n 10 .venv/bin/python experiments/training_speed/levers.py \\
         --out experiments/training_speed/levers.json
 
 Writes the raw times (seconds per step, per round) and prints a table; the docs table
@@ -148,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO
     ).stdout.strip()
     data = {
-        "command": "nice -n 10 .venv/bin/python experiments/training_speed/levers.py "
+        "command": "OMP_WAIT_POLICY=PASSIVE nice -n 10 .venv/bin/python "
+        "experiments/training_speed/levers.py "
         + " ".join(argv if argv is not None else sys.argv[1:]),
         "commit": commit,
         "machine": machine_info(device, False),
