@@ -176,29 +176,48 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def write_docs(src: Path, dest: Path) -> int:
+    """docs/results/training_speed.json (scripts/docs_tables.py's format) from a run's file."""
     data = json.loads(src.read_text())
     rows = []
     for entry, levers in data["results"].items():
         bases = levers.get("baseline", [])
         for lever, runs in levers.items():
-            secs = [per_step(r, bases[i] if i < len(bases) else None) for i, r in enumerate(runs)]
-            cells = [f"{s:.3f}" if s is not None else "-" for s in secs]
-            ups = [
-                f"{bases[i]['s'] / s:.2f}x" if s and i < len(bases) else "-"
-                for i, s in enumerate(secs)
-            ]
-            rows.append([f"`{entry}`", lever, " / ".join(cells), " / ".join(ups)])
+            row = [f"`{entry}`", lever]
+            for kind in ("", "_cpu"):
+                secs = [
+                    per_step(r, bases[i] if i < len(bases) else None, kind)
+                    for i, r in enumerate(runs)
+                ]
+                ups = [
+                    bases[i]["s" + kind] / t if t and i < len(bases) else None
+                    for i, t in enumerate(secs)
+                ]
+                row.append(" / ".join(f"{t:.3f}" if t else "-" for t in secs))
+                row.append(" / ".join(f"{u:.2f}x" if u else "-" for u in ups))
+            row.append(" / ".join(f"{r['first_step_s']:.1f}" for r in runs))
+            rows.append(row)
     m = data["machine"]
     out = {
-        "command": data["command"],
+        "command": f"`{data['command']}`, then `--docs docs/results/{dest.name}`",
         "commit": data["commit"],
-        "machine": f"{m.get('cpu')}, {m.get('cores')} cores, torch {m.get('torch')}, "
-        "shared with training runs (load about 6 on 2 cores): compare within a row's rounds",
-        "columns": ["entry", "lever", "s/step, round 1 / round 2", "speed-up vs baseline"],
+        "machine": f"{m.get('cpu')}, {m.get('cores')} cores, {m.get('threads')} torch threads, "
+        f"torch {m.get('torch')}, AVX512-BF16 (no AMX); shared with other training runs "
+        "(load 4-8 on 2 cores): compare within a round",
+        "columns": [
+            "entry",
+            "lever",
+            "wall s/step, round 1 / 2",
+            "speed-up (wall)",
+            "CPU s/step, round 1 / 2",
+            "speed-up (CPU)",
+            "first step s (compile)",
+        ],
         "rows": rows,
-        "note": f"Each setting built afresh, {data['warmup']} untimed step(s), median of "
-        f"{data['repeats']} timed; lazy R1 (k = {data['k']}) = (step with R1 + {data['k'] - 1} "
-        "steps without) / k; `all` = every lever but compile together.",
+        "note": f"Each setting built afresh, {data['warmup']} untimed step(s) (toy: 3), median "
+        f"of {data['repeats']} timed (toy: 3); speed-ups against the same round's baseline. "
+        f"Lazy R1 (k = {data['k']}) = (step with R1 + {data['k'] - 1} steps without) / k; `all` "
+        "= lazy R1, train_bf16, channels-last and foreach Adam together (compile apart). "
+        "CPU s = this process's CPU time (both threads), steadier than wall time here.",
     }
     dest.write_text(json.dumps(out, indent=1) + "\n")
     return 0
