@@ -3,9 +3,12 @@
 Measures, through the project's real code paths (no re-implementations):
 
 * ``matmul_gflops``: float32 matmul rate of torch (2048 x 2048), the machine's yardstick;
-* ``refiner_step_pixel`` / ``refiner_step_dcgan``: one `refiner_step` (Algorithm 1) at the
-  paper's LIDC shapes, 128x128, 1 channel, 2 classes, batch 4, M = 20 samples, F frozen,
-  D updated in the step (the worst case, R1 penalty included);
+* ``refiner_step_pixel`` / ``refiner_step_dcgan``: one `refiner_step` (Algorithm 1) with the
+  LIDC recipe's own F, G (`car`) and training settings, built as `train-refiner` builds them,
+  at the cascade issue's shapes, 128x128, 1 channel, 2 classes, batch 4, M = 20 samples, F
+  frozen, D (the authors' `pixel` / the recipe's `dcgan`) updated in the step (the worst
+  case, R1 penalty included);
+* ``calibrator_step``: one `train-calibrator` step of the LIDC recipe's F at its batch 32;
 * ``sample_128`` / ``sample_256x512``: `draw` throughput in eval mode (samples per second);
 * ``predict_128``: `carseg predict` (`run_predict`) on 200 PNG files of 128x128 with the LIDC
   recipe's architectures (random weights, exported as a bundle), 16 samples each, every
@@ -18,7 +21,9 @@ Measures, through the project's real code paths (no re-implementations):
 Writes ``bench/results.json`` (layout: docs/guide.md, "Benchmark results") and prints a table.
 ``--quick`` runs every benchmark at tiny sizes (seconds; its figures mean nothing, it checks
 the suite itself). ``--only NAME`` (repeatable) runs some entries; the JSON then holds only
-those. The fabricated LIDC-sized dataset and bank (~3.5 GB of gzip-compressed HDF5; a few
+those (``--only a,b`` takes a comma list). ``--set KEY=VALUE`` applies a recipe override to
+the step entries (a training-speed lever, recorded as ``machine.overrides``); ``--repeats N``
+times each step and sample entry N times. The fabricated LIDC-sized dataset and bank (~3.5 GB of gzip-compressed HDF5; a few
 hundred MB on disk) are cached in ``bench/.cache/`` and reused while their parameters match.
 
 The code is split in three modules beside this one: bench/harness.py (names, sizes, timing,

@@ -126,9 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--docs", type=Path, help="write the docs table from --out's file here")
+    p.add_argument("--run1", type=Path, help="with --docs: the first run's file (toy rows)")
     args = p.parse_args(argv)
     if args.docs:
-        return write_docs(args.out, args.docs)
+        return write_docs(args.out, args.docs, args.run1)
     from carcli.runtime.device import select_device
 
     device = select_device("cpu")
@@ -163,30 +164,24 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def write_docs(src: Path, dest: Path) -> int:
-    """docs/results/training_speed.json (scripts/docs_tables.py's format) from a run's file."""
+RUN1_LEVERS = {"train_bf16": "train_bf16", "compile": "compile", "all": "all with train_bf16"}
+"""The first run's settings that the second left out (its `all` also held train_bf16)."""
+
+
+def write_docs(src: Path, dest: Path, run1: Path | None = None) -> int:
+    """docs/results/training_speed.json (scripts/docs_tables.py's format) from a run's file
+    (and the first run's toy rows that the second left out, marked "run 1")."""
     data = json.loads(src.read_text())
-    rows = []
-    for entry, levers in data["results"].items():
-        bases = levers.get("baseline", [])
-        for lever, runs in levers.items():
-            row = [f"`{entry}`", lever]
-            for kind in ("", "_cpu"):
-                secs = [
-                    per_step(r, bases[i] if i < len(bases) else None, kind)
-                    for i, r in enumerate(runs)
-                ]
-                ups = [
-                    bases[i]["s" + kind] / t if t and i < len(bases) else None
-                    for i, t in enumerate(secs)
-                ]
-                row.append(" / ".join(f"{t:.3f}" if t else "-" for t in secs))
-                row.append(" / ".join(f"{u:.2f}x" if u else "-" for u in ups))
-            row.append(" / ".join(f"{r['first_step_s']:.1f}" for r in runs))
-            rows.append(row)
+    rows = _rows(data["results"], {})
+    first_commit = "-"
+    if run1 is not None:
+        first = json.loads(run1.read_text())
+        rows += _rows(first["results"], RUN1_LEVERS)
+        first_commit = first["commit"]
     m = data["machine"]
     out = {
-        "command": f"`{data['command']}`, then `--docs docs/results/{dest.name}`",
+        "command": f"`{data['command']}`, then `--docs docs/results/{dest.name}"
+        f"{' --run1 ' + str(run1.name) if run1 else ''}`",
         "commit": data["commit"],
         "machine": f"{m.get('cpu')}, {m.get('cores')} cores, {m.get('threads')} torch threads, "
         f"torch {m.get('torch')}, AVX512-BF16 (no AMX); shared with other training runs "
@@ -204,11 +199,39 @@ def write_docs(src: Path, dest: Path) -> int:
         "note": f"Each setting built afresh, {data['warmup']} untimed step(s) (toy: 3), median "
         f"of {data['repeats']} timed (toy: 3); speed-ups against the same round's baseline. "
         f"Lazy R1 (k = {data['k']}) = (step with R1 + {data['k'] - 1} steps without) / k; `all` "
-        "= lazy R1, train_bf16, channels-last and foreach Adam together (compile apart). "
-        "CPU s = this process's CPU time (both threads), steadier than wall time here.",
+        "= lazy R1, channels-last and foreach Adam together. CPU s = this process's CPU time "
+        "(both threads), steadier than wall time on this shared machine. Rows marked (run 1): "
+        f"the first run (levers_run1.json, commit {first_commit}, the same step code; its "
+        "`all` also held train_bf16; one round only), against its own baseline.",
     }
     dest.write_text(json.dumps(out, indent=1) + "\n")
     return 0
+
+
+def _rows(results: dict, only: dict[str, str]) -> list[list[str]]:
+    """Table rows of a run's results; ``only`` (non-empty): just these settings, renamed and
+    marked (run 1)."""
+    rows = []
+    for entry, levers in results.items():
+        bases = levers.get("baseline", [])
+        for lever, runs in levers.items():
+            if only and lever not in only:
+                continue
+            row = [f"`{entry}`", f"{only[lever]} (run 1)" if only else lever]
+            for kind in ("", "_cpu"):
+                secs = [
+                    per_step(r, bases[i] if i < len(bases) else None, kind)
+                    for i, r in enumerate(runs)
+                ]
+                ups = [
+                    bases[i]["s" + kind] / t if t and i < len(bases) else None
+                    for i, t in enumerate(secs)
+                ]
+                row.append(" / ".join(f"{t:.3f}" if t else "-" for t in secs))
+                row.append(" / ".join(f"{u:.2f}x" if u else "-" for u in ups))
+            row.append(" / ".join(f"{r['first_step_s']:.1f}" for r in runs))
+            rows.append(row)
+    return rows
 
 
 if __name__ == "__main__":
