@@ -24,7 +24,8 @@ the suite itself). ``--only NAME`` (repeatable) runs some entries; the JSON then
 those (``--only a,b`` takes a comma list). ``--set KEY=VALUE`` applies a recipe override to
 the step entries (a training-speed lever, recorded as ``machine.overrides``); ``--repeats N``
 times each step and sample entry N times. The fabricated LIDC-sized dataset and bank
-(~3.5 GB of gzip-compressed HDF5; a few hundred MB on disk) are cached in ``bench/.cache/`` and reused while their parameters match.
+(~3.5 GB of gzip-compressed HDF5; a few hundred MB on disk) are cached in ``bench/.cache/``
+and reused while their parameters match.
 
 The code is split in three modules beside this one: bench/harness.py (names, sizes, timing,
 output), bench/fixtures.py (the fabricated evaluation data) and bench/entries.py (the
