@@ -87,16 +87,12 @@ def main(argv: list[str]) -> int:
                 extra = tuple(o for o in extra if "r1_every" not in o)
             t0 = time.perf_counter()
             if entry == "calibrator_step":
-                step, _, parts = bench_calibrator_step_setup(
-                    size, device, extra, parts=True
-                )
+                step, _, parts = bench_calibrator_step_setup(size, device, extra, parts=True)
                 nets = {**parts, "forward": step}
                 k = 1
             else:
                 d_arch = entry.rsplit("_", 1)[1]
-                run, recipe, _, parts = refiner_step_setup(
-                    d_arch, size, device, extra, parts=True
-                )
+                run, recipe, _, parts = refiner_step_setup(d_arch, size, device, extra, parts=True)
                 k = recipe.discriminator.r1_every
 
                 def step(run=run, k=k) -> None:
