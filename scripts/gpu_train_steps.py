@@ -5,7 +5,8 @@
 baseline, speed.amp=bf16, speed.train_bf16, channels-last, fused Adam, lazy R1 (k = 4:
 a timed call is 4 steps), torch.compile of F and G, and all of them. Each setting is also
 checked to take effect: the dtype a convolution of D (or F) computes in, the weights' memory
-format, Adam's `fused` flag, G's call being a compiled module.
+format (informative only: carseg builds its networks channels-last already), Adam's `fused`
+flag, G's call being a compiled module.
 
     .venv/bin/python scripts/gpu_train_steps.py runs/gpu_check/train_steps.json
 Without a CUDA device it says so and exits 0. ``--cpu-dry-run`` runs the same code on the CPU
