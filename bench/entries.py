@@ -52,66 +52,169 @@ def bench_matmul(size: int, repeats: int, device: Any, dtype: Any = None) -> flo
 # refiner_step
 
 
-def bench_refiner_step(
-    d_arch: str, size: RefinerSize, device: Any, g_arch: str = "unet"
-) -> tuple[dict, str]:
+def _step_recipe(name: str, overrides: list[str]) -> Any:
+    from carcli.recipe.load import load_recipe
+
+    return load_recipe(REPO / "recipes" / f"{name}.yaml", overrides)
+
+
+def _info(channels: int, classes: int) -> Any:
+    """What the network builders read from a dataset's info (a segmentation set)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(
+        task="segmentation",
+        num_classes=classes,
+        in_channels=channels,
+        calibrator_in_channels=channels,
+        label_shape=(1,),
+    )
+
+
+def refiner_step_setup(
+    d_arch: str | None,
+    size: RefinerSize,
+    device: Any,
+    extra: tuple[str, ...] = (),
+    recipe_name: str = "lidc",
+    parts: bool = False,
+) -> Any:
+    """The networks, batch and recipe of :func:`bench_refiner_step`; returns ``run(i)``
+    (one `refiner_step` at loop step i, D updated), the recipe and the setting's text (and,
+    with ``parts``, {"net": D, "call": G's call, "opt": D's Adam}: what the CUDA check of
+    scripts/gpu_train_steps.py inspects)."""
     import torch
 
     from carcli.data.batches import Batch
-    from carcli.models.registry import build_calibrator, build_discriminator, build_refiner
-    from carcli.recipe.load import load_recipe
-    from carcli.training.common import adam
-    from carcli.training.refiner import Nets, refiner_step
+    from carcli.training.networks import new_calibrator, new_discriminator, new_refiner
+    from carcli.training.refiner import refiner_step, step_nets
 
-    channels, classes, noise_dim = 1, 2, 8
-    recipe = load_recipe(
-        RECIPE,
-        [
-            f"refiner.num_samples={size.samples}",
-            f"refiner.batch_size={size.batch}",
-            "refiner.width=null",
-            "refiner.depth=null",
-            f"refiner.noise_dim={noise_dim}",
-            "refiner.calibration_loss=kl",
-            "calibrator.width=null",
-            "calibrator.depth=null",
-            f"discriminator.arch={d_arch}",
-            "discriminator.width=null",
-            "discriminator.max_accuracy=null",
-            "discriminator.r1_weight=10.0",
-            "refiner.w_joint=0",  # the paper's step (as the LIDC recipe)
-        ],
-    )
+    toy = recipe_name == "toy"
+    over = ["discriminator.max_accuracy=null"]  # D is updated in every timed step
+    if not toy:
+        over += [f"refiner.num_samples={size.samples}", f"refiner.batch_size={size.batch}"]
+    if d_arch:
+        over += [f"discriminator.arch={d_arch}", "discriminator.width=null"]
+    recipe = _step_recipe(recipe_name, over + list(extra))
     r, d = recipe.refiner, recipe.discriminator
+    channels, classes = (3, 3) if toy else (1, 2)
+    hw = recipe.data.synthetic.size if toy else size.hw
+    info = _info(channels, classes)
     torch.manual_seed(0)
-    F_net = build_calibrator("segnet", channels, classes).to(device).eval().requires_grad_(False)
-    G = build_refiner(g_arch, channels, classes, noise_dim).to(device).train()
-    D = build_discriminator(d_arch, channels, classes).to(device).train()
-    nets = Nets(
-        F_net,
-        G,
-        D,
-        adam(G.parameters(), r.lr, r.betas, r.weight_decay),
-        adam(D.parameters(), d.lr, r.betas, r.weight_decay),
-    )
+    F_net = new_calibrator(recipe, info).to(device).eval().requires_grad_(False)
+    G, D = new_refiner(recipe, info).to(device), new_discriminator(recipe, info).to(device)
+    nets = step_nets(recipe, F_net, G, D, device)
     gen = torch.Generator().manual_seed(1)
-    hw = size.hw
-    image = torch.randn(size.batch, channels, hw, hw, generator=gen)
-    label = (torch.rand(size.batch, hw, hw, generator=gen) < 0.1).long()
-    batch = Batch(image.to(device), image.to(device), label.to(device))
+    b, annotations = r.batch_size, 4
+    image = torch.randn(b, channels, hw, hw, generator=gen)
+    modes = torch.randint(0, classes, (b, annotations, hw, hw), generator=gen)
+    weight = torch.full((b, annotations), 1.0 / annotations)
+    batch = Batch(image, image, modes[:, 0], None, modes, weight).to(device)
     noise = torch.Generator(device=device).manual_seed(2)
+    k = d.r1_every
 
-    def step() -> None:
-        out = refiner_step(nets, batch, recipe, "segmentation", classes, 255, True, noise)
+    def run(i: int) -> None:
+        out = refiner_step(nets, batch, recipe, "segmentation", classes, 255, True, noise, i)
         assert "loss_d" in out, "D was not updated"
 
-    flop = count_flops(step, device)  # doubles as the warm-up step
-    seconds = time_calls(step, size.repeats, device)
     setting = (
-        f"{hw}x{hw}, B={size.batch}, M={size.samples}, G={g_arch}, D={d_arch} updated, "
-        f"median of {size.repeats}"
+        f"{recipe_name} recipe's F ({recipe.calibrator.arch}), G ({r.arch}, width {r.width}, "
+        f"depth {r.depth}), D ({d.arch}) updated with R1 x{d.r1_weight:g}"
+        f"{f' every {k} steps' if k > 1 else ''}; {hw}x{hw}, B={b}, M={r.num_samples}, "
+        f"median of {size.repeats}{f' calls of {k} steps' if k > 1 else ''}"
+        f"{_levers(extra)}"
     )
+    if parts:
+        return run, recipe, setting, {"net": D, "call": nets.G, "opt": nets.opt_D}
+    return run, recipe, setting
+
+
+def bench_refiner_step(
+    d_arch: str | None,
+    size: RefinerSize,
+    device: Any,
+    extra: tuple[str, ...] = (),
+    recipe_name: str = "lidc",
+) -> tuple[dict, str]:
+    """One `refiner_step` (Algorithm 1, D updated: R1 included) with the recipe's own F, G
+    and D layouts and training settings (weights, M, speed options; ``extra``: overrides,
+    e.g. the speed levers), through the same wrappers and optimisers as `train-refiner`
+    (`step_nets`). LIDC: 1 channel, 2 classes, at ``size`` (the cascade issue's shapes:
+    128x128, batch 4, M = 20), D = ``d_arch``; toy: the toy recipe's own shapes (3 channels,
+    3 classes, 32x32, its batch and M, its D) with 4 fabricated annotations per image (the
+    joint loss reads them). With discriminator.r1_every = k a timed call is k consecutive
+    steps (one with R1) and the figure is per step; the FLOPs are those of that mix."""
+    run, recipe, setting = refiner_step_setup(d_arch, size, device, extra, recipe_name)
+    k, count = recipe.discriminator.r1_every, [0]
+
+    def step() -> None:
+        for _ in range(k):
+            run(count[0])
+            count[0] += 1
+
+    flop = count_flops(step, device) / k  # doubles as the warm-up
+    seconds = time_calls(step, size.repeats, device) / k
     return entry(seconds, "s/step", flop, seconds), setting
+
+
+def _levers(extra: tuple[str, ...]) -> str:
+    return f", with {' '.join(extra)}" if extra else ""
+
+
+def bench_calibrator_step(
+    size: RefinerSize, device: Any, extra: tuple[str, ...] = (), recipe_name: str = "lidc"
+) -> tuple[dict, str]:
+    """One step of `train-calibrator` (`calibrator_step`, through `accelerate` and the
+    recipe's optimiser, as the stage calls it) with the recipe's F (LIDC: segnet width 64,
+    depth 4, at ``size``: 128x128, batch 32, the recipe's; toy: its own shapes and batch)."""
+    step, setting = bench_calibrator_step_setup(size, device, extra, recipe_name)
+    flop = count_flops(step, device)  # doubles as the warm-up
+    seconds = time_calls(step, size.repeats, device)
+    return entry(seconds, "s/step", flop, seconds), setting
+
+
+def bench_calibrator_step_setup(
+    size: RefinerSize,
+    device: Any,
+    extra: tuple[str, ...] = (),
+    recipe_name: str = "lidc",
+    parts: bool = False,
+) -> Any:
+    """The network, optimiser and batch of :func:`bench_calibrator_step`: ``step()`` and
+    the setting's text (and, with ``parts``, {"net": F, "call": its call, "opt": Adam})."""
+    import torch
+
+    from carcli.data.batches import Batch
+    from carcli.runtime.speed import accelerate
+    from carcli.training.calibrator import calibrator_step
+    from carcli.training.common import adam
+    from carcli.training.networks import new_calibrator
+
+    recipe = _step_recipe(recipe_name, list(extra))
+    c = recipe.calibrator
+    toy = recipe_name == "toy"
+    channels, classes = (3, 3) if toy else (1, 2)
+    hw = recipe.data.synthetic.size if toy else size.hw
+    batch_size = size.calibrator_batch if not toy else c.batch_size
+    torch.manual_seed(0)
+    model = new_calibrator(recipe, _info(channels, classes)).to(device).train()
+    opt = adam(model.parameters(), c.lr, c.betas, c.weight_decay, recipe.speed.optimizer)
+    net = accelerate(model, recipe, device, 1, ddp=True)
+    gen = torch.Generator().manual_seed(1)
+    image = torch.randn(batch_size, channels, hw, hw, generator=gen)
+    label = torch.randint(0, classes, (batch_size, hw, hw), generator=gen)
+    batch = Batch(image, image, label).to(device)
+
+    def step() -> None:
+        calibrator_step(net, opt, batch, "segmentation", 255)
+
+    setting = (
+        f"{recipe_name} recipe's F ({c.arch}, width {c.width}, depth {c.depth}), "
+        f"{hw}x{hw}, B={batch_size}, median of {size.repeats}{_levers(extra)}"
+    )
+    if parts:
+        return step, setting, {"net": model, "call": net, "opt": opt}
+    return step, setting
 
 
 # --------------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ DEFAULT_CACHE = REPO / "bench" / ".cache"
 ENTRIES = (
     "refiner_step_pixel",
     "refiner_step_dcgan",
+    "calibrator_step",
     "sample_128",
     "sample_128_m100",
     "sample_256x512",
@@ -41,6 +42,7 @@ ENTRIES = (
 UNITS = {
     "refiner_step_pixel": "s/step",
     "refiner_step_dcgan": "s/step",
+    "calibrator_step": "s/step",
     "sample_128": "samples/s",
     "sample_128_m100": "samples/s",
     "sample_256x512": "samples/s",
@@ -66,6 +68,7 @@ class RefinerSize:
     batch: int = 4
     samples: int = 20
     repeats: int = 3
+    calibrator_batch: int = 32  # calibrator_step: the LIDC recipe's batch
 
 
 @dataclass(frozen=True)
@@ -117,7 +120,7 @@ FULL = Sizes()
 QUICK = Sizes(
     matmul=256,
     matmul_repeats=3,
-    refiner=RefinerSize(hw=32, batch=2, samples=2, repeats=1),
+    refiner=RefinerSize(hw=32, batch=2, samples=2, repeats=1, calibrator_batch=2),
     sample_128=SampleSize(32, 32, 1, 2, images=2, samples=2, repeats=1),
     sample_128_m100=SampleSize(32, 32, 1, 2, images=2, samples=5, repeats=1),
     sample_256x512=SampleSize(32, 64, 3, 24, images=1, samples=2, repeats=1),

@@ -3,9 +3,12 @@
 Measures, through the project's real code paths (no re-implementations):
 
 * ``matmul_gflops``: float32 matmul rate of torch (2048 x 2048), the machine's yardstick;
-* ``refiner_step_pixel`` / ``refiner_step_dcgan``: one `refiner_step` (Algorithm 1) at the
-  paper's LIDC shapes, 128x128, 1 channel, 2 classes, batch 4, M = 20 samples, F frozen,
-  D updated in the step (the worst case, R1 penalty included);
+* ``refiner_step_pixel`` / ``refiner_step_dcgan``: one `refiner_step` (Algorithm 1) with the
+  LIDC recipe's own F, G (`car`) and training settings, built as `train-refiner` builds them,
+  at the cascade issue's shapes, 128x128, 1 channel, 2 classes, batch 4, M = 20 samples, F
+  frozen, D (the authors' `pixel` / the recipe's `dcgan`) updated in the step (the worst
+  case, R1 penalty included);
+* ``calibrator_step``: one `train-calibrator` step of the LIDC recipe's F at its batch 32;
 * ``sample_128`` / ``sample_256x512``: `draw` throughput in eval mode (samples per second);
 * ``predict_128``: `carseg predict` (`run_predict`) on 200 PNG files of 128x128 with the LIDC
   recipe's architectures (random weights, exported as a bundle), 16 samples each, every
@@ -18,8 +21,11 @@ Measures, through the project's real code paths (no re-implementations):
 Writes ``bench/results.json`` (layout: docs/guide.md, "Benchmark results") and prints a table.
 ``--quick`` runs every benchmark at tiny sizes (seconds; its figures mean nothing, it checks
 the suite itself). ``--only NAME`` (repeatable) runs some entries; the JSON then holds only
-those. The fabricated LIDC-sized dataset and bank (~3.5 GB of gzip-compressed HDF5; a few
-hundred MB on disk) are cached in ``bench/.cache/`` and reused while their parameters match.
+those (``--only a,b`` takes a comma list). ``--set KEY=VALUE`` applies a recipe override to
+the step entries (a training-speed lever, recorded as ``machine.overrides``); ``--repeats N``
+times each step and sample entry N times. The fabricated LIDC-sized dataset and bank
+(~3.5 GB of gzip-compressed HDF5; a few hundred MB on disk) are cached in ``bench/.cache/``
+and reused while their parameters match.
 
 The code is split in three modules beside this one: bench/harness.py (names, sizes, timing,
 output), bench/fixtures.py (the fabricated evaluation data) and bench/entries.py (the
@@ -42,6 +48,7 @@ if str(REPO) not in sys.path:
 from bench.entries import (  # noqa: E402
     WARMUP_CALLS,
     _recipe,
+    bench_calibrator_step,
     bench_evaluate,
     bench_matmul,
     bench_predict,
@@ -91,6 +98,7 @@ __all__ = [  # what other scripts (bench/threads.py, experiments/sampling/) use 
     "SampleSize",
     "Sizes",
     "_recipe",
+    "bench_calibrator_step",
     "bench_evaluate",
     "bench_matmul",
     "bench_predict",
@@ -111,9 +119,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--only",
         action="append",
-        choices=ENTRIES,
-        metavar="NAME",
-        help=f"run only this entry (repeatable): {', '.join(ENTRIES)}",
+        type=_names,
+        metavar="NAME[,NAME...]",
+        help=f"run only these entries (repeatable, or comma-separated): {', '.join(ENTRIES)}",
+    )
+    p.add_argument(
+        "--repeats",
+        type=int,
+        help="timed calls of each step and sample entry (default: the mode's, 3 in full)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="recipe override for the step entries (repeatable), e.g. speed.train_bf16=true "
+        "or discriminator.r1_every=4: measures a speed option",
     )
     p.add_argument(
         "--out", type=Path, default=DEFAULT_OUT, help="results JSON (default: bench/results.json)"
@@ -129,6 +150,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _names(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    bad = [n for n in names if n not in ENTRIES]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown entry {bad[0]!r}; one of {', '.join(ENTRIES)}")
+    return names
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.evaluate_child:
@@ -138,8 +167,11 @@ def main(argv: list[str] | None = None) -> int:
 
     t_start = time.perf_counter()
     sizes = QUICK if args.quick else FULL
+    if args.repeats:
+        sizes = _with_repeats(sizes, args.repeats)
     device = select_device(args.device)
-    wanted = set(args.only or ENTRIES)
+    wanted = {n for names in args.only or [list(ENTRIES)] for n in names}
+    extra = tuple(args.set)
     if "evaluate_lidc_test_rss" in wanted:
         wanted.add("evaluate_lidc_test")  # one run gives both
     if "evaluate_lidc_test" in wanted:
@@ -169,8 +201,16 @@ def main(argv: list[str] | None = None) -> int:
             name = f"refiner_step_{d_arch}"
             if name in wanted:
                 rep(f"{name} ...")
-                results[name], settings[name] = bench_refiner_step(d_arch, sizes.refiner, device)
+                results[name], settings[name] = bench_refiner_step(
+                    d_arch, sizes.refiner, device, extra
+                )
                 release()
+        if "calibrator_step" in wanted:
+            rep("calibrator_step ...")
+            results["calibrator_step"], settings["calibrator_step"] = bench_calibrator_step(
+                sizes.refiner, device, extra
+            )
+            release()
         for name, size in (
             ("sample_128", sizes.sample_128),
             ("sample_128_m100", sizes.sample_128_m100),
@@ -195,11 +235,26 @@ def main(argv: list[str] | None = None) -> int:
             settings["evaluate_lidc_test"] = setting
             settings["evaluate_lidc_test_rss"] = "peak RSS of the evaluating process"
     wall = time.perf_counter() - t_start
+    if extra:
+        results["machine"]["overrides"] = list(extra)
     add_per_matmul(results)
     write_json(args.out, results)
     print_table(results, settings, wall)
     print(f"written: {args.out}")
     return 0
+
+
+def _with_repeats(sizes: Sizes, repeats: int) -> Sizes:
+    """``sizes`` with every step and sample entry timed ``repeats`` times."""
+    from dataclasses import replace
+
+    return replace(
+        sizes,
+        refiner=replace(sizes.refiner, repeats=repeats),
+        sample_128=replace(sizes.sample_128, repeats=repeats),
+        sample_128_m100=replace(sizes.sample_128_m100, repeats=repeats),
+        sample_256x512=replace(sizes.sample_256x512, repeats=repeats),
+    )
 
 
 if __name__ == "__main__":

@@ -3,13 +3,22 @@
 #   1. the toy cascade on the GPU with bf16 autocast and channels-last (shortened schedule);
 #   2. with two or more GPUs, train-refiner and sample as 2 processes under torchrun (NCCL),
 #      and the 2-process bank compared with the 1-process bank;
-#   3. `make bench` (every benchmark, on the GPU).
+#   3. the training steps (`refiner_step_pixel`, `refiner_step_dcgan`, `calibrator_step` at
+#      the LIDC recipe's settings) with and without the CUDA levers (speed.amp / train_bf16,
+#      channels-last, fused Adam, lazy R1, torch.compile), each checked to take effect
+#      (bf16 convolutions, NHWC weights, fused Adam, a compiled G);
+#   4. `make bench` (every benchmark, on the GPU).
 #   scripts/gpu_check.sh            # VENV=.venv by default; writes runs/gpu_check/
+# Without a CUDA device it says so and exits 0 (nothing to check).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PY=$VENV/bin/python
 export OMP_WAIT_POLICY=PASSIVE
+if ! $PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+  echo "gpu_check: no CUDA device; nothing to check (run it on a machine with a GPU)"
+  exit 0
+fi
 out=runs/gpu_check
 rm -rf "$out"
 mkdir -p "$out"
@@ -17,9 +26,7 @@ log=$out/times.tsv
 : >"$log"
 
 $PY - <<'EOF'
-import sys, torch
-if not torch.cuda.is_available():
-    sys.exit("gpu_check: no CUDA device; this check needs one")
+import torch
 n = torch.cuda.device_count()
 print(f"torch {torch.__version__}, {n} x {torch.cuda.get_device_name(0)}, "
       f"bf16 {torch.cuda.is_bf16_supported()}")
@@ -64,6 +71,8 @@ open(f"{out}/bank_equal.txt", "w").write(str(same))
 EOF
 fi
 
+timed "training steps, levers" timeout 420 "$PY" scripts/gpu_train_steps.py "$out/train_steps.json"
+
 timed "make bench" timeout 300 make bench VENV="$VENV"
 
 $PY - "$out" <<'EOF'
@@ -78,6 +87,14 @@ for name, sec in rows:
 print(f"{'toy GED16 / ECE (bf16, NHWC)':32s} {m['ged']['16']:8.3f} / {m['ece']:.4f}")
 if (out / "bank_equal.txt").exists():
     print(f"{'2-GPU bank == 1-GPU bank':32s} {(out / 'bank_equal.txt').read_text():>8s}")
+steps = out / "train_steps.json"
+if steps.exists():
+    print("training steps (s/step; speed-up against the same entry's baseline):")
+    for entry, levers in json.loads(steps.read_text()).items():
+        base = levers["baseline"]["s"]
+        for lever, res in levers.items():
+            print(f"  {entry:22s} {lever:16s} {res['s']:8.4f}  {base / res['s']:5.2f}x"
+                  f"  {res.get('check', '')}")
 r = json.loads(Path("bench/results.json").read_text())
 print(f"{'matmul fp32':32s} {r['matmul_gflops']:8.0f} GFLOP/s  ({r['machine']['device']})")
 for k, v in r.items():

@@ -18,6 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 UNITS = {
     "refiner_step_pixel": "s/step",
     "refiner_step_dcgan": "s/step",
+    "calibrator_step": "s/step",
     "sample_128": "samples/s",
     "sample_128_m100": "samples/s",
     "sample_256x512": "samples/s",
@@ -28,6 +29,7 @@ UNITS = {
 WITH_FLOPS = {
     "refiner_step_pixel",
     "refiner_step_dcgan",
+    "calibrator_step",
     "sample_128",
     "sample_128_m100",
     "sample_256x512",
@@ -84,3 +86,47 @@ def test_quick_bench_writes_the_contract_layout(tmp_path: Path) -> None:
         if unit == "samples/s":  # added key: samples/s per GFLOP/s of the measured matmul
             per = e["per_matmul_gflops"]
             assert math.isclose(per * results["matmul_gflops"], e["value"], rel_tol=1e-9), name
+
+
+def test_only_takes_a_comma_list_and_set_records_the_overrides(tmp_path: Path) -> None:
+    """`--only a,b` runs those entries; `--set KEY=VALUE` (a speed lever) reaches the step
+    entries and is recorded under machine.overrides; `--repeats` is accepted."""
+    out = tmp_path / "results.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "bench" / "run.py"),
+            "--quick",
+            "--device",
+            "cpu",
+            "--only",
+            "refiner_step_dcgan,calibrator_step",
+            "--repeats",
+            "2",
+            "--set",
+            "discriminator.r1_every=2",
+            "--set",
+            "speed.optimizer=foreach",
+            "--out",
+            str(out),
+        ],  # fmt: skip
+        cwd=tmp_path,
+        env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    results = json.loads(out.read_text())
+    assert set(results) == {"machine", "matmul_gflops", "refiner_step_dcgan", "calibrator_step"}
+    assert results["machine"]["overrides"] == [
+        "discriminator.r1_every=2",
+        "speed.optimizer=foreach",
+    ]
+    assert "every 2 steps" in proc.stdout and "median of 2" in proc.stdout
+    bad = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "run.py"), "--only", "refiner_step_nope"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert bad.returncode != 0 and "unknown entry" in bad.stderr

@@ -260,6 +260,11 @@ def _check_rest(r: Recipe, problems: list[str]) -> None:
     positive("discriminator.lr", r.discriminator.lr)
     if r.discriminator.n_on <= 0 or r.discriminator.n_off < 0:
         problems.append("discriminator.n_on/n_off -> need n_on > 0 and n_off >= 0")
+    if r.discriminator.r1_every < 1:
+        problems.append(
+            f"discriminator.r1_every -> must be >= 1 (1: R1 on every D update), "
+            f"got {r.discriminator.r1_every}"
+        )
     for key in (
         "sample.num_samples",
         "sample.batch_size",

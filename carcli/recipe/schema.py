@@ -240,6 +240,12 @@ class DiscriminatorConfig:
     """Adam learning rate of D (paper: 1e-5)."""
     r1_weight: float = 10.0
     """Gamma of the zero-centred R1 gradient penalty on real data."""
+    r1_every: int = 1
+    """Lazy R1 (StyleGAN2, Karras et al. 2020): the penalty is computed on every k-th step
+    (steps k, 2k, ... of the refiner loop, while D updates) with weight k * r1_weight, and
+    not at all on the others (1: every D update, the paper). Saves R1's double backward on
+    k - 1 of k D updates (the set discriminator keeps R1 on every update); changes the
+    training numerics, so off in every recipe until full cascade runs show quality held."""
     n_on: int = 50
     """D cycle: steps during which D is updated."""
     n_off: int = 200
@@ -341,6 +347,16 @@ class SpeedConfig:
     """Sampling and prediction on CPU only: run F and G under bf16 autocast where oneDNN has
     native bf16 (AMX or AVX512-BF16; ignored with a note elsewhere). Lossy:
     docs/benchmarks.md states the samples' argmax agreement with float32."""
+    train_bf16: bool = False
+    """Training (both stages): the forward passes of F, G and D under bf16 autocast, with
+    float32 master weights, losses (the calibration term included), gradients' accumulation
+    and optimiser steps. On CUDA where bf16 is supported, and on a CPU with native bf16
+    (AMX or AVX512-BF16); elsewhere float32, with a note. Lossy: off in every recipe until
+    full cascade runs show quality held."""
+    optimizer: Literal["default", "foreach", "fused"] = "default"
+    """Adam's implementation: default (torch's choice: the per-parameter loop on CPU,
+    foreach on CUDA), foreach (multi-tensor kernels; the same arithmetic, bit-identical
+    weights) or fused (one kernel; rounding differs in the last bits)."""
     sample_chunk: int = 0
     """Sampling and prediction: samples per image in one pass of G's decoder (0: as many as
     fit 2^25 logits). Small chunks keep the decoder's activations in cache

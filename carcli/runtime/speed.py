@@ -7,7 +7,8 @@ stays the one whose weights are saved (same parameters, no wrapper prefixes):
 * torch.compile: the forward compiled by inductor (not D: R1 differentiates through it twice,
   and the shared D forward is back-propagated twice with retain_graph, which compiled
   graphs with donated buffers refuse);
-* bf16 autocast (CUDA only): the forward runs under `torch.autocast(bfloat16)` and floating
+* bf16 autocast (speed.amp: CUDA only; speed.train_bf16: training on CUDA or on a CPU with
+  native bf16): the forward runs under `torch.autocast(bfloat16)` and floating
   outputs come back as float32, so the losses, the backward calls and the optimiser steps
   stay outside autocast, as the autocast documentation recommends.
 On CPU, bf16 and SyncBatchNorm are ignored with a note (`notes`); channels-last and compile
@@ -30,10 +31,13 @@ def settings(
     recipe: Recipe, device: torch.device, world: int, inference: bool = False
 ) -> dict[str, Any]:
     """What actually applies on this device (recorded in the manifest); ``inference``: for
-    sampling or prediction (where ``fold_bn`` and ``cpu_bf16`` apply)."""
+    sampling or prediction (where ``fold_bn`` and ``cpu_bf16`` apply), else training (where
+    ``train_bf16`` and ``optimizer`` apply)."""
     s, cuda = recipe.speed, device.type == "cuda"
     amp = s.amp if cuda else "off"
     if inference and s.cpu_bf16 and device.type == "cpu" and cpu_has_native_bf16():
+        amp = "bf16"
+    if not inference and s.train_bf16 and has_native_bf16(device):
         amp = "bf16"
     out = {
         "amp": amp,
@@ -44,7 +48,17 @@ def settings(
     if inference:
         out["fold_bn"] = s.fold_bn
         out["sample_chunk"] = s.sample_chunk
+    else:
+        out["optimizer"] = s.optimizer
     return out
+
+
+def has_native_bf16(device: torch.device) -> bool:
+    """Whether bf16 runs natively on ``device``: a CUDA device that supports it, or a CPU
+    whose oneDNN has AMX or AVX512-BF16."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    return device.type == "cpu" and cpu_has_native_bf16()
 
 
 def cpu_has_native_bf16() -> bool:
@@ -62,6 +76,8 @@ def cpu_has_native_bf16() -> bool:
 def notes(recipe: Recipe, device: torch.device) -> list[str]:
     """One line for each requested option that does not apply on this device."""
     out = []
+    if recipe.speed.train_bf16 and not has_native_bf16(device):
+        out.append(f"speed.train_bf16: {device} has no native bf16; training in float32")
     if device.type != "cuda":
         if recipe.speed.amp != "off":
             out.append(f"speed.amp={recipe.speed.amp} is for CUDA; ignored on {device}")
@@ -130,14 +146,19 @@ def accelerate(
     compile_ok: bool = True,
     ddp: bool = False,
     inference: bool = False,
+    train_bf16: bool = True,
 ) -> torch.nn.Module:
     """Apply the speed options to `net` (in place where they change its layout) and return
     the module to call. With every option off (and one process), `net` itself. With `ddp`
     and several ranks the call goes through DistributedDataParallel (compiled after the DDP
     wrapping, the order torch.compile's DDP support expects). ``inference`` (sampling and
     prediction, `net` in eval mode): ``speed.fold_bn`` calls a BN-folded copy of `net` (the
-    weights saved and hashed stay `net`'s), ``speed.cpu_bf16`` adds bf16 autocast on CPU."""
+    weights saved and hashed stay `net`'s), ``speed.cpu_bf16`` adds bf16 autocast on CPU.
+    ``train_bf16=False``: this network's forward stays out of speed.train_bf16 (the frozen F
+    whose probabilities are L_cal's target)."""
     opts = settings(recipe, device, world, inference)
+    if not train_bf16 and not inference and recipe.speed.amp == "off":
+        opts["amp"] = "off"
     if opts.get("fold_bn"):
         from carcli.models.inference import fold_batchnorm
 

@@ -92,7 +92,7 @@ def run_train_calibrator(
         if c.init_weights and not resume:
             _init_from(model, Path(c.init_weights))
         model.to(device).train()
-        opt = adam(model.parameters(), c.lr, c.betas, c.weight_decay)
+        opt = adam(model.parameters(), c.lr, c.betas, c.weight_decay, recipe.speed.optimizer)
         plan = _plan(recipe, model, opt, val, stage, info, device, dist)
         soft = c.soft_targets and info.task == "segmentation"
         result = run_loop(
@@ -146,13 +146,8 @@ def _plan(
         net = accelerate(model, recipe, device, dist.world, ddp=True)
 
     def step(batch: Batch, _: int) -> dict[str, float]:
-        loss = calibrator_loss(
-            net(batch.cond), batch.label, info.task, info.ignore_index, batch.soft
-        )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return {"loss_ce": distributed.global_mean(loss.detach().item())}
+        loss = calibrator_step(net, opt, batch, info.task, info.ignore_index)
+        return {"loss_ce": distributed.global_mean(loss)}
 
     def save_best(step: int, best: float) -> None:
         save_network(
@@ -185,6 +180,17 @@ def _plan(
         lr_opt="F",
         summary=summary,
     )
+
+
+def calibrator_step(
+    net: torch.nn.Module, opt: torch.optim.Optimizer, batch: Batch, task: str, ignore_index: int
+) -> float:
+    """One step of F on L_ce (``net``: the module to call, as `accelerate` returns it)."""
+    loss = calibrator_loss(net(batch.cond), batch.label, task, ignore_index, batch.soft)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.detach().item()
 
 
 def _init_from(model: torch.nn.Module, path: Path) -> None:

@@ -127,28 +127,45 @@ def _networks(
 ) -> tuple[Nets, tuple[Any, Any, Any, Any]]:
     """F from its checkpoint, new G and D (and the set discriminator), rank 0's weights on
     every rank; the step's networks and optimisers, and (G, D, F, D_set) as they are saved."""
-    r, d, c = recipe.refiner, recipe.discriminator, recipe.calibrator
+    r, d = recipe.refiner, recipe.discriminator
     F_net = load_network(f_path, "calibrator", "calibrator", info, CALIBRATOR_CMD)
-    joint = r.joint_calibrator  # F also trains (its own L_ce), else frozen
-    F_net.to(device).eval().requires_grad_(joint)
+    F_net.to(device).eval().requires_grad_(r.joint_calibrator)  # F frozen unless joint
     G, D = new_refiner(recipe, info).to(device), new_discriminator(recipe, info).to(device)
     for net in (G, D, F_net):
         distributed.broadcast_parameters(net)  # every rank starts from rank 0's weights
-    nets = Nets(  # the speed options wrap the forward calls; G, D, F_net are saved
-        accelerate(F_net, recipe, device, world),
-        accelerate(G.train(), recipe, device, world),
-        accelerate(D.train(), recipe, device, world, compile_ok=False),
-        adam(G.parameters(), r.lr, r.betas, r.weight_decay),
-        adam(D.parameters(), d.lr, r.betas, r.weight_decay),
-        adam(F_net.parameters(), r.lr, c.betas, c.weight_decay) if joint else None,
-    )
+    nets = step_nets(recipe, F_net, G, D, device, world)
     D_set = None
     if d.set_size:  # beyond the paper: a discriminator of sets of k answers
         D_set = new_set_discriminator(recipe, info).to(device).train()
         distributed.broadcast_parameters(D_set)
         nets.D_set = accelerate(D_set, recipe, device, world, compile_ok=False)
-        nets.opt_D_set = adam(D_set.parameters(), d.lr, r.betas, r.weight_decay)
+        nets.opt_D_set = adam(
+            D_set.parameters(), d.lr, r.betas, r.weight_decay, recipe.speed.optimizer
+        )
     return nets, (G, D, F_net, D_set)
+
+
+def step_nets(
+    recipe: Recipe,
+    F_net: torch.nn.Module,
+    G: torch.nn.Module,
+    D: torch.nn.Module,
+    device: torch.device,
+    world: int = 1,
+) -> Nets:
+    """The step's networks as the speed options wrap their forward calls (F_net, G and D
+    themselves are what is saved) and their optimisers (speed.optimizer). F's forward stays
+    float32 under speed.train_bf16: its probabilities are L_cal's target."""
+    r, d, c, impl = recipe.refiner, recipe.discriminator, recipe.calibrator, recipe.speed.optimizer
+    joint = r.joint_calibrator
+    return Nets(
+        accelerate(F_net, recipe, device, world, train_bf16=False),
+        accelerate(G.train(), recipe, device, world),
+        accelerate(D.train(), recipe, device, world, compile_ok=False),
+        adam(G.parameters(), r.lr, r.betas, r.weight_decay, impl),
+        adam(D.parameters(), d.lr, r.betas, r.weight_decay, impl),
+        adam(F_net.parameters(), r.lr, c.betas, c.weight_decay, impl) if joint else None,
+    )
 
 
 def _fit_coupling(
@@ -314,7 +331,7 @@ def _plan(
             noise.manual_seed(distributed.rank_seed(recipe.seed + 2, dist.rank, step))
 
     def step(batch: Batch, i: int) -> dict[str, float]:
-        figures = algorithm1(nets, batch, terms, policy, policy.on(i), noise)
+        figures = algorithm1(nets, batch, terms, policy, policy.on(i), noise, policy.r1_at(i))
         if nets.opt_F is not None:  # joint training: F takes its own L_ce step on this batch
             figures["loss_ce"] = calibrator_update(nets, batch, info.task, info.ignore_index)
         return distributed.mean_figures(figures)

@@ -103,7 +103,8 @@ class RefinerTerms:
 
 @dataclass(frozen=True)
 class DiscriminatorPolicy:
-    """When and how D learns: its on/off cycle, the accuracy gate, R1, and the update order.
+    """When and how D learns: its on/off cycle, the accuracy gate, R1 (every ``r1_every``-th
+    step, weighted ``r1_every * r1_weight``: lazy R1), and the update order.
 
     ``simultaneous`` (default): D runs ONCE over the B*M fakes; that forward serves both L_D
     and G's L_adv (G sees D before this step's update). ``alternating``: D steps first on
@@ -116,15 +117,23 @@ class DiscriminatorPolicy:
     max_accuracy: float | None
     r1_weight: float
     alternating: bool
+    r1_every: int = 1
 
     @classmethod
     def from_recipe(cls, recipe: Recipe) -> DiscriminatorPolicy:
         d = recipe.discriminator
-        return cls(d.n_on, d.n_off, d.max_accuracy, d.r1_weight, d.update == "alternating")
+        alternating = d.update == "alternating"
+        return cls(d.n_on, d.n_off, d.max_accuracy, d.r1_weight, alternating, d.r1_every)
 
     def on(self, step: int) -> bool:
         """D trains n_on steps, then stays frozen n_off steps (G trains every step)."""
         return d_cycle_on(step, self.n_on, self.n_off)
+
+    def r1_at(self, step: int) -> float:
+        """R1's weight in L_D at this step: gamma on every step (r1_every = 1, the paper), or
+        lazy R1 (StyleGAN2): r1_every * gamma on steps divisible by r1_every, 0 elsewhere,
+        so its expected weight per D update is still gamma."""
+        return self.r1_every * self.r1_weight if step % self.r1_every == 0 else 0.0
 
 
 def d_cycle_on(step: int, n_on: int, n_off: int) -> bool:
@@ -139,14 +148,17 @@ def algorithm1(  # noqa: PLR0913 (the step's inputs, as in the paper)
     policy: DiscriminatorPolicy,
     d_on: bool,
     noise: torch.Generator,
+    r1: float | None = None,
 ) -> dict[str, float]:
     """One step of Algorithm 1: F's probabilities, M noise draws and G's samples, D's
-    verdict, L_G = w_adv L_adv + w_cal L_cal (+ the extra terms), then the updates."""
+    verdict, L_G = w_adv L_adv + w_cal L_cal (+ the extra terms), then the updates.
+    ``r1``: R1's weight at this step (``policy.r1_at(step)``; None: ``policy.r1_weight``)."""
     x, M = batch.image, terms.num_samples
     p = calibrator_output(nets.F, batch.cond, terms.task)  # F frozen: the calibration target
     logits, loss_kl = refiner_samples(nets.G, x, p, M, noise)  # [B, M, K, H, W] or [B, M, D]
     xs, real, fake, valid = discriminator_inputs(batch, logits, terms)
-    d_fake, out, step_d = discriminator_update(nets, policy, x, xs, real, fake, d_on)
+    r1 = policy.r1_weight if r1 is None else r1
+    d_fake, out, step_d = discriminator_update(nets, policy, x, xs, real, fake, d_on, r1)
     loss_adv = adversarial_loss(d_fake)
     loss_cal = terms.calibration(logits, p, batch.label, valid, terms.ignore_index)
     loss_g = terms.w_adv * loss_adv + terms.w_cal * loss_cal
@@ -179,11 +191,14 @@ def refiner_step(
     ignore_index: int,
     d_update: bool,
     noise: torch.Generator,
+    step: int = 0,
 ) -> dict[str, float]:
     """:func:`algorithm1` with its terms and D policy read from ``recipe`` (for benchmarks
-    and tests; the training loop builds them once), plus joint F's step when configured."""
+    and tests; the training loop builds them once), plus joint F's step when configured.
+    ``step``: the loop's step number, for lazy R1 (``discriminator.r1_every``)."""
     terms = RefinerTerms.from_recipe(recipe, task, num_classes, ignore_index)
-    out = algorithm1(nets, batch, terms, DiscriminatorPolicy.from_recipe(recipe), d_update, noise)
+    policy = DiscriminatorPolicy.from_recipe(recipe)
+    out = algorithm1(nets, batch, terms, policy, d_update, noise, policy.r1_at(step))
     if nets.opt_F is not None:
         out["loss_ce"] = calibrator_update(nets, batch, task, ignore_index)
     return out
@@ -239,22 +254,24 @@ def discriminator_update(
     real: torch.Tensor,
     fake: torch.Tensor,
     d_on: bool,
+    r1: float,
 ) -> tuple[torch.Tensor, dict[str, float], Callable[[], None]]:
-    """L_D (real (x, y) against all M fakes, + R1 on reals), unless D is frozen in its cycle
-    or too accurate. Returns D's verdict on the fakes for L_adv, the logged figures, and the
-    D update still to apply after G's (a no-op when none is pending)."""
+    """L_D (real (x, y) against all M fakes, + ``r1`` x R1 on reals), unless D is frozen in
+    its cycle or too accurate; with ``r1`` = 0 the reals need no input gradient. Returns D's
+    verdict on the fakes for L_adv, the logged figures, and the D update still to apply after
+    G's (a no-op when none is pending)."""
     d_fake = nets.D(xs, fake.detach() if policy.alternating else fake)
     out: dict[str, float] = {}
     pending = False
     if d_on:
-        real_in = real.detach().requires_grad_(True)
+        real_in = real.detach().requires_grad_(r1 > 0)
         d_real = nets.D(x, real_in)
         acc = distributed.global_mean(discriminator_accuracy(d_real, d_fake))  # one decision
         out["d_acc"] = acc
         if policy.max_accuracy is None or acc < policy.max_accuracy:
             loss_d = discriminator_loss(d_real, d_fake)
-            if policy.r1_weight > 0:
-                loss_d = loss_d + policy.r1_weight * r1_penalty(d_real, real_in)
+            if r1 > 0:
+                loss_d = loss_d + r1 * r1_penalty(d_real, real_in)
             set_grads(nets.D, loss_d, retain_graph=not policy.alternating)
             out["loss_d"] = loss_d.detach().item()
             pending = True
