@@ -120,6 +120,9 @@ def load_coupling(
 ) -> tuple[torch.nn.Module, float, int]:
     """The region coupling head at ``path`` in eval mode, with the region threshold and link
     it was trained with (sampling finds F's regions the same way)."""
-    head = load_network(path, "refiner", "coupling", info, make_cmd)
-    _, meta = load_weights(path, stage="refiner", make_cmd=make_cmd)
+    from safetensors import safe_open
+
+    head = load_network(path, "refiner", "coupling", info, make_cmd)  # checks the whole file
+    with safe_open(str(path), framework="pt") as fh:  # the header only, not the tensors again
+        meta = decode_meta(dict(fh.metadata() or {}))
     return head.eval(), float(meta.get("region_threshold", 0.9)), int(meta.get("region_link", 1))
