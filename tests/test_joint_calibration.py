@@ -9,6 +9,7 @@ import torch
 
 from carcli.losses.joint import (
     TARGET_SMOOTHING,
+    cross_factor_partners,
     joint_calibration_loss,
     joint_term,
     mode_label_probs,
@@ -90,6 +91,43 @@ def test_pairs_come_from_ambiguous_pixels_only() -> None:
     i, j, mask = sample_pixel_pairs(q, valid, 64, g)
     assert set(i[0].tolist()) | set(j[0].tolist()) <= {1 * 4 + 1, 2 * 4 + 3}
     assert mask[0].all() and not mask[1].any()
+
+
+def test_cross_factor_partners_move_pairs_to_another_factor() -> None:
+    # 1x8 image: pixels 0-2 one flip region, 3-5 another (independent), 6-7 certain
+    modes = torch.tensor(
+        [
+            [
+                [[0, 0, 0, 1, 1, 1, 2, 2]],
+                [[1, 1, 1, 1, 1, 1, 2, 2]],
+                [[0, 0, 0, 0, 0, 0, 2, 2]],
+                [[1, 1, 1, 0, 0, 0, 2, 2]],
+            ]
+        ]
+    )
+    w = torch.ones(1, 4)
+    valid = torch.ones(1, 1, 8, dtype=torch.bool)
+    q = mode_label_probs(modes, w, 3)
+    g = torch.Generator().manual_seed(0)
+    i, j, _ = sample_pixel_pairs(q, valid, 400, g)
+
+    def same_region(a: torch.Tensor, b: torch.Tensor) -> float:
+        return ((a < 3) == (b < 3)).float().mean().item()
+
+    assert 0.4 < same_region(i, j) < 0.6  # uniform: half the pairs inside one region
+    moved = cross_factor_partners(q, modes, w, valid, i, j, 1.0, g)
+    # all moved but where none of the 8 candidates lies in the other region (2^-8 of them)
+    assert same_region(i, moved) < 0.02 and int(moved.max()) < 6  # ambiguous pixels only
+    half = cross_factor_partners(q, modes, w, valid, i, j, 0.5, g)
+    assert 0.15 < same_region(i, half) < 0.35
+    assert torch.equal(cross_factor_partners(q, modes, w, valid, i, j, 0.0, g), j)
+    # one region only: no other factor to move to, the uniform partners stay
+    one = torch.tensor([[[[0, 0, 0, 2]], [[1, 1, 1, 2]]]])
+    q1 = mode_label_probs(one, torch.ones(1, 2), 3)
+    i1, j1, _ = sample_pixel_pairs(q1, torch.ones(1, 1, 4), 50, g)
+    assert torch.equal(
+        cross_factor_partners(q1, one, torch.ones(1, 2), torch.ones(1, 1, 4), i1, j1, 1.0, g), j1
+    )
 
 
 def test_joint_term_is_zero_without_ambiguity_and_differentiable() -> None:
@@ -233,6 +271,7 @@ def test_set_discriminator_trains_saves_and_resumes(tmp_path) -> None:
     [
         (["refiner.w_joint=-1"], "refiner.w_joint -> must be >= 0"),
         (["refiner.joint_pairs=0"], "refiner.joint_pairs"),
+        (["refiner.joint_cross=1.5"], "refiner.joint_cross -> must be in [0, 1]"),
         (["refiner.joint_temperature=-1"], "refiner.joint_temperature -> must be >= 0"),
         (["refiner.noise_grid=-2"], "refiner.noise_grid -> must be >= 0"),
         (["refiner.noise_grid=2", "refiner.noise=posterior"], "refiner.noise_grid -> needs"),

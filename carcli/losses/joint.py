@@ -60,12 +60,14 @@ def joint_term(
     generator: torch.Generator | None,
     kind: str = "kl",
     temperature: float = 0.0,
+    cross: float = 0.0,
 ) -> Tensor:
     """The joint calibration loss of a batch: pairs drawn, targets built, loss averaged."""
     k = sample_logits.shape[2]
-    i, j, mask = sample_pixel_pairs(
-        mode_label_probs(modes, weights, k), valid, num_pairs, generator
-    )
+    label_probs = mode_label_probs(modes, weights, k)
+    i, j, mask = sample_pixel_pairs(label_probs, valid, num_pairs, generator)
+    if cross:
+        j = cross_factor_partners(label_probs, modes, weights, valid, i, j, cross, generator)
     target = pair_targets(modes, weights, i, j, k)
     return joint_calibration_loss(sample_logits, i, j, target, mask, kind, temperature)
 
@@ -87,6 +89,46 @@ def sample_pixel_pairs(
     idx = torch.multinomial(weights, 2 * num_pairs, replacement=True, generator=generator)
     mask = ok[:, None].expand(b, num_pairs)
     return idx[:, :num_pairs], idx[:, num_pairs:], mask
+
+
+CROSS_CANDIDATES = 8
+"""Candidates per pair among which :func:`cross_factor_partners` looks for another factor."""
+
+
+def cross_factor_partners(
+    label_probs: Tensor,
+    modes: Tensor,
+    weights: Tensor,
+    valid: Tensor,
+    i: Tensor,
+    j: Tensor,
+    share: float,
+    generator: torch.Generator | None,
+) -> Tensor:
+    """Partners j [B, P] of the pairs' first pixels i [B, P], a ``share`` of them moved to
+    another factor: an ambiguous pixel whose labels differ from i's in some annotation (a
+    pixel of another region, or of the same region's other side). Uniform pairs land mostly
+    inside one large region, whose labels always agree; these pairs carry what the labels say
+    about separate regions (coupled: agreeing, independent: the product). ``label_probs``
+    [B, K, H, W] as from :func:`mode_label_probs`. Among
+    ``CROSS_CANDIDATES`` uniform ambiguous candidates the first such pixel is taken; where
+    none differs the uniform partner stays."""
+    b, a = modes.shape[:2]
+    p = i.shape[1]
+    ambiguous = ((label_probs.amax(1) < AMBIGUOUS_BELOW) & valid.bool()).reshape(b, -1).float()
+    ambiguous[ambiguous.sum(1) < 1] = 1.0
+    cand = torch.multinomial(ambiguous, p * CROSS_CANDIDATES, replacement=True, generator=generator)
+    cand = cand.reshape(b, p, CROSS_CANDIDATES)
+    flat = modes.reshape(b, a, -1).long()
+    yi = flat.gather(2, i[:, None].expand(b, a, p))  # [B, A, P]
+    yc = flat.gather(2, cand.reshape(b, 1, -1).expand(b, a, p * CROSS_CANDIDATES))
+    yc = yc.reshape(b, a, p, CROSS_CANDIDATES)
+    real = (weights > 0)[:, :, None, None]
+    differs = ((yc != yi[..., None]) & real).any(1)  # [B, P, R]
+    first = differs.float().argmax(2, keepdim=True)
+    found = differs.gather(2, first)[..., 0]
+    moved = torch.rand(b, p, generator=generator, device=i.device) < share
+    return torch.where(found & moved, cand.gather(2, first)[..., 0], j)
 
 
 def pair_targets(modes: Tensor, weights: Tensor, i: Tensor, j: Tensor, num_classes: int) -> Tensor:

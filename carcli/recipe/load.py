@@ -229,6 +229,8 @@ def _check_refiner(r: Recipe, problems: list[str]) -> None:
         problems.append(
             f"refiner.joint_temperature -> must be >= 0, got {r.refiner.joint_temperature}"
         )
+    if not 0 <= r.refiner.joint_cross <= 1:
+        problems.append(f"refiner.joint_cross -> must be in [0, 1], got {r.refiner.joint_cross}")
     if r.refiner.noise_grid < 0:
         problems.append(f"refiner.noise_grid -> must be >= 0, got {r.refiner.noise_grid}")
     conv_g = r.refiner.arch in ("unet", "car")

@@ -184,6 +184,10 @@ class RefinerConfig:
     """Weight of the set discriminator's adversarial loss (discriminator.set_size > 0)."""
     joint_pairs: int = 256
     """Pixel pairs per image for the joint calibration loss (drawn among ambiguous pixels)."""
+    joint_cross: float = 0.0
+    """Share of the joint calibration loss's pairs whose second pixel is moved to another
+    factor (an ambiguous pixel whose labels differ from the first's; 0: pairs uniform among
+    ambiguous pixels, most of them inside one region)."""
     joint_temperature: float = 0.0
     """0: the joint calibration loss sees each sample's softmax; T > 0: it sees the samples'
     argmax answers, with the gradient of softmax(logits / T) (straight-through), so it still

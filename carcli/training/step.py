@@ -82,6 +82,7 @@ class RefinerTerms:
                     n,
                     r.joint_loss,
                     r.joint_temperature,
+                    r.joint_cross,
                 )
 
             extras.append(("loss_joint", r.w_joint, joint))
