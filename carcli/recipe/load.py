@@ -220,6 +220,13 @@ def _check_refiner(r: Recipe, problems: list[str]) -> None:
             f"discriminator.set_size -> 0 (off) or 2..refiner.num_samples "
             f"({r.refiner.num_samples}), got {k}"
         )
+    if r.refiner.w_energy < 0:
+        problems.append(f"refiner.w_energy -> must be >= 0, got {r.refiner.w_energy}")
+    if r.refiner.w_energy and r.refiner.num_samples == 1:
+        problems.append(
+            "refiner.w_energy -> the energy score needs refiner.num_samples >= 2 (it compares "
+            "different samples); set refiner.w_energy=0"
+        )
     if r.refiner.w_joint and r.refiner.joint_loss == "sq" and r.refiner.num_samples == 1:
         problems.append(
             "refiner.joint_loss -> 'sq' needs refiner.num_samples >= 2 (it compares different "

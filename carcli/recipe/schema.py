@@ -184,6 +184,9 @@ class RefinerConfig:
     """Weight of the set discriminator's adversarial loss (discriminator.set_size > 0)."""
     joint_pairs: int = 256
     """Pixel pairs per image for the joint calibration loss (drawn among ambiguous pixels)."""
+    w_energy: float = 0.0
+    """Weight of the energy score of G's M samples against the annotations (beyond the paper;
+    0: off): a strictly proper score of the whole map's joint distribution."""
     joint_cross: float = 0.0
     """Share of the joint calibration loss's pairs whose second pixel is moved to another
     factor (an ambiguous pixel whose labels differ from the first's; 0: pairs uniform among

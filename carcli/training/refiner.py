@@ -94,7 +94,7 @@ def run_train_refiner(
                 soft,
                 recipe.speed.prefetch,
                 device,
-                modes=r.w_joint > 0 or d.set_size > 0,
+                modes=r.w_joint > 0 or r.w_energy > 0 or d.set_size > 0,
             ),
             device,
             rep,
@@ -235,6 +235,12 @@ def _check_task(recipe: Recipe, task: str, train_path: Path) -> None:
             f"refiner.w_joint is for segmentation (joint class distributions), but "
             f"{train_path} is a regression dataset",
             hint="set refiner.w_joint=0",
+        )
+    if r.w_energy:
+        raise CarsegError(
+            f"refiner.w_energy is for segmentation (the energy score of class maps), but "
+            f"{train_path} is a regression dataset",
+            hint="set refiner.w_energy=0",
         )
     if r.w_entropy:
         raise CarsegError(

@@ -27,6 +27,7 @@ from carcli.losses import (
     sample_entropy,
 )
 from carcli.losses.calibration import CalibrationTerm
+from carcli.losses.energy import energy_score
 from carcli.recipe.schema import Recipe
 
 
@@ -86,6 +87,13 @@ class RefinerTerms:
                 )
 
             extras.append(("loss_joint", r.w_joint, joint))
+        if r.w_energy:  # the whole map's joint answers match the labels' (a proper score)
+
+            def energy(lg: torch.Tensor, b: Batch, v: torch.Tensor, n, kl) -> torch.Tensor:
+                assert b.modes is not None and b.mode_weight is not None
+                return energy_score(lg, b.modes, b.mode_weight, v, r.joint_temperature)
+
+            extras.append(("loss_energy", r.w_energy, energy))
         if r.noise == "posterior":  # latent-code variant: + beta * KL(q || N(0, I))
             extras.append(("loss_kl", r.kl_beta, lambda lg, b, v, n, kl: kl))
         return cls(
