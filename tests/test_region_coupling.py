@@ -3,6 +3,9 @@ recombination by groups, and the coupled-pair figures of `evaluate`."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -205,6 +208,13 @@ def test_the_head_learns_which_pairs_go_together(tmp_path) -> None:
     assert scores["pairs"] == 16 and scores["coupled_pairs"] == 8
     assert scores["accuracy"] == 1.0
     assert isinstance(head, RegionCoupling)
+    # a split without coupled pairs: the share found is None (strict JSON), not NaN
+    alone = dataclasses.replace(
+        val, pairs=val.pairs[val.target < 0.5], target=val.target[val.target < 0.5]
+    )
+    only_independent = coupling_scores(head, alone)
+    assert only_independent["coupled_found"] is None
+    json.loads(json.dumps(only_independent, allow_nan=False))
 
 
 # ---------------------------------------------------------------- evaluate sees both errors

@@ -174,10 +174,10 @@ def _always_coupled(head: RegionCoupling) -> RegionCoupling:
     return head.eval()
 
 
-def coupling_scores(head: RegionCoupling, ex: CouplingExamples) -> dict[str, float | int]:
+def coupling_scores(head: RegionCoupling, ex: CouplingExamples) -> dict[str, float | int | None]:
     """How the head's coupled / independent calls (probability > ``COUPLED_ABOVE``) match the
     targets (> ``COUPLED_ABOVE``) of ``ex``: accuracy, and the share of truly coupled pairs it
-    calls coupled."""
+    calls coupled (None where the split has no pair of that kind: the manifest is strict JSON)."""
     if len(ex.pairs) == 0:
         return {"pairs": 0}
     probs = []
@@ -195,8 +195,8 @@ def coupling_scores(head: RegionCoupling, ex: CouplingExamples) -> dict[str, flo
         "pairs": int(len(truth)),
         "coupled_pairs": int(truth.sum()),
         "accuracy": float((called == truth).mean()),
-        "coupled_found": float(called[truth].mean()) if truth.any() else float("nan"),
-        "independent_found": float((~called[~truth]).mean()) if (~truth).any() else float("nan"),
+        "coupled_found": float(called[truth].mean()) if truth.any() else None,
+        "independent_found": float((~called[~truth]).mean()) if (~truth).any() else None,
     }
 
 
