@@ -6,7 +6,8 @@ Each image holds ``--min-objects``..``--max-objects`` separate objects (discs an
   group** of 2-3 class-ambiguous objects that share one coin (all class 1 with probability p,
   else all class 2; one colour p*red + (1-p)*blue) and carry a visible cue (``--cue frame``: a
   thin white outline in the background around each; ``--cue shape``: coupled objects are
-  boxes, independent flips discs). Every other object is, independently, a class flip with its
+  boxes, independent flips discs; ``--cue link``: a thin yellow line joins the group's objects
+  in the background). Every other object is, independently, a class flip with its
   own coin (``--p-flip``) or a certain class 1-3; any object may carry an independent shape
   factor (a halo or a detached ring with probability q, grey cue; ``--p-shape``).
   ``--p-group 1`` gives a coupled-heavy set, ``--p-group 0`` the all-independent family.
@@ -101,6 +102,15 @@ def _objects_mixed(rng: np.random.Generator, args: argparse.Namespace) -> list[d
     return specs
 
 
+def _segment(a: dict, b: dict, size: int, half_width: float) -> np.ndarray:
+    """Pixels within ``half_width`` of the segment between two objects' centres."""
+    y, x = np.mgrid[0:size, 0:size] + 0.5
+    d = np.array([b["cx"] - a["cx"], b["cy"] - a["cy"]])
+    t = ((x - a["cx"]) * d[0] + (y - a["cy"]) * d[1]) / max(float(d @ d), 1e-9)
+    t = np.clip(t, 0, 1)
+    return np.hypot(x - a["cx"] - t * d[0], y - a["cy"] - t * d[1]) <= half_width
+
+
 def draw_mixed(rng: np.random.Generator, args: argparse.Namespace) -> tuple[np.ndarray, list]:
     size, s = args.size, args.size / 32
     specs = _objects_mixed(rng, args)
@@ -141,6 +151,14 @@ def draw_mixed(rng: np.random.Generator, args: argparse.Namespace) -> tuple[np.n
         p = coins[obj_coin[k]]
         raw[:, inside] = (p * RGB[1] + (1 - p) * RGB[2])[:, None]
         obj["cls"] = None
+    if args.cue == "link":  # a thin yellow line joins the group's objects, in the background
+        members = [obj for k, obj in enumerate(objs) if k in obj_coin and specs[k]["kind"] == "group"]
+        for a, b in zip(members, members[1:]):
+            line = _segment(a, b, size, 0.5 * s) & (base == 0)
+            for other in objs:
+                line &= ~other["inside"]
+            raw[:, line] = FRAME[:, None]
+            cue[line] = True
     for k, obj in enumerate(objs):
         if len(coins) >= args.max_factors or rng.random() >= args.p_shape:
             continue
@@ -235,7 +253,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("dir", type=Path)
     ap.add_argument("--kind", choices=["mixed", "classflip"], default="mixed")
-    ap.add_argument("--cue", choices=["frame", "shape"], default="frame")
+    ap.add_argument("--cue", choices=["frame", "shape", "link"], default="frame")
     ap.add_argument("--size", type=int, default=32)
     ap.add_argument("--seed", type=int, default=5)
     ap.add_argument("--train", type=int, default=1500)
