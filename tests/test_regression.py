@@ -329,7 +329,7 @@ def test_alternating_and_simultaneous_updates() -> None:
     alternating)."""
     from carcli.data.batches import Batch
     from carcli.models.registry import build_calibrator, build_discriminator, build_refiner
-    from carcli.training.common import adam
+    from carcli.training.optim import adam
     from carcli.training.step import Nets, RefinerStep
 
     def one(update: str):

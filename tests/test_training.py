@@ -11,7 +11,7 @@ from carcli.data.dataset import DatasetFile, write_dataset
 from carcli.models.registry import build_calibrator, build_discriminator, build_refiner
 from carcli.recipe.load import load_recipe
 from carcli.runtime.device import setup_torch
-from carcli.training.common import adam, lr_at
+from carcli.training.optim import adam, lr_at
 from carcli.training.step import Nets, RefinerStep, as_label_map, d_cycle_on
 
 

@@ -15,7 +15,7 @@ from carcli.models.registry import build_calibrator, build_discriminator, build_
 from carcli.recipe.load import load_recipe
 from carcli.runtime import speed
 from carcli.training.calibrator import calibrator_step
-from carcli.training.common import adam
+from carcli.training.optim import adam
 from carcli.training.refiner import step_nets
 from carcli.training.step import DiscriminatorPolicy, RefinerStep, discriminator_update
 

@@ -258,7 +258,7 @@ def plot_reliability(
 @handle_errors
 def validate(recipe: RecipeArg, overrides: OverridesArg = None) -> None:
     """Check a recipe and its inputs without running anything."""
-    from carcli.cli.validate import run_validate
+    from carcli.cli.validate_command import run_validate
 
     run_validate(recipe, overrides or [])
 
