@@ -189,8 +189,8 @@ def bench_calibrator_step_setup(
     from carcli.data.batches import Batch
     from carcli.runtime.speed import accelerate
     from carcli.training.calibrator import calibrator_step
-    from carcli.training.optim import adam
     from carcli.training.networks import new_calibrator
+    from carcli.training.optim import adam
 
     recipe = _step_recipe(recipe_name, list(extra))
     c = recipe.calibrator

@@ -16,8 +16,8 @@ import h5py
 import numpy as np
 
 from carcli.artefacts.run import atomic_path
-from carcli.data.schema import SCHEMA, DatasetInfo, open_h5, read_info
 from carcli.data.dataset_check import validate_dataset
+from carcli.data.schema import SCHEMA, DatasetInfo, open_h5, read_info
 
 __all__ = [
     "SCHEMA",

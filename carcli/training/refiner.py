@@ -23,11 +23,11 @@ from carcli.runtime.networks import COUPLING, JOINT_CALIBRATOR, load_network, sa
 from carcli.runtime.speed import accelerate
 from carcli.runtime.speed import notes as speed_notes
 from carcli.runtime.speed import settings as speed_settings
-from carcli.training.optim import adam
-from carcli.training.stage import TrainingStage
 from carcli.training.coupling import fit_coupling
 from carcli.training.loop import Schedule, StagePlan, run_loop
 from carcli.training.networks import new_discriminator, new_refiner, new_set_discriminator
+from carcli.training.optim import adam
+from carcli.training.stage import TrainingStage
 from carcli.training.step import Nets, RefinerStep
 from carcli.training.val_metrics import refiner_validation, regression_validation
 from carcli.ui import Reporter
