@@ -8,6 +8,8 @@ answers at once. A CarsegError becomes one line on stderr and exit status 1; usa
 from __future__ import annotations
 
 import functools
+import importlib
+import inspect
 import os
 import sys
 from collections.abc import Callable
@@ -128,74 +130,67 @@ def _recipe(path: str, overrides: list[str] | None) -> Any:
     return load_recipe(path, overrides or [])
 
 
-@app.command(cls=PlainCommand)
-@handle_errors
-def prepare(
-    recipe: RecipeArg,
-    overrides: OverridesArg = None,
-    overwrite: OverwriteOpt = False,
-    quiet: QuietOpt = False,
-) -> None:
-    """Build the dataset files (train/val/test.h5) in data.dir from data.source."""
-    from carcli.stages.prepare import run_prepare
-
-    run_prepare(_recipe(recipe, overrides), overwrite=overwrite, quiet=quiet)
+_FLAGS: dict[str, Any] = {
+    "resume": ResumeOpt,
+    "overwrite": OverwriteOpt,
+    "allow_stale": AllowStaleOpt,
+    "quiet": QuietOpt,
+}
+"""The flags a pipeline stage may take, as its command lists them (in its own order)."""
 
 
-@app.command("train-calibrator", cls=PlainCommand)
-@handle_errors
-def train_calibrator(
-    recipe: RecipeArg,
-    overrides: OverridesArg = None,
-    resume: ResumeOpt = False,
-    overwrite: OverwriteOpt = False,
-    quiet: QuietOpt = False,
-) -> None:
-    """Train F, the calibration network, with the cross-entropy."""
-    from carcli.training.calibrator import run_train_calibrator
+def _stage_command(name: str, run: str, doc: str, flags: tuple[str, ...]) -> None:
+    """Register ``carseg NAME RECIPE [KEY=VALUE ...] [flags]``: the recipe loaded with its
+    overrides and handed, with the flags as keywords, to ``run`` ("module:function", imported
+    when the command runs). The command's signature (what typer reads) is built from
+    ``flags``, in that order."""
 
-    run_train_calibrator(
-        _recipe(recipe, overrides), resume=resume, overwrite=overwrite, quiet=quiet
-    )
+    def command(recipe: str, overrides: list[str] | None = None, **options: bool) -> None:
+        module, function = run.split(":")
+        stage = getattr(importlib.import_module(module), function)
+        stage(_recipe(recipe, overrides), **options)
 
-
-@app.command("train-refiner", cls=PlainCommand)
-@handle_errors
-def train_refiner(
-    recipe: RecipeArg,
-    overrides: OverridesArg = None,
-    resume: ResumeOpt = False,
-    overwrite: OverwriteOpt = False,
-    allow_stale: AllowStaleOpt = False,
-    quiet: QuietOpt = False,
-) -> None:
-    """Train G (and D) against the frozen F: adversarial plus calibration loss."""
-    from carcli.training.refiner import run_train_refiner
-
-    run_train_refiner(
-        _recipe(recipe, overrides),
-        resume=resume,
-        overwrite=overwrite,
-        quiet=quiet,
-        allow_stale=allow_stale,
-    )
+    kw = inspect.Parameter.KEYWORD_ONLY
+    params = [
+        inspect.Parameter("recipe", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=RecipeArg),
+        inspect.Parameter(
+            "overrides", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
+            annotation=OverridesArg,
+        ),
+        *(inspect.Parameter(f, kw, default=False, annotation=_FLAGS[f]) for f in flags),
+    ]  # fmt: skip
+    command.__signature__ = inspect.Signature(params, return_annotation=None)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params} | {"return": None}
+    command.__doc__ = doc
+    command.__name__ = command.__qualname__ = name.replace("-", "_")
+    app.command(name, cls=PlainCommand)(handle_errors(command))
 
 
-@app.command(cls=PlainCommand)
-@handle_errors
-def sample(
-    recipe: RecipeArg,
-    overrides: OverridesArg = None,
-    overwrite: OverwriteOpt = False,
-    allow_stale: AllowStaleOpt = False,
-    quiet: QuietOpt = False,
-) -> None:
-    """Draw sample.num_samples segmentations per image into a sample bank."""
-    from carcli.stages.sample import run_sample
-
-    run_sample(
-        _recipe(recipe, overrides), overwrite=overwrite, quiet=quiet, allow_stale=allow_stale
-    )
+# The pipeline stages that take a recipe and flags only.
+_stage_command(
+    "prepare",
+    "carcli.stages.prepare:run_prepare",
+    "Build the dataset files (train/val/test.h5) in data.dir from data.source.",
+    ("overwrite", "quiet"),
+)
+_stage_command(
+    "train-calibrator",
+    "carcli.training.calibrator:run_train_calibrator",
+    "Train F, the calibration network, with the cross-entropy.",
+    ("resume", "overwrite", "quiet"),
+)
+_stage_command(
+    "train-refiner",
+    "carcli.training.refiner:run_train_refiner",
+    "Train G (and D) against the frozen F: adversarial plus calibration loss.",
+    ("resume", "overwrite", "allow_stale", "quiet"),
+)
+_stage_command(
+    "sample",
+    "carcli.stages.sample:run_sample",
+    "Draw sample.num_samples segmentations per image into a sample bank.",
+    ("overwrite", "allow_stale", "quiet"),
+)
 
 
 @app.command(cls=PlainCommand)
@@ -237,21 +232,12 @@ def evaluate(
     )
 
 
-@app.command("plot-reliability", cls=PlainCommand)
-@handle_errors
-def plot_reliability(
-    recipe: RecipeArg,
-    overrides: OverridesArg = None,
-    overwrite: OverwriteOpt = False,
-    allow_stale: AllowStaleOpt = False,
-    quiet: QuietOpt = False,
-) -> None:
-    """Reliability diagram, per-class calibration and sample grids (PNG + CSV)."""
-    from carcli.stages.plot_reliability import run_plot_reliability
-
-    run_plot_reliability(
-        _recipe(recipe, overrides), overwrite=overwrite, quiet=quiet, allow_stale=allow_stale
-    )
+_stage_command(
+    "plot-reliability",
+    "carcli.stages.plot_reliability:run_plot_reliability",
+    "Reliability diagram, per-class calibration and sample grids (PNG + CSV).",
+    ("overwrite", "allow_stale", "quiet"),
+)
 
 
 @app.command(cls=PlainCommand)
