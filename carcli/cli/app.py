@@ -8,7 +8,6 @@ answers at once. A CarsegError becomes one line on stderr and exit status 1; usa
 from __future__ import annotations
 
 import functools
-import importlib
 import inspect
 import os
 import sys
@@ -139,16 +138,16 @@ _FLAGS: dict[str, Any] = {
 """The flags a pipeline stage may take, as its command lists them (in its own order)."""
 
 
-def _stage_command(name: str, run: str, doc: str, flags: tuple[str, ...]) -> None:
+def _stage_command(
+    name: str, run: Callable[[], Callable[..., Any]], doc: str, flags: tuple[str, ...]
+) -> None:
     """Register ``carseg NAME RECIPE [KEY=VALUE ...] [flags]``: the recipe loaded with its
-    overrides and handed, with the flags as keywords, to ``run`` ("module:function", imported
-    when the command runs). The command's signature (what typer reads) is built from
-    ``flags``, in that order."""
+    overrides and handed, with the flags as keywords, to the stage's run function, which
+    ``run()`` imports when the command runs. The command's signature (what typer reads) is
+    built from ``flags``, in that order."""
 
     def command(recipe: str, overrides: list[str] | None = None, **options: bool) -> None:
-        module, function = run.split(":")
-        stage = getattr(importlib.import_module(module), function)
-        stage(_recipe(recipe, overrides), **options)
+        run()(_recipe(recipe, overrides), **options)
 
     kw = inspect.Parameter.KEYWORD_ONLY
     params = [
@@ -166,28 +165,59 @@ def _stage_command(name: str, run: str, doc: str, flags: tuple[str, ...]) -> Non
     app.command(name, cls=PlainCommand)(handle_errors(command))
 
 
-# The pipeline stages that take a recipe and flags only.
+# The pipeline stages that take a recipe and flags only; each run function is imported when
+# its command runs (so `carseg --help` answers at once).
+def _prepare() -> Callable[..., Any]:
+    from carcli.stages.prepare import run_prepare
+
+    return run_prepare
+
+
+def _train_calibrator() -> Callable[..., Any]:
+    from carcli.training.calibrator import run_train_calibrator
+
+    return run_train_calibrator
+
+
+def _train_refiner() -> Callable[..., Any]:
+    from carcli.training.refiner import run_train_refiner
+
+    return run_train_refiner
+
+
+def _sample() -> Callable[..., Any]:
+    from carcli.stages.sample import run_sample
+
+    return run_sample
+
+
+def _plot_reliability() -> Callable[..., Any]:
+    from carcli.stages.plot_reliability import run_plot_reliability
+
+    return run_plot_reliability
+
+
 _stage_command(
     "prepare",
-    "carcli.stages.prepare:run_prepare",
+    _prepare,
     "Build the dataset files (train/val/test.h5) in data.dir from data.source.",
     ("overwrite", "quiet"),
 )
 _stage_command(
     "train-calibrator",
-    "carcli.training.calibrator:run_train_calibrator",
+    _train_calibrator,
     "Train F, the calibration network, with the cross-entropy.",
     ("resume", "overwrite", "quiet"),
 )
 _stage_command(
     "train-refiner",
-    "carcli.training.refiner:run_train_refiner",
+    _train_refiner,
     "Train G (and D) against the frozen F: adversarial plus calibration loss.",
     ("resume", "overwrite", "allow_stale", "quiet"),
 )
 _stage_command(
     "sample",
-    "carcli.stages.sample:run_sample",
+    _sample,
     "Draw sample.num_samples segmentations per image into a sample bank.",
     ("overwrite", "allow_stale", "quiet"),
 )
@@ -234,7 +264,7 @@ def evaluate(
 
 _stage_command(
     "plot-reliability",
-    "carcli.stages.plot_reliability:run_plot_reliability",
+    _plot_reliability,
     "Reliability diagram, per-class calibration and sample grids (PNG + CSV).",
     ("overwrite", "allow_stale", "quiet"),
 )
