@@ -24,6 +24,7 @@ def calibration_loss(
     calib_probs: Tensor,
     mask: Tensor | None = None,
     forward: bool = False,
+    g_bar: Tensor | None = None,
 ) -> Tensor:
     """L_cal: KL(G_bar || p) per pixel (``forward``: KL(p || G_bar)), averaged over pixels and
     batch.
@@ -47,6 +48,9 @@ def calibration_loss(
     of the whole batch (0 if none), not a sum over pixels as in the paper's formula: a mean
     keeps the balance of w_cal = 5 against w_adv = 10 (whose loss is per image) the same at
     every image size.
+
+    ``g_bar`` [B, K, H, W]: G_bar as the caller computed it (:func:`sample_mean`, the step of
+    Algorithm 1), instead of computing it here (the paper's direction only).
     """
     if sample_logits.dim() != 5 or calib_probs.dim() != 4:
         raise ValueError(
@@ -66,7 +70,12 @@ def calibration_loss(
         log_g = log_s.logsumexp(dim=1) - math.log(sample_logits.shape[1])
         kl = (torch.xlogy(p, p) - p * log_g).sum(dim=1)
         return masked_pixel_mean("calibration_loss", kl, mask)
-    return mean_calibration_loss(sample_mean(sample_logits, "segmentation"), calib_probs, mask)
+    if g_bar is None:
+        g_bar = sample_mean(sample_logits, "segmentation")
+    p = calib_probs.detach().float()
+    log_ratio = g_bar.clamp_min(PROB_EPS).log() - p.clamp_min(PROB_EPS).log()
+    kl = (g_bar * log_ratio).sum(dim=1)
+    return masked_pixel_mean("calibration_loss", kl, mask)
 
 
 def sample_mean(samples: Tensor, task: str) -> Tensor:
@@ -75,16 +84,6 @@ def sample_mean(samples: Tensor, task: str) -> Tensor:
     if task == "segmentation":
         return samples.float().softmax(dim=2).mean(dim=1)
     return samples.float().mean(dim=1)
-
-
-def mean_calibration_loss(g_bar: Tensor, p: Tensor, mask: Tensor | None = None) -> Tensor:
-    """KL(G_bar || p) per pixel from G_bar [B, K, H, W] (:func:`sample_mean`) and F's
-    probabilities p (detached), as :func:`calibration_loss` (both clamped to >= 1e-8 inside
-    the logs), averaged over the scored pixels."""
-    p = p.detach().float()
-    log_ratio = g_bar.clamp_min(PROB_EPS).log() - p.clamp_min(PROB_EPS).log()
-    kl = (g_bar * log_ratio).sum(dim=1)
-    return masked_pixel_mean("calibration_loss", kl, mask)
 
 
 CalibrationTerm = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor | None, int], Tensor]
@@ -96,7 +95,7 @@ log G_bar from the logits (stable for crisp samples); ``ce`` and ``none`` read n
 def _kl(
     logits: Tensor, g_bar: Tensor, p: Tensor, label: Tensor, valid: Tensor | None, ignore: int
 ) -> Tensor:
-    return mean_calibration_loss(g_bar, p, valid)
+    return calibration_loss(logits, p, valid, g_bar=g_bar)
 
 
 def _kl_forward(
