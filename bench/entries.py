@@ -80,14 +80,15 @@ def refiner_step_setup(
     parts: bool = False,
 ) -> Any:
     """The networks, batch and recipe of :func:`bench_refiner_step`; returns ``run(i)``
-    (one `refiner_step` at loop step i, D updated), the recipe and the setting's text (and,
+    (one `RefinerStep` call at loop step i, D updated), the recipe and the setting's text (and,
     with ``parts``, {"net": D, "call": G's call, "opt": D's Adam}: what the CUDA check of
     scripts/gpu_train_steps.py inspects)."""
     import torch
 
     from carcli.data.batches import Batch
     from carcli.training.networks import new_calibrator, new_discriminator, new_refiner
-    from carcli.training.refiner import refiner_step, step_nets
+    from carcli.training.refiner import step_nets
+    from carcli.training.step import RefinerStep
 
     toy = recipe_name == "toy"
     over = ["discriminator.max_accuracy=null"]  # D is updated in every timed step
@@ -112,9 +113,10 @@ def refiner_step_setup(
     batch = Batch(image, image, modes[:, 0], None, modes, weight).to(device)
     noise = torch.Generator(device=device).manual_seed(2)
     k = d.r1_every
+    algorithm1 = RefinerStep.from_recipe(recipe, nets, "segmentation", classes, 255, noise)
 
     def run(i: int) -> None:
-        out = refiner_step(nets, batch, recipe, "segmentation", classes, 255, True, noise, i)
+        out = algorithm1(batch, i, d_on=True)
         assert "loss_d" in out, "D was not updated"
 
     setting = (
@@ -136,7 +138,7 @@ def bench_refiner_step(
     extra: tuple[str, ...] = (),
     recipe_name: str = "lidc",
 ) -> tuple[dict, str]:
-    """One `refiner_step` (Algorithm 1, D updated: R1 included) with the recipe's own F, G
+    """One `RefinerStep` call (Algorithm 1, D updated: R1 included) with the recipe's own F, G
     and D layouts and training settings (weights, M, speed options; ``extra``: overrides,
     e.g. the speed levers), through the same wrappers and optimisers as `train-refiner`
     (`step_nets`). LIDC: 1 channel, 2 classes, at ``size`` (the cascade issue's shapes:
@@ -187,8 +189,8 @@ def bench_calibrator_step_setup(
     from carcli.data.batches import Batch
     from carcli.runtime.speed import accelerate
     from carcli.training.calibrator import calibrator_step
-    from carcli.training.common import adam
     from carcli.training.networks import new_calibrator
+    from carcli.training.optim import adam
 
     recipe = _step_recipe(recipe_name, list(extra))
     c = recipe.calibrator

@@ -3,7 +3,7 @@
 Measures, through the project's real code paths (no re-implementations):
 
 * ``matmul_gflops``: float32 matmul rate of torch (2048 x 2048), the machine's yardstick;
-* ``refiner_step_pixel`` / ``refiner_step_dcgan``: one `refiner_step` (Algorithm 1) with the
+* ``refiner_step_pixel`` / ``refiner_step_dcgan``: one `RefinerStep` call (Algorithm 1) with the
   LIDC recipe's own F, G (`car`) and training settings, built as `train-refiner` builds them,
   at the cascade issue's shapes, 128x128, 1 channel, 2 classes, batch 4, M = 20 samples, F
   frozen, D (the authors' `pixel` / the recipe's `dcgan`) updated in the step (the worst

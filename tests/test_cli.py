@@ -440,9 +440,9 @@ def _raise(exc: BaseException):
 
 
 def test_unexpected_error_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    import carcli.cli.validate
+    import carcli.cli.validate_command
 
-    monkeypatch.setattr(carcli.cli.validate, "run_validate", _raise(RuntimeError("boom")))
+    monkeypatch.setattr(carcli.cli.validate_command, "run_validate", _raise(RuntimeError("boom")))
     (line,) = _error_lines(_invoke("validate", TOY))
     assert "internal error: RuntimeError: boom" in line and "CARSEG_DEBUG=1" in line
     result = _invoke("validate", TOY, env={"CARSEG_DEBUG": "1"})
@@ -450,9 +450,9 @@ def test_unexpected_error_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_os_error_names_the_file(monkeypatch: pytest.MonkeyPatch) -> None:
-    import carcli.cli.validate
+    import carcli.cli.validate_command
 
     exc = PermissionError(13, "Permission denied", "/some/file.h5")
-    monkeypatch.setattr(carcli.cli.validate, "run_validate", _raise(exc))
+    monkeypatch.setattr(carcli.cli.validate_command, "run_validate", _raise(exc))
     (line,) = _error_lines(_invoke("validate", TOY))
     assert "Permission denied" in line and "/some/file.h5" in line

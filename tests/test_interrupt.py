@@ -169,7 +169,7 @@ def test_time_based_checkpoint(base: Path, tmp_path: Path, monkeypatch: pytest.M
     """`checkpoint_minutes`: a checkpoint whenever that long has passed since the last one,
     besides every `checkpoint_every` steps; 0 turns it off. (A fake clock: 1 minute a step.)"""
     import carcli.training.loop as loop_mod
-    from carcli.training.common import TrainingStage
+    from carcli.training.stage import TrainingStage
 
     saved: list[int] = []
     real_save = TrainingStage.save

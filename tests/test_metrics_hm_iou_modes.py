@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pytest
 
@@ -11,7 +13,6 @@ from carcli.metrics import (
     mode_frequencies,
     oracle_indices,
     oracle_samples,
-    tile_counts,
 )
 
 E = np.zeros((2, 2), np.uint8)
@@ -19,6 +20,26 @@ Y1 = np.array([[1, 0], [0, 0]], np.uint8)  # {(0,0)}
 Y2 = np.array([[1, 1], [0, 0]], np.uint8)  # {(0,0), (0,1)}
 Y3 = np.array([[0, 1], [0, 0]], np.uint8)  # {(0,1)}
 PAD = np.full((2, 2), 255, np.uint8)
+
+
+def tile_counts(w: np.ndarray | Sequence[float], n: int) -> np.ndarray:
+    """Copies per label summing to n: largest-remainder rounding of n·w (ties: earlier label).
+
+    The old label tiling of HM-IoU (docs/metrics.md), kept here as the reference the tests
+    compare with; HM-IoU itself uses the exact ``transport_value``.
+    """
+    w = np.asarray(w, dtype=np.float64).reshape(-1)
+    total = w.sum()
+    if total <= 0:
+        raise ValueError("weights sum to zero")
+    share = n * w / total
+    counts = np.floor(share).astype(np.int64)
+    left = n - int(counts.sum())
+    if left > 0:
+        rem = np.where(w > 0, share - counts, -1.0)
+        order = np.argsort(-rem, kind="stable")
+        counts[order[:left]] += 1
+    return counts
 
 
 def maps(*xs):

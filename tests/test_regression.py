@@ -329,8 +329,8 @@ def test_alternating_and_simultaneous_updates() -> None:
     alternating)."""
     from carcli.data.batches import Batch
     from carcli.models.registry import build_calibrator, build_discriminator, build_refiner
-    from carcli.training.common import adam
-    from carcli.training.refiner import Nets, refiner_step
+    from carcli.training.optim import adam
+    from carcli.training.step import Nets, RefinerStep
 
     def one(update: str):
         torch.manual_seed(0)
@@ -344,7 +344,7 @@ def test_alternating_and_simultaneous_updates() -> None:
         x = torch.rand(8, 1)
         batch = Batch(x, x, torch.randn(8, 1))
         gen = torch.Generator().manual_seed(1)
-        refiner_step(nets, batch, recipe, "regression", 0, -1, True, gen)
+        RefinerStep.from_recipe(recipe, nets, "regression", 0, -1, gen)(batch, 0, d_on=True)
         return [p.detach().clone() for p in G.parameters()], [
             p.detach().clone() for p in D.parameters()
         ]

@@ -63,7 +63,7 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # STOP_AT_STEP TARGET ARGS...
 STOP_AT_STEP = """
 import os, runpy, signal, sys
-import carcli.training.common as common
+import carcli.training.stage as common
 target, write = int(sys.argv[1]), common.MetricsLog.write
 def stopping(self, record):
     write(self, record)

@@ -11,8 +11,8 @@ from carcli.data.dataset import DatasetFile, write_dataset
 from carcli.models.registry import build_calibrator, build_discriminator, build_refiner
 from carcli.recipe.load import load_recipe
 from carcli.runtime.device import setup_torch
-from carcli.training.common import adam, lr_at
-from carcli.training.refiner import Nets, as_label_map, d_cycle_on, refiner_step
+from carcli.training.optim import adam, lr_at
+from carcli.training.step import Nets, RefinerStep, as_label_map, d_cycle_on
 
 
 def test_lr_schedule_steps_down_at_milestones():
@@ -114,7 +114,8 @@ def test_refiner_step_routes_gradients(cal):
     gen = torch.Generator().manual_seed(0)
     d_before = [q.detach().clone() for q in nets.D.parameters()]
     g_before = [q.detach().clone() for q in nets.G.parameters()]
-    out = refiner_step(nets, batch, r, "segmentation", 3, 255, d_update=False, noise=gen)
+    algorithm1 = RefinerStep.from_recipe(r, nets, "segmentation", 3, 255, gen)
+    out = algorithm1(batch, 0, d_on=False)
     # D frozen in its cycle: untouched, and it got no gradient from G's loss.
     assert all(torch.equal(a, b) for a, b in zip(d_before, nets.D.parameters(), strict=True))
     assert all(q.grad is None for q in nets.D.parameters())
@@ -122,7 +123,7 @@ def test_refiner_step_routes_gradients(cal):
     assert "loss_d" not in out and np.isfinite(out["loss_g"])
     if cal == "none":
         assert out["loss_cal"] == 0
-    out = refiner_step(nets, batch, r, "segmentation", 3, 255, d_update=True, noise=gen)
+    out = algorithm1(batch, 0, d_on=True)
     assert "loss_d" in out and 0 <= out["d_acc"] <= 1
     assert any(not torch.equal(a, b) for a, b in zip(d_before, nets.D.parameters(), strict=True))
 
@@ -138,16 +139,10 @@ def test_accuracy_cap_skips_d_update():
     x = torch.randn(2, 1, 16, 16)
     batch = Batch(x, x, torch.randint(0, 3, (2, 16, 16)))
     d_before = [q.detach().clone() for q in nets.D.parameters()]
-    out = refiner_step(
-        nets,
-        batch,
-        r,
-        "segmentation",
-        3,
-        255,
-        d_update=True,
-        noise=torch.Generator().manual_seed(0),
+    algorithm1 = RefinerStep.from_recipe(
+        r, nets, "segmentation", 3, 255, torch.Generator().manual_seed(0)
     )
+    out = algorithm1(batch, 0, d_on=True)
     assert "d_acc" in out and "loss_d" not in out
     assert all(torch.equal(a, b) for a, b in zip(d_before, nets.D.parameters(), strict=True))
 

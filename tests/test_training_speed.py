@@ -15,9 +15,9 @@ from carcli.models.registry import build_calibrator, build_discriminator, build_
 from carcli.recipe.load import load_recipe
 from carcli.runtime import speed
 from carcli.training.calibrator import calibrator_step
-from carcli.training.common import adam
-from carcli.training.refiner import DiscriminatorPolicy, refiner_step, step_nets
-from carcli.training.step import discriminator_update
+from carcli.training.optim import adam
+from carcli.training.refiner import step_nets
+from carcli.training.step import DiscriminatorPolicy, RefinerStep, discriminator_update
 
 TOY = "recipes/toy.yaml"
 
@@ -175,8 +175,9 @@ def test_refiner_step_runs_with_each_option(options):
     batch = Batch(x, x, torch.randint(0, 3, (2, 16, 16)))
     gen = torch.Generator().manual_seed(0)
     before = [q.detach().clone() for q in D.parameters()]
+    algorithm1 = RefinerStep.from_recipe(r, nets, "segmentation", 3, 255, gen)
     for step in range(2):  # with r1_every = 2: one step with R1, one without
-        out = refiner_step(nets, batch, r, "segmentation", 3, 255, True, gen, step)
+        out = algorithm1(batch, step, d_on=True)
         assert "loss_d" in out and torch.isfinite(torch.tensor(out["loss_g"]))
     assert any(not torch.equal(a, b) for a, b in zip(before, D.parameters(), strict=True))
     assert all(q.dtype == torch.float32 for q in (*G.parameters(), *D.parameters()))

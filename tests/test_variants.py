@@ -25,7 +25,8 @@ from carcli.sampling.sample import draw
 from carcli.stages.prepare import run_prepare
 from carcli.stages.sample import run_sample
 from carcli.training.calibrator import run_train_calibrator
-from carcli.training.refiner import refiner_step, run_train_refiner
+from carcli.training.refiner import run_train_refiner
+from carcli.training.step import RefinerStep
 
 
 def _posterior(k: int = 3, d: int = 4) -> torch.nn.Module:
@@ -103,16 +104,10 @@ def test_refiner_step_posterior_logs_kl_and_trains_the_head(beta):
     nets.G = _posterior(d=4)
     nets.opt_G = torch.optim.Adam(nets.G.parameters(), 1e-2)
     x = torch.randn(2, 1, 16, 16)
-    out = refiner_step(
-        nets,
-        Batch(x, x, torch.randint(0, 3, (2, 16, 16))),
-        r,
-        "segmentation",
-        3,
-        255,
-        d_update=False,
-        noise=torch.Generator().manual_seed(0),
+    algorithm1 = RefinerStep.from_recipe(
+        r, nets, "segmentation", 3, 255, torch.Generator().manual_seed(0)
     )
+    out = algorithm1(Batch(x, x, torch.randint(0, 3, (2, 16, 16))), 0, d_on=False)
     assert out["loss_kl"] == 0.0  # q starts at the prior
     assert nets.G.posterior_head.weight.abs().sum() > 0  # the head moved
 

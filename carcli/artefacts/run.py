@@ -100,10 +100,15 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         reason = None if isinstance(exc, CarsegError) else write_failure(exc)
         if reason is None:
             raise
-        raise CarsegError(
-            f"cannot write {path}: {reason}",
-            hint=f"free disk space or make {path.parent} writable, then run the command again",
-        ) from None
+        raise cannot_write(path, reason) from None
+
+
+def cannot_write(path: str | Path, reason: str) -> CarsegError:
+    """The error of a write that failed for ``reason`` (disk full, no permission, ...)."""
+    return CarsegError(
+        f"cannot write {path}: {reason}",
+        hint=f"free disk space or make {Path(path).parent} writable, then run the command again",
+    )
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
@@ -114,11 +119,7 @@ def write_text_atomic(path: str | Path, text: str) -> None:
                 fh.flush()
                 os.fsync(fh.fileno())
         except OSError as exc:
-            raise CarsegError(
-                f"cannot write {path}: {exc.strerror or exc}",
-                hint=f"free disk space or make {Path(path).parent} writable, then run the "
-                "command again",
-            ) from None
+            raise cannot_write(path, str(exc.strerror or exc)) from None
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:

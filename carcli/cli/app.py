@@ -8,6 +8,7 @@ answers at once. A CarsegError becomes one line on stderr and exit status 1; usa
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import sys
 from collections.abc import Callable
@@ -128,74 +129,98 @@ def _recipe(path: str, overrides: list[str] | None) -> Any:
     return load_recipe(path, overrides or [])
 
 
-@app.command(cls=PlainCommand)
-@handle_errors
-def prepare(
-    recipe: RecipeArg,
-    overrides: OverridesArg = None,
-    overwrite: OverwriteOpt = False,
-    quiet: QuietOpt = False,
+_FLAGS: dict[str, Any] = {
+    "resume": ResumeOpt,
+    "overwrite": OverwriteOpt,
+    "allow_stale": AllowStaleOpt,
+    "quiet": QuietOpt,
+}
+"""The flags a pipeline stage may take, as its command lists them (in its own order)."""
+
+
+def _stage_command(
+    name: str, run: Callable[[], Callable[..., Any]], doc: str, flags: tuple[str, ...]
 ) -> None:
-    """Build the dataset files (train/val/test.h5) in data.dir from data.source."""
+    """Register ``carseg NAME RECIPE [KEY=VALUE ...] [flags]``: the recipe loaded with its
+    overrides and handed, with the flags as keywords, to the stage's run function, which
+    ``run()`` imports when the command runs. The command's signature (what typer reads) is
+    built from ``flags``, in that order."""
+
+    def command(recipe: str, overrides: list[str] | None = None, **options: bool) -> None:
+        run()(_recipe(recipe, overrides), **options)
+
+    kw = inspect.Parameter.KEYWORD_ONLY
+    params = [
+        inspect.Parameter("recipe", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=RecipeArg),
+        inspect.Parameter(
+            "overrides", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
+            annotation=OverridesArg,
+        ),
+        *(inspect.Parameter(f, kw, default=False, annotation=_FLAGS[f]) for f in flags),
+    ]  # fmt: skip
+    command.__signature__ = inspect.Signature(params, return_annotation=None)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params} | {"return": None}
+    command.__doc__ = doc
+    command.__name__ = command.__qualname__ = name.replace("-", "_")
+    app.command(name, cls=PlainCommand)(handle_errors(command))
+
+
+# The pipeline stages that take a recipe and flags only; each run function is imported when
+# its command runs (so `carseg --help` answers at once).
+def _prepare() -> Callable[..., Any]:
     from carcli.stages.prepare import run_prepare
 
-    run_prepare(_recipe(recipe, overrides), overwrite=overwrite, quiet=quiet)
+    return run_prepare
 
 
-@app.command("train-calibrator", cls=PlainCommand)
-@handle_errors
-def train_calibrator(
-    recipe: RecipeArg,
-    overrides: OverridesArg = None,
-    resume: ResumeOpt = False,
-    overwrite: OverwriteOpt = False,
-    quiet: QuietOpt = False,
-) -> None:
-    """Train F, the calibration network, with the cross-entropy."""
+def _train_calibrator() -> Callable[..., Any]:
     from carcli.training.calibrator import run_train_calibrator
 
-    run_train_calibrator(
-        _recipe(recipe, overrides), resume=resume, overwrite=overwrite, quiet=quiet
-    )
+    return run_train_calibrator
 
 
-@app.command("train-refiner", cls=PlainCommand)
-@handle_errors
-def train_refiner(
-    recipe: RecipeArg,
-    overrides: OverridesArg = None,
-    resume: ResumeOpt = False,
-    overwrite: OverwriteOpt = False,
-    allow_stale: AllowStaleOpt = False,
-    quiet: QuietOpt = False,
-) -> None:
-    """Train G (and D) against the frozen F: adversarial plus calibration loss."""
+def _train_refiner() -> Callable[..., Any]:
     from carcli.training.refiner import run_train_refiner
 
-    run_train_refiner(
-        _recipe(recipe, overrides),
-        resume=resume,
-        overwrite=overwrite,
-        quiet=quiet,
-        allow_stale=allow_stale,
-    )
+    return run_train_refiner
 
 
-@app.command(cls=PlainCommand)
-@handle_errors
-def sample(
-    recipe: RecipeArg,
-    overrides: OverridesArg = None,
-    overwrite: OverwriteOpt = False,
-    allow_stale: AllowStaleOpt = False,
-    quiet: QuietOpt = False,
-) -> None:
-    """Draw sample.num_samples segmentations per image into a sample bank."""
+def _sample() -> Callable[..., Any]:
     from carcli.stages.sample import run_sample
 
-    run_sample(
-        _recipe(recipe, overrides), overwrite=overwrite, quiet=quiet, allow_stale=allow_stale
-    )
+    return run_sample
+
+
+def _plot_reliability() -> Callable[..., Any]:
+    from carcli.stages.plot_reliability import run_plot_reliability
+
+    return run_plot_reliability
+
+
+_stage_command(
+    "prepare",
+    _prepare,
+    "Build the dataset files (train/val/test.h5) in data.dir from data.source.",
+    ("overwrite", "quiet"),
+)
+_stage_command(
+    "train-calibrator",
+    _train_calibrator,
+    "Train F, the calibration network, with the cross-entropy.",
+    ("resume", "overwrite", "quiet"),
+)
+_stage_command(
+    "train-refiner",
+    _train_refiner,
+    "Train G (and D) against the frozen F: adversarial plus calibration loss.",
+    ("resume", "overwrite", "allow_stale", "quiet"),
+)
+_stage_command(
+    "sample",
+    _sample,
+    "Draw sample.num_samples segmentations per image into a sample bank.",
+    ("overwrite", "allow_stale", "quiet"),
+)
 
 
 @app.command(cls=PlainCommand)
@@ -237,28 +262,19 @@ def evaluate(
     )
 
 
-@app.command("plot-reliability", cls=PlainCommand)
-@handle_errors
-def plot_reliability(
-    recipe: RecipeArg,
-    overrides: OverridesArg = None,
-    overwrite: OverwriteOpt = False,
-    allow_stale: AllowStaleOpt = False,
-    quiet: QuietOpt = False,
-) -> None:
-    """Reliability diagram, per-class calibration and sample grids (PNG + CSV)."""
-    from carcli.stages.plot_reliability import run_plot_reliability
-
-    run_plot_reliability(
-        _recipe(recipe, overrides), overwrite=overwrite, quiet=quiet, allow_stale=allow_stale
-    )
+_stage_command(
+    "plot-reliability",
+    _plot_reliability,
+    "Reliability diagram, per-class calibration and sample grids (PNG + CSV).",
+    ("overwrite", "allow_stale", "quiet"),
+)
 
 
 @app.command(cls=PlainCommand)
 @handle_errors
 def validate(recipe: RecipeArg, overrides: OverridesArg = None) -> None:
     """Check a recipe and its inputs without running anything."""
-    from carcli.cli.validate import run_validate
+    from carcli.cli.validate_command import run_validate
 
     run_validate(recipe, overrides or [])
 

@@ -3,7 +3,7 @@
 Reading is lazy: `DatasetFile` keeps the HDF5 file open and reads rows on demand, so a split
 far larger than memory works; `read_rows` sorts indices for h5py and restores their order.
 The header and `DatasetInfo` are in `carcli.data.schema`, the full check in
-`carcli.data.validate` (both names are importable from here too).
+`carcli.data.dataset_check` (both names are importable from here too).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import h5py
 import numpy as np
 
 from carcli.artefacts.run import atomic_path
+from carcli.data.dataset_check import validate_dataset
 from carcli.data.schema import SCHEMA, DatasetInfo, open_h5, read_info
-from carcli.data.validate import validate_dataset
 
 __all__ = [
     "SCHEMA",

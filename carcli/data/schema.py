@@ -1,5 +1,5 @@
 """The `carseg.dataset/1` header: the schema's attributes and required arrays, and the
-`DatasetInfo` they describe (no data is scanned here; `carcli.data.validate` scans it)."""
+`DatasetInfo` they describe (no data is scanned here; `carcli.data.dataset_check` scans it)."""
 
 from __future__ import annotations
 

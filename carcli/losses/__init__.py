@@ -6,7 +6,12 @@ from carcli.losses.adversarial import (
     discriminator_loss,
     r1_penalty,
 )
-from carcli.losses.calibration import CALIBRATION_TERMS, calibration_loss, calibration_term
+from carcli.losses.calibration import (
+    CALIBRATION_TERMS,
+    calibration_loss,
+    calibration_term,
+    sample_mean,
+)
 from carcli.losses.calibrator import calibrator_loss
 from carcli.losses.joint import joint_calibration_loss, joint_term
 from carcli.losses.latent import latent_kl
@@ -34,6 +39,7 @@ __all__ = [
     "latent_kl",
     "r1_penalty",
     "regression_calibration_loss",
+    "sample_mean",
     "sample_cross_entropy",
     "sample_entropy",
 ]

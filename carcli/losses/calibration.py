@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from carcli.losses.regression import regression_calibration_loss
+from carcli.losses.regression import regression_mean_calibration_loss
 from carcli.losses.segmentation import masked_pixel_mean, sample_cross_entropy
 
 PROB_EPS = 1e-8
@@ -24,6 +24,7 @@ def calibration_loss(
     calib_probs: Tensor,
     mask: Tensor | None = None,
     forward: bool = False,
+    g_bar: Tensor | None = None,
 ) -> Tensor:
     """L_cal: KL(G_bar || p) per pixel (``forward``: KL(p || G_bar)), averaged over pixels and
     batch.
@@ -47,6 +48,9 @@ def calibration_loss(
     of the whole batch (0 if none), not a sum over pixels as in the paper's formula: a mean
     keeps the balance of w_cal = 5 against w_adv = 10 (whose loss is per image) the same at
     every image size.
+
+    ``g_bar`` [B, K, H, W]: G_bar as the caller computed it (:func:`sample_mean`, the step of
+    Algorithm 1), instead of computing it here (the paper's direction only).
     """
     if sample_logits.dim() != 5 or calib_probs.dim() != 4:
         raise ValueError(
@@ -58,46 +62,64 @@ def calibration_loss(
             f"calibration_loss: sample logits {tuple(sample_logits.shape)} do not match "
             f"probabilities {tuple(calib_probs.shape)}"
         )
-    p = calib_probs.detach().float()
     if forward:
+        p = calib_probs.detach().float()
         # log G_bar from the samples' log-softmax (exact for crisp samples, whose G_bar_k may
         # lie far below any clamp), floored only against log 0 from -inf logits
         log_s = sample_logits.float().log_softmax(dim=2).clamp_min(LOG_FLOOR)
         log_g = log_s.logsumexp(dim=1) - math.log(sample_logits.shape[1])
         kl = (torch.xlogy(p, p) - p * log_g).sum(dim=1)
-    else:
-        g_bar = sample_logits.float().softmax(dim=2).mean(dim=1)
-        log_ratio = g_bar.clamp_min(PROB_EPS).log() - p.clamp_min(PROB_EPS).log()
-        kl = (g_bar * log_ratio).sum(dim=1)
+        return masked_pixel_mean("calibration_loss", kl, mask)
+    if g_bar is None:
+        g_bar = sample_mean(sample_logits, "segmentation")
+    p = calib_probs.detach().float()
+    log_ratio = g_bar.clamp_min(PROB_EPS).log() - p.clamp_min(PROB_EPS).log()
+    kl = (g_bar * log_ratio).sum(dim=1)
     return masked_pixel_mean("calibration_loss", kl, mask)
 
 
-CalibrationTerm = Callable[[Tensor, Tensor, Tensor, Tensor | None, int], Tensor]
-"""(sample logits, F's output p, one drawn label, valid mask, ignore index) -> L_cal."""
+def sample_mean(samples: Tensor, task: str) -> Tensor:
+    """G_bar, the mean of G's M samples: of their softmax (segmentation: logits [B, M, K, H, W]
+    -> [B, K, H, W]) or of the values themselves (regression: [B, M, D] -> [B, D])."""
+    if task == "segmentation":
+        return samples.float().softmax(dim=2).mean(dim=1)
+    return samples.float().mean(dim=1)
 
 
-def _kl(logits: Tensor, p: Tensor, label: Tensor, valid: Tensor | None, ignore: int) -> Tensor:
-    return calibration_loss(logits, p, valid)
+CalibrationTerm = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor | None, int], Tensor]
+"""(sample logits, G_bar (:func:`sample_mean`), F's output p, one drawn label, valid mask,
+ignore index) -> L_cal. ``kl`` and the regression form read G_bar; ``kl_forward`` computes
+log G_bar from the logits (stable for crisp samples); ``ce`` and ``none`` read neither."""
+
+
+def _kl(
+    logits: Tensor, g_bar: Tensor, p: Tensor, label: Tensor, valid: Tensor | None, ignore: int
+) -> Tensor:
+    return calibration_loss(logits, p, valid, g_bar=g_bar)
 
 
 def _kl_forward(
-    logits: Tensor, p: Tensor, label: Tensor, valid: Tensor | None, ignore: int
+    logits: Tensor, g_bar: Tensor, p: Tensor, label: Tensor, valid: Tensor | None, ignore: int
 ) -> Tensor:
     return calibration_loss(logits, p, valid, forward=True)
 
 
-def _ce(logits: Tensor, p: Tensor, label: Tensor, valid: Tensor | None, ignore: int) -> Tensor:
+def _ce(
+    logits: Tensor, g_bar: Tensor, p: Tensor, label: Tensor, valid: Tensor | None, ignore: int
+) -> Tensor:
     return sample_cross_entropy(logits, label, ignore_index=ignore)
 
 
-def _none(logits: Tensor, p: Tensor, label: Tensor, valid: Tensor | None, ignore: int) -> Tensor:
+def _none(
+    logits: Tensor, g_bar: Tensor, p: Tensor, label: Tensor, valid: Tensor | None, ignore: int
+) -> Tensor:
     return torch.zeros((), device=logits.device)
 
 
 def _regression(
-    logits: Tensor, p: Tensor, label: Tensor, valid: Tensor | None, ignore: int
+    logits: Tensor, g_bar: Tensor, p: Tensor, label: Tensor, valid: Tensor | None, ignore: int
 ) -> Tensor:
-    return regression_calibration_loss(logits, p)
+    return regression_mean_calibration_loss(g_bar, p)
 
 
 CALIBRATION_TERMS: dict[str, CalibrationTerm] = {

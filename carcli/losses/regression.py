@@ -24,4 +24,9 @@ def regression_calibration_loss(samples: Tensor, calib_mean: Tensor) -> Tensor:
             f"regression_calibration_loss: samples {tuple(samples.shape)} do not match "
             f"F's mean {tuple(calib_mean.shape)} (expected [B, M, D] and [B, D])"
         )
-    return 0.5 * (samples.float().mean(dim=1) - calib_mean.detach().float()).pow(2).mean()
+    return regression_mean_calibration_loss(samples.float().mean(dim=1), calib_mean)
+
+
+def regression_mean_calibration_loss(g_bar: Tensor, calib_mean: Tensor) -> Tensor:
+    """L_cal for regression from G_bar [B, D], the samples' mean: (1/2)(G_bar - F(x))^2."""
+    return 0.5 * (g_bar - calib_mean.detach().float()).pow(2).mean()

@@ -15,7 +15,7 @@ from carcli.metrics.dice import dice_figures, qubiq_score
 from carcli.metrics.distance import image_ignore_mask, pairwise_distance, pairwise_overlap
 from carcli.metrics.factors import dependence, factor_pairs
 from carcli.metrics.ged import diversity, ged, ged_at_counts, ged_from_matrices
-from carcli.metrics.hm_iou import hm_iou, hm_iou_from_matrix, tile_counts, transport_value
+from carcli.metrics.hm_iou import hm_iou, hm_iou_from_matrix, transport_value
 from carcli.metrics.modes import (
     merge_modes,
     mode_coverage,
@@ -54,6 +54,5 @@ __all__ = [
     "parse_conventions",
     "qubiq_score",
     "sample_frequencies",
-    "tile_counts",
     "transport_value",
 ]

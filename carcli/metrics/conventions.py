@@ -76,8 +76,8 @@ CONVENTIONS: dict[str, Convention] = {
             hm_iou="transport",
             hm_iou_nan="skip",
             diversity_diagonal=False,
-            published="carseg's own tables (README); GED at 16/50/100, HM-IoU at 16",
-            source="README 'Metrics'",
+            published="carseg's own tables (docs/results.md); GED at 16/50/100, HM-IoU at 16",
+            source="docs/metrics.md",
         ),
         Convention(
             "car",

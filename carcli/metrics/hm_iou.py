@@ -39,25 +39,6 @@ _MAX_TILE = 512  # largest tiled side solved by the Hungarian method instead of 
 _WHOLE_TOL = 1e-9
 
 
-def tile_counts(w: np.ndarray | Sequence[float], n: int) -> np.ndarray:
-    """Copies per label summing to n: largest-remainder rounding of n·w (ties: earlier label).
-
-    Kept for callers that want a tiling; HM-IoU itself uses the exact ``transport_value``.
-    """
-    w = np.asarray(w, dtype=np.float64).reshape(-1)
-    total = w.sum()
-    if total <= 0:
-        raise ValueError("weights sum to zero")
-    share = n * w / total
-    counts = np.floor(share).astype(np.int64)
-    left = n - int(counts.sum())
-    if left > 0:
-        rem = np.where(w > 0, share - counts, -1.0)
-        order = np.argsort(-rem, kind="stable")
-        counts[order[:left]] += 1
-    return counts
-
-
 def _whole_copies(mass: np.ndarray, total: int) -> np.ndarray | None:
     """``mass·total`` as integers when each is whole (within 1e-9), else None."""
     scaled = mass * total

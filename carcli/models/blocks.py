@@ -2,8 +2,23 @@
 
 from __future__ import annotations
 
+import inspect
+from typing import Any
+
 import torch
 from torch import Tensor, nn
+
+
+def constructor_config(arch: str) -> dict[str, Any]:
+    """A model's ``config``: ``arch``, then the arguments of the constructor that calls this
+    (``self`` left out), in the order of its signature and as bound, defaults included. Call
+    it before the constructor reassigns any of its arguments."""
+    frame = inspect.currentframe()
+    assert frame is not None and frame.f_back is not None
+    caller = frame.f_back
+    code = caller.f_code
+    names = code.co_varnames[1 : code.co_argcount + code.co_kwonlyargcount]
+    return {"arch": arch, **{name: caller.f_locals[name] for name in names}}
 
 
 def conv_bn_act(

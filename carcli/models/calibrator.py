@@ -18,6 +18,7 @@ from carcli.models.blocks import (
     check_divisible,
     check_dropout,
     check_positive,
+    constructor_config,
     conv_bn_act,
     mlp,
 )
@@ -58,15 +59,7 @@ class _EncoderDecoderCalibrator(nn.Module):
             convs_per_level=convs_per_level,
         )
         check_dropout(dropout)
-        self.config = {
-            "arch": self.arch,
-            "in_channels": in_channels,
-            "num_classes": num_classes,
-            "width": width,
-            "depth": depth,
-            "convs_per_level": convs_per_level,
-            "dropout": dropout,
-        }
+        self.config = constructor_config(self.arch)
         self.in_channels = in_channels
         self.depth = depth
 
@@ -149,14 +142,7 @@ class ConvNetCalibrator(nn.Module):
             in_channels=in_channels, num_classes=num_classes, width=width, num_blocks=num_blocks
         )
         check_dropout(dropout)
-        self.config = {
-            "arch": self.arch,
-            "in_channels": in_channels,
-            "num_classes": num_classes,
-            "width": width,
-            "num_blocks": num_blocks,
-            "dropout": dropout,
-        }
+        self.config = constructor_config(self.arch)
         self.in_channels = in_channels
         self.body = nn.Sequential(
             *[
@@ -249,14 +235,7 @@ class MLPCalibrator(nn.Module):
         check_positive(
             in_channels=in_channels, num_classes=num_classes, hidden=hidden, num_layers=num_layers
         )
-        self.config = {
-            "arch": self.arch,
-            "in_channels": in_channels,
-            "num_classes": num_classes,
-            "hidden": hidden,
-            "num_layers": num_layers,
-            "slope": slope,
-        }
+        self.config = constructor_config(self.arch)
         self.in_channels = in_channels
         self.net = mlp(in_channels, num_classes, hidden, num_layers, slope)
 

@@ -14,7 +14,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from carcli.models.blocks import channels_last, check_channels, check_positive, mlp
+from carcli.models.blocks import (
+    channels_last,
+    check_channels,
+    check_positive,
+    constructor_config,
+    mlp,
+)
 
 
 def pair_inputs(name: str, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -73,13 +79,7 @@ class DCGANDiscriminator(_ConvDiscriminator):
     def __init__(self, in_channels: int, num_classes: int, width: int = 64, depth: int = 4) -> None:
         super().__init__(in_channels, num_classes)
         check_positive(width=width, depth=depth)
-        self.config = {
-            "arch": self.arch,
-            "in_channels": in_channels,
-            "num_classes": num_classes,
-            "width": width,
-            "depth": depth,
-        }
+        self.config = constructor_config(self.arch)
         self.min_factor = 2**depth
         layers: list[nn.Module] = []
         prev = in_channels + num_classes
@@ -113,12 +113,7 @@ class PixelDiscriminator(_ConvDiscriminator):
     def __init__(self, in_channels: int, num_classes: int, width: int = 64) -> None:
         super().__init__(in_channels, num_classes)
         check_positive(width=width)
-        self.config = {
-            "arch": self.arch,
-            "in_channels": in_channels,
-            "num_classes": num_classes,
-            "width": width,
-        }
+        self.config = constructor_config(self.arch)
 
         def act() -> nn.Module:
             return nn.LeakyReLU(0.2, inplace=True)
@@ -160,14 +155,7 @@ class MLPDiscriminator(nn.Module):
         check_positive(
             in_channels=in_channels, num_classes=num_classes, hidden=hidden, num_layers=num_layers
         )
-        self.config = {
-            "arch": self.arch,
-            "in_channels": in_channels,
-            "num_classes": num_classes,
-            "hidden": hidden,
-            "num_layers": num_layers,
-            "slope": slope,
-        }
+        self.config = constructor_config(self.arch)
         self.in_channels, self.num_classes = in_channels, num_classes
         self.net = mlp(in_channels + num_classes, 1, hidden, num_layers, slope)
 

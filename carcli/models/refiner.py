@@ -25,6 +25,7 @@ from carcli.models.blocks import (
     check_divisible,
     check_dropout,
     check_positive,
+    constructor_config,
     conv_bn_act,
 )
 from carcli.models.noise import (
@@ -118,26 +119,33 @@ class ConvRefiner(nn.Module):
     """What the convolutional refiners (``unet``, ``car``) share: the recipe-facing options
     and their checks, the noise layout (a global code, then the optional grid), the heads
     (logits, noise grid, posterior), the codes of the latent-code variant, the residual
-    logits and ``forward``. A subclass builds its encoder and decoder between
-    :meth:`_setup` and :meth:`_heads` and defines ``encode`` and ``decode``."""
+    logits and ``forward``, and the constructor: its arguments are the registry's
+    hyper-parameters (recipe keys ``refiner.*``, recorded in ``config``). A subclass builds its
+    encoder and decoder in :meth:`_layers` and defines ``encode`` and ``decode``.
+
+    ``noise_regions``, ``region_dim``, ``region_threshold``, ``region_levels``: the region
+    noise, see :meth:`_add_region`."""
 
     arch = ""
 
-    def _setup(  # noqa: PLR0913 (the registry's hyper-parameters)
+    def __init__(  # noqa: PLR0913 (the registry's hyper-parameters, recipe keys refiner.*)
         self,
         in_channels: int,
         num_classes: int,
         noise_dim: int,
-        width: int,
-        depth: int,
-        dropout: float,
-        residual_logits: bool,
-        noise: str,
-        noise_grid: int,
-        regions: tuple[int, int, float, int] = (0, 4, 0.9, 0),
+        width: int = 32,
+        depth: int = 4,
+        dropout: float = 0.1,
+        residual_logits: bool = True,
+        noise: str = "gaussian",
+        noise_grid: int = 0,
+        noise_regions: int = 0,
+        region_dim: int = 4,
+        region_threshold: float = 0.9,
+        region_levels: int = 0,
     ) -> None:
-        """``regions``: (noise_regions, region_dim, region_threshold, region_levels), see
-        :meth:`_add_region`."""
+        super().__init__()
+        config = constructor_config(self.arch)
         check_positive(
             in_channels=in_channels,
             num_classes=num_classes,
@@ -150,31 +158,23 @@ class ConvRefiner(nn.Module):
             raise ValueError(f"unknown noise source {noise!r}; valid: {', '.join(NOISE_SOURCES)}")
         if noise_grid < 0 or (noise_grid and noise != "gaussian"):
             raise ValueError(f"noise_grid needs gaussian noise and >= 0, got {noise_grid}")
-        self.config = {
-            "arch": self.arch,
-            "in_channels": in_channels,
-            "num_classes": num_classes,
-            "noise_dim": noise_dim,
-            "width": width,
-            "depth": depth,
-            "dropout": dropout,
-            "residual_logits": residual_logits,
-            "noise": noise,
-        }
-        if noise_grid:  # (absent: 0, so checkpoints of earlier versions load unchanged)
-            self.config["noise_grid"] = noise_grid
-        self.noise_regions, self.region_dim, self.region_threshold, levels = regions
-        self.region_levels = levels
-        if self.noise_regions < 0 or self.region_dim < 1 or not 0 < self.region_threshold <= 1:
+        # the options that are off are left out of config, so checkpoints of earlier versions
+        # (which never had them) load unchanged
+        if not noise_grid:
+            del config["noise_grid"]
+        if not noise_regions:
+            for key in ("noise_regions", "region_dim", "region_threshold"):
+                del config[key]
+        if not (noise_regions and region_levels):
+            del config["region_levels"]
+        self.config = config
+        self.noise_regions, self.region_dim = noise_regions, region_dim
+        self.region_threshold, self.region_levels = region_threshold, region_levels
+        if noise_regions < 0 or region_dim < 1 or not 0 < region_threshold <= 1:
+            regions = (noise_regions, region_dim, region_threshold, region_levels)
             raise ValueError(f"noise regions need R >= 0, dim >= 1, 0 < threshold <= 1: {regions}")
         if self.noise_regions and noise != "gaussian":
             raise ValueError("noise_regions needs gaussian noise")
-        if self.noise_regions:  # (absent: off, as for noise_grid)
-            self.config["noise_regions"] = self.noise_regions
-            self.config["region_dim"] = self.region_dim
-            self.config["region_threshold"] = self.region_threshold
-            if levels:
-                self.config["region_levels"] = levels
         self.in_channels, self.num_classes = in_channels, num_classes
         # eps = [global code (noise_dim) | spatial grid (GRID_CHANNELS x g x g) | region
         # codes (noise_regions x region_dim)]
@@ -182,6 +182,15 @@ class ConvRefiner(nn.Module):
         self.grid_dim = GRID_CHANNELS * noise_grid**2
         self.noise_dim = noise_dim + self.grid_dim + self.noise_regions * self.region_dim
         self.depth, self.residual_logits, self.noise = depth, residual_logits, noise
+        self._heads(*self._layers(in_channels, num_classes, noise_dim, width, depth, dropout))
+
+    def _layers(
+        self, in_channels: int, num_classes: int, noise_dim: int, width: int, depth: int,
+        dropout: float,
+    ) -> tuple[int, int]:  # fmt: skip
+        """Build the encoder and decoder (subclasses); return the channels of the decoder's
+        output and of the bottleneck, for :meth:`_heads`."""
+        raise NotImplementedError
 
     def _heads(self, c_out: int, c_bottleneck: int) -> None:
         """The 1x1 logits head, the noise grid's projection and the posterior head (in this
@@ -326,34 +335,17 @@ class UNetRefiner(ConvRefiner):
 
     arch = "unet"
 
-    def __init__(
-        self,
-        in_channels: int,
-        num_classes: int,
-        noise_dim: int,
-        width: int = 32,
-        depth: int = 4,
-        dropout: float = 0.1,
-        residual_logits: bool = True,
-        noise: str = "gaussian",
-        noise_grid: int = 0,
-        noise_regions: int = 0,
-        region_dim: int = 4,
-        region_threshold: float = 0.9,
-        region_levels: int = 0,
-    ) -> None:
-        super().__init__()
-        self._setup(
-            in_channels, num_classes, noise_dim, width, depth, dropout, residual_logits, noise,
-            noise_grid, (noise_regions, region_dim, region_threshold, region_levels),
-        )  # fmt: skip
+    def _layers(
+        self, in_channels: int, num_classes: int, noise_dim: int, width: int, depth: int,
+        dropout: float,
+    ) -> tuple[int, int]:  # fmt: skip
         chans = [width * 2**i for i in range(depth + 1)]
         self.encoder = _Encoder(in_channels + num_classes, chans, dropout)
         self.decoder = nn.ModuleList(
             _UpBlock(chans[i], chans[i - 1], chans[i - 1], noise_dim, dropout)
             for i in range(depth, 0, -1)
         )
-        self._heads(chans[0], chans[-1])
+        return chans[0], chans[-1]
 
     def encode(self, x: Tensor, p: Tensor) -> list[Tensor]:
         """Encoder features of (x, p), finest first (run once per input image)."""

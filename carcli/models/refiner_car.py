@@ -122,27 +122,10 @@ class CARRefiner(ConvRefiner):
 
     arch = "car"
 
-    def __init__(
-        self,
-        in_channels: int,
-        num_classes: int,
-        noise_dim: int,
-        width: int = 32,
-        depth: int = 4,
-        dropout: float = 0.1,
-        residual_logits: bool = True,
-        noise: str = "gaussian",
-        noise_grid: int = 0,
-        noise_regions: int = 0,
-        region_dim: int = 4,
-        region_threshold: float = 0.9,
-        region_levels: int = 0,
-    ) -> None:
-        super().__init__()
-        self._setup(
-            in_channels, num_classes, noise_dim, width, depth, dropout, residual_logits, noise,
-            noise_grid, (noise_regions, region_dim, region_threshold, region_levels),
-        )  # fmt: skip
+    def _layers(
+        self, in_channels: int, num_classes: int, noise_dim: int, width: int, depth: int,
+        dropout: float,
+    ) -> tuple[int, int]:  # fmt: skip
         chans = [width * 2**i for i in range(depth)]
         ins = [in_channels + num_classes, *chans[:-1]]
         self.encoder = nn.ModuleList(
@@ -157,7 +140,7 @@ class CARRefiner(ConvRefiner):
             c_skip = chans[depth - 1 - j] if j else 0
             self.decoder.append(_Up(c_h, c_skip, c_out, noise_dim, dropout))
             c_h = c_out
-        self._heads(chans[0], chans[-1])
+        return chans[0], chans[-1]
 
     def encode(self, x: Tensor, p: Tensor) -> list[Tensor]:
         """Encoder features of (x, p) at 1/2 .. 1/2**depth resolution, finest first (run

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from carcli.models.blocks import check_channels, check_positive, mlp
+from carcli.models.blocks import check_channels, check_positive, constructor_config, mlp
 from carcli.models.refiner import draw_noise
 
 
@@ -35,15 +35,7 @@ class MLPRefiner(nn.Module):
             hidden=hidden,
             num_layers=num_layers,
         )
-        self.config = {
-            "arch": self.arch,
-            "in_channels": in_channels,
-            "num_classes": num_classes,
-            "noise_dim": noise_dim,
-            "hidden": hidden,
-            "num_layers": num_layers,
-            "slope": slope,
-        }
+        self.config = constructor_config(self.arch)
         self.in_channels, self.num_classes, self.noise_dim = in_channels, num_classes, noise_dim
         self.net = mlp(
             in_channels + num_classes + noise_dim, num_classes, hidden, num_layers, slope

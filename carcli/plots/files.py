@@ -7,8 +7,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from carcli.artefacts.run import atomic_path
-from carcli.errors import CarsegError
+from carcli.artefacts.run import atomic_path, cannot_write
 
 
 def to_csv(rows: list[dict[str, Any]], columns: list[str]) -> str:
@@ -29,8 +28,4 @@ def save_figure(fig: Any, path: Path) -> None:
         try:
             fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight", pad_inches=0.03)
         except OSError as exc:
-            raise CarsegError(
-                f"cannot write {path}: {exc.strerror or exc}",
-                hint=f"free disk space or make {Path(path).parent} writable, then run the "
-                "command again",
-            ) from None
+            raise cannot_write(path, str(exc.strerror or exc)) from None

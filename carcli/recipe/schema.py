@@ -73,32 +73,19 @@ class DataConfig:
 
 
 @dataclass
-class CalibratorConfig:
-    arch: str = "segnet"
-    """Registry name of F: segnet, unet, convnet or mlp."""
-    width: int | None = None
-    """Base channel count (None: the architecture's default)."""
-    depth: int | None = None
-    """Encoder levels (None: the architecture's default)."""
-    dropout: float = 0.1
-    """Dropout probability inside F."""
-    init_weights: str | None = None
-    """Optional local safetensors file to initialise F from (matching parameter names)."""
-    steps: int = 2000
-    """Optimisation steps."""
-    batch_size: int = 32
-    """Images per optimisation step."""
-    soft_targets: bool = False
-    """Cross-entropy against the label distribution (all annotations, weighted by
-    label_weight) instead of one drawn annotation per step: same expected loss, less noise."""
+class TrainingSchedule:
+    """The optimiser and loop keys that calibrator.* and refiner.* share, declared once (in
+    refiner.*: G's and D's optimisers; D's learning rate is discriminator.lr). They come last in
+    both sections (refiner.* then adds its coupling head's keys)."""
+
     lr: float = 2e-4
-    """Adam learning rate."""
+    """Adam learning rate (refiner: G's)."""
     betas: list[float] = field(default_factory=lambda: [0.5, 0.99])
-    """Adam betas (paper: 0.5, 0.99)."""
+    """Adam betas (paper: 0.5, 0.99; refiner: G's and D's)."""
     weight_decay: float = 5e-4
-    """Adam (coupled L2) weight decay."""
+    """Adam (coupled L2) weight decay (refiner: G's and D's)."""
     lr_milestones: list[int] = field(default_factory=list)
-    """Steps at which the learning rate is multiplied by lr_gamma."""
+    """Steps at which the learning rates are multiplied by lr_gamma."""
     lr_gamma: float = 0.5
     """Learning-rate factor at each milestone."""
     checkpoint_every: int = 500
@@ -118,7 +105,33 @@ class CalibratorConfig:
 
 
 @dataclass
-class RefinerConfig:
+class _CalibratorKeys:
+    arch: str = "segnet"
+    """Registry name of F: segnet, unet, convnet or mlp."""
+    width: int | None = None
+    """Base channel count (None: the architecture's default)."""
+    depth: int | None = None
+    """Encoder levels (None: the architecture's default)."""
+    dropout: float = 0.1
+    """Dropout probability inside F."""
+    init_weights: str | None = None
+    """Optional local safetensors file to initialise F from (matching parameter names)."""
+    steps: int = 2000
+    """Optimisation steps."""
+    batch_size: int = 32
+    """Images per optimisation step."""
+    soft_targets: bool = False
+    """Cross-entropy against the label distribution (all annotations, weighted by
+    label_weight) instead of one drawn annotation per step: same expected loss, less noise."""
+
+
+@dataclass
+class CalibratorConfig(TrainingSchedule, _CalibratorKeys):
+    """calibrator.*: F's own keys, then the shared :class:`TrainingSchedule`."""
+
+
+@dataclass
+class _RefinerKeys:
     arch: str = "unet"
     """Registry name of G: unet, car (the authors' light per-level layout) or mlp."""
     width: int | None = None
@@ -202,30 +215,12 @@ class RefinerConfig:
     """Optimisation steps."""
     batch_size: int = 32
     """Images per optimisation step."""
-    lr: float = 2e-4
-    """Adam learning rate of G."""
-    betas: list[float] = field(default_factory=lambda: [0.5, 0.99])
-    """Adam betas of G and D."""
-    weight_decay: float = 5e-4
-    """Adam (coupled L2) weight decay of G and D."""
-    lr_milestones: list[int] = field(default_factory=list)
-    """Steps at which G's and D's learning rates are multiplied by lr_gamma."""
-    lr_gamma: float = 0.5
-    """Learning-rate factor at each milestone."""
-    checkpoint_every: int = 500
-    """Steps between resumable checkpoints (the last step always writes one)."""
-    checkpoint_minutes: float = 30.0
-    """Minutes between resumable checkpoints besides checkpoint_every, so a long run never
-    loses more than that (0: off). SIGINT / SIGTERM also write one before stopping."""
-    val_every: int = 250
-    """Steps between validations on a fixed subset of the val split (0: never)."""
-    val_size: int = 64
-    """Images in the fixed validation subset."""
-    on_nonfinite: Literal["stop", "skip"] = "stop"
-    """A step whose loss or gradients are NaN or infinite: `stop` ends the stage with an error
-    naming the last good checkpoint; `skip` drops that update (the weights stay as they were),
-    marks the step `skipped` in metrics.jsonl and counts it in `skipped_steps` (a skipped
-    step still counts towards `steps`)."""
+
+
+@dataclass
+class RefinerConfig(TrainingSchedule, _RefinerKeys):
+    """refiner.*: G's own keys, the shared :class:`TrainingSchedule`, then the region coupling
+    head's keys."""
 
     coupling_steps: int = 0
     """Beyond the paper (0: off): after G, train the region coupling head for this many steps:

@@ -21,9 +21,10 @@ from carcli.runtime.networks import save_network
 from carcli.runtime.speed import accelerate
 from carcli.runtime.speed import notes as speed_notes
 from carcli.runtime.speed import settings as speed_settings
-from carcli.training.common import TrainingStage, adam
 from carcli.training.loop import Schedule, StagePlan, run_loop
 from carcli.training.networks import new_calibrator
+from carcli.training.optim import adam
+from carcli.training.stage import TrainingStage
 from carcli.ui import Reporter
 
 MAKE_CMD = "carseg train-calibrator RECIPE"

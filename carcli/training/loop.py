@@ -30,14 +30,8 @@ from carcli import distributed
 from carcli.data.batches import Batch
 from carcli.data.prefetch import BatchPrefetcher
 from carcli.runtime.interrupt import Interrupted, StopRequest
-from carcli.training.common import (
-    MetricsLog,
-    NonFiniteGuard,
-    TrainingStage,
-    lr_at,
-    rng_from_state,
-    set_lr,
-)
+from carcli.training.optim import lr_at, set_lr
+from carcli.training.stage import MetricsLog, NonFiniteGuard, TrainingStage, rng_from_state
 from carcli.ui import Reporter
 
 

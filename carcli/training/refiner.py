@@ -1,6 +1,6 @@
 """`train-refiner`: G and D against the frozen F, following the paper's Algorithm 1.
 
-The step itself is :func:`carcli.training.step.algorithm1`; the loop is the shared one of
+The step itself is :class:`carcli.training.step.RefinerStep`; the loop is the shared one of
 :mod:`carcli.training.loop`. This module only builds the networks and says what differs.
 """
 
@@ -23,21 +23,13 @@ from carcli.runtime.networks import COUPLING, JOINT_CALIBRATOR, load_network, sa
 from carcli.runtime.speed import accelerate
 from carcli.runtime.speed import notes as speed_notes
 from carcli.runtime.speed import settings as speed_settings
-from carcli.training.common import TrainingStage, adam
 from carcli.training.coupling import fit_coupling
 from carcli.training.loop import Schedule, StagePlan, run_loop
 from carcli.training.networks import new_discriminator, new_refiner, new_set_discriminator
-from carcli.training.step import (  # noqa: F401 (re-exported: tests and benchmarks use them)
-    DiscriminatorPolicy,
-    Nets,
-    RefinerTerms,
-    algorithm1,
-    as_label_map,
-    calibrator_update,
-    d_cycle_on,
-    refiner_step,
-)
-from carcli.training.validate import refiner_validation, regression_validation
+from carcli.training.optim import adam
+from carcli.training.stage import TrainingStage
+from carcli.training.step import Nets, RefinerStep
+from carcli.training.val_metrics import refiner_validation, regression_validation
 from carcli.ui import Reporter
 
 MAKE_CMD = "carseg train-refiner RECIPE"
@@ -327,8 +319,9 @@ def _plan(
     r = recipe.refiner
     G, _, F_net, _ = saved  # the unwrapped networks (what is saved)
     dist = distributed.current()
-    terms = RefinerTerms.from_recipe(recipe, info.task, info.num_classes, info.ignore_index)
-    policy = DiscriminatorPolicy.from_recipe(recipe)
+    algorithm1 = RefinerStep.from_recipe(
+        recipe, nets, info.task, info.num_classes, info.ignore_index, noise
+    )
     models, opts, base_lr = _trained(recipe, nets, saved)
 
     def start(step: int) -> None:
@@ -337,10 +330,7 @@ def _plan(
             noise.manual_seed(distributed.rank_seed(recipe.seed + 2, dist.rank, step))
 
     def step(batch: Batch, i: int) -> dict[str, float]:
-        figures = algorithm1(nets, batch, terms, policy, policy.on(i), noise, policy.r1_at(i))
-        if nets.opt_F is not None:  # joint training: F takes its own L_ce step on this batch
-            figures["loss_ce"] = calibrator_update(nets, batch, info.task, info.ignore_index)
-        return distributed.mean_figures(figures)
+        return distributed.mean_figures(algorithm1(batch, i))
 
     def validate() -> dict[str, float]:
         G.eval()

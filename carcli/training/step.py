@@ -1,8 +1,9 @@
 """Algorithm 1: one optimisation step of the refiner G and the discriminator D.
 
-The paper's path reads top to bottom in :func:`algorithm1`; every variant (which L_cal, the
-terms beyond the paper, D's schedule and accuracy gate, simultaneous or alternating D) is
-chosen once, in :class:`RefinerTerms` and :class:`DiscriminatorPolicy`, outside the step.
+The paper's path reads top to bottom in :meth:`RefinerStep.algorithm1`; every variant (which
+L_cal, the terms beyond the paper, D's schedule and accuracy gate, simultaneous or alternating
+D) is chosen once, in :class:`RefinerTerms` and :class:`DiscriminatorPolicy`, and the step
+object that holds them (:class:`RefinerStep`) is built once, outside the step.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as nnf
 
 from carcli import distributed
 from carcli.data.batches import Batch
@@ -25,9 +26,11 @@ from carcli.losses import (
     latent_kl,
     r1_penalty,
     sample_entropy,
+    sample_mean,
 )
 from carcli.losses.calibration import CalibrationTerm
 from carcli.losses.energy import energy_score
+from carcli.models.noise import draw_noise
 from carcli.recipe.schema import Recipe
 
 
@@ -150,67 +153,77 @@ def d_cycle_on(step: int, n_on: int, n_off: int) -> bool:
     return step % (n_on + n_off) < n_on
 
 
-def algorithm1(  # noqa: PLR0913 (the step's inputs, as in the paper)
-    nets: Nets,
-    batch: Batch,
-    terms: RefinerTerms,
-    policy: DiscriminatorPolicy,
-    d_on: bool,
-    noise: torch.Generator,
-    r1: float | None = None,
-) -> dict[str, float]:
-    """One step of Algorithm 1: F's probabilities, M noise draws and G's samples, D's
-    verdict, L_G = w_adv L_adv + w_cal L_cal (+ the extra terms), then the updates.
-    ``r1``: R1's weight at this step (``policy.r1_at(step)``; None: ``policy.r1_weight``)."""
-    x, M = batch.image, terms.num_samples
-    p = calibrator_output(nets.F, batch.cond, terms.task)  # F frozen: the calibration target
-    logits, loss_kl = refiner_samples(nets.G, x, p, M, noise)  # [B, M, K, H, W] or [B, M, D]
-    xs, real, fake, valid = discriminator_inputs(batch, logits, terms)
-    r1 = policy.r1_weight if r1 is None else r1
-    d_fake, out, step_d = discriminator_update(nets, policy, x, xs, real, fake, d_on, r1)
-    loss_adv = adversarial_loss(d_fake)
-    loss_cal = terms.calibration(logits, p, batch.label, valid, terms.ignore_index)
-    loss_g = terms.w_adv * loss_adv + terms.w_cal * loss_cal
-    for name, weight, term in terms.extras:
-        value = term(logits, batch, valid, noise, loss_kl)
-        loss_g = loss_g + weight * value
-        out[name] = value.detach().item()
-    step_set = _nothing
-    if nets.D_set is not None:  # beyond the paper: D also judges sets of k answers
-        loss_set, step_set = set_adversary(nets, policy, batch, fake, terms, noise, out)
-        loss_g = loss_g + terms.w_set * loss_set
-    set_grads(nets.G, loss_g, retain_graph=False)
-    nets.opt_G.step()
-    step_d()  # simultaneous D: its update, after G's (both saw the same D)
-    step_set()
-    out.update(
-        loss_g=loss_g.detach().item(),
-        loss_adv=loss_adv.detach().item(),
-        loss_cal=loss_cal.detach().item(),
-    )
-    return out
+@dataclass(frozen=True)
+class RefinerStep:
+    """Algorithm 1 with everything chosen once: the networks and optimisers, what L_G is made
+    of (:class:`RefinerTerms`), D's policy and the noise stream. Built once (by
+    `train-refiner`, the tests and the benchmarks alike, with :meth:`from_recipe`) and called
+    once per step: ``step(batch, i)``."""
 
+    nets: Nets
+    terms: RefinerTerms
+    policy: DiscriminatorPolicy
+    noise: torch.Generator  # the M noise vectors, and every other draw of the step
 
-def refiner_step(
-    nets: Nets,
-    batch: Batch,
-    recipe: Recipe,
-    task: str,
-    num_classes: int,
-    ignore_index: int,
-    d_update: bool,
-    noise: torch.Generator,
-    step: int = 0,
-) -> dict[str, float]:
-    """:func:`algorithm1` with its terms and D policy read from ``recipe`` (for benchmarks
-    and tests; the training loop builds them once), plus joint F's step when configured.
-    ``step``: the loop's step number, for lazy R1 (``discriminator.r1_every``)."""
-    terms = RefinerTerms.from_recipe(recipe, task, num_classes, ignore_index)
-    policy = DiscriminatorPolicy.from_recipe(recipe)
-    out = algorithm1(nets, batch, terms, policy, d_update, noise, policy.r1_at(step))
-    if nets.opt_F is not None:
-        out["loss_ce"] = calibrator_update(nets, batch, task, ignore_index)
-    return out
+    @classmethod
+    def from_recipe(
+        cls,
+        recipe: Recipe,
+        nets: Nets,
+        task: str,
+        num_classes: int,
+        ignore_index: int,
+        noise: torch.Generator,
+    ) -> RefinerStep:
+        terms = RefinerTerms.from_recipe(recipe, task, num_classes, ignore_index)
+        return cls(nets, terms, DiscriminatorPolicy.from_recipe(recipe), noise)
+
+    def __call__(self, batch: Batch, step: int, d_on: bool | None = None) -> dict[str, float]:
+        """One training step at loop step ``step``: :meth:`algorithm1` with D on or off as its
+        cycle says (``d_on`` given: as given) and R1 weighted as the policy says at this step,
+        then, with joint training (``refiner.joint_calibrator``), F's own L_ce step on this
+        batch."""
+        d_on = self.policy.on(step) if d_on is None else d_on
+        out = self.algorithm1(batch, d_on, self.policy.r1_at(step))
+        if self.nets.opt_F is not None:
+            out["loss_ce"] = calibrator_update(
+                self.nets, batch, self.terms.task, self.terms.ignore_index
+            )
+        return out
+
+    def algorithm1(self, batch: Batch, d_on: bool, r1: float) -> dict[str, float]:
+        """One step of Algorithm 1: F's probabilities, M noise draws and G's samples, their
+        mean G_bar, D's verdict, L_G = w_adv L_adv + w_cal L_cal (+ the extra terms), then
+        the updates. ``r1``: R1's weight at this step."""
+        nets, terms, noise = self.nets, self.terms, self.noise
+        x, M = batch.image, terms.num_samples
+        p = calibrator_output(nets.F, batch.cond, terms.task)  # F frozen: the target
+        eps = draw_noise(x, M, nets.G.noise_dim, None, noise)  # M noise vectors per image
+        logits, loss_kl = refiner_samples(nets.G, x, p, eps)  # [B, M, K, H, W] or [B, M, D]
+        xs, real, fake, valid = discriminator_inputs(batch, logits, terms)
+        d_fake, out, step_d = discriminator_update(nets, self.policy, x, xs, real, fake, d_on, r1)
+        loss_adv = adversarial_loss(d_fake)
+        g_bar = sample_mean(logits, terms.task)  # G_bar: the mean of G's M samples
+        loss_cal = terms.calibration(logits, g_bar, p, batch.label, valid, terms.ignore_index)
+        loss_g = terms.w_adv * loss_adv + terms.w_cal * loss_cal
+        for name, weight, term in terms.extras:
+            value = term(logits, batch, valid, noise, loss_kl)
+            loss_g = loss_g + weight * value
+            out[name] = value.detach().item()
+        step_set = _nothing
+        if nets.D_set is not None:  # beyond the paper: D also judges sets of k answers
+            loss_set, step_set = set_adversary(nets, self.policy, batch, fake, terms, noise, out)
+            loss_g = loss_g + terms.w_set * loss_set
+        set_grads(nets.G, loss_g, retain_graph=False)
+        nets.opt_G.step()
+        step_d()  # simultaneous D: its update, after G's (both saw the same D)
+        step_set()
+        out.update(
+            loss_g=loss_g.detach().item(),
+            loss_adv=loss_adv.detach().item(),
+            loss_cal=loss_cal.detach().item(),
+        )
+        return out
 
 
 def calibrator_output(F_net: torch.nn.Module, cond: torch.Tensor, task: str) -> torch.Tensor:
@@ -221,14 +234,14 @@ def calibrator_output(F_net: torch.nn.Module, cond: torch.Tensor, task: str) -> 
 
 
 def refiner_samples(
-    G: torch.nn.Module, x: torch.Tensor, p: torch.Tensor, M: int, noise: torch.Generator
+    G: torch.nn.Module, x: torch.Tensor, p: torch.Tensor, eps: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """G's M samples per input (M noise vectors drawn inside G's forward from ``noise``) and,
-    for the latent-code variant (noise = posterior), KL(q(z | x, p) || N(0, I)) of its
-    encoded distribution (None for gaussian noise)."""
+    """G's samples for the noise ``eps`` [B, M, d] (one per noise vector) and, for the
+    latent-code variant (noise = posterior), KL(q(z | x, p) || N(0, I)) of its encoded
+    distribution (None for gaussian noise)."""
     if getattr(G, "noise", "gaussian") != "posterior":
-        return G(x, p, num_samples=M, generator=noise), None
-    logits, mu, log_sigma = G(x, p, num_samples=M, generator=noise, return_posterior=True)
+        return G(x, p, noise=eps), None
+    logits, mu, log_sigma = G(x, p, noise=eps, return_posterior=True)
     return logits, latent_kl(mu, log_sigma)
 
 
@@ -237,7 +250,7 @@ def as_label_map(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One-hot real labels [B, K, H, W] (zeros at ignore pixels) and the valid mask [B, H, W]."""
     valid = label != ignore_index
-    onehot = F.one_hot(label.clamp(0, num_classes - 1), num_classes).permute(0, 3, 1, 2)
+    onehot = nnf.one_hot(label.clamp(0, num_classes - 1), num_classes).permute(0, 3, 1, 2)
     return onehot.float() * valid[:, None], valid
 
 

@@ -1,6 +1,7 @@
-"""What both training stages share: the step schedule, the stage folder (lock,
-finished/resume/overwrite rules), the metrics log and checkpoint writing (the device and
-seeding: `carcli.runtime.device`)."""
+"""A training stage's folder and records: the stage folder (lock, finished/resume/overwrite
+rules), the non-finite guard, the metrics log, checkpoint writing and the batch stream's RNG
+state (the optimiser and its schedule: `carcli.training.optim`; the device and seeding:
+`carcli.runtime.device`)."""
 
 from __future__ import annotations
 
@@ -29,27 +30,6 @@ from carcli.artefacts.run import (
 from carcli.errors import CarsegError
 from carcli.recipe.load import recipe_to_dict, recipe_to_yaml
 from carcli.recipe.schema import Recipe
-
-
-def lr_at(base: float, milestones: list[int], gamma: float, step: int) -> float:
-    """Step schedule: base * gamma^(number of milestones already passed)."""
-    return base * gamma ** sum(step >= m for m in milestones)
-
-
-def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
-    for group in opt.param_groups:
-        group["lr"] = lr
-
-
-def adam(
-    params: Any, lr: float, betas: list[float], weight_decay: float, impl: str = "default"
-) -> torch.optim.Adam:
-    """The paper's optimiser: Adam with coupled L2 weight decay; ``impl`` (speed.optimizer):
-    torch's default, ``foreach`` (multi-tensor, bit-identical) or ``fused`` (one kernel)."""
-    kw = {"foreach": True} if impl == "foreach" else {"fused": True} if impl == "fused" else {}
-    return torch.optim.Adam(
-        params, lr=lr, betas=(betas[0], betas[1]), weight_decay=weight_decay, **kw
-    )
 
 
 class NonFiniteGuard:
