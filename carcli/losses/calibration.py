@@ -21,7 +21,7 @@ beyond 100 nats reach it)."""
 
 def calibration_loss(
     sample_logits: Tensor,
-    calib_probs: Tensor,
+    calib: Tensor,
     mask: Tensor | None = None,
     forward: bool = False,
     g_bar: Tensor | None = None,
@@ -30,7 +30,7 @@ def calibration_loss(
     batch.
 
     ``sample_logits`` [B, M, K, H, W] are G's logits for M samples; G_bar = mean over M of
-    their softmax. ``calib_probs`` [B, K, H, W] are F's probabilities p (detached here: F is
+    their softmax. ``calib`` [B, K, H, W] are F's probabilities p (detached here: F is
     the fixed calibration target). Per pixel, KL = sum_k G_bar_k (log G_bar_k - log p_k), with
     both probabilities clamped to >= 1e-8 inside the logs, so a class with G_bar_k = 0
     contributes 0 (no NaN, also for exactly one-hot samples).
@@ -52,28 +52,28 @@ def calibration_loss(
     ``g_bar`` [B, K, H, W]: G_bar as the caller computed it (:func:`sample_mean`, the step of
     Algorithm 1), instead of computing it here (the paper's direction only).
     """
-    if sample_logits.dim() != 5 or calib_probs.dim() != 4:
+    if sample_logits.dim() != 5 or calib.dim() != 4:
         raise ValueError(
             "calibration_loss: expected sample logits [B, M, K, H, W] and probabilities "
-            f"[B, K, H, W], got {tuple(sample_logits.shape)} and {tuple(calib_probs.shape)}"
+            f"[B, K, H, W], got {tuple(sample_logits.shape)} and {tuple(calib.shape)}"
         )
-    if sample_logits.shape[:1] + sample_logits.shape[2:] != calib_probs.shape:
+    if sample_logits.shape[:1] + sample_logits.shape[2:] != calib.shape:
         raise ValueError(
             f"calibration_loss: sample logits {tuple(sample_logits.shape)} do not match "
-            f"probabilities {tuple(calib_probs.shape)}"
+            f"probabilities {tuple(calib.shape)}"
         )
     if forward:
-        p = calib_probs.detach().float()
+        calib = calib.detach().float()
         # log G_bar from the samples' log-softmax (exact for crisp samples, whose G_bar_k may
         # lie far below any clamp), floored only against log 0 from -inf logits
         log_s = sample_logits.float().log_softmax(dim=2).clamp_min(LOG_FLOOR)
         log_g = log_s.logsumexp(dim=1) - math.log(sample_logits.shape[1])
-        kl = (torch.xlogy(p, p) - p * log_g).sum(dim=1)
+        kl = (torch.xlogy(calib, calib) - calib * log_g).sum(dim=1)
         return masked_pixel_mean("calibration_loss", kl, mask)
     if g_bar is None:
         g_bar = sample_mean(sample_logits, "segmentation")
-    p = calib_probs.detach().float()
-    log_ratio = g_bar.clamp_min(PROB_EPS).log() - p.clamp_min(PROB_EPS).log()
+    calib = calib.detach().float()
+    log_ratio = g_bar.clamp_min(PROB_EPS).log() - calib.clamp_min(PROB_EPS).log()
     kl = (g_bar * log_ratio).sum(dim=1)
     return masked_pixel_mean("calibration_loss", kl, mask)
 
@@ -93,33 +93,33 @@ log G_bar from the logits (stable for crisp samples); ``ce`` and ``none`` read n
 
 
 def _kl(
-    logits: Tensor, g_bar: Tensor, p: Tensor, label: Tensor, valid: Tensor | None, ignore: int
+    logits: Tensor, g_bar: Tensor, calib: Tensor, label: Tensor, valid: Tensor | None, ignore: int
 ) -> Tensor:
-    return calibration_loss(logits, p, valid, g_bar=g_bar)
+    return calibration_loss(logits, calib, valid, g_bar=g_bar)
 
 
 def _kl_forward(
-    logits: Tensor, g_bar: Tensor, p: Tensor, label: Tensor, valid: Tensor | None, ignore: int
+    logits: Tensor, g_bar: Tensor, calib: Tensor, label: Tensor, valid: Tensor | None, ignore: int
 ) -> Tensor:
-    return calibration_loss(logits, p, valid, forward=True)
+    return calibration_loss(logits, calib, valid, forward=True)
 
 
 def _ce(
-    logits: Tensor, g_bar: Tensor, p: Tensor, label: Tensor, valid: Tensor | None, ignore: int
+    logits: Tensor, g_bar: Tensor, calib: Tensor, label: Tensor, valid: Tensor | None, ignore: int
 ) -> Tensor:
     return sample_cross_entropy(logits, label, ignore_index=ignore)
 
 
 def _none(
-    logits: Tensor, g_bar: Tensor, p: Tensor, label: Tensor, valid: Tensor | None, ignore: int
+    logits: Tensor, g_bar: Tensor, calib: Tensor, label: Tensor, valid: Tensor | None, ignore: int
 ) -> Tensor:
     return torch.zeros((), device=logits.device)
 
 
 def _regression(
-    logits: Tensor, g_bar: Tensor, p: Tensor, label: Tensor, valid: Tensor | None, ignore: int
+    logits: Tensor, g_bar: Tensor, calib: Tensor, label: Tensor, valid: Tensor | None, ignore: int
 ) -> Tensor:
-    return regression_mean_calibration_loss(g_bar, p)
+    return regression_mean_calibration_loss(g_bar, calib)
 
 
 CALIBRATION_TERMS: dict[str, CalibrationTerm] = {

@@ -104,7 +104,7 @@ class EvalAccumulator:
         self.class_calibration = ClassCalibration(self.num_classes)
         self._rows: list[dict] = []
         self._pairs: list[dict] = []
-        self._has_p = False
+        self._has_calib = False
 
     def _computed(self) -> list[str]:
         """Conventions computed: carseg (always: the standard columns) and the requested."""
@@ -138,17 +138,17 @@ class EvalAccumulator:
         s: np.ndarray,
         y: np.ndarray,
         w: np.ndarray | Sequence[float] | None = None,
-        p: np.ndarray | None = None,
+        calib: np.ndarray | None = None,
     ) -> dict:
         """Add one image: samples s [M, H, W], labels y [A, H, W], weights w [A] (None:
-        uniform), F's probabilities p [K, H, W] or None. Returns the image's row."""
+        uniform), F's probabilities calib [K, H, W] or None. Returns the image's row."""
         s = as_maps(s, "s")
         y = as_maps(y, "y")
         w = check_weights(w, len(y))
         if s.shape[1:] != y.shape[1:] or len(s) == 0:
             raise ValueError(f"samples {s.shape} and labels {y.shape} do not match")
-        if p is not None and np.shape(p) != (self.num_classes, *y.shape[1:]):
-            raise ValueError(f"p has shape {np.shape(p)}, expected [K, H, W]")
+        if calib is not None and np.shape(calib) != (self.num_classes, *y.shape[1:]):
+            raise ValueError(f"p has shape {np.shape(calib)}, expected [K, H, W]")
         m = len(s)
         row: dict = dict.fromkeys(self.columns())
         row["index"], row["num_samples"] = int(index), m
@@ -167,7 +167,7 @@ class EvalAccumulator:
         figs = dice_figures(dice, wv, best_n=min(self.hm_iou_n, n_top))
         row["dice_expected"], row["dice_best_match"] = figs["expected"], figs["best_match"]
         im = _Image(int(index), s, y, w, lab, ignore, n_top, d[:n_top, n_top:], d[n_top:, n_top:])
-        self._frequency_columns(row, im, p)
+        self._frequency_columns(row, im, calib)
         if self.with_modes:
             self._modes(row, im)
         self._rows.append(row)
@@ -202,9 +202,9 @@ class EvalAccumulator:
             row[f"{pre}{hm}"] = figs["hm_iou"]
             row[f"{pre}diversity"] = figs["diversity"]
 
-    def _frequency_columns(self, row: dict, im: _Image, p: np.ndarray | None) -> None:
+    def _frequency_columns(self, row: dict, im: _Image, calib: np.ndarray | None) -> None:
         """Figures of the samples' class frequencies (Dice of their mean prediction, QUBIQ,
-        NCC, class calibration) and of F's probabilities ``p`` (reliability, entropy)."""
+        NCC, class calibration) and of F's probabilities ``calib`` (reliability, entropy)."""
         q, valid = label_probabilities(im.y, im.w, self.num_classes, self.ignore_index)
         freq = sample_frequencies(im.s, self.num_classes)
         if self.num_classes == 2:  # the most frequent class, ties to the lowest
@@ -215,13 +215,13 @@ class EvalAccumulator:
         row["dice_mean_prediction"] = float((dice_from_overlap(dice_mp, count_mp)[0] * im.wv).sum())
         row["qubiq_samples"] = qubiq_score(freq, q, self.eval_classes, valid)
         row["ncc"] = ncc(freq, im.y, im.w, valid)
-        self.class_calibration.update(q, p, freq, valid)
-        if p is not None:
-            self._has_p = True
-            self.reliability.update(p, q, valid)
-            ent = mean_entropy(p, valid)
+        self.class_calibration.update(q, calib, freq, valid)
+        if calib is not None:
+            self._has_calib = True
+            self.reliability.update(calib, q, valid)
+            ent = mean_entropy(calib, valid)
             row["entropy"] = None if np.isnan(ent) else ent
-            row["qubiq_calibrator"] = qubiq_score(p, q, self.eval_classes, valid)
+            row["qubiq_calibrator"] = qubiq_score(calib, q, self.eval_classes, valid)
 
     def _modes(self, row: dict, im: _Image) -> None:
         """Fill the mode, oracle and factor columns of ``row`` (with_modes only)."""
@@ -274,7 +274,7 @@ class EvalAccumulator:
         self._pairs.extend(dict(x) for x in other._pairs)
         self.reliability.merge(other.reliability)
         self.class_calibration.merge(other.class_calibration)
-        self._has_p = self._has_p or other._has_p
+        self._has_calib = self._has_calib or other._has_calib
 
     def rows(self) -> list[dict]:
         """Per-image rows (keys = ``columns()``, None where not applicable), sorted by index."""
@@ -312,7 +312,7 @@ class EvalAccumulator:
 
         Top-level ``ged``, ``hm_iou`` and ``diversity`` follow the primary convention;
         ``conventions`` holds one block per requested convention."""
-        reliability = self.reliability.result() if self._has_p else None
+        reliability = self.reliability.result() if self._has_calib else None
         blocks = {name: self.convention_result(name) for name in self.conventions}
         primary = blocks[self.conventions[0]]
         out: dict = {

@@ -235,8 +235,8 @@ def evaluate_samples(
             labels = ds.read_rows("label", rows)
             weights = ds.weights(rows)
             for i, row in enumerate(rows):
-                p = None if calib is None else calib[i]
-                acc.update(int(row), samples[i], labels[i], weights[i], p)
+                calib_i = None if calib is None else calib[i]
+                acc.update(int(row), samples[i], labels[i], weights[i], calib_i)
             bar.advance(b - a)
     summary = acc.result()
     summary = {

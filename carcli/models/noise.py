@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as nnf
 from scipy import ndimage
 from torch import Tensor, nn
 
@@ -26,13 +26,13 @@ def eps_size(config: dict) -> int:
     return int(config.get("noise_dim", 0)) + GRID_CHANNELS * grid**2 + regions
 
 
-def uncertain_regions(p: Tensor, threshold: float, max_regions: int) -> Tensor:
-    """Region ids [B, H, W] (int64) of F's probabilities p [B, K, H, W]: the 8-connected
+def uncertain_regions(calib: Tensor, threshold: float, max_regions: int) -> Tensor:
+    """Region ids [B, H, W] (int64) of F's probabilities ``calib`` [B, K, H, W]: the 8-connected
     regions where F's top class probability is below ``threshold`` are numbered in raster
     order of their first pixel, 0, 1, ..., and region r gets id r mod ``max_regions``;
     certain pixels get ``max_regions`` (no region). Computed on the CPU (scipy), once per image."""
-    uncertain = (p.detach().float().amax(1) < threshold).cpu().numpy()
-    return torch.from_numpy(region_ids(uncertain, max_regions)).to(p.device)
+    uncertain = (calib.detach().float().amax(1) < threshold).cpu().numpy()
+    return torch.from_numpy(region_ids(uncertain, max_regions)).to(calib.device)
 
 
 def region_ids(uncertain: np.ndarray, max_regions: int, link: int = 0) -> np.ndarray:
@@ -66,8 +66,8 @@ def region_field(codes: Tensor, ids: Tensor, proj: nn.Conv2d, size: tuple[int, i
     if tuple(size) == tuple(ids.shape[-2:]):
         field = q.gather(2, ids.reshape(b, 1, -1, 1).expand(b, m, -1, c))  # [B, M, H*W, C]
     else:
-        share = F.one_hot(ids, r + 1).permute(0, 3, 1, 2).to(codes.dtype)  # [B, R+1, H, W]
-        share = F.adaptive_avg_pool2d(share, size).flatten(2)  # [B, R+1, h*w]
+        share = nnf.one_hot(ids, r + 1).permute(0, 3, 1, 2).to(codes.dtype)  # [B, R+1, H, W]
+        share = nnf.adaptive_avg_pool2d(share, size).flatten(2)  # [B, R+1, h*w]
         field = torch.einsum("brs,bmrc->bmsc", share, q)
     return field.reshape(b * m, *size, c).permute(0, 3, 1, 2)
 

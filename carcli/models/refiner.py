@@ -9,14 +9,14 @@
   (:mod:`carcli.models.refiner_mlp`); ``car`` — the authors' per-level layout
   (:mod:`carcli.models.refiner_car`).
 
-Both share the call ``forward(x, p, num_samples=1, noise=None, generator=None)`` and return
+Both share the call ``forward(x, calib, num_samples=1, noise=None, generator=None)`` and return
 the M samples along a new dim 1: logits [B, M, K, H, W] (unet) or values [B, M, D_out] (mlp).
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as nnf
 from torch import Tensor, nn
 
 from carcli.models.blocks import (
@@ -59,7 +59,7 @@ class _Encoder(nn.Module):
         """Features of every level, finest first; the last one is the bottleneck."""
         feats = []
         for i, block in enumerate(self.blocks):
-            z = block(z if i == 0 else F.max_pool2d(z, 2))
+            z = block(z if i == 0 else nnf.max_pool2d(z, 2))
             feats.append(z)
         return feats
 
@@ -92,7 +92,7 @@ class _UpBlock(nn.Module):
     def forward(self, h: Tensor, skip: Tensor, noise: Tensor, expand: bool) -> Tensor:
         """``h`` [B*M, ...] ([B, ...] if ``expand``), ``skip`` [B, ...], ``noise`` [B*M, d]."""
         batch, samples = skip.shape[0], noise.shape[0] // skip.shape[0]
-        u = self.conv_up(F.interpolate(self.reduce(h), scale_factor=2.0, mode="nearest"))
+        u = self.conv_up(nnf.interpolate(self.reduce(h), scale_factor=2.0, mode="nearest"))
         s = self.conv_skip(skip)
         if expand:  # h is still per image: add the skip, then fan out to the samples
             u = u + s
@@ -112,7 +112,7 @@ class _UpBlock(nn.Module):
             scale, shift = scale * keep, shift * keep
         shape = (noise.shape[0], -1, 1, 1)
         out = torch.addcmul(shift.view(shape), u, scale.view(shape))
-        return F.leaky_relu_(out, 0.2)
+        return nnf.leaky_relu_(out, 0.2)
 
 
 class ConvRefiner(nn.Module):
@@ -223,12 +223,12 @@ class ConvRefiner(nn.Module):
         codes, ids = regions
         return h + region_field(codes, ids, self.region_proj[level], h.shape[-2:]).to(h.dtype)
 
-    def _check_inputs(self, x: Tensor, p: Tensor) -> None:
+    def _check_inputs(self, x: Tensor, calib: Tensor) -> None:
         name = f"{self.arch} refiner"
         check_channels(name, x, self.in_channels, "image channels")
-        check_channels(name, p, self.num_classes, "class probabilities")
-        if p.shape[0] != x.shape[0] or p.shape[-2:] != x.shape[-2:]:
-            raise ValueError(f"{name}: p {tuple(p.shape)} does not match x {tuple(x.shape)}")
+        check_channels(name, calib, self.num_classes, "class probabilities")
+        if calib.shape[0] != x.shape[0] or calib.shape[-2:] != x.shape[-2:]:
+            raise ValueError(f"{name}: p {tuple(calib.shape)} does not match x {tuple(x.shape)}")
         check_divisible(name, x, 2**self.depth, f"depth {self.depth}")
 
     def posterior(self, feats: list[Tensor]) -> tuple[Tensor, Tensor]:
@@ -249,7 +249,7 @@ class ConvRefiner(nn.Module):
         return z.to(noise.dtype)
 
     def _decoder_input(
-        self, feats: list[Tensor], noise: Tensor, p: Tensor
+        self, feats: list[Tensor], noise: Tensor, calib: Tensor
     ) -> tuple[Tensor, Tensor, bool, int, tuple[Tensor, Tensor] | None]:
         """(bottleneck h, the decoder's codes [B*M, d], whether h is still per image, M, the
         region codes [B, M, R, region_dim] and F's uncertain regions [B, H, W] of p, or
@@ -266,34 +266,35 @@ class ConvRefiner(nn.Module):
         if self.noise_regions:
             start = self.code_dim + self.grid_dim
             codes = eps[:, start:].reshape(batch, samples, self.noise_regions, self.region_dim)
-            regions = (codes, uncertain_regions(p, self.region_threshold, self.noise_regions))
+            regions = (codes, uncertain_regions(calib, self.region_threshold, self.noise_regions))
         if self.noise_grid:
             g = self.noise_grid
             grid = eps[:, self.code_dim : self.code_dim + self.grid_dim]
-            grid = F.interpolate(grid.reshape(-1, GRID_CHANNELS, g, g), size=h.shape[-2:])
+            grid = nnf.interpolate(grid.reshape(-1, GRID_CHANNELS, g, g), size=h.shape[-2:])
             h = h.repeat_interleave(samples, dim=0) + self.grid_proj(grid)
             expand = False
         return h, eps[:, : self.code_dim], expand, samples, regions
 
-    def _logits(self, h: Tensor, p: Tensor, samples: int) -> Tensor:
+    def _logits(self, h: Tensor, calib: Tensor, samples: int) -> Tensor:
         """The head's logits [B, M, K, H, W], plus log p with ``residual_logits``."""
         logits = self.head(h)
         logits = logits.contiguous().view(-1, samples, *logits.shape[1:])
         if self.residual_logits:
-            log_p = p.float().clamp_min(LOG_EPS).log()  # float32: 1e-8 underflows in fp16
-            logits = logits + log_p.to(logits.dtype).unsqueeze(1)
+            log_calib = calib.float().clamp_min(LOG_EPS).log()  # float32: 1e-8 underflows in fp16
+            logits = logits + log_calib.to(logits.dtype).unsqueeze(1)
         return logits
 
     def forward(
         self,
         x: Tensor,
-        p: Tensor,
+        calib: Tensor,
         num_samples: int = 1,
         noise: Tensor | None = None,
         generator: torch.Generator | None = None,
         return_posterior: bool = False,
     ) -> Tensor | tuple[Tensor, Tensor, Tensor]:
-        """M sample logits [B, M, K, H, W] for x [B, C, H, W] and F's probabilities p.
+        """M sample logits [B, M, K, H, W] for x [B, C, H, W] and F's probabilities ``calib``
+        (the paper's p).
 
         ``noise`` [B, M, d] fixes the samples (then M = noise.shape[1]); otherwise
         ``num_samples`` noise vectors per image are drawn from N(0, I) with ``generator``.
@@ -302,8 +303,8 @@ class ConvRefiner(nn.Module):
         torch.compile or autocast see the whole forward).
         """
         eps = draw_noise(x, num_samples, self.noise_dim, noise, generator)
-        feats = self.encode(x, p)
-        logits = self.decode(feats, p, eps)
+        feats = self.encode(x, calib)
+        logits = self.decode(feats, calib, eps)
         if return_posterior:
             return (logits, *self.posterior(feats))
         return logits
@@ -312,11 +313,11 @@ class ConvRefiner(nn.Module):
 class UNetRefiner(ConvRefiner):
     """U-Net refiner G(x, p, eps) with noise injected in every up block.
 
-    Input: image x [B, C, H, W] concatenated with F's probabilities p [B, K, H, W]. Encoder: a
-    full-resolution block then ``depth`` levels (max-pool 2, block), channels ``width * 2**i``;
-    each block is conv3x3 + BN + LeakyReLU(0.2) + channel dropout. Decoder: ``depth`` up blocks (see
-    :class:`_UpBlock`), each modulated by the noise: h * (1 + gamma(eps)) + beta(eps) after BN,
-    with gamma, beta linear maps of eps. A 1x1 conv gives K logits per sample.
+    Input: image x [B, C, H, W] concatenated with F's probabilities ``calib`` (the paper's p) [B, K,
+    H, W]. Encoder: a full-resolution block then ``depth`` levels (max-pool 2, block), channels
+    ``width * 2**i``; each block is conv3x3 + BN + LeakyReLU(0.2) + channel dropout. Decoder:
+    ``depth`` up blocks (see :class:`_UpBlock`), each modulated by the noise: h * (1 + gamma(eps)) +
+    beta(eps) after BN, with gamma, beta linear maps of eps. A 1x1 conv gives K logits per sample.
 
     The encoder runs once on the B inputs; the decoder runs on B*M rows, image-major (row
     b*M + m is sample m of image b); ``encode`` and ``decode`` are public so a sampler can
@@ -347,19 +348,19 @@ class UNetRefiner(ConvRefiner):
         )
         return chans[0], chans[-1]
 
-    def encode(self, x: Tensor, p: Tensor) -> list[Tensor]:
-        """Encoder features of (x, p), finest first (run once per input image)."""
-        self._check_inputs(x, p)
-        return self.encoder(torch.cat([x, p.to(x.dtype)], dim=1))
+    def encode(self, x: Tensor, calib: Tensor) -> list[Tensor]:
+        """Encoder features of (x, calib), finest first (run once per input image)."""
+        self._check_inputs(x, calib)
+        return self.encoder(torch.cat([x, calib.to(x.dtype)], dim=1))
 
-    def decode(self, feats: list[Tensor], p: Tensor, noise: Tensor) -> Tensor:
+    def decode(self, feats: list[Tensor], calib: Tensor, noise: Tensor) -> Tensor:
         """Logits [B, M, K, H, W] from encoder features and noise eps [B, M, d] (turned into
         codes first by :meth:`codes` when ``noise="posterior"``)."""
-        h, eps, expand, samples, regions = self._decoder_input(feats, noise, p)
+        h, eps, expand, samples, regions = self._decoder_input(feats, noise, calib)
         for i, block in enumerate(self.decoder):
             h = block(h, feats[-2 - i], eps, expand=expand and i == 0)
             h = self._add_region(h, i, regions)
-        return self._logits(h, p, samples)
+        return self._logits(h, calib, samples)
 
     def _decoder_channels(self) -> list[int]:
         return [block.norm.num_features for block in self.decoder]

@@ -20,7 +20,7 @@ extra sample costs only the three finer up levels and the head.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as nnf
 from torch import Tensor, nn
 
 from carcli.models.refiner import ConvRefiner
@@ -86,7 +86,7 @@ class _Up(nn.Module):
             scale, shift = scale * keep, shift * keep
         shape = (rows, -1, 1, 1)
         out = torch.addcmul(shift.view(shape), u, scale.view(shape))
-        return F.leaky_relu_(out, 0.2)
+        return nnf.leaky_relu_(out, 0.2)
 
     @torch.no_grad()
     def fold_norm(self) -> bool:
@@ -111,14 +111,13 @@ class _Up(nn.Module):
 class CARRefiner(ConvRefiner):
     """The authors' per-level refiner G(x, p, eps) (see the module docstring).
 
-    Input: image x [B, C, H, W] concatenated with F's probabilities p [B, K, H, W]; output:
-    logits [B, M, K, H, W]. ``residual_logits`` adds log(clamp(p, 1e-8)) to the logits (the
-    toolkit's option, see docs/method.md, "Deviations"). ``noise="posterior"`` (appendix
-    B.2.3): a linear head on the averaged bottleneck gives q(z | x, p), and the modulation is
-    driven by z = mu + sigma * eps. ``noise_grid`` g > 0: eps also holds GRID_CHANNELS x g x g
-    numbers, a coarse noise map added (1x1 conv) to every sample's bottleneck, as in ``unet``.
-    H and W must be divisible by ``2**depth``.
-    """
+    Input: image x [B, C, H, W] concatenated with F's probabilities ``calib`` (the paper's p) [B, K,
+    H, W]; output: logits [B, M, K, H, W]. ``residual_logits`` adds log(clamp(p, 1e-8)) to the
+    logits (the toolkit's option, see docs/method.md, "Deviations"). ``noise="posterior"`` (appendix
+    B.2.3): a linear head on the averaged bottleneck gives q(z | x, p), and the modulation is driven
+    by z = mu + sigma * eps. ``noise_grid`` g > 0: eps also holds GRID_CHANNELS x g x g numbers, a
+    coarse noise map added (1x1 conv) to every sample's bottleneck, as in ``unet``. H and W must be
+    divisible by ``2**depth``."""
 
     arch = "car"
 
@@ -142,25 +141,25 @@ class CARRefiner(ConvRefiner):
             c_h = c_out
         return chans[0], chans[-1]
 
-    def encode(self, x: Tensor, p: Tensor) -> list[Tensor]:
-        """Encoder features of (x, p) at 1/2 .. 1/2**depth resolution, finest first (run
+    def encode(self, x: Tensor, calib: Tensor) -> list[Tensor]:
+        """Encoder features of (x, calib) at 1/2 .. 1/2**depth resolution, finest first (run
         once per input image); the last one is the bottleneck."""
-        self._check_inputs(x, p)
-        z = torch.cat([x, p.to(x.dtype)], dim=1)
+        self._check_inputs(x, calib)
+        z = torch.cat([x, calib.to(x.dtype)], dim=1)
         feats = []
         for block in self.encoder:
             z = block(z)
             feats.append(z)
         return feats
 
-    def decode(self, feats: list[Tensor], p: Tensor, noise: Tensor) -> Tensor:
+    def decode(self, feats: list[Tensor], calib: Tensor, noise: Tensor) -> Tensor:
         """Logits [B, M, K, H, W] from encoder features and noise eps [B, M, d]."""
-        h, eps, expand, samples, regions = self._decoder_input(feats, noise, p)
+        h, eps, expand, samples, regions = self._decoder_input(feats, noise, calib)
         for j, block in enumerate(self.decoder):
             skip = feats[self.depth - 1 - j] if j else None
             h = block(h, skip, eps, expand=expand and j == 0)
             h = self._add_region(h, j, regions)
-        return self._logits(h, p, samples)
+        return self._logits(h, calib, samples)
 
     def _decoder_channels(self) -> list[int]:
         return [block.up.out_channels for block in self.decoder]

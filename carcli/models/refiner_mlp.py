@@ -44,17 +44,17 @@ class MLPRefiner(nn.Module):
     def forward(
         self,
         x: Tensor,
-        p: Tensor,
+        calib: Tensor,
         num_samples: int = 1,
         noise: Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """Samples [B, M, D_out] for x [B, D_in] and F's mean p [B, D_out]."""
+        """Samples [B, M, D_out] for x [B, D_in] and F's mean ``calib`` [B, D_out]."""
         check_channels("mlp refiner", x, self.in_channels, "input features")
-        check_channels("mlp refiner", p, self.num_classes, "output features")
+        check_channels("mlp refiner", calib, self.num_classes, "output features")
         eps = draw_noise(x, num_samples, self.noise_dim, noise, generator)
         samples = eps.shape[1]
-        cond = torch.cat([x, p.to(x.dtype)], dim=1).unsqueeze(1).expand(-1, samples, -1)
+        cond = torch.cat([x, calib.to(x.dtype)], dim=1).unsqueeze(1).expand(-1, samples, -1)
         return self.net(torch.cat([cond, eps], dim=2))
 
 

@@ -186,7 +186,7 @@ def _row_heights(views: list[ImageView], ncols: int, legend_rows: int) -> list[f
     """Row heights in inches (hspace 0): header, then image rows separated by title gaps,
     then the colour-bar row (its ticks and label below it), then the legend if on its own
     (``legend_rows`` > 0)."""
-    h, w = views[0].p.shape[1:] if views else (1, 1)
+    h, w = views[0].calib.shape[1:] if views else (1, 1)
     panel_h = TWO_COLUMNS / ncols * 0.92 * h / w  # wspace takes ~8% of each column
     heights = [HEADER_IN]
     for r in range(len(views)):
@@ -197,11 +197,11 @@ def _row_heights(views: list[ImageView], ncols: int, legend_rows: int) -> list[f
     return heights
 
 
-def _show_prob(ax, p: np.ndarray, g: _Grid) -> None:
+def _show_prob(ax, calib: np.ndarray, g: _Grid) -> None:
     if g.binary:
-        ax.imshow(p[g.fg], cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+        ax.imshow(calib[g.fg], cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
     else:
-        ax.imshow(prob_rgb(p, g.lut), interpolation="nearest")
+        ax.imshow(prob_rgb(calib, g.lut), interpolation="nearest")
 
 
 def _image_row(fig: Figure, cells: list, r: int, v: ImageView, g: _Grid) -> None:
@@ -228,9 +228,9 @@ def _image_row(fig: Figure, cells: list, r: int, v: ImageView, g: _Grid) -> None
             linespacing=1.1,
         )
     c = 1 + g.n_modes
-    _show_prob(axes[c], v.p, g)
+    _show_prob(axes[c], v.calib, g)
     axes[c + 1].imshow(
-        entr(v.p.astype(np.float64)).sum(axis=0),
+        entr(v.calib.astype(np.float64)).sum(axis=0),
         cmap="magma",
         norm=g.ent_norm,
         interpolation="nearest",

@@ -51,7 +51,7 @@ class ImageView:
     mode_weights: np.ndarray  # [R]
     mode_freq: np.ndarray  # [R] fraction of all M samples nearest to each mode
     num_modes: int  # distinct non-padding annotations in total
-    p: np.ndarray  # [K, H, W] F's probabilities
+    calib: np.ndarray  # [K, H, W] F's probabilities
     g_mean: np.ndarray  # [K, H, W] class frequencies over all M samples
     samples: np.ndarray  # [S, H, W] shown samples
     sample_idx: list[int]
@@ -90,9 +90,9 @@ def accumulate(
             weights = ds.weights(rows)
             for i in range(b - a):
                 q, valid = label_probabilities(labels[i], weights[i], k, info.ignore_index)
-                p = calib[i].astype(np.float32)
-                stats.reliability.update(p, q, valid)
-                stats.classes.update(q, p, sample_frequencies(samples[i], k), valid)
+                calib_i = calib[i].astype(np.float32)
+                stats.reliability.update(calib_i, q, valid)
+                stats.classes.update(q, calib_i, sample_frequencies(samples[i], k), valid)
                 ent = entr(np.clip(q[:, valid], 0.0, 1.0)).sum(axis=0)
                 stats.label_entropy[a + i] = float(ent.mean()) if ent.size else 0.0
                 stats.n_present[a + i] = int((q[:, valid] > 0).any(axis=1).sum())
@@ -130,7 +130,7 @@ def image_view(
     labels = ds.read_rows("label", rows)[0]
     weights = ds.weights(rows)[0].astype(np.float64)
     s = bank.read("samples", slice(position, position + 1))[0]
-    p = bank.read("calibration", slice(position, position + 1))[0].astype(np.float32)
+    calib = bank.read("calibration", slice(position, position + 1))[0].astype(np.float32)
     ignore = image_ignore_mask(labels, info.ignore_index, weights)
     rep_idx, mode_w = merge_modes(labels, weights, ignore)
     mf = mode_frequencies(
@@ -148,7 +148,7 @@ def image_view(
     acc = EvalAccumulator(
         k, info.ignore_index, info.eval_classes, ged_counts=[n_ged], hm_iou_n=n_ged
     )
-    figs = acc.update(row, s, labels, weights, p)
+    figs = acc.update(row, s, labels, weights, calib)
     ent_q = entr(np.clip(q[:, valid], 0.0, 1.0)).sum(axis=0)
     shown = list(range(min(n_samples, m)))
     return ImageView(
@@ -159,7 +159,7 @@ def image_view(
         mode_weights=mode_w[order],
         mode_freq=np.asarray(mf["frequencies"])[order],
         num_modes=len(rep_idx),
-        p=p,
+        calib=calib,
         g_mean=sample_frequencies(s, k),
         samples=s[shown],
         sample_idx=shown,

@@ -50,10 +50,10 @@ def pad_to(x: np.ndarray, stride: int) -> np.ndarray:
     return np.pad(x, ((0, 0), (0, ph), (0, pw)), mode="reflect" if min(h, w) > 1 else "edge")
 
 
-def entropy(p16: np.ndarray) -> np.ndarray:
+def entropy(calib16: np.ndarray) -> np.ndarray:
     """F's entropy in nats [H, W] from its probabilities [K, H, W]."""
-    p = p16.astype(np.float32)
-    return -(p * np.log(np.clip(p, 1e-12, None))).sum(0)
+    calib = calib16.astype(np.float32)
+    return -(calib * np.log(np.clip(calib, 1e-12, None))).sum(0)
 
 
 def condition(item: Item, bb: np.ndarray | None, num_classes: int) -> np.ndarray:
@@ -108,7 +108,7 @@ def run(
                     {items[i].key: padded[i][0] for i in part},
                     {items[i].key: padded[i][1] for i in part},
                 )
-                smp, cal = draw(
+                smp, calib = draw(
                     F,
                     G,
                     src,
@@ -123,8 +123,8 @@ def run(
                 for j, i in enumerate(part):
                     h, w = items[i].size
                     s_i = np.ascontiguousarray(smp[j, :, :h, :w])
-                    p_i = np.ascontiguousarray(cal[j, :, :h, :w])
-                    done(i, Result(s_i, p_i, entropy(p_i), proposals(s_i, eval_classes)))
+                    calib_i = np.ascontiguousarray(calib[j, :, :h, :w])
+                    done(i, Result(s_i, calib_i, entropy(calib_i), proposals(s_i, eval_classes)))
 
 
 def _distinct_keys(batch: list[int], items: list[Item]) -> list[list[int]]:

@@ -197,10 +197,10 @@ def read_folder(folder: Path, num_samples: int) -> Result:
     samples = np.stack(
         [np.asarray(Image.open(folder / "samples" / f"{i:03d}.png")) for i in range(num_samples)]
     )
-    probs = np.load(folder / "probabilities.npy", allow_pickle=False)
+    calib = np.load(folder / "probabilities.npy", allow_pickle=False)
     ent = np.load(folder / "uncertainty.npy", allow_pickle=False)
     props = json.loads((folder / "proposals.json").read_text())["proposals"]
-    return Result(samples, probs, ent, props)
+    return Result(samples, calib, ent, props)
 
 
 class PredictionsFile:

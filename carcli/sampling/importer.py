@@ -203,17 +203,19 @@ def _array_source(path: Path, info: DatasetInfo, names: dict[str, int]) -> Sourc
     return Source(kind, [int(p) for p in order], load, int(samples.shape[1]), calibration, "")
 
 
-def check_calibration(cal: np.ndarray, info: DatasetInfo, what: str) -> np.ndarray:
+def check_calibration(calib: np.ndarray, info: DatasetInfo, what: str) -> np.ndarray:
     """Probabilities [N, K, H, W]: the right shape, finite, in [0, 1], summing to 1."""
     want = (info.n, info.num_classes, *info.label_shape)
-    if cal.shape != want or cal.dtype.kind != "f":
-        raise CarsegError(f"{what}: calibration is {cal.dtype} {cal.shape}, expected float {want}")
-    cal = cal.astype(np.float32)
-    if not np.isfinite(cal).all() or cal.min() < 0 or cal.max() > 1:
+    if calib.shape != want or calib.dtype.kind != "f":
+        raise CarsegError(
+            f"{what}: calibration is {calib.dtype} {calib.shape}, expected float {want}"
+        )
+    calib = calib.astype(np.float32)
+    if not np.isfinite(calib).all() or calib.min() < 0 or calib.max() > 1:
         raise CarsegError(f"{what}: calibration holds values outside [0, 1] or NaN")
-    if np.abs(cal.sum(axis=1) - 1).max() > _SUM_TOL:
+    if np.abs(calib.sum(axis=1) - 1).max() > _SUM_TOL:
         raise CarsegError(f"{what}: calibration does not sum to 1 over the classes")
-    return cal
+    return calib
 
 
 def open_source(path: Path, info: DatasetInfo, names: dict[str, int]) -> Source:
@@ -285,27 +287,27 @@ def _calibration_of(
 ) -> np.ndarray | None:
     """The checked probabilities [N, K, H, W] in dataset-row order (the source's own or
     ``--calibration``), or None."""
-    cal = src.calibration
+    calib = src.calibration
     if calibration is not None:
-        if cal is not None:
+        if calib is not None:
             raise CarsegError(f"{source} already holds calibration; drop --calibration")
         try:
-            cal = np.load(Path(calibration), allow_pickle=False)
+            calib = np.load(Path(calibration), allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise CarsegError(f"{calibration}: unreadable array ({exc})") from None
-        if cal.ndim != 4 or len(cal) != info.n:
+        if calib.ndim != 4 or len(calib) != info.n:
             raise CarsegError(
-                f"{calibration}: calibration is {cal.shape}, expected "
+                f"{calibration}: calibration is {calib.shape}, expected "
                 f"{(info.n, info.num_classes, *info.label_shape)}"
             )
         if src.kind in ("npy", "npz"):  # the source's order -> dataset rows
-            cal = cal[np.asarray(src.rows, dtype=np.intp)]
-    if cal is not None:
-        cal = check_calibration(cal, info, str(calibration or source))
-    return cal
+            calib = calib[np.asarray(src.rows, dtype=np.intp)]
+    if calib is not None:
+        calib = check_calibration(calib, info, str(calibration or source))
+    return calib
 
 
-def _write_rows(h5, src: Source, info: DatasetInfo, source: Path, cal, bar) -> None:
+def _write_rows(h5, src: Source, info: DatasetInfo, source: Path, calib, bar) -> None:
     """Check and write every row's samples and calibration (G's frequencies without one)."""
     want = (src.m, *info.label_shape)
     for row in range(info.n):
@@ -321,8 +323,8 @@ def _write_rows(h5, src: Source, info: DatasetInfo, source: Path, cal, bar) -> N
             )
         s = s.astype(np.uint8)
         h5["samples"][row] = s
-        if cal is not None:
-            h5["calibration"][row] = cal[row].astype(np.float16)
+        if calib is not None:
+            h5["calibration"][row] = calib[row].astype(np.float16)
         else:
             freq = np.stack([(s == k).mean(axis=0) for k in range(info.num_classes)])
             h5["calibration"][row] = freq.astype(np.float16)
@@ -347,7 +349,7 @@ def _import(
         if info.task != "segmentation":
             raise CarsegError(f"{data_path}: import-samples takes segmentation datasets only")
         src = open_source(source, info, case_names(data_dir, split, info.n))
-        cal = _calibration_of(src, calibration, source, info)
+        calib = _calibration_of(src, calibration, source, info)
         manifest = Manifest("import-samples", config, seed)
         manifest.add_input(data_path, f"data.{split}")
         attrs = {
@@ -362,14 +364,14 @@ def _import(
             "imported_from": str(source.resolve()),
             "imported_format": src.kind,
             "imported_sha256": _digest(source),
-            "calibration_source": "source" if cal is not None else "none",
+            "calibration_source": "source" if calib is not None else "none",
             "dataset_sha256": manifest.inputs[str(data_path)],
             "provenance": json.dumps(manifest.provenance, sort_keys=True),
         }
         with rep.progress(info.n, f"import {split}") as bar, atomic_path(bank_path) as tmp:
             h5 = create_bank(tmp, info, info.n, src.m, attrs)
             try:
-                _write_rows(h5, src, info, source, cal, bar)
+                _write_rows(h5, src, info, source, calib, bar)
             finally:
                 h5.close()
     manifest.extra["imported_from"] = attrs["imported_from"]

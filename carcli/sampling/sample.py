@@ -107,6 +107,6 @@ def split_refiner(G: torch.nn.Module) -> tuple[Callable, Callable] | None:
     if wrap is None:
         return net.encode, net.decode
     return (
-        lambda x, p: wrap.run(net.encode, x, p, floats=False),
-        lambda feats, p, eps: wrap.run(net.decode, feats, p, eps),
+        lambda x, calib: wrap.run(net.encode, x, calib, floats=False),
+        lambda feats, calib, eps: wrap.run(net.decode, feats, calib, eps),
     )

@@ -303,10 +303,10 @@ BACKGROUND_WRITER = True
 
 def _write_chunk(path: Path, d: _Draws, a: int, b: int, bar: Any, writer: ChunkWriter) -> None:
     """Draw rows a..b and hand them to ``writer``, which saves them as the chunk file `path`."""
-    samples, calib = [], []
+    samples, calibs = [], []
     for start in range(a, b, d.batch_size):
         rows = np.arange(start, min(b, start + d.batch_size))
-        smp, cal = draw(
+        smp, calib = draw(
             d.F_net,
             d.G,
             d.source,
@@ -319,9 +319,9 @@ def _write_chunk(path: Path, d: _Draws, a: int, b: int, bar: Any, writer: ChunkW
             chunk_samples=d.chunk_samples,
         )
         samples.append(smp)
-        calib.append(cal)
+        calibs.append(calib)
         bar.advance(len(rows))
-    writer.put(path, a, b, np.concatenate(samples), np.concatenate(calib))
+    writer.put(path, a, b, np.concatenate(samples), np.concatenate(calibs))
 
 
 def _save_chunk(path: Path, samples: np.ndarray, calib: np.ndarray) -> None:

@@ -234,14 +234,14 @@ def calibrator_output(F_net: torch.nn.Module, cond: torch.Tensor, task: str) -> 
 
 
 def refiner_samples(
-    G: torch.nn.Module, x: torch.Tensor, p: torch.Tensor, eps: torch.Tensor
+    G: torch.nn.Module, x: torch.Tensor, calib: torch.Tensor, eps: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """G's samples for the noise ``eps`` [B, M, d] (one per noise vector) and, for the
     latent-code variant (noise = posterior), KL(q(z | x, p) || N(0, I)) of its encoded
     distribution (None for gaussian noise)."""
     if getattr(G, "noise", "gaussian") != "posterior":
-        return G(x, p, noise=eps), None
-    logits, mu, log_sigma = G(x, p, noise=eps, return_posterior=True)
+        return G(x, calib, noise=eps), None
+    logits, mu, log_sigma = G(x, calib, noise=eps, return_posterior=True)
     return logits, latent_kl(mu, log_sigma)
 
 

@@ -36,12 +36,14 @@ def refiner_validation(
         idx = np.arange(start, min(n, start + batch_size))
         b = val.get(idx, None, annotation=np.zeros(len(idx), dtype=np.int64))
         out = F_net(b.cond.to(device))
-        p = out.softmax(1)
-        probs = G(b.image.to(device), p, num_samples=VAL_SAMPLES, generator=gen).softmax(2)
-        mean = probs.mean(1).clamp_min(1e-8)
-        kl = (mean * (mean.log() - p.clamp_min(1e-8).log())).sum(1)
+        calib = out.softmax(1)
+        sample_probs = G(b.image.to(device), calib, num_samples=VAL_SAMPLES, generator=gen).softmax(
+            2
+        )
+        mean = sample_probs.mean(1).clamp_min(1e-8)
+        kl = (mean * (mean.log() - calib.clamp_min(1e-8).log())).sum(1)
         gaps.extend(kl.flatten(1).mean(1).cpu().tolist())
-        maps = probs.argmax(2).to(torch.uint8).cpu().numpy()
+        maps = sample_probs.argmax(2).to(torch.uint8).cpu().numpy()
         labels = val.rows("label", idx)
         weights = val.weights[idx]
         for i in range(len(idx)):
