@@ -147,22 +147,30 @@ class Model:
                 G_call,
                 [items[i] for i in todo],
                 [bbs[i] for i in todo],
-                num_samples=num_samples,
-                seed=seed,
-                noise_dim=int(self.meta["noise_dim"]),
-                num_classes=self.num_classes,
-                eval_classes=[int(c) for c in self.meta["eval_classes"]],
-                stride=int(self.meta["stride"]),
-                batch_size=batch_size,
-                device=torch.device(self.device),
-                independent_regions=self.meta.get("independent_regions"),
-                recombine=self.loaded.coupling,
-                chunk_samples=self._recipe.speed.sample_chunk,
-                done=lambda j, res: finished(todo[j], res),
+                engine.PredictOptions(num_samples, seed, batch_size),
+                self._engine_spec(),
+                lambda j, res: finished(todo[j], res),
             )
         pred = _prediction(items, results)
         pred.num_samples, pred.seed, pred.meta = num_samples, seed, self.meta
         return pred
+
+    def _engine_spec(self) -> Any:
+        """The engine's view of this model (model.json's values, the speed recipe's chunk)."""
+        import torch
+
+        from carcli.predict import engine
+
+        return engine.ModelSpec(
+            noise_dim=int(self.meta["noise_dim"]),
+            num_classes=self.num_classes,
+            eval_classes=[int(c) for c in self.meta["eval_classes"]],
+            stride=int(self.meta["stride"]),
+            device=torch.device(self.device),
+            independent_regions=self.meta.get("independent_regions"),
+            chunk_samples=self._recipe.speed.sample_chunk,
+            recombine=self.loaded.coupling,
+        )
 
 
 def _prediction(items: list[Any], results: list[Any]) -> Prediction:

@@ -64,43 +64,56 @@ def condition(item: Item, bb: np.ndarray | None, num_classes: int) -> np.ndarray
     return np.concatenate([item.image, blackbox_channels(bb[None], info)[0]], 0)
 
 
+@dataclass(frozen=True)
+class PredictOptions:
+    """What a prediction call asks for: samples per input, the noise seed, inputs per batch."""
+
+    num_samples: int = 16
+    seed: int = 0
+    batch_size: int = 8
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the engine needs of a loaded model besides its networks (model.json's values).
+    ``independent_regions`` (threshold and link) recombines each input's samples as `sample`
+    does; ``recombine`` (the model's learned recombination, if any) takes its place."""
+
+    noise_dim: int
+    num_classes: int
+    eval_classes: list[int]
+    stride: int
+    device: torch.device
+    independent_regions: dict | None = None
+    chunk_samples: int = 0
+    recombine: Any = None
+
+
 def run(
     F: torch.nn.Module,
     G: torch.nn.Module,
     items: list[Item],
     blackboxes: list[np.ndarray | None],
-    *,
-    num_samples: int,
-    seed: int,
-    noise_dim: int,
-    num_classes: int,
-    eval_classes: list[int],
-    stride: int,
-    batch_size: int,
-    device: torch.device,
+    opts: PredictOptions,
+    spec: ModelSpec,
     done: Callable[[int, Result], None],
-    independent_regions: dict | None = None,
-    chunk_samples: int = 0,
-    recombine: Any = None,
 ) -> None:
     """Predict every item; `done(index, result)` is called as each finishes (in batches of
-    one padded size, in the order the inputs came within each size). ``independent_regions``
-    (model.json's: threshold and link) recombines each input's samples as `sample` does;
-    ``recombine`` (the model's learned recombination, if any) takes its place."""
+    one padded size, in the order the inputs came within each size)."""
     from carcli.sampling.regions import IndependentRegions
     from carcli.sampling.sample import draw
 
-    mix = IndependentRegions(**independent_regions) if independent_regions else None
-    mix = recombine if recombine is not None else mix
+    mix = IndependentRegions(**spec.independent_regions) if spec.independent_regions else None
+    mix = spec.recombine if spec.recombine is not None else mix
     groups: dict[tuple[int, int], list[int]] = {}
     padded = {}
     for i, it in enumerate(items):
-        cond = pad_to(condition(it, blackboxes[i], num_classes), stride)
-        padded[i] = (pad_to(it.image, stride), cond)
+        cond = pad_to(condition(it, blackboxes[i], spec.num_classes), spec.stride)
+        padded[i] = (pad_to(it.image, spec.stride), cond)
         groups.setdefault(tuple(cond.shape[1:]), []).append(i)
     for idx in groups.values():
-        for s in range(0, len(idx), batch_size):
-            batch = idx[s : s + batch_size]
+        for s in range(0, len(idx), opts.batch_size):
+            batch = idx[s : s + opts.batch_size]
             # Two inputs with the same key (identical content) share noise: draw them apart.
             for part in _distinct_keys(batch, items):
                 keys = np.array([items[i].key for i in part], dtype=np.int64)
@@ -113,18 +126,20 @@ def run(
                     G,
                     src,
                     keys,
-                    num_samples,
-                    noise_dim,
-                    seed,
-                    device,
+                    opts.num_samples,
+                    spec.noise_dim,
+                    opts.seed,
+                    spec.device,
                     independent_regions=mix,
-                    chunk_samples=chunk_samples,
+                    chunk_samples=spec.chunk_samples,
                 )
                 for j, i in enumerate(part):
                     h, w = items[i].size
                     s_i = np.ascontiguousarray(smp[j, :, :h, :w])
                     calib_i = np.ascontiguousarray(calib[j, :, :h, :w])
-                    done(i, Result(s_i, calib_i, entropy(calib_i), proposals(s_i, eval_classes)))
+                    done(
+                        i, Result(s_i, calib_i, entropy(calib_i), proposals(s_i, spec.eval_classes))
+                    )
 
 
 def _distinct_keys(batch: list[int], items: list[Item]) -> list[list[int]]:

@@ -14,6 +14,7 @@ import numpy as np
 
 from carcli.errors import CarsegError
 from carcli.predict import outputs
+from carcli.predict.engine import PredictOptions
 from carcli.predict.inputs import Item
 from carcli.ui import Reporter
 
@@ -182,13 +183,11 @@ def predict_and_write(
     keep: set[int],
     bbs: list[Any],
     rep: Reporter,
-    num_samples: int,
-    seed: int,
-    batch_size: int,
+    opts: PredictOptions,
 ) -> float:
     """Predict the inputs not kept, write their folders and predictions.h5; returns the
     seconds spent writing."""
-    h5 = _open_h5(out, items, model.meta, num_samples, seed)
+    h5 = _open_h5(out, items, model.meta, opts.num_samples, opts.seed)
     writing = [0.0]
     ok = False
     try:
@@ -201,9 +200,11 @@ def predict_and_write(
                 writing[0] += time.perf_counter() - w0
                 bar.advance(1)
 
-            model.predict_items(items, num_samples, seed, batch_size, bbs, done, skip=keep)
+            model.predict_items(
+                items, opts.num_samples, opts.seed, opts.batch_size, bbs, done, skip=keep
+            )
         for i in sorted(keep):
-            h5.put(i, outputs.read_folder(out / items[i].name, num_samples))
+            h5.put(i, outputs.read_folder(out / items[i].name, opts.num_samples))
         w0 = time.perf_counter()
         ok = True
     finally:

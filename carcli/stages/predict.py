@@ -17,6 +17,7 @@ from typing import Any
 from carcli.api import load_model
 from carcli.errors import CarsegError
 from carcli.predict import outputs
+from carcli.predict.engine import PredictOptions
 from carcli.predict.inputs import SUFFIXES, not_inputs
 from carcli.predict.run import (
     check_args,
@@ -74,9 +75,8 @@ def run_predict(
         f"interrupted; every input finished so far is kept in {out} (one folder each) and "
         f"{again} continues with the others"
     ):
-        write_s = predict_and_write(
-            model, out, items, records, keep, bbs, rep, num_samples, seed, batch_size
-        )
+        opts = PredictOptions(num_samples, seed, batch_size)
+        write_s = predict_and_write(model, out, items, records, keep, bbs, rep, opts)
     wall = time.perf_counter() - t0
     rep.line(
         f"predictions written: {out} ({len(items)} inputs x {num_samples} samples; "
