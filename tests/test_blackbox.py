@@ -101,9 +101,10 @@ def test_synthetic_blackbox_aligns_with_rows_and_feeds_f(tmp_path):
     assert script.write_predictions(r, tmp_path / "bb") == 11
     run_prepare(r, quiet=True)
     from carcli.data.synthetic import generate_synthetic
+    from carcli.data.synthetic_draw import DrawConfig
     from carcli.stages.prepare import split_seed
 
-    s = generate_synthetic(3, size=16, seed=split_seed(r.seed, "val"))
+    s = generate_synthetic(3, DrawConfig(size=16), seed=split_seed(r.seed, "val"))
     with h5py.File(tmp_path / "data" / "val.h5") as h5:
         bb = h5["blackbox"][...]
         assert bb.dtype == np.uint8 and bb.shape == (3, 16, 16)

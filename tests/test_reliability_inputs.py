@@ -90,18 +90,16 @@ def _set_metadata(path: Path, **meta: str) -> None:
 def _other_dataset(root: Path, **shape: int) -> Path:
     """data2/ with train/val/test like data/ but other channels or classes."""
     from carcli.data.synthetic import generate_synthetic
+    from carcli.data.synthetic_draw import DrawConfig
 
     out = root / "data2"
     from carcli.data.dataset import write_dataset
 
     for split, n in (("train", 8), ("val", 4), ("test", 4)):
-        s = generate_synthetic(
-            n,
-            size=16,
-            channels=shape.get("channels", 3),
-            num_classes=shape.get("classes", 3),
-            seed=1,
+        spec = DrawConfig(
+            size=16, channels=shape.get("channels", 3), num_classes=shape.get("classes", 3)
         )
+        s = generate_synthetic(n, spec, seed=1)
         write_dataset(
             out / f"{split}.h5",
             image=s.image,

@@ -63,7 +63,7 @@ def test_deterministic_from_seed() -> None:
 @pytest.mark.parametrize("kw", CONFIGS[:2], ids=["default", "64px-3ch-4cls"])
 def test_shapes_and_dtypes(kw: dict) -> None:
     n = 50
-    s = generate_synthetic(n, **kw)
+    s = generate_synthetic(n, DrawConfig(**kw))
     size, channels, k = kw.get("size", 32), kw.get("channels", 3), kw.get("num_classes", 3)
     a = int(s.num_modes.max())
     assert 1 <= a <= 8
@@ -77,7 +77,7 @@ def test_shapes_and_dtypes(kw: dict) -> None:
 
 @pytest.mark.parametrize("kw", CONFIGS, ids=["default", "64px-3ch-4cls", "1ch", "1ch-5cls", "9cls"])
 def test_weights_padding_ids_and_distinct_modes(kw: dict) -> None:
-    s = generate_synthetic(120, seed=1, **kw)
+    s = generate_synthetic(120, DrawConfig(**kw), seed=1)
     np.testing.assert_allclose(s.label_weight.sum(axis=1, dtype=np.float64), 1.0, atol=1e-6)
     assert int(s.label.max()) < s.num_classes
     assert set(np.unique(s.label[:, 0]).tolist()) == set(range(s.num_classes))  # every class occurs
@@ -165,7 +165,7 @@ def test_halo_frequency_matches_cue(big: SyntheticSplit) -> None:
 )
 def test_local_appearance_determines_probabilities(kw: dict) -> None:
     """Noise-free: each colour fixes P(background); non-halo colours fix the whole marginal."""
-    s = generate_synthetic(200, seed=5, noise=0.0, **kw)
+    s = generate_synthetic(200, DrawConfig(noise=0.0, **kw), seed=5)
     raw = _raw(s).transpose(0, 2, 3, 1).reshape(-1, s.image.shape[1]).astype(np.float64)
     marg = label_marginals(s.label, s.label_weight, s.num_classes)
     np.testing.assert_allclose(marg.sum(axis=1), 1.0, atol=1e-6)
@@ -197,7 +197,9 @@ def test_normalisation_is_roughly_standard(big: SyntheticSplit) -> None:
 
 def test_invalid_arguments_are_all_reported() -> None:
     with pytest.raises(CarsegError) as err:
-        generate_synthetic(-1, size=40, num_classes=2, flip_probs=(0.7, 1.0), max_factors=4)
+        generate_synthetic(
+            -1, DrawConfig(size=40, num_classes=2, flip_probs=(0.7, 1.0), max_factors=4)
+        )
     text = str(err.value)
     for name in ("n ->", "size ->", "num_classes ->", "flip_probs ->", "max_factors ->"):
         assert name in text

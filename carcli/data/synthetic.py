@@ -139,40 +139,27 @@ def _validate(cfg: DrawConfig, n: int, seed: int) -> None:
         raise CarsegError("synthetic data: " + "; ".join(problems))
 
 
-def generate_synthetic(
-    n: int,
-    *,
-    size: int = 32,
-    channels: int = 3,
-    num_classes: int = 3,
-    seed: int = 0,
-    noise: float = 0.05,
-    unambiguous_fraction: float = 0.3,
-    max_objects: int = 2,
-    p_flip_object: float = 0.6,
-    p_halo: float = 0.5,
-    flip_probs: tuple[float, ...] = (0.7, 0.3),
-    shape_probs: tuple[float, ...] = (0.4, 0.7),
-    max_factors: int = 3,
-) -> SyntheticSplit:
+def generate_synthetic(n: int, spec: DrawConfig | None = None, *, seed: int = 0) -> SyntheticSplit:
     """Generate ``n`` images with their exact label distributions (see the module docstring).
 
+    ``spec`` (default: ``DrawConfig()``) holds the shape and probability settings:
     ``flip_probs`` are the probabilities of the first class of a pair (at most 3 values);
     ``shape_probs`` the probabilities that a halo belongs to its object (at most 2 values,
-    the smaller drawn fainter). Raises ``CarsegError`` listing every invalid argument.
+    the smaller drawn fainter). Raises ``CarsegError`` listing every invalid setting.
     """
+    spec = spec or DrawConfig()
     cfg = DrawConfig(
-        size=int(size),
-        channels=int(channels),
-        num_classes=int(num_classes),
-        noise=float(noise),
-        unambiguous_fraction=float(unambiguous_fraction),
-        max_objects=int(max_objects),
-        p_flip_object=float(p_flip_object),
-        p_halo=float(p_halo),
-        flip_probs=tuple(float(p) for p in flip_probs),
-        shape_probs=tuple(float(q) for q in shape_probs),
-        max_factors=int(max_factors),
+        size=int(spec.size),
+        channels=int(spec.channels),
+        num_classes=int(spec.num_classes),
+        noise=float(spec.noise),
+        unambiguous_fraction=float(spec.unambiguous_fraction),
+        max_objects=int(spec.max_objects),
+        p_flip_object=float(spec.p_flip_object),
+        p_halo=float(spec.p_halo),
+        flip_probs=tuple(float(p) for p in spec.flip_probs),
+        shape_probs=tuple(float(q) for q in spec.shape_probs),
+        max_factors=int(spec.max_factors),
     )
     _validate(cfg, n, seed)
     colours = palette(cfg)

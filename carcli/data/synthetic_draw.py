@@ -34,19 +34,19 @@ _REFERENCE_KEY = 0x5EED_CA5E  # seed material of the normalisation reference bat
 
 @dataclass(frozen=True)
 class DrawConfig:
-    """The generator's options (`generate_synthetic`'s keywords, checked)."""
+    """The generator's options (`generate_synthetic`'s spec; its defaults are the toy data's)."""
 
-    size: int
-    channels: int
-    num_classes: int
-    noise: float
-    unambiguous_fraction: float
-    max_objects: int
-    p_flip_object: float
-    p_halo: float
-    flip_probs: tuple[float, ...]
-    shape_probs: tuple[float, ...]
-    max_factors: int
+    size: int = 32
+    channels: int = 3
+    num_classes: int = 3
+    noise: float = 0.05
+    unambiguous_fraction: float = 0.3
+    max_objects: int = 2
+    p_flip_object: float = 0.6
+    p_halo: float = 0.5
+    flip_probs: tuple[float, ...] = (0.7, 0.3)
+    shape_probs: tuple[float, ...] = (0.4, 0.7)
+    max_factors: int = 3
 
     @property
     def pairs(self) -> list[tuple[int, int]]:

@@ -80,15 +80,11 @@ def split_sizes(recipe: Recipe) -> dict[str, int]:
 def synthetic_split(recipe: Recipe, split: str):
     """The synthetic split `split` of a recipe, exactly as `prepare` writes it."""
     from carcli.data.synthetic import generate_synthetic
+    from carcli.data.synthetic_draw import DrawConfig
 
     d = recipe.data.synthetic
-    return generate_synthetic(
-        split_sizes(recipe)[split],
-        size=d.size,
-        channels=d.channels,
-        num_classes=d.num_classes,
-        seed=split_seed(recipe.seed, split),
-    )
+    spec = DrawConfig(size=d.size, channels=d.channels, num_classes=d.num_classes)
+    return generate_synthetic(split_sizes(recipe)[split], spec, seed=split_seed(recipe.seed, split))
 
 
 def _prepare_synthetic(recipe: Recipe, out_dir: Path, rep: Reporter) -> list[Path]:
