@@ -5,7 +5,7 @@ Nothing here writes into the repository's data/ or runs/ folders.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,73 @@ from carcli.data.dataset import write_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 TOY_RECIPE = REPO / "recipes" / "toy.yaml"
+
+# The tiny toy run most stage tests use (seconds per stage on the CPU)
+TINY = [
+    "data.synthetic.num_train=24",
+    "data.synthetic.num_val=8",
+    "data.synthetic.num_test=6",
+    "data.synthetic.size=16",
+    "calibrator.width=4",
+    "calibrator.depth=2",
+    "calibrator.steps=4",
+    "calibrator.batch_size=4",
+    "calibrator.val_every=2",
+    "calibrator.val_size=4",
+    "calibrator.checkpoint_every=2",
+    "refiner.width=4",
+    "refiner.depth=2",
+    "refiner.steps=4",
+    "refiner.batch_size=2",
+    "refiner.num_samples=3",
+    "refiner.val_every=2",
+    "refiner.val_size=4",
+    "refiner.checkpoint_every=2",
+    "discriminator.width=4",
+    "discriminator.n_on=2",
+    "discriminator.n_off=1",
+    "sample.num_samples=5",
+    "sample.chunk_size=4",
+    "sample.batch_size=3",
+    "evaluate.ged_counts=[2,5]",
+    "evaluate.hm_iou_samples=4",
+    "threads=1",
+]
+
+
+def tiny_overrides(
+    tmp: Path, *extra: str, base: Sequence[str] = TINY, run: str = "run"
+) -> list[str]:
+    """A test's recipe overrides: ``run_dir`` and ``data.dir`` under ``tmp``, the tiny-run
+    settings ``base`` (default: TINY), then ``extra``."""
+    return [f"run_dir={tmp / run}", f"data.dir={tmp / 'data'}", *base, *extra]
+
+
+@pytest.fixture(autouse=True)
+def _no_debug(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Errors as users see them, whatever CARSEG_DEBUG the shell running the tests has."""
+    monkeypatch.delenv("CARSEG_DEBUG", raising=False)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny run (tests/reliability.py's recipe) with every stage up to the bank done, in
+    a folder of its own per test module: data/, run/, r.yaml."""
+    from reliability import write_recipe
+
+    from carcli.recipe.load import load_recipe
+    from carcli.stages.prepare import run_prepare
+    from carcli.stages.sample import run_sample
+    from carcli.training.calibrator import run_train_calibrator
+    from carcli.training.refiner import run_train_refiner
+
+    tmp = tmp_path_factory.mktemp("finished")
+    r = load_recipe(write_recipe(tmp / "r.yaml", tmp / "run", tmp / "data"))
+    run_prepare(r, quiet=True)
+    run_train_calibrator(r, quiet=True)
+    run_train_refiner(r, quiet=True)
+    run_sample(r, quiet=True)
+    return tmp
 
 
 @pytest.fixture(autouse=True)

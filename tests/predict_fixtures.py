@@ -9,9 +9,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from conftest import TINY as PIPELINE_TINY
+from conftest import tiny_overrides
 from PIL import Image
-
-from tests.test_pipeline import TINY as PIPELINE_TINY
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,7 +34,7 @@ def tiny_recipe(tmp: Path, *extra: str):
 
     return load_recipe(
         str(REPO / "recipes" / "toy.yaml"),
-        [f"run_dir={tmp / 'run'}", f"data.dir={tmp / 'data'}", *TINY, *extra],
+        tiny_overrides(tmp, *extra, base=TINY),
     )
 
 

@@ -28,11 +28,6 @@ STAGES = ("prepare", "train-calibrator", "train-refiner", "sample", "evaluate", 
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def _no_debug(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("CARSEG_DEBUG", raising=False)
-
-
 def _isolated(tmp_path: Path) -> list[str]:
     """Overrides that keep a command away from the repository's data/ and runs/."""
     return [f"data.dir={tmp_path / 'data'}", f"run_dir={tmp_path / 'run'}"]

@@ -26,11 +26,6 @@ from carcli.ui import Reporter
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def _no_debug(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("CARSEG_DEBUG", raising=False)
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny run up to the bank; returns its recipe path."""

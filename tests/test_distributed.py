@@ -20,6 +20,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_overrides
 
 from carcli import distributed
 from carcli.artefacts.checkpoint import read_safetensors
@@ -63,7 +64,7 @@ TINY = [
 
 
 def overrides(tmp: Path, run: str = "run", *extra: str) -> list[str]:
-    return [f"run_dir={tmp / run}", f"data.dir={tmp / 'data'}", *TINY, *extra]
+    return tiny_overrides(tmp, *extra, base=TINY, run=run)
 
 
 def torchrun(tmp: Path, *args: str, nproc: int = 2) -> subprocess.CompletedProcess:

@@ -21,11 +21,6 @@ N, M, K, H, W = 4, 5, 3, 16, 16
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def _no_debug(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("CARSEG_DEBUG", raising=False)
-
-
 def invoke(*args):
     return runner.invoke(app, [str(a) for a in args])
 

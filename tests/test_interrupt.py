@@ -49,11 +49,6 @@ DEADLINE_S = 300  # generous: a loaded machine is slow, never wrong
 STEPS = {"calibrator": 120, "refiner": 60}
 
 
-@pytest.fixture(autouse=True)
-def _no_debug(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("CARSEG_DEBUG", raising=False)
-
-
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A prepared tiny dataset and a trained (4-step) calibrator in base/run."""

@@ -10,6 +10,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from conftest import TINY, tiny_overrides
 from safetensors.torch import load_file
 
 from carcli.errors import CarsegError
@@ -20,42 +21,9 @@ from carcli.stages.sample import run_sample
 from carcli.training.calibrator import run_train_calibrator
 from carcli.training.refiner import run_train_refiner
 
-TINY = [
-    "data.synthetic.num_train=24",
-    "data.synthetic.num_val=8",
-    "data.synthetic.num_test=6",
-    "data.synthetic.size=16",
-    "calibrator.width=4",
-    "calibrator.depth=2",
-    "calibrator.steps=4",
-    "calibrator.batch_size=4",
-    "calibrator.val_every=2",
-    "calibrator.val_size=4",
-    "calibrator.checkpoint_every=2",
-    "refiner.width=4",
-    "refiner.depth=2",
-    "refiner.steps=4",
-    "refiner.batch_size=2",
-    "refiner.num_samples=3",
-    "refiner.val_every=2",
-    "refiner.val_size=4",
-    "refiner.checkpoint_every=2",
-    "discriminator.width=4",
-    "discriminator.n_on=2",
-    "discriminator.n_off=1",
-    "sample.num_samples=5",
-    "sample.chunk_size=4",
-    "sample.batch_size=3",
-    "evaluate.ged_counts=[2,5]",
-    "evaluate.hm_iou_samples=4",
-    "threads=1",
-]
-
 
 def tiny_recipe(tmp: Path, *extra: str):
-    return load_recipe(
-        "recipes/toy.yaml", [f"run_dir={tmp / 'run'}", f"data.dir={tmp / 'data'}", *TINY, *extra]
-    )
+    return load_recipe("recipes/toy.yaml", tiny_overrides(tmp, *extra))
 
 
 def files(folder: Path) -> set[str]:

@@ -24,11 +24,6 @@ from carcli.cli.app import app
 __all__ = ["trained"]
 
 
-@pytest.fixture(autouse=True)
-def _no_debug(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("CARSEG_DEBUG", raising=False)
-
-
 @pytest.fixture(scope="module")
 def blackbox_bundle(tmp_path_factory) -> Path:
     """A tiny model whose F takes a black box (class ids), exported."""

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from conftest import tiny_overrides
 from PIL import Image
 from predict_fixtures import REPO, TINY, trained, write_inputs
 from typer.testing import CliRunner
@@ -36,7 +37,7 @@ def test_predict_recipe_takes_overrides(trained, tmp_path):
     exported bundle predicts; without them it names the missing calibrator of the toy run."""
     tmp, _, bundle = trained
     inputs = write_inputs(tmp, tmp_path / "in", n=2, png=False)
-    over = [f"run_dir={tmp / 'run'}", f"data.dir={tmp / 'data'}", *TINY]
+    over = tiny_overrides(tmp, base=TINY)
     _predict(TOY, inputs, *over, "--out", tmp_path / "a", "--num-samples", 3, "-q")
     _predict(bundle, inputs, "--out", tmp_path / "b", "--num-samples", 3, "-q")
     for name in ("arr0", "arr1"):

@@ -14,6 +14,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from conftest import tiny_overrides
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -291,7 +292,7 @@ def test_every_stage_of_the_cityscapes_recipe(prepared):
     """The paper's recipe (convnet F on image + one-hot black box, 24 classes, U-Net G with
     noise 32) through every stage at 256x512, narrow and short."""
     tmp, _, _ = prepared
-    args = [f"data.dir={tmp / 'data'}", f"run_dir={tmp / 'run'}", *STAGES_TINY]
+    args = tiny_overrides(tmp, base=STAGES_TINY)
     for stage in ("train-calibrator", "train-refiner", "sample", "evaluate", "plot-reliability"):
         result = runner.invoke(app, [stage, str(RECIPE), *args, "--quiet"])
         assert result.exit_code == 0, (stage, result.output)

@@ -12,6 +12,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from conftest import tiny_overrides
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -320,7 +321,7 @@ def test_every_stage_of_the_lidc_recipe(png_prepared):
     """The paper's recipe (SegNet F at 128x128, U-Net G, M and noise from the recipe but
     narrow and short) through every stage on the prepared miniature."""
     tmp, _ = png_prepared
-    args = [f"data.dir={tmp / 'data'}", f"run_dir={tmp / 'run'}", *STAGES_TINY]
+    args = tiny_overrides(tmp, base=STAGES_TINY)
     for stage in ("train-calibrator", "train-refiner", "sample", "evaluate", "plot-reliability"):
         result = runner.invoke(app, [stage, str(RECIPE), *args, "--quiet"])
         assert result.exit_code == 0, (stage, result.output)

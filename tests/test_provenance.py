@@ -15,7 +15,7 @@ import h5py
 import pytest
 import torch
 import yaml
-from test_pipeline import TINY
+from conftest import tiny_overrides
 from typer.testing import CliRunner
 
 import carcli
@@ -26,13 +26,8 @@ from carcli.cli.app import app
 RECIPE = "recipes/toy.yaml"
 
 
-@pytest.fixture(autouse=True)
-def _no_debug(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("CARSEG_DEBUG", raising=False)
-
-
 def _args(tmp: Path, *extra: str) -> list[str]:
-    return [f"run_dir={tmp / 'run'}", f"data.dir={tmp / 'data'}", *TINY, *extra]
+    return tiny_overrides(tmp, *extra)
 
 
 def _invoke(*args: str):

@@ -13,6 +13,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_overrides
 
 from carcli.data.dataset import DatasetFile, validate_dataset, write_dataset
 from carcli.data.regression import (
@@ -215,7 +216,7 @@ def test_evaluate_regression_without_mixture(tmp_path: Path) -> None:
 def _recipe(tmp: Path, *extra: str):
     return load_recipe(
         REPO / "recipes" / "regression.yaml",
-        [f"run_dir={tmp / 'run'}", f"data.dir={tmp / 'data'}", *TINY, *extra],
+        tiny_overrides(tmp, *extra, base=TINY),
     )
 
 

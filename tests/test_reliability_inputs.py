@@ -25,29 +25,6 @@ from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 from carcli.cli.app import app
-from carcli.recipe.load import load_recipe
-from carcli.stages.prepare import run_prepare
-from carcli.stages.sample import run_sample
-from carcli.training.calibrator import run_train_calibrator
-from carcli.training.refiner import run_train_refiner
-
-
-@pytest.fixture(autouse=True)
-def _no_debug(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("CARSEG_DEBUG", raising=False)
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny run with every stage up to the bank done: data/, run/, r.yaml."""
-    tmp = tmp_path_factory.mktemp("finished")
-    r = load_recipe(write_recipe(tmp / "r.yaml", tmp / "run", tmp / "data"))
-    run_prepare(r, quiet=True)
-    run_train_calibrator(r, quiet=True)
-    run_train_refiner(r, quiet=True)
-    run_sample(r, quiet=True)
-    return tmp
-
 
 # ------------------------------------------------------------------------- breaking things
 

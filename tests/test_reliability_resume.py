@@ -42,11 +42,6 @@ KILL_SEED = int(os.environ.get("CARSEG_KILL_SEED", "2024"))
 POLL_S = 0.005
 
 
-@pytest.fixture(autouse=True)
-def _no_debug(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("CARSEG_DEBUG", raising=False)
-
-
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A prepared tiny dataset and a trained (4-step) calibrator and refiner in base/run."""
