@@ -21,6 +21,24 @@ def constructor_config(arch: str) -> dict[str, Any]:
     return {"arch": arch, **{name: caller.f_locals[name] for name in names}}
 
 
+class MLPNet(nn.Module):
+    """Base of the regression task's MLP networks (F, G and D): the constructor's checks and
+    ``config``, ``in_channels`` (D_in), ``num_classes`` (D_out) and ``net``, an MLP of
+    ``in_features`` -> ``out_features``. ``config`` is the subclass constructor's
+    :func:`constructor_config`; each of its arguments but ``slope`` must be > 0."""
+
+    arch = "mlp"
+
+    def __init__(self, config: dict[str, Any], in_features: int, out_features: int) -> None:
+        super().__init__()
+        check_positive(**{k: v for k, v in config.items() if k not in ("arch", "slope")})
+        self.config = config
+        self.in_channels, self.num_classes = config["in_channels"], config["num_classes"]
+        self.net = mlp(
+            in_features, out_features, config["hidden"], config["num_layers"], config["slope"]
+        )
+
+
 def conv_bn_act(
     in_channels: int,
     out_channels: int,

@@ -13,6 +13,7 @@ import torch.nn.functional as nnf
 from torch import Tensor, nn
 
 from carcli.models.blocks import (
+    MLPNet,
     channels_last,
     check_channels,
     check_divisible,
@@ -20,7 +21,6 @@ from carcli.models.blocks import (
     check_positive,
     constructor_config,
     conv_bn_act,
-    mlp,
 )
 
 
@@ -215,13 +215,11 @@ class UNetCalibrator(_EncoderDecoderCalibrator):
         return self.head(x).contiguous()
 
 
-class MLPCalibrator(nn.Module):
+class MLPCalibrator(MLPNet):
     """MLP for the 1D regression task: x [B, D_in] -> F(x) [B, D_out] (the Gaussian mean).
 
     ``in_channels`` is D_in and ``num_classes`` is D_out (registry naming).
     """
-
-    arch = "mlp"
 
     def __init__(
         self,
@@ -231,13 +229,7 @@ class MLPCalibrator(nn.Module):
         num_layers: int = 4,
         slope: float = 0.01,
     ) -> None:
-        super().__init__()
-        check_positive(
-            in_channels=in_channels, num_classes=num_classes, hidden=hidden, num_layers=num_layers
-        )
-        self.config = constructor_config(self.arch)
-        self.in_channels = in_channels
-        self.net = mlp(in_channels, num_classes, hidden, num_layers, slope)
+        super().__init__(constructor_config(self.arch), in_channels, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
         """F(x) [B, D_out] for x [B, D_in]."""

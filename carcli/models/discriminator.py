@@ -15,11 +15,11 @@ import torch
 from torch import Tensor, nn
 
 from carcli.models.blocks import (
+    MLPNet,
     channels_last,
     check_channels,
     check_positive,
     constructor_config,
-    mlp,
 )
 
 
@@ -134,14 +134,12 @@ class PixelDiscriminator(_ConvDiscriminator):
         channels_last(self)
 
 
-class MLPDiscriminator(nn.Module):
+class MLPDiscriminator(MLPNet):
     """MLP discriminator for the 1D regression task: (x [N, D_in], y [N, D_out]) -> logits [N].
 
     ``in_channels`` is D_in and ``num_classes`` is D_out (registry naming). y may also have
     B*M rows for B inputs (see :func:`pair_inputs`).
     """
-
-    arch = "mlp"
 
     def __init__(
         self,
@@ -151,13 +149,7 @@ class MLPDiscriminator(nn.Module):
         num_layers: int = 4,
         slope: float = 0.01,
     ) -> None:
-        super().__init__()
-        check_positive(
-            in_channels=in_channels, num_classes=num_classes, hidden=hidden, num_layers=num_layers
-        )
-        self.config = constructor_config(self.arch)
-        self.in_channels, self.num_classes = in_channels, num_classes
-        self.net = mlp(in_channels + num_classes, 1, hidden, num_layers, slope)
+        super().__init__(constructor_config(self.arch), in_channels + num_classes, 1)
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
         """Logits [N] for inputs x [N or B, D_in] and targets y [N, D_out]."""

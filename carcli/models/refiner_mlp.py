@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from carcli.models.blocks import check_channels, check_positive, constructor_config, mlp
+from carcli.models.blocks import MLPNet, check_channels, constructor_config
 from carcli.models.refiner import draw_noise
 
 
-class MLPRefiner(nn.Module):
+class MLPRefiner(MLPNet):
     """MLP refiner for the 1D regression task: (x [B, D_in], F(x) [B, D_out], eps) -> y.
 
     ``in_channels`` is D_in and ``num_classes`` is D_out (registry naming); ``noise_dim`` is 1
     in the paper. Each of the M samples is one pass of the MLP on [x, F(x), eps_m].
     """
-
-    arch = "mlp"
 
     def __init__(
         self,
@@ -27,19 +25,9 @@ class MLPRefiner(nn.Module):
         num_layers: int = 4,
         slope: float = 0.01,
     ) -> None:
-        super().__init__()
-        check_positive(
-            in_channels=in_channels,
-            num_classes=num_classes,
-            noise_dim=noise_dim,
-            hidden=hidden,
-            num_layers=num_layers,
-        )
-        self.config = constructor_config(self.arch)
-        self.in_channels, self.num_classes, self.noise_dim = in_channels, num_classes, noise_dim
-        self.net = mlp(
-            in_channels + num_classes + noise_dim, num_classes, hidden, num_layers, slope
-        )
+        config = constructor_config(self.arch)
+        super().__init__(config, in_channels + num_classes + noise_dim, num_classes)
+        self.noise_dim = noise_dim
 
     def forward(
         self,
