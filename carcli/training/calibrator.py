@@ -11,20 +11,18 @@ import torch.nn.functional as nnf
 
 from carcli import distributed
 from carcli.data.batches import Batch, BatchSource
-from carcli.data.dataset import DatasetFile, DatasetInfo, split_path
+from carcli.data.dataset import DatasetInfo
 from carcli.data.prefetch import training_loader
 from carcli.errors import CarsegError
 from carcli.losses import calibrator_loss
 from carcli.recipe.schema import Recipe
-from carcli.runtime.device import setup_torch
 from carcli.runtime.networks import save_network
 from carcli.runtime.speed import accelerate
-from carcli.runtime.speed import notes as speed_notes
 from carcli.runtime.speed import settings as speed_settings
 from carcli.training.loop import Schedule, StagePlan, run_loop
 from carcli.training.networks import new_calibrator
 from carcli.training.optim import adam
-from carcli.training.stage import TrainingStage
+from carcli.training.stage import TrainingStage, stage_setup
 from carcli.ui import Reporter
 
 MAKE_CMD = "carseg train-calibrator RECIPE"
@@ -76,19 +74,9 @@ def run_train_calibrator(
     rep = Reporter(quiet or distributed.env_world()[0] > 0)  # rank 0 speaks for the job
     c = recipe.calibrator
     stage = TrainingStage(recipe, "calibrator", resume, overwrite, MAKE_CMD)
-    train_path, val_path = split_path(recipe.data.dir, "train"), split_path(recipe.data.dir, "val")
-    with (
-        distributed.session(recipe) as dist,
-        stage.open(),
-        DatasetFile(train_path, validate=True) as train_ds,
-        DatasetFile(val_path, validate=True) as val_ds,
-    ):
-        device = setup_torch(recipe)
-        distributed.check_batch(c.batch_size, "calibrator.batch_size")
-        for note in speed_notes(recipe, device):
-            rep.line(note)
-        info = train_ds.info
-        train, val = BatchSource(train_ds, flip=recipe.data.flip), BatchSource(val_ds)
+    with stage_setup(stage, c.batch_size, "calibrator.batch_size", rep) as s:
+        device, dist, info = s.device, s.dist, s.info
+        train, val = BatchSource(s.train_ds, flip=recipe.data.flip), BatchSource(s.val_ds)
         model = new_calibrator(recipe, info)
         if c.init_weights and not resume:
             _init_from(model, Path(c.init_weights))
@@ -109,7 +97,7 @@ def run_train_calibrator(
         final = stage.dir / "model.safetensors"
         save_network(final, model, "calibrator", "calibrator", c.arch, info, result.step)
         stage.finish(
-            {"data.train": train_path, "data.val": val_path},
+            {"data.train": s.train_path, "data.val": s.val_path},
             OUTPUTS,
             device,
             {

@@ -6,6 +6,7 @@ The step itself is :class:`carcli.training.step.RefinerStep`; the loop is the sh
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,20 +15,18 @@ import torch
 
 from carcli import distributed
 from carcli.data.batches import Batch, BatchSource
-from carcli.data.dataset import DatasetFile, DatasetInfo, split_path
+from carcli.data.dataset import DatasetFile, DatasetInfo
 from carcli.data.prefetch import training_loader
 from carcli.errors import CarsegError
 from carcli.recipe.schema import Recipe
-from carcli.runtime.device import setup_torch
 from carcli.runtime.networks import COUPLING, JOINT_CALIBRATOR, load_network, save_network
 from carcli.runtime.speed import accelerate
-from carcli.runtime.speed import notes as speed_notes
 from carcli.runtime.speed import settings as speed_settings
 from carcli.training.coupling import fit_coupling
 from carcli.training.loop import Schedule, StagePlan, run_loop
 from carcli.training.networks import new_discriminator, new_refiner, new_set_discriminator
 from carcli.training.optim import adam
-from carcli.training.stage import TrainingStage
+from carcli.training.stage import TrainingStage, stage_setup
 from carcli.training.step import Nets, RefinerStep
 from carcli.training.val_metrics import refiner_validation, regression_validation
 from carcli.ui import Reporter
@@ -51,51 +50,33 @@ def run_train_refiner(
     from carcli.runtime.staleness import require_fresh
 
     rep = Reporter(quiet or distributed.env_world()[0] > 0)  # rank 0 speaks for the job
-    r, d = recipe.refiner, recipe.discriminator
+    r = recipe.refiner
     stage = TrainingStage(recipe, "refiner", resume, overwrite, MAKE_CMD)
     f_path = Path(recipe.run_dir) / "calibrator" / "model.safetensors"
-    train_path, val_path = split_path(recipe.data.dir, "train"), split_path(recipe.data.dir, "val")
-    with (
-        distributed.session(recipe) as dist,
-        stage.open(),
-        DatasetFile(train_path, validate=True) as train_ds,
-        DatasetFile(val_path, validate=True) as val_ds,
-    ):
-        device = setup_torch(recipe)
-        distributed.check_batch(r.batch_size, "refiner.batch_size")
-        for note in speed_notes(recipe, device):
-            rep.line(note)
-        info = train_ds.info
-        _check_task(recipe, info.task, train_path)
+    with stage_setup(stage, r.batch_size, "refiner.batch_size", rep) as s:
+        device, dist, info = s.device, s.dist, s.info
+        _check_task(recipe, info.task, s.train_path)
         nets, saved = _networks(recipe, info, f_path, device, dist.world)
         stale = require_fresh(recipe, "train-refiner", allow_stale)  # F is readable
         joint = r.joint_calibrator
         soft = joint and recipe.calibrator.soft_targets and info.task == "segmentation"
-        train = BatchSource(train_ds, flip=recipe.data.flip)
+        train = BatchSource(s.train_ds, flip=recipe.data.flip)
         noise = torch.Generator(device=device)
         noise.manual_seed(distributed.rank_seed(recipe.seed + 2, dist.rank))
-        plan = _plan(recipe, nets, saved, noise, BatchSource(val_ds), stage, info, device)
+        plan = _plan(recipe, nets, saved, noise, BatchSource(s.val_ds), stage, info, device)
         result = run_loop(
             stage,
             plan,
             np.random.default_rng([recipe.seed, 2]),
-            lambda rng: training_loader(
-                train,
-                r.batch_size,
-                rng,
-                soft,
-                recipe.speed.prefetch,
-                device,
-                modes=r.w_joint > 0 or r.w_energy > 0 or d.set_size > 0,
-            ),
+            _loader(recipe, train, soft, device),
             device,
             rep,
         )
         step, best = result.step, result.best
         _save_networks(stage.dir, recipe, info, step, saved)
-        coupling = _fit_coupling(recipe, saved[2], train_ds, val_ds, device, stage.dir, rep)
+        coupling = _fit_coupling(recipe, saved[2], s.train_ds, s.val_ds, device, stage.dir, rep)
         stage.finish(
-            {"data.train": train_path, "data.val": val_path, "calibrator": f_path},
+            {"data.train": s.train_path, "data.val": s.val_path, "calibrator": f_path},
             _outputs(joint, saved[3] is not None, coupling is not None),
             device,
             {
@@ -112,6 +93,18 @@ def run_train_refiner(
         )
     rep.line(f"refiner trained: {stage.dir / 'model.safetensors'} (step {step})")
     return stage.dir / "model.safetensors"
+
+
+def _loader(
+    recipe: Recipe, train: BatchSource, soft: bool, device: torch.device
+) -> Callable[[np.random.Generator], Any]:
+    """The training batches for a random stream: with the annotation modes where a term
+    beyond the paper needs them (joint, energy, set discriminator)."""
+    r, d = recipe.refiner, recipe.discriminator
+    modes = r.w_joint > 0 or r.w_energy > 0 or d.set_size > 0
+    return lambda rng: training_loader(
+        train, r.batch_size, rng, soft, recipe.speed.prefetch, device, modes=modes
+    )
 
 
 def _networks(

@@ -27,9 +27,14 @@ from carcli.artefacts.run import (
     stage_lock,
     write_text_atomic,
 )
+from carcli.data.dataset import DatasetFile, split_path
+from carcli.data.schema import DatasetInfo
 from carcli.errors import CarsegError
 from carcli.recipe.load import recipe_to_dict, recipe_to_yaml
 from carcli.recipe.schema import Recipe
+from carcli.runtime.device import setup_torch
+from carcli.runtime.speed import notes as speed_notes
+from carcli.ui import Reporter
 
 
 class NonFiniteGuard:
@@ -268,6 +273,44 @@ class TrainingStage:
         for role, p in inputs.items():
             manifest.add_input(p, role)
         manifest.write(self.dir, outputs, device=str(device))
+
+
+@dataclass
+class StageSetup:
+    """What both training stages open before their first step (see :func:`stage_setup`)."""
+
+    dist: Any  # the distributed session (world, rank, describe)
+    device: torch.device
+    train_path: Path
+    val_path: Path
+    train_ds: DatasetFile
+    val_ds: DatasetFile
+
+    @property
+    def info(self) -> DatasetInfo:
+        return self.train_ds.info
+
+
+@contextlib.contextmanager
+def stage_setup(
+    stage: TrainingStage, batch_size: int, batch_key: str, rep: Reporter
+) -> Iterator[StageSetup]:
+    """The distributed session, the stage's folder (:meth:`TrainingStage.open`), the train
+    and val splits (validated), the device and threads (`setup_torch`), the batch checked
+    against the world size (``batch_key`` names it) and the speed notes printed."""
+    recipe = stage.recipe
+    train_path, val_path = split_path(recipe.data.dir, "train"), split_path(recipe.data.dir, "val")
+    with (
+        distributed.session(recipe) as dist,
+        stage.open(),
+        DatasetFile(train_path, validate=True) as train_ds,
+        DatasetFile(val_path, validate=True) as val_ds,
+    ):
+        device = setup_torch(recipe)
+        distributed.check_batch(batch_size, batch_key)
+        for note in speed_notes(recipe, device):
+            rep.line(note)
+        yield StageSetup(dist, device, train_path, val_path, train_ds, val_ds)
 
 
 def _first_missing(path: Path) -> Path | None:
