@@ -18,7 +18,7 @@ import yaml
 from typer.testing import CliRunner
 
 from carcli.cli.app import app
-from carcli.data.dataset import validate_dataset
+from carcli.data.dataset_check import validate_dataset
 from carcli.errors import CarsegError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -15,9 +15,9 @@ from carcli.data.dataset import (
     DatasetFile,
     read_info,
     split_path,
-    validate_dataset,
     write_dataset,
 )
+from carcli.data.dataset_check import validate_dataset
 from carcli.errors import CarsegError
 
 

@@ -15,7 +15,8 @@ import pytest
 import torch
 from conftest import tiny_overrides
 
-from carcli.data.dataset import DatasetFile, validate_dataset, write_dataset
+from carcli.data.dataset import DatasetFile, write_dataset
+from carcli.data.dataset_check import validate_dataset
 from carcli.data.regression import (
     DENSITY_FLOOR,
     bimodal_mixture,

@@ -24,7 +24,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from reliability import REPO
 
-from carcli.data.dataset import DatasetFile, read_info, validate_dataset, write_dataset
+from carcli.data.dataset import DatasetFile, read_info, write_dataset
+from carcli.data.dataset_check import validate_dataset
 from carcli.errors import CarsegError
 from carcli.recipe.load import load_recipe, parse_override
 from carcli.recipe.schema import Recipe

@@ -17,8 +17,9 @@ import torch
 
 from carcli.artefacts.checkpoint import decode_meta, read_safetensors
 from carcli.artefacts.run import RunLayout, sha256_file
-from carcli.data.dataset import DatasetInfo, split_path
+from carcli.data.dataset import split_path
 from carcli.data.preprocess import ATTR, check_spec, dataset_spec
+from carcli.data.schema import DatasetInfo
 from carcli.errors import CarsegError
 from carcli.models.noise import eps_size
 

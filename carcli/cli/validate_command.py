@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from carcli.cli.help import name_recipe, recipe_args
-from carcli.data.dataset import SPLITS, split_path, validate_dataset
+from carcli.data.dataset import SPLITS, split_path
+from carcli.data.dataset_check import validate_dataset
 from carcli.errors import CarsegError
 from carcli.recipe.load import load_recipe
 from carcli.stages.status import Row, run_status

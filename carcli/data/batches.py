@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from carcli.data.dataset import DatasetFile, DatasetInfo
+from carcli.data.dataset import DatasetFile
+from carcli.data.schema import DatasetInfo
 from carcli.errors import CarsegError
 
 IN_MEMORY_BYTES = 2 << 30

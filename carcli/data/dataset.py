@@ -2,8 +2,8 @@
 
 Reading is lazy: `DatasetFile` keeps the HDF5 file open and reads rows on demand, so a split
 far larger than memory works; `read_rows` sorts indices for h5py and restores their order.
-The header and `DatasetInfo` are in `carcli.data.schema`, the full check in
-`carcli.data.dataset_check` (both names are importable from here too).
+The header and `DatasetInfo` are in `carcli.data.schema`, the full check
+(`validate_dataset`) in `carcli.data.dataset_check`.
 """
 
 from __future__ import annotations
@@ -17,17 +17,15 @@ import numpy as np
 
 from carcli.artefacts.run import atomic_path
 from carcli.data.dataset_check import validate_dataset
-from carcli.data.schema import SCHEMA, DatasetInfo, open_h5, read_info
+from carcli.data.schema import SCHEMA, open_h5, read_info
 
 __all__ = [
     "SCHEMA",
     "SPLITS",
     "DatasetFile",
-    "DatasetInfo",
     "open_h5",
     "read_info",
     "split_path",
-    "validate_dataset",
     "write_dataset",
 ]
 

@@ -20,7 +20,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from carcli.data.dataset import SCHEMA, validate_dataset
+from carcli.data.dataset import SCHEMA
+from carcli.data.dataset_check import validate_dataset
 
 LABEL_CHUNK_BYTES = 1 << 20  # label chunks of about 1 MB (several modes of one image)
 

@@ -112,13 +112,9 @@ def _path_hint(metrics: dict[str, Any], path: str) -> str:
     return f"metrics.json holds e.g. {', '.join(have)} (all: carseg evaluate's metrics.json)"
 
 
-def metrics_skeleton(info: Any, e: EvalSettings) -> dict[str, Any] | None:
-    """The metrics.json that evaluating `info`'s split with `e` will write, every figure null
-    (every GED count present): what --fail-if paths are checked against before any work.
-    None for regression datasets (their figures depend on the data; checked afterwards)."""
-    if info.task != "segmentation":
-        return None
-    acc = EvalAccumulator(
+def _accumulator(info: Any, e: EvalSettings) -> EvalAccumulator:
+    """The accumulator that evaluating `info`'s split with `e` fills."""
+    return EvalAccumulator(
         info.num_classes,
         info.ignore_index,
         info.eval_classes,
@@ -128,6 +124,15 @@ def metrics_skeleton(info: Any, e: EvalSettings) -> dict[str, Any] | None:
         oracle_seed=e.oracle_seed,
         conventions=conventions_of(e.convention),
     )
+
+
+def metrics_skeleton(info: Any, e: EvalSettings) -> dict[str, Any] | None:
+    """The metrics.json that evaluating `info`'s split with `e` will write, every figure null
+    (every GED count present): what --fail-if paths are checked against before any work.
+    None for regression datasets (their figures depend on the data; checked afterwards)."""
+    if info.task != "segmentation":
+        return None
+    acc = _accumulator(info, e)
     out = acc.result()
     counts = {str(n): None for n in e.ged_counts}
     out["ged"] = dict(counts)
@@ -214,18 +219,8 @@ def evaluate_samples(
         bank_path,
         getattr(bank, "imported_from", None),
     )
-    names = conventions_of(e.convention)
     has_f = calibration_source != "none"
-    acc = EvalAccumulator(
-        info.num_classes,
-        info.ignore_index,
-        info.eval_classes,
-        ged_counts=list(e.ged_counts),
-        hm_iou_n=e.hm_iou_samples,
-        with_modes=info.has_weights,
-        oracle_seed=e.oracle_seed,
-        conventions=names,
-    )
+    acc = _accumulator(info, e)
     with rep.progress(bank.n, f"evaluate {e.split}") as bar:
         for a in range(0, bank.n, e.chunk_size):
             b = min(bank.n, a + e.chunk_size)

@@ -13,8 +13,8 @@ import torch
 
 from carcli import distributed
 from carcli.artefacts.checkpoint import decode_meta, load_weights, save_weights
-from carcli.data.dataset import DatasetInfo
 from carcli.data.preprocess import checkpoint_extras
+from carcli.data.schema import DatasetInfo
 from carcli.errors import CarsegError
 from carcli.models.registry import build_model
 

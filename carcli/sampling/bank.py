@@ -10,7 +10,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from carcli.data.dataset import DatasetInfo, open_h5
+from carcli.data.dataset import open_h5
+from carcli.data.schema import DatasetInfo
 from carcli.errors import CarsegError
 
 SCHEMA = "carseg.samples/1"

@@ -39,7 +39,8 @@ import numpy as np
 
 from carcli._version import __version__
 from carcli.artefacts.run import Manifest, atomic_path, check_not_finished
-from carcli.data.dataset import DatasetFile, DatasetInfo, split_path
+from carcli.data.dataset import DatasetFile, split_path
+from carcli.data.schema import DatasetInfo
 from carcli.errors import CarsegError
 from carcli.sampling.bank import create_bank
 from carcli.ui import Reporter
@@ -241,40 +242,36 @@ def _digest(path: Path) -> str:
     return sha256_file(path)
 
 
+@dataclass(frozen=True)
+class ImportRecord:
+    """What an imported bank records of the recipe, without using it: the seed, the recipe
+    as a dict (for the manifest) and as YAML (a bank attribute)."""
+
+    seed: int
+    config: dict
+    recipe_yaml: str
+
+
 def import_samples(
     source: str | Path,
     data_dir: str | Path,
     split: str,
     bank_path: Path,
     *,
-    seed: int,
-    config: dict,
-    recipe_yaml: str,
+    record: ImportRecord,
     calibration: str | Path | None = None,
     overwrite: bool = False,
     quiet: bool = False,
 ) -> Path:
     """Write the bank of ``source`` for the ``split`` of the dataset in ``data_dir`` to
-    ``bank_path``; return its path. ``seed``, ``config`` (the recipe as a dict, for the
-    manifest) and ``recipe_yaml`` (a bank attribute) are recorded, not used."""
+    ``bank_path``; return its path; ``record`` is written into the bank and its manifest."""
     rep = Reporter(quiet)
     source = Path(source)
     data_path = split_path(data_dir, split)
     check_not_finished(bank_path, f"a {split} sample bank", overwrite)
     new_dirs = [d for d in [bank_path.parent, *bank_path.parent.parents] if not d.exists()]
     try:
-        return _import(
-            source,
-            data_dir,
-            split,
-            bank_path,
-            data_path,
-            calibration,
-            seed,
-            config,
-            recipe_yaml,
-            rep,
-        )
+        return _import(source, data_dir, split, bank_path, data_path, calibration, record, rep)
     except BaseException:
         for d in new_dirs:  # nothing written: not even the folders (innermost first)
             if d.is_dir() and not any(d.iterdir()):
@@ -339,9 +336,7 @@ def _import(
     bank_path: Path,
     data_path: Path,
     calibration: str | Path | None,
-    seed: int,
-    config: dict,
-    recipe_yaml: str,
+    record: ImportRecord,
     rep: Reporter,
 ) -> Path:
     with DatasetFile(data_path, validate=True) as ds:
@@ -350,16 +345,16 @@ def _import(
             raise CarsegError(f"{data_path}: import-samples takes segmentation datasets only")
         src = open_source(source, info, case_names(data_dir, split, info.n))
         calib = _calibration_of(src, calibration, source, info)
-        manifest = Manifest("import-samples", config, seed)
+        manifest = Manifest("import-samples", record.config, record.seed)
         manifest.add_input(data_path, f"data.{split}")
         attrs = {
             "dataset": str(data_path),
             "split": split,
             "num_samples": src.m,
-            "seed": seed,
+            "seed": record.seed,
             "calibrator_sha256": "",
             "refiner_sha256": "",
-            "recipe": recipe_yaml,
+            "recipe": record.recipe_yaml,
             "carseg_version": __version__,
             "imported_from": str(source.resolve()),
             "imported_format": src.kind,

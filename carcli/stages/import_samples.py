@@ -11,7 +11,7 @@ from carcli.artefacts.run import RunLayout
 from carcli.errors import CarsegError
 from carcli.recipe.load import recipe_to_dict, recipe_to_yaml
 from carcli.recipe.schema import Recipe
-from carcli.sampling.importer import import_samples
+from carcli.sampling.importer import ImportRecord, import_samples
 
 
 def run_import_samples(
@@ -36,9 +36,7 @@ def run_import_samples(
         recipe.data.dir,
         split,
         bank_path,
-        seed=recipe.seed,
-        config=recipe_to_dict(recipe),
-        recipe_yaml=recipe_to_yaml(recipe),
+        record=ImportRecord(recipe.seed, recipe_to_dict(recipe), recipe_to_yaml(recipe)),
         calibration=calibration,
         overwrite=overwrite,
         quiet=quiet,

@@ -29,7 +29,8 @@ from carcli.artefacts.run import (
     ensure_dir,
     write_text_atomic,
 )
-from carcli.data.dataset import DatasetFile, DatasetInfo, split_path
+from carcli.data.dataset import DatasetFile, split_path
+from carcli.data.schema import DatasetInfo
 from carcli.errors import CarsegError
 from carcli.plots.files import save_figure, to_csv
 from carcli.plots.modes import MODE_COLUMNS, mode_frequency_figure, mode_rows

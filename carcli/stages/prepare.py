@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from carcli.artefacts.run import Manifest, ensure_dir, stage_lock
-from carcli.data.dataset import SPLITS, split_path, validate_dataset, write_dataset
+from carcli.data.dataset import SPLITS, split_path, write_dataset
+from carcli.data.dataset_check import validate_dataset
 from carcli.data.preprocess import ATTR, synthetic_spec, to_json
 from carcli.errors import CarsegError
 from carcli.recipe.load import recipe_to_dict as recipe_dict

@@ -35,7 +35,8 @@ from carcli.artefacts.run import (
     stage_lock,
 )
 from carcli.data.batches import BatchSource
-from carcli.data.dataset import DatasetFile, DatasetInfo, split_path
+from carcli.data.dataset import DatasetFile, split_path
+from carcli.data.schema import DatasetInfo
 from carcli.errors import CarsegError
 from carcli.recipe.load import recipe_to_dict, recipe_to_yaml
 from carcli.recipe.schema import Recipe
@@ -103,27 +104,9 @@ def run_sample(
             # Under torchrun the chunks still to draw go round-robin over the ranks; per-image
             # noise makes each chunk the same whichever rank draws it.
             mine = todo[dist.rank :: dist.world]
-            draws = _Draws(
-                accelerate(F_net, recipe, device, inference=True),
-                accelerate(G, recipe, device, inference=True),
-                BatchSource(ds),
-                s.batch_size,
-                s.num_samples,
-                noise_dim,
-                recipe.seed,
-                device,
-                regions,
-                recipe.speed.sample_chunk,
-            )
+            draws = _draws(recipe, F_net, G, BatchSource(ds), noise_dim, regions, device)
             attrs = lambda: _bank_attrs(recipe, manifest, inputs)  # noqa: E731
-            again = "carseg sample RECIPE" + (" --overwrite" if overwrite else "")
-            kept = (
-                f"interrupted; the finished chunks are kept in {partial} and `{again}` "
-                "continues from them"
-                if dist.main
-                else ""
-            )
-            with stops_at_once(kept):
+            with stops_at_once(_kept_note(partial, overwrite) if dist.main else ""):
                 _draw_chunks(mine, draws, bank, attrs, dist.world, rep, s.split)
             distributed.barrier()  # every rank's chunks are on disk
             if dist.main and dist.world > 1:
@@ -134,6 +117,40 @@ def run_sample(
             manifest.write(out_dir, [bank_path.name], device=str(device))
     rep.line(f"sample bank written: {bank_path} ({info.n} images x {s.num_samples} samples)")
     return bank_path
+
+
+def _draws(
+    recipe: Recipe,
+    F_net: torch.nn.Module,
+    G: torch.nn.Module,
+    source: BatchSource,
+    noise_dim: int,
+    regions: Any,
+    device: torch.device,
+) -> _Draws:
+    """What each chunk's draws need: F and G through the recipe's speed options, the split,
+    the sample settings and the recombination ``regions`` (or None)."""
+    s = recipe.sample
+    return _Draws(
+        accelerate(F_net, recipe, device, inference=True),
+        accelerate(G, recipe, device, inference=True),
+        source,
+        s.batch_size,
+        s.num_samples,
+        noise_dim,
+        recipe.seed,
+        device,
+        regions,
+        recipe.speed.sample_chunk,
+    )
+
+
+def _kept_note(partial: Path, overwrite: bool) -> str:
+    """The line an interrupted `sample` prints (rank 0)."""
+    again = "carseg sample RECIPE" + (" --overwrite" if overwrite else "")
+    return (
+        f"interrupted; the finished chunks are kept in {partial} and `{again}` continues from them"
+    )
 
 
 def _networks(

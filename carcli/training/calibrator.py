@@ -11,8 +11,8 @@ import torch.nn.functional as nnf
 
 from carcli import distributed
 from carcli.data.batches import Batch, BatchSource
-from carcli.data.dataset import DatasetInfo
 from carcli.data.prefetch import training_loader
+from carcli.data.schema import DatasetInfo
 from carcli.errors import CarsegError
 from carcli.losses import calibrator_loss
 from carcli.recipe.schema import Recipe

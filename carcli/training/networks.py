@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from carcli.data.dataset import DatasetInfo
+from carcli.data.schema import DatasetInfo
 from carcli.errors import CarsegError
 from carcli.models.registry import build_calibrator, build_discriminator, build_refiner
 from carcli.recipe.schema import Recipe

@@ -15,8 +15,9 @@ import torch
 
 from carcli import distributed
 from carcli.data.batches import Batch, BatchSource
-from carcli.data.dataset import DatasetFile, DatasetInfo
+from carcli.data.dataset import DatasetFile
 from carcli.data.prefetch import training_loader
+from carcli.data.schema import DatasetInfo
 from carcli.errors import CarsegError
 from carcli.recipe.schema import Recipe
 from carcli.runtime.networks import COUPLING, JOINT_CALIBRATOR, load_network, save_network
