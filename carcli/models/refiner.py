@@ -64,6 +64,21 @@ class _Encoder(nn.Module):
         return feats
 
 
+def modulated(block: nn.Module, u: Tensor, noise: Tensor, rows: int) -> Tensor:
+    """An up block's tail: ``block.norm`` (BN), the noise's modulation u * (1 + gamma(eps)) +
+    beta(eps) over ``rows`` sample rows (with ``block.dropout`` of both while training), then
+    LeakyReLU(0.2) in place."""
+    u = block.norm(u)
+    scale = 1.0 + block.gamma(noise)
+    shift = block.beta(noise)
+    if block.training and block.dropout > 0:
+        keep = torch.empty_like(scale).bernoulli_(1.0 - block.dropout) / (1.0 - block.dropout)
+        scale, shift = scale * keep, shift * keep
+    shape = (rows, -1, 1, 1)
+    out = torch.addcmul(shift.view(shape), u, scale.view(shape))
+    return nnf.leaky_relu_(out, 0.2)
+
+
 class _UpBlock(nn.Module):
     """Up block: upsample, conv3x3 over [upsampled, skip], BN, noise modulation, LeakyReLU(0.2),
     channel dropout.
@@ -104,15 +119,7 @@ class _UpBlock(nn.Module):
             u = u.repeat_interleave(samples, dim=0).contiguous(memory_format=fmt)
         else:
             u = (u.view(batch, samples, *u.shape[1:]) + s.unsqueeze(1)).view(u.shape)
-        u = self.norm(u)
-        scale = 1.0 + self.gamma(noise)
-        shift = self.beta(noise)
-        if self.training and self.dropout > 0:
-            keep = torch.empty_like(scale).bernoulli_(1.0 - self.dropout) / (1.0 - self.dropout)
-            scale, shift = scale * keep, shift * keep
-        shape = (noise.shape[0], -1, 1, 1)
-        out = torch.addcmul(shift.view(shape), u, scale.view(shape))
-        return nnf.leaky_relu_(out, 0.2)
+        return modulated(self, u, noise, noise.shape[0])
 
 
 class ConvRefiner(nn.Module):

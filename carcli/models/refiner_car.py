@@ -20,10 +20,9 @@ extra sample costs only the three finer up levels and the head.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as nnf
 from torch import Tensor, nn
 
-from carcli.models.refiner import ConvRefiner
+from carcli.models.refiner import ConvRefiner, modulated
 
 
 def _down(c_in: int, c_out: int, dropout: float) -> nn.Sequential:
@@ -78,15 +77,7 @@ class _Up(nn.Module):
         elif s is not None:
             batch = s.shape[0]
             u = (u.view(batch, rows // batch, *u.shape[1:]) + s.unsqueeze(1)).view(u.shape)
-        u = self.norm(u)
-        scale = 1.0 + self.gamma(noise)
-        shift = self.beta(noise)
-        if self.training and self.dropout > 0:
-            keep = torch.empty_like(scale).bernoulli_(1.0 - self.dropout) / (1.0 - self.dropout)
-            scale, shift = scale * keep, shift * keep
-        shape = (rows, -1, 1, 1)
-        out = torch.addcmul(shift.view(shape), u, scale.view(shape))
-        return nnf.leaky_relu_(out, 0.2)
+        return modulated(self, u, noise, rows)
 
     @torch.no_grad()
     def fold_norm(self) -> bool:
