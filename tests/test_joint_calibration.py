@@ -287,3 +287,33 @@ def test_recipe_checks_of_the_joint_options(overrides, message) -> None:
     with pytest.raises(RecipeError) as err:
         load_recipe("recipes/toy.yaml", overrides)
     assert message in str(err.value)
+
+
+def test_calibration_temperature_sees_answers_and_moves_crisp_frequencies() -> None:
+    from carcli.losses.calibration import calibration_loss, sample_mean
+
+    # 4 decided samples at one pixel (logit margin 10), 3 say class 0: G's answers come
+    # 3/4 : 1/4 while F says 1/2 : 1/2
+    logits = (_crisp([[0], [0], [0], [1]], 2) / BIG * 5.0).requires_grad_(True)
+    hard = sample_mean(logits, "segmentation", temperature=5.0)
+    assert torch.allclose(hard[0, :, 0, 0], torch.tensor([0.75, 0.25]))
+    p = torch.tensor([0.5, 0.5]).reshape(1, 2, 1, 1)
+    calibration_loss(logits, p, g_bar=sample_mean(logits, "segmentation")).backward()
+    soft_grad = logits.grad.abs().max().item()
+    logits.grad = None
+    calibration_loss(logits, p, g_bar=hard).backward()
+    g = logits.grad[0, :, :, 0, 0]  # [M, K]: the samples saying 0 are pushed toward 1
+    assert (g[:3, 0] > 0).all() and (g[:3, 1] < 0).all()
+    assert g.abs().max().item() > 100 * soft_grad  # the softmax's gradient has all but gone
+
+
+def test_calibration_temperature_recipe_checks() -> None:
+    from carcli.recipe.load import RecipeError, load_recipe
+
+    with pytest.raises(RecipeError, match="calibration_temperature -> must be >= 0"):
+        load_recipe("recipes/toy.yaml", ["refiner.calibration_temperature=-1"])
+    with pytest.raises(RecipeError, match="only with refiner.calibration_loss=kl"):
+        load_recipe(
+            "recipes/toy.yaml",
+            ["refiner.calibration_temperature=2", "refiner.calibration_loss=kl_forward"],
+        )

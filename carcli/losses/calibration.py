@@ -8,6 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from carcli.losses.joint import straight_through
 from carcli.losses.regression import regression_mean_calibration_loss
 from carcli.losses.segmentation import masked_pixel_mean, sample_cross_entropy
 
@@ -78,10 +79,18 @@ def calibration_loss(
     return masked_pixel_mean("calibration_loss", kl, mask)
 
 
-def sample_mean(samples: Tensor, task: str) -> Tensor:
+def sample_mean(samples: Tensor, task: str, temperature: float = 0.0) -> Tensor:
     """G_bar, the mean of G's M samples: of their softmax (segmentation: logits [B, M, K, H, W]
-    -> [B, K, H, W]) or of the values themselves (regression: [B, M, D] -> [B, D])."""
+    -> [B, K, H, W]) or of the values themselves (regression: [B, M, D] -> [B, D]).
+
+    ``temperature`` T > 0 (segmentation; `refiner.calibration_temperature`): the mean of the
+    samples' one-hot answers (the frequencies G's samples give), with the gradient of
+    softmax(logits / T) (straight-through). Crisp samples' softmax has a vanishing gradient, so
+    once G's samples decide, L_cal on their softmax can no longer move how often each answer
+    comes; on their answers it can."""
     if task == "segmentation":
+        if temperature:
+            return straight_through(samples, temperature).mean(dim=1)
         return samples.float().softmax(dim=2).mean(dim=1)
     return samples.float().mean(dim=1)
 

@@ -220,6 +220,16 @@ def _check_refiner(r: Recipe, problems: list[str]) -> None:
             f"discriminator.set_size -> 0 (off) or 2..refiner.num_samples "
             f"({r.refiner.num_samples}), got {k}"
         )
+    if r.refiner.calibration_temperature < 0:
+        problems.append(
+            "refiner.calibration_temperature -> must be >= 0, got "
+            f"{r.refiner.calibration_temperature}"
+        )
+    if r.refiner.calibration_temperature and r.refiner.calibration_loss != "kl":
+        problems.append(
+            "refiner.calibration_temperature -> only with refiner.calibration_loss=kl, got "
+            f"{r.refiner.calibration_loss!r}"
+        )
     if r.refiner.w_energy < 0:
         problems.append(f"refiner.w_energy -> must be >= 0, got {r.refiner.w_energy}")
     if r.refiner.w_energy and r.refiner.num_samples == 1:

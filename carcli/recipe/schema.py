@@ -197,6 +197,10 @@ class _RefinerKeys:
     """Weight of the set discriminator's adversarial loss (discriminator.set_size > 0)."""
     joint_pairs: int = 256
     """Pixel pairs per image for the joint calibration loss (drawn among ambiguous pixels)."""
+    calibration_temperature: float = 0.0
+    """0: L_cal compares the mean of the samples' softmax with F (the paper); T > 0: the mean of
+    their one-hot answers (how often each answer comes), with the gradient of softmax(logits /
+    T) (straight-through). calibration_loss kl only."""
     w_energy: float = 0.0
     """Weight of the energy score of G's M samples against the annotations (beyond the paper;
     0: off): a strictly proper score of the whole map's joint distribution."""

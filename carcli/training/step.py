@@ -64,6 +64,7 @@ class RefinerTerms:
     extras: tuple[ExtraTerm, ...]  # beyond the paper, each added with its weight
     set_size: int = 0  # k answers per set for the set discriminator (0: none)
     w_set: float = 0.0
+    cal_temperature: float = 0.0  # G_bar of the samples' answers, straight-through (0: softmax)
 
     @classmethod
     def from_recipe(
@@ -110,6 +111,7 @@ class RefinerTerms:
             tuple(extras),
             recipe.discriminator.set_size,
             r.w_set,
+            r.calibration_temperature,
         )
 
 
@@ -203,7 +205,7 @@ class RefinerStep:
         xs, real, fake, valid = discriminator_inputs(batch, logits, terms)
         d_fake, out, step_d = discriminator_update(nets, self.policy, x, xs, real, fake, d_on, r1)
         loss_adv = adversarial_loss(d_fake)
-        g_bar = sample_mean(logits, terms.task)  # G_bar: the mean of G's M samples
+        g_bar = sample_mean(logits, terms.task, terms.cal_temperature)  # G_bar: their mean
         loss_cal = terms.calibration(logits, g_bar, p, batch.label, valid, terms.ignore_index)
         loss_g = terms.w_adv * loss_adv + terms.w_cal * loss_cal
         for name, weight, term in terms.extras:
