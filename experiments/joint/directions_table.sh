@@ -13,13 +13,10 @@ rows=(
   "C, joint_cross 0.5, learned coupling|runs/x/C-cross50"
   "C, joint_cross 0.5 + noise_regions 8 (a code per region), as drawn|runs/x/C-cross50-rn8-none"
   "C, joint_cross 0.5 + noise_regions 8, learned coupling|runs/x/C-cross50-rn8"
+  "C, calibration_temperature 5 (L_cal on the answers, straight-through), as drawn|runs/x/C-caltemp5-none"
+  "C, calibration_temperature 5, learned coupling|runs/x/C-caltemp5"
   "C, w_energy 20 (energy score, whole map), as drawn|runs/x/C-energy20-none"
   "C, w_energy 20, learned coupling|runs/x/C-energy20"
-  "G (link cue), the toy recipe's G, as drawn|runs/devG-none"
-  "G, declared independent regions|runs/devG-ind"
-  "G, the toy recipe (**learned coupling**)|runs/devG"
-  "G, joint_cross 0.5 + noise_regions 8, as drawn|runs/x/G-cross50-rn8-none"
-  "G, joint_cross 0.5 + noise_regions 8, learned coupling|runs/x/G-cross50-rn8"
 )
 labels=(); runs=()
 for r in "${rows[@]}"; do
@@ -29,6 +26,6 @@ for r in "${rows[@]}"; do
 done
 $py experiments/joint/coupling_table.py "${runs[@]}" --json docs/results/joint_directions.json \
   --labels "${labels[@]}" \
-  --command "experiments/joint/joint_study.sh DATA runs/devC NAME key=value (G trained on the set's F), then SKIP_HEAD=1 experiments/joint/variants.sh DATA NAME; table: experiments/joint/directions_table.sh" \
+  --command "C rows: experiments/joint/joint_study.sh data/devC runs/devC runs/x/NAME key=value (G trained on C's F), then SKIP_HEAD=1 experiments/joint/variants.sh data/devC runs/x/NAME; table: experiments/joint/directions_table.sh" \
   --note "Bars of the issue: both ratios at most 1.5, coupled agree at least 0.97, mode TV − oracle at most 0.025, GED16 − oracle at most 0.01, within 0.8 at least 0.93, worst offsets at most 0.03."
 $py scripts/docs_tables.py
