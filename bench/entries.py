@@ -315,6 +315,45 @@ def bench_sample(size: SampleSize, device: Any, tmp: Path) -> tuple[dict, str]:
     return out, setting
 
 
+def bench_recombine(size: SampleSize) -> tuple[dict, str]:
+    """The learned region coupling's own cost at sampling (`sample.region_coupling: learned`):
+    the coupling head over every pair of F's uncertain regions and the recombination of an
+    M-sample bank, on 8 uncertain discs per image (F's probabilities 0.5 there, 1 elsewhere),
+    a randomly initialised head. `draw` adds it to a call of ``sample_128_m100``'s size."""
+    import torch
+
+    from carcli.models.coupling import RegionCoupling
+    from carcli.sampling.regions import CoupledRegions
+
+    rng = np.random.default_rng(0)
+    n, k, c, h, w = size.images, size.num_classes, size.channels, size.height, size.width
+    yy, xx = np.mgrid[0:h, 0:w]
+    calib = np.zeros((n, k, h, w), np.float32)
+    calib[:, 0] = 1.0
+    for i in range(n):
+        for _ in range(8):
+            cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), max(2.0, h / 20)
+            disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+            calib[i, :2, disc] = 0.5
+    samples = rng.integers(0, k, (n, size.samples, h, w), dtype=np.uint8)
+    image = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    torch.manual_seed(0)
+    coupled = CoupledRegions(RegionCoupling(c, k).eval())
+    rows = np.arange(n)
+
+    def call() -> None:
+        coupled(samples, calib, rows, 0, image=image)
+
+    for _ in range(WARMUP_CALLS):
+        call()
+    seconds = time_calls(call, size.repeats, torch.device("cpu"))
+    setting = (
+        f"{h}x{w}, {n} images x M={size.samples}, 8 uncertain discs per image, random head, "
+        f"median of {size.repeats} after {WARMUP_CALLS} warm-up calls"
+    )
+    return entry(n * size.samples / seconds, "samples/s"), setting
+
+
 def bench_predict(size: PredictSize, device: Any, tmp: Path) -> tuple[dict, str]:
     """`run_predict` end to end: a bundle of the LIDC recipe's networks (random weights) and
     PNG files in a folder; every output written."""

@@ -9,6 +9,8 @@ Measures, through the project's real code paths (no re-implementations):
   frozen, D (the authors' `pixel` / the recipe's `dcgan`) updated in the step (the worst
   case, R1 penalty included);
 * ``calibrator_step``: one `train-calibrator` step of the LIDC recipe's F at its batch 32;
+* ``recombine_128_m100`` (only with ``--only``): the learned region coupling's own cost at
+  sampling (head and recombination of a 100-sample bank; samples per second);
 * ``sample_128`` / ``sample_256x512``: `draw` throughput in eval mode (samples per second);
 * ``predict_128``: `carseg predict` (`run_predict`) on 200 PNG files of 128x128 with the LIDC
   recipe's architectures (random weights, exported as a bundle), 16 samples each, every
@@ -52,6 +54,7 @@ from bench.entries import (  # noqa: E402
     bench_evaluate,
     bench_matmul,
     bench_predict,
+    bench_recombine,
     bench_refiner_step,
     bench_sample,
     evaluate_child,
@@ -62,6 +65,7 @@ from bench.harness import (  # noqa: E402
     DEFAULT_CACHE,
     DEFAULT_OUT,
     ENTRIES,
+    EXTRA_ENTRIES,
     FULL,
     PER_MATMUL,
     QUICK,
@@ -121,7 +125,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="append",
         type=_names,
         metavar="NAME[,NAME...]",
-        help=f"run only these entries (repeatable, or comma-separated): {', '.join(ENTRIES)}",
+        help="run only these entries (repeatable, or comma-separated): "
+        f"{', '.join(ENTRIES + EXTRA_ENTRIES)} (the last only when named)",
     )
     p.add_argument(
         "--repeats",
@@ -152,9 +157,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def _names(text: str) -> list[str]:
     names = [n.strip() for n in text.split(",") if n.strip()]
-    bad = [n for n in names if n not in ENTRIES]
+    bad = [n for n in names if n not in ENTRIES + EXTRA_ENTRIES]
     if bad:
-        raise argparse.ArgumentTypeError(f"unknown entry {bad[0]!r}; one of {', '.join(ENTRIES)}")
+        raise argparse.ArgumentTypeError(
+            f"unknown entry {bad[0]!r}; one of {', '.join(ENTRIES + EXTRA_ENTRIES)}"
+        )
     return names
 
 
@@ -220,6 +227,12 @@ def main(argv: list[str] | None = None) -> int:
                 rep(f"{name} ...")
                 results[name], settings[name] = bench_sample(size, device, tmp)
                 release()
+        if "recombine_128_m100" in wanted:
+            rep("recombine_128_m100 ...")
+            results["recombine_128_m100"], settings["recombine_128_m100"] = bench_recombine(
+                sizes.recombine_128_m100
+            )
+            release()
         if "predict_128" in wanted:
             rep("predict_128 ...")
             results["predict_128"], settings["predict_128"] = bench_predict(
@@ -254,6 +267,7 @@ def _with_repeats(sizes: Sizes, repeats: int) -> Sizes:
         sample_128=replace(sizes.sample_128, repeats=repeats),
         sample_128_m100=replace(sizes.sample_128_m100, repeats=repeats),
         sample_256x512=replace(sizes.sample_256x512, repeats=repeats),
+        recombine_128_m100=replace(sizes.recombine_128_m100, repeats=repeats),
     )
 
 
