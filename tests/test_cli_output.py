@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from carcli.cli.app import app, name_recipe
@@ -141,6 +142,20 @@ def test_thread_defaults_are_set_before_torch_unless_the_user_chose() -> None:
     env = _env_without(*keys) | {"OMP_WAIT_POLICY": "ACTIVE", "OPENBLAS_NUM_THREADS": "2"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert out.stdout.split() == ["ACTIVE", "2", "False"], out.stderr
+
+
+def test_malloc_tuning_applies_on_glibc_and_yields_to_the_users_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import platform
+
+    from carcli.threads import tune_malloc
+
+    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    assert tune_malloc() is glibc
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=131072")
+    assert tune_malloc() is False
 
 
 def test_manifest_records_the_thread_settings(tmp_path: Path) -> None:
