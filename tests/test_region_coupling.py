@@ -22,10 +22,12 @@ from carcli.sampling.regions import (
     region_offsets,
 )
 from carcli.training.coupling import (
+    CHECK_EVERY,
     coupling_examples,
     coupling_scores,
     expand_flips,
     pair_targets,
+    predict_pairs,
     train_coupling,
 )
 
@@ -215,6 +217,17 @@ def test_the_head_learns_which_pairs_go_together(tmp_path) -> None:
     only_independent = coupling_scores(head, alone)
     assert only_independent["coupled_found"] is None
     json.loads(json.dumps(only_independent, allow_nan=False))
+    # early stopping on validation pairs: with the truth as validation the last check is best,
+    # with every target flipped the first check is (the head only learns the truth)
+    as_is = train_coupling(ex, steps=300, lr=5e-3, seed=0, width=8, batch_images=16, val=val)
+    flipped = dataclasses.replace(val, target=1.0 - val.target)
+    wrong = train_coupling(ex, steps=300, lr=5e-3, seed=0, width=8, batch_images=16, val=flipped)
+    assert as_is.selected_step > CHECK_EVERY and wrong.selected_step == CHECK_EVERY
+
+    def error(head: RegionCoupling) -> float:
+        return float(np.mean((predict_pairs(head, val) - val.target) ** 2))
+
+    assert error(as_is) < error(wrong)  # the head kept is the one of the lowest error
 
 
 # ---------------------------------------------------------------- evaluate sees both errors

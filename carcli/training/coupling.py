@@ -135,6 +135,10 @@ def _pair_batch(ex: CouplingExamples, rows: np.ndarray) -> tuple:
     )
 
 
+CHECK_EVERY = 100
+"""train_coupling with validation pairs: their squared error is checked every this many steps."""
+
+
 def train_coupling(
     ex: CouplingExamples,
     steps: int,
@@ -142,10 +146,15 @@ def train_coupling(
     seed: int,
     width: int = 16,
     batch_images: int = 32,
+    val: CouplingExamples | None = None,
 ) -> RegionCoupling:
     """The head fitted to ``ex``'s pair targets: the squared error of its probability, so that
     it learns each kind of pair's mean target (the raters' unbiased targets average right),
-    Adam. With no labelled pair it calls every pair coupled (G's draws are kept as drawn)."""
+    Adam. With no labelled pair it calls every pair coupled (G's draws are kept as drawn).
+
+    With ``val`` pairs, their squared error is checked every ``CHECK_EVERY`` steps and at the
+    end, and the head of the lowest is returned (early stopping: a head that under-fits wants
+    many steps, few raters' noisy targets few); ``head.selected_step`` says which."""
     torch.manual_seed(seed)
     head = RegionCoupling(ex.image.shape[1], ex.calib.shape[1], width)
     opt = torch.optim.Adam(head.parameters(), lr=lr)
@@ -153,14 +162,25 @@ def train_coupling(
     rng = np.random.default_rng([seed, 0xC0])
     if len(with_pairs) == 0:
         return _always_coupled(head)
+    check = val is not None and len(val.pairs) > 0
+    best: tuple[float, int, dict] | None = None
     head.train()
-    for _ in range(steps):
+    for step in range(1, steps + 1):
         rows = np.sort(rng.choice(with_pairs, min(batch_images, len(with_pairs)), replace=False))
         x, p, ids, pairs, target = _pair_batch(ex, rows)
         loss = nnf.mse_loss(torch.sigmoid(head(x, p, ids, pairs)), target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if check and (step % CHECK_EVERY == 0 or step == steps):
+            error = float(np.mean((predict_pairs(head, val) - val.target) ** 2))
+            head.train()
+            if best is None or error < best[0]:
+                best = (error, step, {k: v.clone() for k, v in head.state_dict().items()})
+    head.selected_step = steps
+    if best is not None:
+        head.load_state_dict(best[2])
+        head.selected_step = best[1]
     return head.eval()
 
 
@@ -174,12 +194,9 @@ def _always_coupled(head: RegionCoupling) -> RegionCoupling:
     return head.eval()
 
 
-def coupling_scores(head: RegionCoupling, ex: CouplingExamples) -> dict[str, float | int | None]:
-    """How the head's coupled / independent calls (probability > ``COUPLED_ABOVE``) match the
-    targets (> ``COUPLED_ABOVE``) of ``ex``: accuracy, and the share of truly coupled pairs it
-    calls coupled (None where the split has no pair of that kind: the manifest is strict JSON)."""
-    if len(ex.pairs) == 0:
-        return {"pairs": 0}
+def predict_pairs(head: RegionCoupling, ex: CouplingExamples) -> np.ndarray:
+    """The head's probability [P] that each of ``ex``'s pairs co-varies (eval mode)."""
+    head.eval()
     probs = []
     rows_all = np.unique(ex.pairs[:, 0])
     with torch.inference_mode():
@@ -189,7 +206,17 @@ def coupling_scores(head: RegionCoupling, ex: CouplingExamples) -> dict[str, flo
             probs.append(torch.sigmoid(head(x, p, ids, pairs)).numpy())
     order = np.argsort(ex.pairs[:, 0], kind="stable")  # _pair_batch keeps file order per batch
     pred = np.empty(len(ex.pairs), dtype=np.float32)
-    pred[order] = np.concatenate(probs)
+    pred[order] = np.concatenate(probs) if probs else np.zeros(0, np.float32)
+    return pred
+
+
+def coupling_scores(head: RegionCoupling, ex: CouplingExamples) -> dict[str, float | int | None]:
+    """How the head's coupled / independent calls (probability > ``COUPLED_ABOVE``) match the
+    targets (> ``COUPLED_ABOVE``) of ``ex``: accuracy, and the share of truly coupled pairs it
+    calls coupled (None where the split has no pair of that kind: the manifest is strict JSON)."""
+    if len(ex.pairs) == 0:
+        return {"pairs": 0}
+    pred = predict_pairs(head, ex)
     called, truth = pred > COUPLED_ABOVE, ex.target > COUPLED_ABOVE
     return {
         "pairs": int(len(truth)),
@@ -208,14 +235,18 @@ def fit_coupling(
     device: torch.device,
     out_path: Path,
 ) -> dict[str, Any]:
-    """Fit the head on ``train``'s pairs and write it to ``out_path``; returns its scores on
-    ``val``'s pairs. ``settings``: steps, lr, seed, region_threshold, region_link."""
+    """Fit the head on ``train``'s pairs (up to ``steps``, the step of the lowest squared error
+    on ``val``'s pairs kept) and write it to ``out_path``; returns its scores on both and the
+    step kept. ``settings``: steps, lr, seed, region_threshold, region_link."""
     threshold, link = float(settings["region_threshold"]), int(settings["region_link"])
     F_net = F_net.eval()
     ex = coupling_examples(F_net, train, threshold, link, device)
-    head = train_coupling(ex, int(settings["steps"]), float(settings["lr"]), int(settings["seed"]))
-    scores = {"train": coupling_scores(head, ex)}
-    scores["val"] = coupling_scores(head, coupling_examples(F_net, val, threshold, link, device))
+    val_ex = coupling_examples(F_net, val, threshold, link, device)
+    steps, lr, seed = int(settings["steps"]), float(settings["lr"]), int(settings["seed"])
+    head = train_coupling(ex, steps, lr, seed, val=val_ex)
+    scores: dict[str, Any] = {"train": coupling_scores(head, ex)}
+    scores["val"] = coupling_scores(head, val_ex)
+    scores["selected_step"] = int(getattr(head, "selected_step", steps))
     save_network(
         out_path,
         head,
