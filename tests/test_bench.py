@@ -134,16 +134,12 @@ def test_only_takes_a_comma_list_and_set_records_the_overrides(tmp_path: Path) -
 
 def test_recombine_entry_runs_only_when_named(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
-    cmd = [sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--device", "cpu"]
+    run = [str(REPO / "bench" / "run.py"), "--quick", "--only", "recombine_128_m100"]
     proc = subprocess.run(
-        [*cmd, "--only", "recombine_128_m100", "--out", str(out)],
-        cwd=tmp_path,
-        env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+        [sys.executable, *run, "--device", "cpu", "--out", str(out)],
+        cwd=tmp_path, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-4000:]
     entry = json.loads(out.read_text())["recombine_128_m100"]
     assert entry["unit"] == "samples/s" and _positive(entry["value"])

@@ -53,6 +53,7 @@ TINY = [
     "refiner.val_every=2",
     "refiner.val_size=4",
     "refiner.checkpoint_every=2",
+    "refiner.coupling_steps=50",
     "discriminator.width=4",
     "discriminator.n_on=2",
     "discriminator.n_off=1",

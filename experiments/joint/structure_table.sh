@@ -2,7 +2,7 @@
 # docs/results/joint_structure.json from the issue-25 runs (runs/devC*, devE*, devA*, devF*,
 # toy*); rows for runs that do not exist yet are left out.
 set -euo pipefail
-py=${PY:-.venv/bin/python}
+. "$(dirname "$0")/rows.sh"
 rows=(
   "C, G's draws as drawn|runs/devC-none"
   "C, declared independent regions|runs/devC-ind"
@@ -34,14 +34,4 @@ rows=(
   "toy, learned coupling (head: 600 steps)|runs/toy"
   "toy, **learned coupling**, head up to 1500 steps, early-stopped (now the toy recipe's)|runs/x/toy-head1500es"
 )
-labels=(); runs=()
-for r in "${rows[@]}"; do
-  run=${r#*|}
-  [ -f "$run/eval/test/metrics.json" ] || continue
-  labels+=("${r%%|*}"); runs+=("$run")
-done
-$py experiments/joint/coupling_table.py "${runs[@]}" --json docs/results/joint_structure.json \
-  --labels "${labels[@]}" \
-  --command "experiments/joint/variants.sh DATA RUN (C, E: head fitted afresh, 600 steps; A, F, G, toy: the run's own head from train-refiner; rows 'head up to 1500 steps, early-stopped': experiments/joint/coupling_head.py RUN_COPY DATA --steps 1500 on a copy of the run, then carseg sample and evaluate) after scripts/cascade.sh recipes/toy.yaml NAME data.dir=DATA data.source=prepared; table: experiments/joint/structure_table.sh" \
-  --note "Bars of the issue: both ratios at most 1.5, coupled agree at least 0.97, mode TV − oracle at most 0.025, GED16 − oracle at most 0.01, within 0.8 at least 0.93, worst offsets at most 0.03."
-$py scripts/docs_tables.py
+rows_table docs/results/joint_structure.json "experiments/joint/variants.sh DATA RUN (C, E: head fitted afresh, 600 steps; A, F, G, toy: the run's own head from train-refiner; rows 'head up to 1500 steps, early-stopped': experiments/joint/coupling_head.py RUN_COPY DATA --steps 1500 on a copy of the run, then carseg sample and evaluate) after scripts/cascade.sh recipes/toy.yaml NAME data.dir=DATA data.source=prepared; table: experiments/joint/structure_table.sh" "${rows[@]}"
