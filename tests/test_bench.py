@@ -40,28 +40,22 @@ def _positive(x: object) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
 
 
-def test_quick_bench_writes_the_contract_layout(tmp_path: Path) -> None:
-    out = tmp_path / "results.json"
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "bench" / "run.py"),
-            "--quick",
-            "--device",
-            "cpu",
-            "--out",
-            str(out),
-            "--cache",
-            str(tmp_path / "cache"),
-        ],
+def _bench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    """bench/run.py --quick --device cpu ARGS, run from ``tmp_path``."""
+    return subprocess.run(
+        [sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--device", "cpu", *args],
         cwd=tmp_path,
-        env=env,
+        env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
     )
+
+
+def test_quick_bench_writes_the_contract_layout(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    proc = _bench(tmp_path, "--out", str(out), "--cache", str(tmp_path / "cache"))
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "refiner_step_pixel" in proc.stdout  # the table was printed
     results = json.loads(out.read_text())
@@ -92,31 +86,14 @@ def test_only_takes_a_comma_list_and_set_records_the_overrides(tmp_path: Path) -
     """`--only a,b` runs those entries; `--set KEY=VALUE` (a speed lever) reaches the step
     entries and is recorded under machine.overrides; `--repeats` is accepted."""
     out = tmp_path / "results.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "bench" / "run.py"),
-            "--quick",
-            "--device",
-            "cpu",
-            "--only",
-            "refiner_step_dcgan,calibrator_step",
-            "--repeats",
-            "2",
-            "--set",
-            "discriminator.r1_every=2",
-            "--set",
-            "speed.optimizer=foreach",
-            "--out",
-            str(out),
-        ],  # fmt: skip
-        cwd=tmp_path,
-        env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    proc = _bench(
+        tmp_path,
+        "--only", "refiner_step_dcgan,calibrator_step",
+        "--repeats", "2",
+        "--set", "discriminator.r1_every=2",
+        "--set", "speed.optimizer=foreach",
+        "--out", str(out),
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-4000:]
     results = json.loads(out.read_text())
     assert set(results) == {"machine", "matmul_gflops", "refiner_step_dcgan", "calibrator_step"}
@@ -134,12 +111,7 @@ def test_only_takes_a_comma_list_and_set_records_the_overrides(tmp_path: Path) -
 
 def test_recombine_entry_runs_only_when_named(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
-    run = [str(REPO / "bench" / "run.py"), "--quick", "--only", "recombine_128_m100"]
-    proc = subprocess.run(
-        [sys.executable, *run, "--device", "cpu", "--out", str(out)],
-        cwd=tmp_path, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+    proc = _bench(tmp_path, "--only", "recombine_128_m100", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-4000:]
     entry = json.loads(out.read_text())["recombine_128_m100"]
     assert entry["unit"] == "samples/s" and _positive(entry["value"])

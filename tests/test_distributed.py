@@ -20,6 +20,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from conftest import TINY as conftest_TINY
 from conftest import tiny_overrides
 
 from carcli import distributed
@@ -36,31 +37,10 @@ from carcli.training.refiner import run_train_refiner
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = [
-    "data.synthetic.num_train=24",
-    "data.synthetic.num_val=8",
-    "data.synthetic.num_test=6",
-    "data.synthetic.size=16",
-    "calibrator.width=4",
-    "calibrator.depth=2",
+    *conftest_TINY,  # the shared tiny run, with these settings of the distributed tests
     "calibrator.steps=2",
-    "calibrator.batch_size=4",
     "calibrator.val_every=0",
-    "refiner.width=4",
-    "refiner.depth=2",
-    "refiner.steps=4",
     "refiner.batch_size=4",
-    "refiner.num_samples=3",
-    "refiner.val_every=2",
-    "refiner.val_size=4",
-    "refiner.checkpoint_every=2",
-    "refiner.coupling_steps=50",
-    "discriminator.width=4",
-    "discriminator.n_on=2",
-    "discriminator.n_off=1",
-    "sample.num_samples=5",
-    "sample.chunk_size=4",
-    "sample.batch_size=3",
-    "threads=1",
 ]
 
 

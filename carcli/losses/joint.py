@@ -72,6 +72,12 @@ def joint_term(
     return joint_calibration_loss(sample_logits, i, j, target, mask, kind, temperature)
 
 
+def _ambiguous(label_probs: Tensor, valid: Tensor) -> Tensor:
+    """[B, H*W] 1.0 where a scored pixel's label distribution is not one class, else 0.0."""
+    ambiguous = (label_probs.amax(1) < AMBIGUOUS_BELOW) & valid.bool()
+    return ambiguous.reshape(label_probs.shape[0], -1).float()
+
+
 def sample_pixel_pairs(
     label_probs: Tensor, valid: Tensor, num_pairs: int, generator: torch.Generator | None
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -81,8 +87,7 @@ def sample_pixel_pairs(
     ``label_probs`` [B, K, H, W] is the label distribution q, ``valid`` [B, H, W] the scored
     pixels. Pixels are drawn uniformly, with replacement, from each image's ambiguous set."""
     b = label_probs.shape[0]
-    ambiguous = (label_probs.amax(1) < AMBIGUOUS_BELOW) & valid.bool()
-    weights = ambiguous.reshape(b, -1).float()
+    weights = _ambiguous(label_probs, valid)
     count = weights.sum(1)
     ok = count >= 2
     weights[~ok] = 1.0  # any pixel: those rows are masked out
@@ -115,7 +120,7 @@ def cross_factor_partners(
     none differs the uniform partner stays."""
     b, a = modes.shape[:2]
     p = i.shape[1]
-    ambiguous = ((label_probs.amax(1) < AMBIGUOUS_BELOW) & valid.bool()).reshape(b, -1).float()
+    ambiguous = _ambiguous(label_probs, valid)
     ambiguous[ambiguous.sum(1) < 1] = 1.0
     cand = torch.multinomial(ambiguous, p * CROSS_CANDIDATES, replacement=True, generator=generator)
     cand = cand.reshape(b, p, CROSS_CANDIDATES)

@@ -93,6 +93,14 @@ def region_pairs(
     return out
 
 
+def ambiguous_regions(modes: np.ndarray) -> list[np.ndarray]:
+    """Masks [H, W] of the separate regions where the (non-padding) modes [A, H, W] disagree:
+    8-connected components of at least ``MIN_REGION`` pixels, in label order."""
+    labels, count = ndimage.label((modes != modes[:1]).any(0), structure=np.ones((3, 3)))
+    sizes = np.bincount(labels.reshape(-1), minlength=count + 1)
+    return [labels == i for i in range(1, count + 1) if sizes[i] >= MIN_REGION]
+
+
 def _region_states(
     modes: np.ndarray, weights: np.ndarray, samples: np.ndarray, oracle: np.ndarray
 ) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray], np.ndarray] | None:
@@ -110,11 +118,8 @@ def _region_states(
     if (oracle < 0).any():
         raise ValueError("oracle draws must index non-padding modes")
     modes, w = modes[keep], weights[keep] / weights[keep].sum()
-    labels, count = ndimage.label((modes != modes[:1]).any(0), structure=np.ones((3, 3)))
-    sizes = np.bincount(labels.reshape(-1), minlength=count + 1)
-    regions = [labels == i for i in range(1, count + 1) if sizes[i] >= MIN_REGION]
     true_states, sample_states = [], []
-    for r in regions:
+    for r in ambiguous_regions(modes):
         patterns, inverse = np.unique(modes[:, r], axis=0, return_inverse=True)
         true_states.append(inverse.reshape(-1))
         hamming = (samples[:, r][:, None, :] != patterns[None]).sum(-1)

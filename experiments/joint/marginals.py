@@ -18,7 +18,7 @@ import json
 import h5py
 import numpy as np
 
-from carcli.metrics.factors import _region_states
+from carcli.metrics.factors import _region_states, ambiguous_regions
 
 
 def region_marginals(modes, weights, samples, calib, rng):
@@ -26,15 +26,10 @@ def region_marginals(modes, weights, samples, calib, rng):
     if found is None:
         return []
     w, true_states, sample_states, _ = found
-    keep = np.flatnonzero(np.asarray(weights) > 0)
-    modes = np.asarray(modes)[keep]
-    from scipy import ndimage
-
-    labels, count = ndimage.label((modes != modes[:1]).any(0), structure=np.ones((3, 3)))
-    sizes = np.bincount(labels.reshape(-1), minlength=count + 1)
-    regions = [labels == i for i in range(1, count + 1) if sizes[i] >= 3]
+    modes = np.asarray(modes)[np.flatnonzero(np.asarray(weights) > 0)]
+    regions = ambiguous_regions(modes)  # the regions _region_states scored, in its order
     out = []
-    for r, ts, ss in zip(regions, true_states, sample_states):
+    for r, ts, ss in zip(regions, true_states, sample_states, strict=True):
         k = int(ts.max()) + 1
         if k < 2:
             continue
@@ -66,14 +61,18 @@ def main() -> None:
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     rows = []
-    with h5py.File(f"{args.run}/samples/{args.split}.h5") as bank, h5py.File(
-        f"{args.data}/{args.split}.h5"
-    ) as data:
+    with (
+        h5py.File(f"{args.run}/samples/{args.split}.h5") as bank,
+        h5py.File(f"{args.data}/{args.split}.h5") as data,
+    ):
         index = bank["index"][:]
         for n, i in enumerate(index):
             rows += region_marginals(
-                data["label"][i], data["label_weight"][i], bank["samples"][n],
-                bank["calibration"][n].astype(np.float32), rng,
+                data["label"][i],
+                data["label_weight"][i],
+                bank["samples"][n],
+                bank["calibration"][n].astype(np.float32),
+                rng,
             )
     out = {k: float(np.mean([r[k] for r in rows])) for k in ("g", "f", "g_f", "oracle")}
     small = [r for r in rows if r["pixels"] < 40]
