@@ -90,11 +90,12 @@ class Bank:
 
     def __init__(self, path: Path, info: DatasetInfo) -> None:
         self.path = path
-        self.h5 = open_h5(path, "sample bank", make_command(None, path))
-        self.make_cmd = make_command(self.h5, path)
-        self.imported_from = _attr(self.h5, "imported_from") or None
+        self.make_cmd = make_command(None, path)
+        self.h5 = open_h5(path, "sample bank", self.make_cmd)
         self.task, self.num_classes = info.task, info.num_classes
-        try:
+        try:  # every read of the file, its attributes too, fails as "unreadable"
+            self.make_cmd = make_command(self.h5, path)
+            self.imported_from = _attr(self.h5, "imported_from") or None
             self._check(info)
         except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
             self.h5.close()
