@@ -260,6 +260,7 @@ def test_region_pairs_score_coupled_and_independent_pairs() -> None:
 def test_cascade_trains_samples_exports_and_predicts_with_the_head(tmp_path) -> None:
     import json
     import shutil
+    import h5py
 
     from predict_fixtures import tiny_recipe
 
@@ -272,7 +273,8 @@ def test_cascade_trains_samples_exports_and_predicts_with_the_head(tmp_path) -> 
     from carcli.training.refiner import run_train_refiner
 
     learned = ["sample.independent_regions=false", "sample.region_coupling=learned"]
-    r = tiny_recipe(tmp_path, "refiner.coupling_steps=3", *learned)
+    pooled = ["sample.region_pool=2", "sample.pool_critic=1"]  # D weights a pool of 2M
+    r = tiny_recipe(tmp_path, "refiner.coupling_steps=3", *learned, *pooled)
     run_prepare(r, quiet=True)
     run_train_calibrator(r, quiet=True)
     without = tiny_recipe(tmp_path, "refiner.coupling_steps=0", *learned)
@@ -288,6 +290,10 @@ def test_cascade_trains_samples_exports_and_predicts_with_the_head(tmp_path) -> 
     bundle = run_export(r, quiet=True)
     meta = json.loads((bundle / "model.json").read_text())
     assert meta["region_coupling"]["file"] == "coupling.safetensors"
+    assert meta["region_coupling"]["pool"] == 2 and meta["region_coupling"]["pool_critic"] == 1
+    assert (bundle / meta["region_coupling"]["critic_file"]).is_file()
+    with h5py.File(bank) as f:
+        assert f["samples"].shape[1] == r.sample.num_samples  # M kept from the pool of 2M
     split = tmp_path / "data" / "test.h5"
     from_bundle = load_model(bundle).predict([split], num_samples=8, seed=r.seed)
     recipe_file = tmp_path / "tiny.yaml"
@@ -300,6 +306,11 @@ def test_cascade_trains_samples_exports_and_predicts_with_the_head(tmp_path) -> 
     shutil.copytree(bundle, copy)
     (copy / "coupling.safetensors").write_bytes(b"not a head")
     with pytest.raises(CarsegError, match="sha256 does not match"):
+        load_model(copy)
+    shutil.rmtree(copy)
+    shutil.copytree(bundle, copy)
+    (copy / "discriminator.safetensors").unlink()
+    with pytest.raises(CarsegError, match="discriminator.safetensors: missing from the bundle"):
         load_model(copy)
 
 
@@ -378,3 +389,81 @@ def test_class_flip_splits_give_targets_from_their_modes(tmp_path) -> None:
     assert got[(0, 1)] == pytest.approx(1.0)
     assert got[(0, 2)] == pytest.approx(0.0, abs=1e-9)
     assert got[(1, 2)] == pytest.approx(0.0, abs=1e-9)
+
+
+# ---------------------------------------------------------------- the pool (sample.region_pool)
+
+
+def test_compositions_are_class_fractions() -> None:
+    from carcli.sampling.regions import compositions
+
+    v = np.array([[0, 0, 1, 2], [2, 2, 2, 2]], dtype=np.uint8)
+    assert np.allclose(compositions(v, 3), [[0.5, 0.25, 0.25], [0.0, 0.0, 1.0]])
+
+
+def test_stratified_pick_uses_each_draw_once_at_uniform_weights() -> None:
+    from carcli.sampling.regions import stratified_pick
+
+    rng = np.random.default_rng(0)
+    comp = np.eye(2)[rng.integers(0, 2, 10)]
+    pick = stratified_pick(np.full(10, 0.1), comp, 10, rng)
+    assert sorted(pick) == list(range(10))
+
+
+def test_stratified_pick_counts_each_answer_within_one_of_its_share() -> None:
+    """40 draws: answer a in 13 of them (share 0.325), answer b in 27; 8 picks take a
+    2.6 times on average, so 2 or 3 times, never 0 or 5 as iid picks can; zero weights are
+    never picked; the expected count over seeds is the share."""
+    from carcli.sampling.regions import stratified_pick
+
+    comp = np.zeros((40, 2))
+    comp[:13, 0] = 1.0
+    comp[13:, 1] = 1.0
+    rng = np.random.default_rng(3)
+    order = rng.permutation(40)
+    comp = comp[order]
+    counts = []
+    for seed in range(400):
+        pick = stratified_pick(np.full(40, 1 / 40), comp, 8, np.random.default_rng(seed))
+        counts.append(int(comp[pick, 0].sum()))
+    assert set(counts) == {2, 3}
+    assert np.mean(counts) == pytest.approx(8 * 13 / 40, abs=0.08)
+    w = np.where(comp[:, 0] == 1, 0.0, 1 / 27)
+    pick = stratified_pick(w, comp, 8, np.random.default_rng(0))
+    assert (comp[pick, 1] == 1).all()
+
+
+def test_pool_keeps_coupled_groups_and_picks_every_group_apart() -> None:
+    """pool 2: 12 draws, 6 outputs; the coupled regions 0 and 2 take one draw's answers,
+    region 1 another's, certain pixels stay the first 6 draws'; each group's answer counts
+    are within one of their share of the 12 draws (draw d answers d % 3 here)."""
+    p, _ = _three_regions(12)
+    samples = np.broadcast_to(
+        (np.arange(12) % 3).astype(np.uint8)[None, :, None, None], (1, 12, 6, 12)
+    ).copy()
+    samples[0, :, 0, :] = np.arange(12, dtype=np.uint8)[:, None]  # certain row: the draw id
+    mix = CoupledRegions(_Head({(0, 2)}), threshold=0.9, link=0, pool=2)
+    for row in range(5):
+        out = mix(samples, p, np.array([row]), 0, image=np.zeros((1, 3, 6, 12), np.float32))
+        assert out.shape == (1, 6, 6, 12)
+        assert (out[0, :, 0, 0] == np.arange(6)).all()
+        assert (out[0, :, 1, 0] == out[0, :, 1, 10]).all()
+        for col in (0, 5):
+            assert sorted(np.bincount(out[0, :, 1, col], minlength=3)) == [2, 2, 2]
+
+
+def test_pool_critic_weights_draws_by_the_discriminator() -> None:
+    """Draws D scores far lower are (almost) never picked; at sharpness 0 the scores do
+    nothing."""
+    p, _ = _three_regions(8)
+    samples = np.broadcast_to(
+        (np.arange(8) % 2).astype(np.uint8)[None, :, None, None], (1, 8, 6, 12)
+    ).copy()
+    scores = np.where(np.arange(8) % 2 == 1, -30.0, 0.0)[None]
+    image = np.zeros((1, 3, 6, 12), np.float32)
+    sharp = CoupledRegions(_Head(set()), 0.9, 0, pool=2, sharpness=1.0)
+    out = sharp(samples, p, np.array([0]), 0, image=image, scores=scores)
+    assert (out[0, :, 1:3, [0, 1, 5, 6, 10, 11]] == 0).all()
+    flat = CoupledRegions(_Head(set()), 0.9, 0, pool=2, sharpness=0.0)
+    out = flat(samples, p, np.array([0]), 0, image=image, scores=scores)
+    assert sorted(np.bincount(out[0, :, 1, 0], minlength=2)) == [2, 2]

@@ -18,15 +18,14 @@ import yaml
 from carcli._version import __version__
 from carcli.artefacts.run import RunLayout, sha256_file
 from carcli.bundle.card import model_card
+from carcli.bundle.coupling import COUPLING_FILE, CRITIC_FILE, region_coupling_of
 from carcli.bundle.load import (
-    COUPLING_FILE,
     FILES,
     MODEL_JSON,
     SCHEMA,
     independent_regions_of,
     inference_speed,
     recipe_description,
-    region_coupling_of,
     weights_of,
 )
 from carcli.data.dataset import SPLITS, split_path
@@ -193,6 +192,9 @@ def _write_bundle(
         if model.get("region_coupling") is not None:
             shutil.copyfile(layout.refiner / COUPLING_FILE, tmp / COUPLING_FILE)
             model["region_coupling"]["sha256"] = sha256_file(tmp / COUPLING_FILE)
+            if "critic_file" in model["region_coupling"]:  # D weights the pool (pool_critic)
+                shutil.copyfile(layout.refiner / CRITIC_FILE, tmp / CRITIC_FILE)
+                model["region_coupling"]["critic_sha256"] = sha256_file(tmp / CRITIC_FILE)
         (tmp / MODEL_JSON).write_text(json.dumps(model, indent=2) + "\n", encoding="utf-8")
         metrics, note, recipe_yaml, recipe_from = card_parts
         card = model_card(model, metrics, _commands(layout), recipe_yaml, note, recipe_from)

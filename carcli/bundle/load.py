@@ -17,6 +17,7 @@ import torch
 
 from carcli.artefacts.checkpoint import decode_meta, read_safetensors
 from carcli.artefacts.run import RunLayout, sha256_file
+from carcli.bundle.coupling import bundle_coupling, coupled_regions, recipe_coupling
 from carcli.data.dataset import split_path
 from carcli.data.preprocess import ATTR, check_spec, dataset_spec
 from carcli.data.schema import DatasetInfo
@@ -26,8 +27,6 @@ from carcli.models.noise import eps_size
 SCHEMA = "carseg.bundle/1"
 MODEL_JSON = "model.json"
 FILES = {"calibrator": "calibrator.safetensors", "refiner": "refiner.safetensors"}
-COUPLING_FILE = "coupling.safetensors"
-"""The region coupling head in a bundle (sample.region_coupling: learned)."""
 PADDING = "reflect"
 """How inputs are padded to a multiple of the networks' stride (cropped back afterwards)."""
 
@@ -285,35 +284,6 @@ def independent_regions_of(recipe: Any) -> dict[str, Any] | None:
     return {"threshold": float(s.region_threshold), "link": int(s.region_link)}
 
 
-def region_coupling_of(recipe: Any) -> dict[str, Any] | None:
-    """model.json's ``region_coupling`` for a recipe (its sha256 filled in by export), or
-    None where the recipe samples without the learned recombination."""
-    return {"file": COUPLING_FILE} if recipe.sample.region_coupling == "learned" else None
-
-
-def _coupling_file(meta: dict[str, Any], folder: Path) -> Path | None:
-    """The bundle's coupling head, checked against model.json's sha256; None without one."""
-    value = meta.get("region_coupling")
-    if value is None:
-        return None
-    where = folder / MODEL_JSON
-    if not isinstance(value, dict) or value.get("file") != COUPLING_FILE:
-        raise CarsegError(
-            f"{where}: region_coupling must be null or "
-            f'{{"file": "{COUPLING_FILE}", "sha256": ...}}, got {value!r}',
-            hint="re-export the bundle with `carseg export RECIPE`",
-        )
-    path = folder / COUPLING_FILE
-    if not path.is_file():
-        raise CarsegError(f"{path}: missing from the bundle", hint="export the bundle again")
-    if sha256_file(path) != value.get("sha256"):
-        raise CarsegError(
-            f"{path}: sha256 does not match model.json's",
-            hint="the file was changed or damaged; export the bundle again",
-        )
-    return path
-
-
 def check_independent_regions(value: Any, where: str) -> dict[str, Any] | None:
     """model.json's ``independent_regions``: null (absent in older bundles) or its settings."""
     if value is None:
@@ -354,7 +324,7 @@ def load(
             meta.get("independent_regions"), str(path / MODEL_JSON)
         )
         files = {role: path / name for role, name in FILES.items()}
-        head_path = _coupling_file(meta, path)
+        coupling_files = bundle_coupling(meta, path)
         make = "carseg export RECIPE"
         makes = {"calibrator": make, "refiner": make}
         where = path
@@ -370,12 +340,11 @@ def load(
         meta, files = recipe_description(recipe)
         model_speed = inference_speed(recipe)
         meta["independent_regions"] = independent_regions_of(recipe)
-        head_path = None
+        coupling_files = None
         if recipe.sample.region_coupling == "learned":
-            from carcli.runtime.networks import COUPLING
-
-            head_path = files["refiner"].parent / COUPLING
-            meta["region_coupling"] = {"file": str(head_path), "sha256": sha256_file(head_path)}
+            meta["region_coupling"], coupling_files = recipe_coupling(
+                recipe, files["refiner"].parent
+            )
         for role, f in files.items():  # recorded in prediction.json, as a bundle's are
             if f.is_file():
                 meta[role]["sha256"] = sha256_file(f)
@@ -394,21 +363,10 @@ def load(
         for role in FILES
     }
     model_speed.update(check_speed(dict(speed or {}), "speed"))
-    coupling = _coupling(head_path, info, makes["refiner"])
+    coupling = coupled_regions(coupling_files, info, makes["refiner"])
     return LoadedModel(
         nets["calibrator"], nets["refiner"], meta, where, files, model_speed, coupling
     )
-
-
-def _coupling(path: Path | None, info: DatasetInfo, make_cmd: str) -> Any:
-    """The learned recombination of the coupling head at ``path`` (None: none)."""
-    if path is None:
-        return None
-    from carcli.runtime.networks import load_coupling
-    from carcli.sampling.regions import CoupledRegions
-
-    head, threshold, link = load_coupling(path, info, make_cmd)
-    return CoupledRegions(head, threshold, link)
 
 
 def weights_of(path: Path, what: str, make_cmd: str) -> dict[str, Any]:

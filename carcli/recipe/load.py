@@ -307,6 +307,17 @@ def _check_rest(r: Recipe, problems: list[str]) -> None:
             "sample.region_coupling -> 'learned' and sample.independent_regions=true are two "
             "recombinations; keep one (region_coupling learns which regions go together)"
         )
+    if r.sample.region_pool < 1:
+        problems.append(f"sample.region_pool -> must be >= 1, got {r.sample.region_pool}")
+    if r.sample.pool_critic < 0:
+        problems.append(f"sample.pool_critic -> must be >= 0, got {r.sample.pool_critic}")
+    if r.sample.pool_critic > 0 and r.sample.region_pool < 2:
+        problems.append("sample.pool_critic -> weights a pool; set sample.region_pool >= 2")
+    if r.sample.region_coupling != "learned" and r.sample.region_pool > 1:
+        problems.append(
+            "sample.region_pool -> the learned recombination's groups pick from the pool; "
+            "set sample.region_coupling=learned or sample.region_pool=1"
+        )
     if r.refiner.coupling_steps < 0:
         problems.append(f"refiner.coupling_steps -> must be >= 0, got {r.refiner.coupling_steps}")
     if r.sample.region_link < 0:

@@ -299,6 +299,15 @@ class SampleConfig:
     its connected regions are taken, so uncertain parts up to twice as far apart (an object
     and a detached ring) count as one region, and each region takes a margin of certain
     pixels with it."""
+    region_pool: int = 1
+    """With ``region_coupling: learned``: G draws this many times ``num_samples`` per image
+    and each group picks ``num_samples`` of them by systematic resampling over its answers,
+    so each answer's count is within one of its share (1: every draw used once)."""
+    pool_critic: float = 0.0
+    """With ``region_pool`` > 1 (0: off): the draws are weighted by exp(this x D's logit)
+    before the groups pick from them (1: D's estimate of the density ratio of labels to G's
+    draws, as in discriminator rejection sampling, Azadi et al. 2019); needs D's weights
+    (``refiner/discriminator.safetensors``)."""
 
 
 @dataclass

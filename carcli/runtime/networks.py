@@ -113,6 +113,8 @@ def load_network(
 
 COUPLING = "coupling.safetensors"
 """refiner/coupling.safetensors: the region coupling head (refiner.coupling_steps)."""
+DISCRIMINATOR = "discriminator.safetensors"
+"""refiner/discriminator.safetensors: D's weights (resuming; sample.pool_critic)."""
 
 
 def load_coupling(

@@ -116,6 +116,25 @@ def region_groups(count: int, pairs: np.ndarray, coupled: np.ndarray) -> np.ndar
     return np.array([first.setdefault(q, len(first)) for q in roots], dtype=np.int64)
 
 
+def compositions(values: np.ndarray, k: int) -> np.ndarray:
+    """[N, k] class fractions of each draw's values [N, P] (class ids 0..k-1)."""
+    return np.stack([(values == c).mean(1) for c in range(k)], axis=1)
+
+
+def stratified_pick(
+    weights: np.ndarray, comp: np.ndarray, m: int, rng: np.random.Generator
+) -> np.ndarray:
+    """m draw indices by systematic resampling of ``weights`` over the draws sorted by their
+    class fractions comp [N, k] (so each answer is picked within one of m times its weight),
+    in random order."""
+    order = np.lexsort(comp.T[::-1])
+    cum = np.cumsum(weights[order])
+    cum /= cum[-1]
+    u = (rng.random() + np.arange(m)) / m
+    pick = order[np.searchsorted(cum, u, side="right").clip(max=len(order) - 1)]
+    return rng.permutation(pick)
+
+
 def recombine(samples: np.ndarray, ids: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """One image's samples [M, H, W]: pixel of region id k (ids [H, W]) taken from sample
     (m + offsets[k]) mod M; ``offsets`` has one more entry (0) for the no-region id."""
@@ -141,6 +160,9 @@ class CoupledRegions:
     head: Any  # carcli.models.coupling.RegionCoupling, in eval mode
     threshold: float = 0.9
     link: int = 1
+    pool: int = 1  # sample.region_pool
+    critic: Any = None  # D (eval mode) where sample.pool_critic > 0
+    sharpness: float = 0.0  # sample.pool_critic: draws weighted by exp(sharpness * D's logit)
 
     def __call__(
         self,
@@ -149,11 +171,13 @@ class CoupledRegions:
         rows: np.ndarray,
         seed: int,
         image: Any = None,
+        scores: np.ndarray | None = None,
     ) -> np.ndarray:
         import torch
 
-        b, m = samples.shape[:2]
-        if m < 2:
+        b, n = samples.shape[:2]
+        m = n // self.pool
+        if n < 2:
             return samples
         ids = linked_regions(calib, self.threshold, self.link, MAX_REGIONS)
         counts = [int(ids[i][ids[i] < MAX_REGIONS].max(initial=-1)) + 1 for i in range(b)]
@@ -171,15 +195,54 @@ class CoupledRegions:
                 )
             coupled = (torch.sigmoid(logits) > COUPLED_ABOVE).numpy()
         table = np.asarray(pairs, dtype=np.int64).reshape(-1, 3)
-        out = np.empty_like(samples)
+        out = np.empty((b, m, *samples.shape[2:]), dtype=samples.dtype)
         for i in range(b):
             mine = table[:, 0] == i
             groups = region_groups(counts[i], table[mine, 1:], coupled[mine])
+            if self.pool > 1:
+                base = None if scores is None else scores[i]
+                out[i] = self._resample(
+                    samples[i], calib.shape[1], ids[i], groups, seed, int(rows[i]), base
+                )
+                continue
             offsets = np.zeros(MAX_REGIONS + 1, dtype=np.int64)  # id MAX_REGIONS: no region
             perm = region_offsets(seed, int(rows[i]), m)
             offsets[: counts[i]] = (perm[groups % m] - perm[0]) % m  # group 0 keeps its draw
             out[i] = recombine(samples[i], ids[i], offsets)
         return out
+
+    def _resample(
+        self,
+        draws: np.ndarray,
+        k: int,
+        ids: np.ndarray,
+        groups: np.ndarray,
+        seed: int,
+        row: int,
+        scores: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """One image's M outputs from its N = M * pool draws [N, H, W]: each group picks its
+        M answers from the N draws by :func:`stratified_pick` (so each answer's count is within
+        one of M times its share of the pool), with the draws weighted by exp(sharpness x D's
+        logit) where ``scores`` (D's logits [N]) are given, else uniformly; the groups' picks
+        are shuffled apart (independent groups); outside the regions output m is draw m."""
+        n = draws.shape[0]
+        m = n // self.pool
+        flat = draws.reshape(n, -1)
+        idsf = ids.reshape(-1)
+        rng = np.random.default_rng([int(seed) % 2**63, row % 2**63, 0x7117])
+        src = np.tile(np.arange(m)[:, None], (1, MAX_REGIONS + 1))
+        prior = np.full(n, 1.0 / n)
+        if scores is not None:
+            z = self.sharpness * np.asarray(scores, dtype=np.float64)
+            prior = np.exp(z - z.max())
+            prior /= prior.sum()
+        for g in range(int(groups.max(initial=-1)) + 1):
+            regs = np.flatnonzero(groups == g)
+            mask = np.isin(idsf, regs)
+            comp = compositions(flat[:, mask], k)
+            src[:, regs] = stratified_pick(prior, comp, m, rng)[:, None]
+        return np.take_along_axis(flat, src[:, idsf], axis=0).reshape(m, *draws.shape[1:])
 
 
 __all__ = [

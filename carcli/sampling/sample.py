@@ -56,6 +56,7 @@ def draw(
         out = F_net(b.cond.to(device))
         seg = info.task == "segmentation"
         calib = out.softmax(1) if seg else out
+        m *= getattr(independent_regions, "pool", 1)  # the recombination picks m of them
         noise = torch.stack([image_noise(seed, int(r), m, noise_dim) for r in rows]).to(device)
         per_sample = int(np.prod(calib.shape[1:]))
         step = chunk_samples or max(1, chunk_elements // max(1, per_sample * len(rows)))
@@ -64,7 +65,8 @@ def draw(
         if split is not None:
             encode, decode = split
             feats = encode(image, calib)
-        parts = []
+        critic = getattr(independent_regions, "critic", None) if seg else None
+        parts, scores = [], []
         for s0 in range(0, m, step):
             eps = noise[:, s0 : s0 + step]
             if split is not None:
@@ -72,11 +74,24 @@ def draw(
             else:
                 y = G(image, calib, num_samples=eps.shape[1], noise=eps)
             parts.append(class_ids(y) if seg else y.float())
+            if critic is not None:
+                scores.append(critic_scores(critic, image, y))
         samples = (torch.cat(parts, 1) if len(parts) > 1 else parts[0]).cpu().numpy()
         calib_np = calib.float().cpu().numpy()
     if independent_regions is not None and seg:
-        samples = independent_regions(samples, calib_np, rows, seed, image=b.image.numpy())
+        extra = {"scores": np.concatenate(scores, 1)} if scores else {}
+        samples = independent_regions(samples, calib_np, rows, seed, image=b.image.numpy(), **extra)
     return samples, calib_np.astype(np.float16) if seg else calib_np
+
+
+def critic_scores(D: torch.nn.Module, image: Tensor, logits: Tensor) -> np.ndarray:
+    """D's logits [B, S] for G's draws logits [B, S, K, H, W] of images [B, C, H, W], each
+    draw's softmax seen as in training."""
+    b, s = logits.shape[:2]
+    xs = image.unsqueeze(1).expand(-1, s, *image.shape[1:]).reshape(-1, *image.shape[1:])
+    p = logits.float().softmax(2).reshape(b * s, *logits.shape[2:])
+    dev = next(D.parameters()).device
+    return D(xs.float().to(dev), p.to(dev)).reshape(b, s).float().cpu().numpy()
 
 
 def class_ids(logits: Tensor) -> Tensor:

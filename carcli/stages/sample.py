@@ -42,7 +42,13 @@ from carcli.recipe.load import recipe_to_dict, recipe_to_yaml
 from carcli.recipe.schema import Recipe
 from carcli.runtime.device import setup_torch
 from carcli.runtime.interrupt import stops_at_once
-from carcli.runtime.networks import COUPLING, load_coupling, load_network, refiner_calibrator
+from carcli.runtime.networks import (
+    COUPLING,
+    DISCRIMINATOR,
+    load_coupling,
+    load_network,
+    refiner_calibrator,
+)
 from carcli.runtime.speed import accelerate
 from carcli.runtime.speed import notes as speed_notes
 from carcli.runtime.speed import settings as speed_settings
@@ -94,9 +100,7 @@ def run_sample(
             chunks = [(a, min(info.n, a + s.chunk_size)) for a in range(0, info.n, s.chunk_size)]
             inputs = (data_path, f_path, g_path)
             bank = _BankPlan(bank_path, partial, chunks, info, s.num_samples)
-            hashed = inputs + (
-                (layout.refiner / COUPLING,) if isinstance(regions, CoupledRegions) else ()
-            )
+            hashed = inputs + _recombination_inputs(regions, layout.refiner)
             todo = distributed.from_main(lambda: _plan_chunks(recipe, manifest, hashed, bank, rep))
             manifest.extra.update(
                 chunks=len(chunks), chunks_reused=len(chunks) - len(todo), **dist.describe()
@@ -171,7 +175,7 @@ def _plan_chunks(
 ) -> list[tuple[int, int]]:
     """Rank 0: input hashes, the plan, and the chunks still to draw. `inputs`: the split, F,
     G, and the region coupling head where sample.region_coupling is learned."""
-    roles = (f"data.{recipe.sample.split}", "calibrator", "refiner", "coupling")
+    roles = (f"data.{recipe.sample.split}", "calibrator", "refiner", "coupling", "discriminator")
     for role, p in zip(roles, inputs, strict=False):
         manifest.add_input(p, role)
     plan = {
@@ -185,6 +189,8 @@ def _plan_chunks(
         plan["independent_regions"] = [recipe.sample.region_threshold, recipe.sample.region_link]
     if recipe.sample.region_coupling != "none":
         plan["region_coupling"] = recipe.sample.region_coupling
+    if recipe.sample.region_pool > 1:
+        plan["region_pool"] = [recipe.sample.region_pool, recipe.sample.pool_critic]
     # Finished chunks made from the same inputs and settings are reused even with
     # --overwrite; the old bank stays in place until the new one replaces it.
     _check_plan(bank.partial, plan, rep)
@@ -218,7 +224,22 @@ def _recombination(
             "or set sample.region_coupling=none",
         )
     head, threshold, link = load_coupling(head_path, info, "carseg train-refiner RECIPE")
-    return CoupledRegions(head, threshold, link)
+    critic = None
+    if s.pool_critic > 0:
+        d_path = refiner_dir / DISCRIMINATOR
+        critic = load_network(
+            d_path, "refiner", "discriminator", info, "carseg train-refiner RECIPE"
+        ).eval()
+    return CoupledRegions(head, threshold, link, s.region_pool, critic, s.pool_critic)
+
+
+def _recombination_inputs(regions: Any, refiner_dir: Path) -> tuple[Path, ...]:
+    """The files the recombination reads: the coupling head, and D where it weights the
+    pool (sample.pool_critic)."""
+    if not isinstance(regions, CoupledRegions):
+        return ()
+    critic = (refiner_dir / DISCRIMINATOR,) if regions.critic is not None else ()
+    return (refiner_dir / COUPLING, *critic)
 
 
 def _steps(recipe: Recipe) -> int:

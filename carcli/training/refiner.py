@@ -20,7 +20,13 @@ from carcli.data.prefetch import training_loader
 from carcli.data.schema import DatasetInfo
 from carcli.errors import CarsegError
 from carcli.recipe.schema import Recipe
-from carcli.runtime.networks import COUPLING, JOINT_CALIBRATOR, load_network, save_network
+from carcli.runtime.networks import (
+    COUPLING,
+    DISCRIMINATOR,
+    JOINT_CALIBRATOR,
+    load_network,
+    save_network,
+)
 from carcli.runtime.speed import accelerate
 from carcli.runtime.speed import settings as speed_settings
 from carcli.training.coupling import fit_coupling
@@ -195,7 +201,7 @@ def _outputs(joint: bool, set_discriminator: bool, coupling: bool = False) -> li
     """The files train-refiner writes into refiner/ (docs/guide.md's run layout and companions)."""
     return [
         "model.safetensors",
-        "discriminator.safetensors",
+        DISCRIMINATOR,
         "best.safetensors",
         "last.safetensors",
         "metrics.jsonl",
@@ -263,7 +269,7 @@ def _save_networks(
             {"joint_with_refiner": True},
         )
     save_network(
-        folder / "discriminator.safetensors",
+        folder / DISCRIMINATOR,
         D,
         "refiner",
         "discriminator",
