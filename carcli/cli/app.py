@@ -152,23 +152,19 @@ def predict(
 ) -> None:
     """Samples, uncertainty and label proposals for new images (one folder per input)."""
     from carcli.cli.hints import split_overrides
-    from carcli.stages.predict import parse_speed, run_predict
+    from carcli.predict.engine import PredictOptions
+    from carcli.stages.predict import ModelSource, parse_speed, run_predict
 
     inputs, overrides = split_overrides(inputs)
     run_predict(
-        model,
+        ModelSource(model, device, parse_speed(speed), overrides),
         inputs,
-        overrides=overrides,
         out=out,
-        num_samples=num_samples,
-        seed=seed,
+        opts=PredictOptions(num_samples, seed, batch_size),
         blackbox=blackbox,
-        batch_size=batch_size,
-        device=device,
+        recursive=recursive,
         overwrite=overwrite,
         quiet=quiet,
-        recursive=recursive,
-        speed=parse_speed(speed),
     )
 
 
