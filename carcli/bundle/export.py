@@ -18,16 +18,15 @@ import yaml
 from carcli._version import __version__
 from carcli.artefacts.run import RunLayout, sha256_file
 from carcli.bundle.card import model_card
-from carcli.bundle.load import (
+from carcli.bundle.describe import recipe_description, weights_of
+from carcli.bundle.model_json import (
     COUPLING_FILE,
     FILES,
     MODEL_JSON,
     SCHEMA,
     independent_regions_of,
     inference_speed,
-    recipe_description,
     region_coupling_of,
-    weights_of,
 )
 from carcli.data.dataset import SPLITS, split_path
 from carcli.data.preprocess import check_spec, read_attr

@@ -9,7 +9,6 @@ answers at once. A CarsegError becomes one line on stderr and exit status 1; usa
 
 from __future__ import annotations
 
-import importlib
 import sys
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -39,10 +38,48 @@ app = typer.Typer(
 )
 
 
-def _lazy(module: str, name: str) -> Callable[[], Callable[..., Any]]:
-    """The run function ``module.name``, imported only when its command runs (so
-    `carseg --help` answers at once)."""
-    return lambda: getattr(importlib.import_module(module), name)
+# The pipeline stages' run functions, each imported when its command runs (so `carseg --help`
+# answers at once).
+def _prepare() -> Callable[..., Any]:
+    from carcli.stages.prepare import run_prepare
+
+    return run_prepare
+
+
+def _train_calibrator() -> Callable[..., Any]:
+    from carcli.training.calibrator import run_train_calibrator
+
+    return run_train_calibrator
+
+
+def _train_refiner() -> Callable[..., Any]:
+    from carcli.training.refiner import run_train_refiner
+
+    return run_train_refiner
+
+
+def _sample() -> Callable[..., Any]:
+    from carcli.stages.sample import run_sample
+
+    return run_sample
+
+
+def _evaluate() -> Callable[..., Any]:
+    from carcli.stages.evaluate import run_evaluate
+
+    return run_evaluate
+
+
+def _plot_reliability() -> Callable[..., Any]:
+    from carcli.stages.plot_reliability import run_plot_reliability
+
+    return run_plot_reliability
+
+
+def _export() -> Callable[..., Any]:
+    from carcli.stages.export import export_command
+
+    return export_command
 
 
 FailIfOpt = Annotated[
@@ -71,21 +108,21 @@ PreprocessOpt = Annotated[
 _WRITES = ("overwrite", "allow_stale", "quiet")
 
 for _name, _run, _doc, _flags, _options in (
-    ("prepare", _lazy("carcli.stages.prepare", "run_prepare"),
+    ("prepare", _prepare,
      "Build the dataset files (train/val/test.h5) in data.dir from data.source.",
      ("overwrite", "quiet"), ()),
-    ("train-calibrator", _lazy("carcli.training.calibrator", "run_train_calibrator"),
+    ("train-calibrator", _train_calibrator,
      "Train F, the calibration network, with the cross-entropy.",
      ("resume", "overwrite", "quiet"), ()),
-    ("train-refiner", _lazy("carcli.training.refiner", "run_train_refiner"),
+    ("train-refiner", _train_refiner,
      "Train G (and D) against the frozen F: adversarial plus calibration loss.",
      ("resume", *_WRITES), ()),
-    ("sample", _lazy("carcli.stages.sample", "run_sample"),
+    ("sample", _sample,
      "Draw sample.num_samples segmentations per image into a sample bank.", _WRITES, ()),
-    ("evaluate", _lazy("carcli.stages.evaluate", "run_evaluate"),
+    ("evaluate", _evaluate,
      "Compute the metrics of a sample bank against the dataset split.", _WRITES,
      (("fail_if", FailIfOpt), ("convention", ConventionOpt))),
-    ("plot-reliability", _lazy("carcli.stages.plot_reliability", "run_plot_reliability"),
+    ("plot-reliability", _plot_reliability,
      "Reliability diagram, per-class calibration and sample grids (PNG + CSV).", _WRITES, ()),
 ):  # fmt: skip
     stage_command(app, _name, _run, _doc, _flags, _options)
@@ -112,7 +149,7 @@ def show(recipe: RecipeArg, overrides: OverridesArg = None) -> None:
 stage_command(
     app,
     "export",
-    _lazy("carcli.stages.export", "export_command"),
+    _export,
     "Write a model bundle: F, G, model.json and a generated model card.",
     _WRITES,
     (("out", BundleOutOpt), ("preprocess", PreprocessOpt)),
