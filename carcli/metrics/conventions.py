@@ -67,6 +67,15 @@ class Convention:
         return {k: v for k, v in asdict(self).items() if k != "name"}
 
 
+@dataclass(frozen=True)
+class SampleCounts:
+    """How many samples the figures use: GED with the first n for each n of ``ged``, HM-IoU
+    with the first ``hm_iou``."""
+
+    ged: Sequence[int] = (16, 50, 100)
+    hm_iou: int = 16
+
+
 CONVENTIONS: dict[str, Convention] = {
     c.name: c
     for c in (
@@ -196,24 +205,25 @@ def convention_figures(
     conv: Convention,
     iou_sum: np.ndarray,
     count: np.ndarray,
-    n_top: int,
     w: np.ndarray,
     *,
     binary: bool,
     n_classes: int,
-    ged_counts: Sequence[int],
-    hm_iou_n: int,
+    counts: SampleCounts,
     cache: dict | None = None,
 ) -> dict:
     """GED at each count, HM-IoU and diversity of one image under ``conv``.
 
     ``iou_sum``, ``count`` [n_top + A, n_top + A] are the overlaps of the stack [first n_top
-    samples; the A non-padding labels] (``pairwise_overlap``), ``w`` [A] the labels' weights.
+    samples; the A non-padding labels] (``pairwise_overlap``), ``w`` [A] the labels' weights
+    (so n_top is the stack's size less A).
     NaN results are returned as None (the image is left out of that mean). ``cache`` (one
     dict per image) lets several conventions share an identical HM-IoU solve.
     """
+    ged_counts, hm_iou_n = counts.ged, counts.hm_iou
     d = distances(conv, iou_sum, count, binary, n_classes)
     a = len(w)
+    n_top = len(iou_sum) - a
     w = np.asarray(w, dtype=np.float64) if conv.label_weights else np.full(a, 1.0 / a)
     d_ss, d_sy, d_yy = d[:n_top, :n_top], d[:n_top, n_top:], d[n_top:, n_top:]
 
