@@ -363,9 +363,10 @@ def bench_predict(size: PredictSize, device: Any, tmp: Path) -> tuple[dict, str]
     from carcli.bundle.export import run_export
     from carcli.data.dataset import DatasetFile, write_dataset
     from carcli.data.preprocess import ATTR, lidc_spec, to_json
+    from carcli.predict.engine import PredictOptions
     from carcli.recipe.load import load_recipe
     from carcli.runtime.networks import save_network
-    from carcli.stages.predict import run_predict
+    from carcli.stages.predict import ModelSource, run_predict
     from carcli.training.networks import new_calibrator, new_refiner
 
     root = tmp / "predict"
@@ -399,12 +400,10 @@ def bench_predict(size: PredictSize, device: Any, tmp: Path) -> tuple[dict, str]
         pix = rng.integers(0, 256, (hw, hw), dtype=np.uint8)
         Image.fromarray(pix).save(images / f"crop_{i:04d}.png")
     stats = run_predict(
-        bundle,
+        ModelSource(bundle, device=str(device)),
         [str(images)],
         out=root / "out",
-        num_samples=size.samples,
-        batch_size=size.batch,
-        device=str(device),
+        opts=PredictOptions(num_samples=size.samples, batch_size=size.batch),
         quiet=True,
     )
     out = entry(size.images / stats["wall_s"], "images/s")

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from carcli.cli.app import app, name_recipe
+from carcli.cli.app import app
+from carcli.cli.help import name_recipe
 from carcli.ui import Reporter
 
 REPO = Path(__file__).resolve().parents[1]

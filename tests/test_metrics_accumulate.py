@@ -11,6 +11,7 @@ from carcli.metrics import (
     ClassCalibration,
     EvalAccumulator,
     ReliabilityBins,
+    SampleCounts,
     diversity,
     ged,
     hm_iou,
@@ -36,7 +37,7 @@ def image(rng, k, m=6, a=3, shape=(5, 4)):
 @pytest.mark.parametrize("k", [2, 4])
 def test_accumulator_agrees_with_functions(k):
     rng = np.random.default_rng(k)
-    acc = EvalAccumulator(k, ged_counts=(2, 4), hm_iou_n=2, with_modes=True, oracle_seed=1)
+    acc = EvalAccumulator(k, counts=SampleCounts((2, 4), 2), with_modes=True, oracle_seed=1)
     rel, cc = ReliabilityBins(), ClassCalibration(k)
     images = [image(rng, k) for _ in range(3)]
     for i, (s, y, w, p) in enumerate(images):
@@ -77,7 +78,7 @@ def test_accumulator_agrees_with_functions(k):
 
 def test_accumulator_without_p_modes_or_enough_samples():
     rng = np.random.default_rng(0)
-    acc = EvalAccumulator(2, ged_counts=(2, 16), hm_iou_n=16)
+    acc = EvalAccumulator(2, counts=SampleCounts((2, 16), 16))
     s, y, _, _ = image(rng, 2, m=3)
     row = acc.update(5, s, y[:3])  # w None: uniform
     assert row["ged_16"] is None and row["hm_iou_16"] is None and row["ged_2"] is not None
@@ -92,7 +93,7 @@ def test_accumulator_without_p_modes_or_enough_samples():
 def test_accumulator_one_sample_one_label():
     # s = y: GED 0, HM-IoU 1, diversity 0 (no pairs), oracle identical to the label
     y = np.array([[[1, 0], [0, 0]]], np.uint8)
-    acc = EvalAccumulator(2, ged_counts=(1,), hm_iou_n=1, with_modes=True)
+    acc = EvalAccumulator(2, counts=SampleCounts((1,), 1), with_modes=True)
     row = acc.update(0, y.copy(), y, [1.0])
     assert row["ged_1"] == 0.0 and row["hm_iou_1"] == 1.0 and row["diversity"] == 0.0
     assert row["oracle_ged_1"] == 0.0 and row["oracle_tv"] == 0.0
@@ -102,7 +103,7 @@ def test_accumulator_one_sample_one_label():
 def test_accumulator_merge_equals_single_pass():
     rng = np.random.default_rng(3)
     images = [image(rng, 3) for _ in range(4)]
-    kw = dict(ged_counts=(2, 4), hm_iou_n=2, with_modes=True, oracle_seed=7)
+    kw = dict(counts=SampleCounts((2, 4), 2), with_modes=True, oracle_seed=7)
     single, first, second = (EvalAccumulator(3, **kw) for _ in range(3))
     for i, args in enumerate(images):
         single.update(i, *args)

@@ -9,6 +9,7 @@ from carcli.metrics import (
     CONVENTIONS,
     EvalAccumulator,
     ReliabilityBins,
+    SampleCounts,
     ged,
     hm_iou,
     hm_iou_from_matrix,
@@ -38,7 +39,7 @@ def test_hm_iou_reproducer_is_order_independent():
     for y in (np.stack([p, p, p, q]), np.stack([q, p, p, p]), np.stack([p, q, p, p])):
         assert hm_iou(s, y, n=10, num_classes=2) == pytest.approx(0.95, abs=1e-12)
         assert ged(s, y, num_classes=2) == pytest.approx(0.005)
-    acc = EvalAccumulator(2, ged_counts=[10], hm_iou_n=10)
+    acc = EvalAccumulator(2, counts=SampleCounts([10], 10))
     acc.update(0, s, np.stack([q, p, p, p]))
     assert acc.result()["hm_iou"] == pytest.approx(0.95)
 
@@ -89,12 +90,10 @@ def figures(name, s, y, w, k, counts, hm_n):
         CONVENTIONS[name],
         iou,
         count,
-        len(s),
         np.asarray(w, float),
         binary=k == 2,
         n_classes=k - 1,
-        ged_counts=counts,
-        hm_iou_n=hm_n,
+        counts=SampleCounts(counts, hm_n),
     )
 
 
@@ -174,7 +173,7 @@ def test_nan_in_hm_iou_cost_mose_scores_zero_car_leaves_out():
 
 def test_accumulator_reports_each_convention_and_the_primary_at_top_level():
     s, y, w = multiclass_case()
-    acc = EvalAccumulator(4, ged_counts=[2], hm_iou_n=2, conventions="mose,carseg,ccdm")
+    acc = EvalAccumulator(4, counts=SampleCounts([2], 2), conventions="mose,carseg,ccdm")
     acc.update(0, s, y, w)
     out = acc.result()
     assert out["convention"] == "mose" and list(out["conventions"]) == ["mose", "carseg", "ccdm"]

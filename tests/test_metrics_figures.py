@@ -6,7 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from carcli.metrics import EvalAccumulator, dependence, factor_pairs, mode_coverage, qubiq_score
+from carcli.metrics import (
+    EvalAccumulator,
+    SampleCounts,
+    dependence,
+    factor_pairs,
+    mode_coverage,
+    qubiq_score,
+)
 from carcli.metrics.factors import summarise
 from carcli.metrics.ncc import ncc
 
@@ -27,7 +34,7 @@ def test_dice_figures_by_hand():
     # mean prediction (most frequent class): (0,0) 2/3 -> 1, (0,1) 1/3 -> 0: the map F'
     # -> Dice vs E 0, vs F 2/3 -> 1/3
     s, y, w = binary_case()
-    acc = EvalAccumulator(2, ged_counts=[3], hm_iou_n=3)
+    acc = EvalAccumulator(2, counts=SampleCounts([3], 3))
     row = acc.update(0, s, y, w)
     assert row["dice_expected"] == pytest.approx(4 / 9)
     assert row["dice_best_match"] == pytest.approx(1.0)
@@ -41,7 +48,7 @@ def test_qubiq_by_hand():
     # t = .1 .2 .3: both pixels in both -> 1; t = .4: {(0,0)} vs both -> 2/3;
     # t = .5 .6: {(0,0)} vs none -> 0; t = .7 .8 .9: both empty -> 1. Mean 20/27.
     s, y, w = binary_case()
-    acc = EvalAccumulator(2, ged_counts=[3], hm_iou_n=3)
+    acc = EvalAccumulator(2, counts=SampleCounts([3], 3))
     row = acc.update(0, s, y, w)
     assert row["qubiq_samples"] == pytest.approx(20 / 27)
     assert row["qubiq_calibrator"] is None  # no F given
@@ -121,14 +128,14 @@ def test_factor_pairs_agree_independent_and_oracle():
 def test_accumulator_reports_factor_dependence():
     modes, w = two_coins()
     coupled = np.stack([modes[0]] * 8 + [modes[3]] * 8)
-    acc = EvalAccumulator(3, ged_counts=[16], hm_iou_n=16, with_modes=True, oracle_seed=0)
+    acc = EvalAccumulator(3, counts=SampleCounts([16], 16), with_modes=True, oracle_seed=0)
     row = acc.update(0, coupled, modes, w)
     assert row["factor_pairs"] == 1 and row["factor_dependence"] == pytest.approx(0.5)
     out = acc.result()["factor_dependence"]
     assert out["g"] == pytest.approx(0.5) and out["joint_tv_g"] == pytest.approx(0.5)
     assert out["n_pairs"] == 1 and 0.0 <= out["oracle"] <= 0.5
     # deterministic oracle: the same seed gives the same figure
-    again = EvalAccumulator(3, ged_counts=[16], hm_iou_n=16, with_modes=True, oracle_seed=0)
+    again = EvalAccumulator(3, counts=SampleCounts([16], 16), with_modes=True, oracle_seed=0)
     again.update(0, coupled, modes, w)
     assert again.result()["factor_dependence"] == out
     # mode coverage: the 16 samples show modes 0 and 3 of 4 modes of weight 1/4 -> 1/2

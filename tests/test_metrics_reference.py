@@ -8,6 +8,7 @@ import pytest
 
 from carcli.metrics import (
     EvalAccumulator,
+    SampleCounts,
     ged,
     ged_at_counts,
     hm_iou,
@@ -276,7 +277,7 @@ def test_accumulator_matches_reference(num_classes):
     rng = np.random.default_rng(60 + num_classes)
     classes = list(range(1, num_classes))
     acc = EvalAccumulator(
-        num_classes, ged_counts=(2, 5, 8), hm_iou_n=4, with_modes=True, oracle_seed=3
+        num_classes, counts=SampleCounts((2, 5, 8), 4), with_modes=True, oracle_seed=3
     )
     for index in range(3):
         s, y, w = bank(rng, num_classes, 10, 3)

@@ -260,8 +260,8 @@ def test_region_pairs_score_coupled_and_independent_pairs() -> None:
 def test_cascade_trains_samples_exports_and_predicts_with_the_head(tmp_path) -> None:
     import json
     import shutil
-    import h5py
 
+    import h5py
     from predict_fixtures import tiny_recipe
 
     from carcli import load_model
@@ -315,7 +315,7 @@ def test_cascade_trains_samples_exports_and_predicts_with_the_head(tmp_path) -> 
 
 
 def test_evaluate_reports_coupled_pairs_and_fail_if_reads_them() -> None:
-    from carcli.metrics import EvalAccumulator
+    from carcli.metrics import EvalAccumulator, SampleCounts
     from carcli.metrics.evaluate import check_conditions
 
     labels, w = _modes(coupled=True)
@@ -323,7 +323,7 @@ def test_evaluate_reports_coupled_pairs_and_fail_if_reads_them() -> None:
     apart = np.stack([labels[0]] * 8 + [labels[1]] * 8)
     apart[:4, masks[1]] = 2  # a quarter of the samples: the twins disagree
     apart[8:12, masks[1]] = 1
-    acc = EvalAccumulator(3, ged_counts=[16], hm_iou_n=16, with_modes=True, oracle_seed=0)
+    acc = EvalAccumulator(3, counts=SampleCounts([16], 16), with_modes=True, oracle_seed=0)
     row = acc.update(0, apart, labels, w)
     assert row["coupled_pairs"] == 1 and row["coupled_agree"] == pytest.approx(0.5)
     out = acc.result()

@@ -19,14 +19,13 @@ from carcli._version import __version__
 from carcli.artefacts.run import RunLayout, sha256_file
 from carcli.bundle.card import model_card
 from carcli.bundle.coupling import COUPLING_FILE, CRITIC_FILE, region_coupling_of
-from carcli.bundle.load import (
+from carcli.bundle.describe import recipe_description, weights_of
+from carcli.bundle.model_json import (
     FILES,
     MODEL_JSON,
     SCHEMA,
     independent_regions_of,
     inference_speed,
-    recipe_description,
-    weights_of,
 )
 from carcli.data.dataset import SPLITS, split_path
 from carcli.data.preprocess import check_spec, read_attr

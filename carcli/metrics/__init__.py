@@ -10,7 +10,7 @@ from carcli.metrics.calibration import (
     mean_entropy,
     sample_frequencies,
 )
-from carcli.metrics.conventions import CONVENTIONS, Convention, parse_conventions
+from carcli.metrics.conventions import CONVENTIONS, Convention, SampleCounts, parse_conventions
 from carcli.metrics.dice import dice_figures, qubiq_score
 from carcli.metrics.distance import image_ignore_mask, pairwise_distance, pairwise_overlap
 from carcli.metrics.factors import dependence, factor_pairs
@@ -30,6 +30,7 @@ __all__ = [
     "ClassCalibration",
     "Convention",
     "EvalAccumulator",
+    "SampleCounts",
     "ReliabilityBins",
     "dependence",
     "dice_figures",

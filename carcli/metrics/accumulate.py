@@ -31,7 +31,13 @@ from carcli.metrics.calibration import (
     mean_entropy,
     sample_frequencies,
 )
-from carcli.metrics.conventions import CONVENTIONS, convention_figures, distances, parse_conventions
+from carcli.metrics.conventions import (
+    CONVENTIONS,
+    SampleCounts,
+    convention_figures,
+    distances,
+    parse_conventions,
+)
 from carcli.metrics.dice import dice_figures, dice_from_overlap, qubiq_score
 from carcli.metrics.distance import image_ignore_mask, pairwise_distance, pairwise_overlap
 from carcli.metrics.factors import region_pairs, summarise, summarise_regions
@@ -82,21 +88,21 @@ class EvalAccumulator:
         num_classes: int,
         ignore_index: int | None = 255,
         eval_classes: Sequence[int] | None = None,
-        ged_counts: Sequence[int] = (16, 50, 100),
-        hm_iou_n: int = 16,
+        counts: SampleCounts = SampleCounts(),
         with_modes: bool = False,
         oracle_seed: int = 0,
         n_bins: int = 10,
         conventions: str | Sequence[str] = "carseg",
     ) -> None:
-        """Configure the metrics; ``with_modes`` adds mode, oracle and factor figures (known
-        w); ``conventions`` names the rule sets reported (the first is the primary one,
-        whose GED / HM-IoU / diversity are the summary's top-level figures)."""
+        """Configure the metrics; ``counts``: the samples GED and HM-IoU use; ``with_modes``
+        adds mode, oracle and factor figures (known w); ``conventions`` names the rule sets
+        reported (the first is the primary one, whose GED / HM-IoU / diversity are the
+        summary's top-level figures)."""
         self.num_classes = int(num_classes)
         self.ignore_index = ignore_index
         self.eval_classes = resolve_eval_classes(self.num_classes, eval_classes)
-        self.ged_counts = sorted({int(n) for n in ged_counts})
-        self.hm_iou_n = int(hm_iou_n)
+        self.ged_counts = sorted({int(n) for n in counts.ged})
+        self.hm_iou_n = int(counts.hm_iou)
         self.with_modes = bool(with_modes)
         self.oracle_seed = int(oracle_seed)
         self.conventions = parse_conventions(conventions)
@@ -160,7 +166,7 @@ class EvalAccumulator:
         stack = np.concatenate([s[:n_top], yv])
         iou_sum, dice_sum, count = pairwise_overlap(stack, stack, ignore_mask=ignore, **self._kw)
         binary, n_cls = self.num_classes == 2, len(self.eval_classes)
-        self._convention_columns(row, iou_sum, count, n_top, wv)
+        self._convention_columns(row, iou_sum, count, wv)
 
         d = distances(CONVENTIONS["carseg"], iou_sum, count, binary, n_cls)
         dice = dice_from_overlap(dice_sum, count)[:n_top, n_top:]
@@ -178,7 +184,7 @@ class EvalAccumulator:
         return dict(num_classes=self.num_classes, eval_classes=self.eval_classes)
 
     def _convention_columns(
-        self, row: dict, iou_sum: np.ndarray, count: np.ndarray, n_top: int, wv: np.ndarray
+        self, row: dict, iou_sum: np.ndarray, count: np.ndarray, wv: np.ndarray
     ) -> None:
         """GED, HM-IoU and diversity of every computed convention."""
         hm = f"hm_iou_{self.hm_iou_n}"
@@ -188,12 +194,10 @@ class EvalAccumulator:
                 CONVENTIONS[name],
                 iou_sum,
                 count,
-                n_top,
                 wv,
                 binary=self.num_classes == 2,
                 n_classes=len(self.eval_classes),
-                ged_counts=self.ged_counts,
-                hm_iou_n=self.hm_iou_n,
+                counts=SampleCounts(self.ged_counts, self.hm_iou_n),
                 cache=cache,
             )
             pre = self._prefix(name)

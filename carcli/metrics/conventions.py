@@ -35,7 +35,7 @@ class list: the foreground for LIDC; the switchable classes for CAR and MoSE on 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import KW_ONLY, asdict, dataclass
 from typing import Literal
 
 import numpy as np
@@ -46,15 +46,17 @@ from carcli.metrics.hm_iou import transport_value
 
 @dataclass(frozen=True)
 class Convention:
-    """One project's evaluation rules (see the module docstring for each field)."""
+    """One project's evaluation rules (see the module docstring for each field). The rules
+    default to the peers' most common choice; each record states where it differs."""
 
     name: str
-    absent_class: Literal["skip", "one"]
-    empty_pair: Literal["zero", "nan"]
-    label_weights: bool
-    hm_iou: Literal["transport", "lcm", "rectangular", "none"]
-    hm_iou_nan: Literal["skip", "zero"]
-    diversity_diagonal: bool
+    _: KW_ONLY
+    absent_class: Literal["skip", "one"] = "skip"
+    empty_pair: Literal["zero", "nan"] = "nan"
+    label_weights: bool = True
+    hm_iou: Literal["transport", "lcm", "rectangular", "none"] = "transport"
+    hm_iou_nan: Literal["skip", "zero"] = "skip"
+    diversity_diagonal: bool = True
     published: str
     """The published numbers it reproduces and the sample counts they use."""
     source: str
@@ -65,28 +67,27 @@ class Convention:
         return {k: v for k, v in asdict(self).items() if k != "name"}
 
 
+@dataclass(frozen=True)
+class SampleCounts:
+    """How many samples the figures use: GED with the first n for each n of ``ged``, HM-IoU
+    with the first ``hm_iou``."""
+
+    ged: Sequence[int] = (16, 50, 100)
+    hm_iou: int = 16
+
+
 CONVENTIONS: dict[str, Convention] = {
     c.name: c
     for c in (
         Convention(
             "carseg",
-            absent_class="skip",
             empty_pair="zero",
-            label_weights=True,
-            hm_iou="transport",
-            hm_iou_nan="skip",
             diversity_diagonal=False,
             published="carseg's own tables (docs/results.md); GED at 16/50/100, HM-IoU at 16",
             source="docs/metrics.md",
         ),
         Convention(
             "car",
-            absent_class="skip",
-            empty_pair="nan",
-            label_weights=True,
-            hm_iou="transport",
-            hm_iou_nan="skip",
-            diversity_diagonal=True,
             published="Kassapis et al. (CAR): LIDC GED 16/50/100 and HM-IoU 16 (labels "
             "tiled 4 x 4); Cityscapes GED 16 with the 32 mode probabilities",
             source="EliasKassapis/CARSSS utils/evaluation_utils.py (NaN for a class absent "
@@ -94,12 +95,7 @@ CONVENTIONS: dict[str, Convention] = {
         ),
         Convention(
             "mose",
-            absent_class="skip",
-            empty_pair="nan",
-            label_weights=True,
-            hm_iou="transport",
             hm_iou_nan="zero",
-            diversity_diagonal=True,
             published="Gao et al. (MoSE): LIDC and Cityscapes GED and M-IoU",
             source="gaozhitong/MoSE-AUSeg utils/metrics.py (tiled Hungarian when uniform and "
             "N % A == 0, else exact optimal transport; images averaged with nanmean)",
@@ -110,8 +106,6 @@ CONVENTIONS: dict[str, Convention] = {
             empty_pair="zero",
             label_weights=False,
             hm_iou="none",
-            hm_iou_nan="skip",
-            diversity_diagonal=True,
             published="Baumgartner et al. (PHiSeg): LIDC GED and NCC (its test script draws "
             "50 samples)",
             source="baumgach/PHiSeg-code utils.py generalised_energy_distance (per-label "
@@ -123,8 +117,6 @@ CONVENTIONS: dict[str, Convention] = {
             empty_pair="zero",
             label_weights=False,
             hm_iou="lcm",
-            hm_iou_nan="skip",
-            diversity_diagonal=True,
             published="Zbinden et al. (CCDM): LIDC GED and HM-IoU (its script reports four "
             "sample counts)",
             source="LarsDoorenbos/ccdm-stochastic-segmentation "
@@ -133,12 +125,7 @@ CONVENTIONS: dict[str, Convention] = {
         ),
         Convention(
             "flowssn",
-            absent_class="skip",
-            empty_pair="nan",
-            label_weights=True,
             hm_iou="rectangular",
-            hm_iou_nan="skip",
-            diversity_diagonal=True,
             published="Flow-SSN (biomedia-mira): LIDC GED and HM-IoU from 100 samples, the "
             "HM-IoU matching only min(N, A) of them",
             source="biomedia-mira/flow-ssn flowssn/eval/metrics.py (NaN for a class absent "
@@ -218,24 +205,25 @@ def convention_figures(
     conv: Convention,
     iou_sum: np.ndarray,
     count: np.ndarray,
-    n_top: int,
     w: np.ndarray,
     *,
     binary: bool,
     n_classes: int,
-    ged_counts: Sequence[int],
-    hm_iou_n: int,
+    counts: SampleCounts,
     cache: dict | None = None,
 ) -> dict:
     """GED at each count, HM-IoU and diversity of one image under ``conv``.
 
     ``iou_sum``, ``count`` [n_top + A, n_top + A] are the overlaps of the stack [first n_top
-    samples; the A non-padding labels] (``pairwise_overlap``), ``w`` [A] the labels' weights.
+    samples; the A non-padding labels] (``pairwise_overlap``), ``w`` [A] the labels' weights
+    (so n_top is the stack's size less A).
     NaN results are returned as None (the image is left out of that mean). ``cache`` (one
     dict per image) lets several conventions share an identical HM-IoU solve.
     """
+    ged_counts, hm_iou_n = counts.ged, counts.hm_iou
     d = distances(conv, iou_sum, count, binary, n_classes)
     a = len(w)
+    n_top = len(iou_sum) - a
     w = np.asarray(w, dtype=np.float64) if conv.label_weights else np.full(a, 1.0 / a)
     d_ss, d_sy, d_yy = d[:n_top, :n_top], d[:n_top, n_top:], d[n_top:, n_top:]
 

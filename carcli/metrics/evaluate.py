@@ -24,7 +24,7 @@ from typing import Any
 from carcli.data.dataset import DatasetFile
 from carcli.errors import CarsegError, UsageError
 from carcli.metrics.accumulate import EvalAccumulator
-from carcli.metrics.conventions import parse_conventions
+from carcli.metrics.conventions import SampleCounts, parse_conventions
 from carcli.metrics.samples import SampleSource
 from carcli.ui import Reporter
 
@@ -118,8 +118,7 @@ def _accumulator(info: Any, e: EvalSettings) -> EvalAccumulator:
         info.num_classes,
         info.ignore_index,
         info.eval_classes,
-        ged_counts=list(e.ged_counts),
-        hm_iou_n=e.hm_iou_samples,
+        counts=SampleCounts(list(e.ged_counts), e.hm_iou_samples),
         with_modes=info.has_weights,
         oracle_seed=e.oracle_seed,
         conventions=conventions_of(e.convention),

@@ -39,6 +39,26 @@ class MLPNet(nn.Module):
         )
 
 
+class PlainMLP(MLPNet):
+    """An :class:`MLPNet` whose constructor takes the MLP's hyper-parameters only (the
+    regression task's F and D); :meth:`sizes` maps (D_in, D_out) to the MLP's in and out
+    features."""
+
+    @staticmethod
+    def sizes(in_channels: int, num_classes: int) -> tuple[int, int]:
+        return in_channels, num_classes
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        hidden: int = 64,
+        num_layers: int = 4,
+        slope: float = 0.01,
+    ) -> None:
+        super().__init__(constructor_config(self.arch), *self.sizes(in_channels, num_classes))
+
+
 def conv_bn_act(
     in_channels: int,
     out_channels: int,

@@ -13,7 +13,7 @@ import torch.nn.functional as nnf
 from torch import Tensor, nn
 
 from carcli.models.blocks import (
-    MLPNet,
+    PlainMLP,
     channels_last,
     check_channels,
     check_divisible,
@@ -215,21 +215,11 @@ class UNetCalibrator(_EncoderDecoderCalibrator):
         return self.head(x).contiguous()
 
 
-class MLPCalibrator(MLPNet):
+class MLPCalibrator(PlainMLP):
     """MLP for the 1D regression task: x [B, D_in] -> F(x) [B, D_out] (the Gaussian mean).
 
     ``in_channels`` is D_in and ``num_classes`` is D_out (registry naming).
     """
-
-    def __init__(
-        self,
-        in_channels: int,
-        num_classes: int,
-        hidden: int = 64,
-        num_layers: int = 4,
-        slope: float = 0.01,
-    ) -> None:
-        super().__init__(constructor_config(self.arch), in_channels, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
         """F(x) [B, D_out] for x [B, D_in]."""

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from carcli.models.blocks import (
-    MLPNet,
+    PlainMLP,
     channels_last,
     check_channels,
     check_positive,
@@ -134,22 +134,16 @@ class PixelDiscriminator(_ConvDiscriminator):
         channels_last(self)
 
 
-class MLPDiscriminator(MLPNet):
+class MLPDiscriminator(PlainMLP):
     """MLP discriminator for the 1D regression task: (x [N, D_in], y [N, D_out]) -> logits [N].
 
     ``in_channels`` is D_in and ``num_classes`` is D_out (registry naming). y may also have
     B*M rows for B inputs (see :func:`pair_inputs`).
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        num_classes: int,
-        hidden: int = 64,
-        num_layers: int = 4,
-        slope: float = 0.01,
-    ) -> None:
-        super().__init__(constructor_config(self.arch), in_channels + num_classes, 1)
+    @staticmethod
+    def sizes(in_channels: int, num_classes: int) -> tuple[int, int]:
+        return in_channels + num_classes, 1
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
         """Logits [N] for inputs x [N or B, D_in] and targets y [N, D_out]."""

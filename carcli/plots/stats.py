@@ -21,6 +21,7 @@ from carcli.metrics.calibration import (
     label_probabilities,
     sample_frequencies,
 )
+from carcli.metrics.conventions import SampleCounts
 from carcli.metrics.distance import image_ignore_mask
 from carcli.metrics.modes import merge_modes, mode_frequencies
 from carcli.sampling.bank import Bank
@@ -146,7 +147,7 @@ def image_view(
     m = len(s)
     n_ged = min(GED_SAMPLES, m)
     acc = EvalAccumulator(
-        k, info.ignore_index, info.eval_classes, ged_counts=[n_ged], hm_iou_n=n_ged
+        k, info.ignore_index, info.eval_classes, counts=SampleCounts([n_ged], n_ged)
     )
     figs = acc.update(row, s, labels, weights, calib)
     ent_q = entr(np.clip(q[:, valid], 0.0, 1.0)).sum(axis=0)

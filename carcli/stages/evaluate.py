@@ -175,40 +175,28 @@ def print_table(summary: dict[str, Any], rep: Reporter) -> None:
 def _add_answer_rows(table: Any, summary: dict[str, Any]) -> None:
     """Rows of whole answers against the modes: mode figures and factor dependence."""
     modes = summary.get("modes") or {}
-    if modes:
-        table.add_row("mode TV", _fmt(modes.get("tv")), _fmt(modes.get("oracle_tv")))
-        table.add_row(
-            "samples within IoU 0.8 of mode",
-            _fmt(modes.get("within_0.8")),
-            _fmt(modes.get("oracle_within_0.8")),
-        )
-        table.add_row(
-            "mode coverage (p >= 0.05, 16 samples)",
-            _fmt(modes.get("coverage")),
-            _fmt(modes.get("oracle_coverage")),
-        )
     factors = summary.get("factor_dependence") or {}
-    if factors.get("n_pairs"):
-        table.add_row(
-            f"factor dependence ({factors['n_pairs']} pairs)",
-            _fmt(factors.get("g")),
-            _fmt(factors.get("oracle")),
-        )
-        table.add_row(
-            "factor joint TV", _fmt(factors.get("joint_tv_g")), _fmt(factors.get("joint_tv_oracle"))
-        )
     coupled = (summary.get("region_pairs") or {}).get("coupled") or {}
-    if coupled.get("n_pairs"):
-        table.add_row(
-            f"coupled pairs: joint TV ({coupled['n_pairs']} pairs)",
-            _fmt(coupled.get("joint_tv_g")),
-            _fmt(coupled.get("joint_tv_oracle")),
-        )
-        table.add_row(
-            "coupled pairs: answers the truth can show",
-            _fmt(coupled.get("agree_g")),
-            _fmt(coupled.get("agree_oracle")),
-        )
+    # (block, shown when, [(row label, G's key, the oracle's key)])
+    groups = [
+        (modes, bool(modes), [
+            ("mode TV", "tv", "oracle_tv"),
+            ("samples within IoU 0.8 of mode", "within_0.8", "oracle_within_0.8"),
+            ("mode coverage (p >= 0.05, 16 samples)", "coverage", "oracle_coverage"),
+        ]),
+        (factors, bool(factors.get("n_pairs")), [
+            (f"factor dependence ({factors.get('n_pairs')} pairs)", "g", "oracle"),
+            ("factor joint TV", "joint_tv_g", "joint_tv_oracle"),
+        ]),
+        (coupled, bool(coupled.get("n_pairs")), [
+            (f"coupled pairs: joint TV ({coupled.get('n_pairs')} pairs)", "joint_tv_g",
+             "joint_tv_oracle"),
+            ("coupled pairs: answers the truth can show", "agree_g", "agree_oracle"),
+        ]),
+    ]  # fmt: skip
+    for block, shown, rows in groups:
+        for label, key, oracle in rows if shown else []:
+            table.add_row(label, _fmt(block.get(key)), _fmt(block.get(oracle)))
 
 
 def _add_pixel_rows(table: Any, summary: dict[str, Any]) -> None:

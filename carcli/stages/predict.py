@@ -11,10 +11,11 @@ and write, each folder atomically, and predictions.h5 last.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from carcli.api import load_model
+from carcli.api import Model, load_model
 from carcli.errors import CarsegError
 from carcli.predict import outputs
 from carcli.predict.engine import PredictOptions
@@ -31,28 +32,40 @@ from carcli.runtime.interrupt import stops_at_once
 from carcli.ui import Reporter
 
 
+@dataclass(frozen=True)
+class ModelSource:
+    """The model `predict` runs: a bundle folder (carseg export) or a recipe, loaded by
+    :func:`carcli.api.load_model` on ``device`` with ``speed`` over its speed options
+    (``--speed KEY=VALUE``) and, for a recipe, its ``overrides`` (`key=value`)."""
+
+    path: str | Path
+    device: str = "cpu"
+    speed: dict[str, Any] | None = None
+    overrides: list[str] | None = None
+
+    def load(self) -> Model:
+        return load_model(self.path, self.device, self.speed, self.overrides)
+
+
 def run_predict(
-    model_path: str | Path,
+    model_source: ModelSource,
     inputs: list[str],
     out: str | Path = "predictions",
-    num_samples: int = 16,
-    seed: int = 0,
+    opts: PredictOptions = PredictOptions(),
+    *,
     blackbox: str | None = None,
-    batch_size: int = 8,
-    device: str = "cpu",
+    recursive: bool = False,
     overwrite: bool = False,
     quiet: bool = False,
-    recursive: bool = False,
-    speed: dict[str, Any] | None = None,
-    overrides: list[str] | None = None,
 ) -> dict[str, Any]:
     """Predict and write; returns counts and the share of wall time spent writing files.
-    F and G run with the model's speed options, as `sample` runs them; ``speed`` overrides
-    some (``--speed KEY=VALUE``). ``overrides`` (`key=value`) apply to a recipe MODEL."""
+    F and G run with the model's speed options, as `sample` runs them (``model_source``'s
+    ``speed`` overrides some). ``opts``: samples per input, noise seed, inputs per batch."""
     t0 = time.perf_counter()
     rep = Reporter(quiet)
-    check_args(inputs, num_samples, batch_size)
-    model = load_model(model_path, device, speed, overrides)
+    num_samples = opts.num_samples
+    check_args(inputs, num_samples, opts.batch_size)
+    model = model_source.load()
     for note in model.speed_notes:
         rep.line(note)
     out = Path(out)
@@ -67,7 +80,7 @@ def run_predict(
             markup=False,
         )
     bbs = model.blackboxes(items, blackbox)
-    records = [outputs.expected_record(it, num_samples, seed, model.meta) for it in items]
+    records = [outputs.expected_record(it, num_samples, opts.seed, model.meta) for it in items]
     keep = plan(out, items, records, overwrite)
     make_out(out)
     again = "rerun it without --overwrite" if overwrite else "the same command"
@@ -75,7 +88,6 @@ def run_predict(
         f"interrupted; every input finished so far is kept in {out} (one folder each) and "
         f"{again} continues with the others"
     ):
-        opts = PredictOptions(num_samples, seed, batch_size)
         write_s = predict_and_write(model, out, items, records, keep, bbs, rep, opts)
     wall = time.perf_counter() - t0
     rep.line(

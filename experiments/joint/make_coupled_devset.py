@@ -152,8 +152,10 @@ def draw_mixed(rng: np.random.Generator, args: argparse.Namespace) -> tuple[np.n
         raw[:, inside] = (p * RGB[1] + (1 - p) * RGB[2])[:, None]
         obj["cls"] = None
     if args.cue == "link":  # a thin yellow line joins the group's objects, in the background
-        members = [obj for k, obj in enumerate(objs) if k in obj_coin and specs[k]["kind"] == "group"]
-        for a, b in zip(members, members[1:]):
+        members = [
+            obj for k, obj in enumerate(objs) if k in obj_coin and specs[k]["kind"] == "group"
+        ]
+        for a, b in zip(members, members[1:], strict=False):
             line = _segment(a, b, size, 0.5 * s) & (base == 0)
             for other in objs:
                 line &= ~other["inside"]
