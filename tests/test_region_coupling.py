@@ -452,18 +452,41 @@ def test_pool_keeps_coupled_groups_and_picks_every_group_apart() -> None:
             assert sorted(np.bincount(out[0, :, 1, col], minlength=3)) == [2, 2, 2]
 
 
-def test_pool_critic_weights_draws_by_the_discriminator() -> None:
-    """Draws D scores far lower are (almost) never picked; at sharpness 0 the scores do
-    nothing."""
-    p, _ = _three_regions(8)
-    samples = np.broadcast_to(
-        (np.arange(8) % 2).astype(np.uint8)[None, :, None, None], (1, 8, 6, 12)
-    ).copy()
-    scores = np.where(np.arange(8) % 2 == 1, -30.0, 0.0)[None]
+def test_tilt_weights_restore_the_mean_closest_to_the_prior() -> None:
+    """Two answers, a prior 19:1 for the first: the tilt closest to it whose mean is 50/50
+    is uniform; a third, mixed answer the prior all but excludes stays excluded, and the
+    mean is still met."""
+    from carcli.sampling.regions import tilt_weights
+
+    comp = np.eye(2)[[0] * 5 + [1] * 5]
+    prior = np.r_[[0.19] * 5, [0.01] * 5]
+    w = tilt_weights(comp, np.array([0.5, 0.5]), prior)
+    assert np.allclose(w, 0.1, atol=1e-6)
+    comp3 = np.r_[comp, [[0.5, 0.5]]]
+    prior3 = np.r_[[0.1] * 10, [1e-6]]
+    w = tilt_weights(comp3, comp3.mean(0), prior3 / prior3.sum())
+    assert w[-1] < 1e-5 and np.allclose(w @ comp3, comp3.mean(0), atol=1e-6)
+    w = tilt_weights(comp, np.array([0.8, 0.2]), np.full(10, 0.1))
+    assert np.allclose(w[:5], 0.16) and np.allclose(w[5:], 0.04)
+
+
+def test_pool_critic_drops_what_d_rejects_but_keeps_the_answers_frequencies() -> None:
+    """12 draws (pool 2, 6 outputs): answers all-0, all-1 and a mixed one D scores far
+    lower. The mixed answer is never picked; all-0 and all-1 keep their shares of the pool's
+    mean (3 and 3); at sharpness 0 the scores do nothing (each answer twice)."""
+    p, _ = _three_regions(12)
+    samples = np.zeros((1, 12, 6, 12), dtype=np.uint8)
+    kind = np.arange(12) % 3  # 0: all 0, 1: all 1, 2: mixed (left half 1)
+    samples[0, kind == 1] = 1
+    samples[0, kind == 2, :, 0::2] = 1
+    scores = np.where(kind == 2, -30.0, 0.0)[None]
     image = np.zeros((1, 3, 6, 12), np.float32)
     sharp = CoupledRegions(_Head(set()), 0.9, 0, pool=2, sharpness=1.0)
     out = sharp(samples, p, np.array([0]), 0, image=image, scores=scores)
-    assert (out[0, :, 1:3, [0, 1, 5, 6, 10, 11]] == 0).all()
+    region = out[0, :, 1:3, 0:2].reshape(6, -1)
+    assert set(region.mean(1)) <= {0.0, 1.0}  # no mixed answer
+    assert region.mean(1).sum() == 3  # all-1 three times, all-0 three times
     flat = CoupledRegions(_Head(set()), 0.9, 0, pool=2, sharpness=0.0)
     out = flat(samples, p, np.array([0]), 0, image=image, scores=scores)
-    assert sorted(np.bincount(out[0, :, 1, 0], minlength=2)) == [2, 2]
+    region = out[0, :, 1:3, 0:2].reshape(6, -1)
+    assert sorted(region.mean(1)) == [0.0, 0.0, 0.5, 0.5, 1.0, 1.0]

@@ -35,6 +35,9 @@ regions that always agree (carcli.metrics.association); a third sits between, ne
 independent side, because drawing coupled regions apart (a pair the labels never show) costs
 more than keeping G's own joint for independent ones."""
 
+TILT_BOUND = 30.0
+"""Bound on :func:`tilt_weights`' parameters: weights at most e^30 apart from the prior's."""
+
 MAX_REGIONS = 64
 """Region ids of the learned recombination wrap at this count (more regions in one image
 share ids, hence answers)."""
@@ -119,6 +122,46 @@ def region_groups(count: int, pairs: np.ndarray, coupled: np.ndarray) -> np.ndar
 def compositions(values: np.ndarray, k: int) -> np.ndarray:
     """[N, k] class fractions of each draw's values [N, P] (class ids 0..k-1)."""
     return np.stack([(values == c).mean(1) for c in range(k)], axis=1)
+
+
+def tilt_weights(
+    comp: np.ndarray, target: np.ndarray, prior: np.ndarray, iters: int = 50
+) -> np.ndarray:
+    """Weights w [N] of the draws closest to ``prior`` [N] in KL (an exponential tilt,
+    w_n proportional to prior_n exp(comp_n . theta)) such that sum_n w_n comp_n = target, for
+    the draws' class fractions comp [N, k] and a target [k] (both summing to 1). A target
+    outside the draws' hull is approached as far as theta's bound allows; draws that all
+    agree keep the prior."""
+    x = comp[:, :-1] - comp[:, :-1].mean(0)
+    t = target[:-1] - comp[:, :-1].mean(0)
+    theta = np.zeros(x.shape[1])
+    log_prior = np.log(np.maximum(prior, 1e-300))
+
+    def dual(th: np.ndarray) -> tuple[float, np.ndarray]:
+        z = x @ th + log_prior
+        top = z.max()
+        w = np.exp(z - top)
+        return top + np.log(w.sum()) - th @ t, w / w.sum()
+
+    f, w = dual(theta)
+    for _ in range(iters):
+        mean = w @ x
+        grad = mean - t
+        if np.abs(grad).max() < 1e-7:
+            break
+        cov = (x - mean).T @ ((x - mean) * w[:, None]) + 1e-9 * np.eye(x.shape[1])
+        step = np.linalg.solve(cov, grad)
+        size = 1.0
+        while size > 1e-4:
+            new = np.clip(theta - size * step, -TILT_BOUND, TILT_BOUND)
+            f_new, w_new = dual(new)
+            if f_new <= f:
+                break
+            size /= 2
+        else:
+            break
+        theta, f, w = new, f_new, w_new
+    return w
 
 
 def stratified_pick(
@@ -223,9 +266,11 @@ class CoupledRegions:
     ) -> np.ndarray:
         """One image's M outputs from its N = M * pool draws [N, H, W]: each group picks its
         M answers from the N draws by :func:`stratified_pick` (so each answer's count is within
-        one of M times its share of the pool), with the draws weighted by exp(sharpness x D's
-        logit) where ``scores`` (D's logits [N]) are given, else uniformly; the groups' picks
-        are shuffled apart (independent groups); outside the regions output m is draw m."""
+        one of M times its share of the pool). Where ``scores`` (D's logits [N]) are given, the
+        draws are weighted by exp(sharpness x D's logit), then tilted (:func:`tilt_weights`)
+        so that the group's mean class fractions stay the whole pool's: D decides which draws
+        of an answer are kept, not how often the answer comes. The groups' picks are shuffled
+        apart (independent groups); outside the regions output m is draw m."""
         n = draws.shape[0]
         m = n // self.pool
         flat = draws.reshape(n, -1)
@@ -241,7 +286,8 @@ class CoupledRegions:
             regs = np.flatnonzero(groups == g)
             mask = np.isin(idsf, regs)
             comp = compositions(flat[:, mask], k)
-            src[:, regs] = stratified_pick(prior, comp, m, rng)[:, None]
+            w = prior if scores is None else tilt_weights(comp, comp.mean(0), prior)
+            src[:, regs] = stratified_pick(w, comp, m, rng)[:, None]
         return np.take_along_axis(flat, src[:, idsf], axis=0).reshape(m, *draws.shape[1:])
 
 
