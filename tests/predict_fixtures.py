@@ -25,6 +25,8 @@ TINY = [
     # coupling (tests/test_region_coupling.py covers the learned one end to end)
     "sample.independent_regions=true",
     "sample.region_coupling=none",
+    "sample.region_pool=1",
+    "sample.pool_critic=0",
     "refiner.coupling_steps=0",
 ]
 

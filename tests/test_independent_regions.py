@@ -12,6 +12,8 @@ from predict_fixtures import trained
 
 from carcli.sampling.regions import independent_regions, region_offsets
 
+NO_POOL = ("sample.region_pool=1", "sample.pool_critic=0")  # pools need the learned coupling
+
 __all__ = ["trained"]  # the session fixture, imported for pytest
 
 
@@ -171,7 +173,8 @@ def test_sample_stage_draws_an_independent_regions_bank(tmp_path, monkeypatch) -
     from carcli.training.refiner import run_train_refiner
     from tests.test_pipeline import tiny_recipe
 
-    r = tiny_recipe(tmp_path, "sample.independent_regions=false", "sample.region_coupling=none")
+    off = ("sample.independent_regions=false", "sample.region_coupling=none", *NO_POOL)
+    r = tiny_recipe(tmp_path, *off)
     run_prepare(r, quiet=True)
     run_train_calibrator(r, quiet=True)
     run_train_refiner(r, quiet=True)
@@ -182,6 +185,7 @@ def test_sample_stage_draws_an_independent_regions_bank(tmp_path, monkeypatch) -
         tmp_path,
         "sample.independent_regions=true",
         "sample.region_coupling=none",
+        *NO_POOL,
         "sample.region_threshold=0.6",
     )
     with h5py.File(stage.run_sample(on, overwrite=True, quiet=True)) as h5:
@@ -194,6 +198,7 @@ def test_sample_stage_draws_an_independent_regions_bank(tmp_path, monkeypatch) -
         "data.source=regression",
         "sample.independent_regions=true",
         "sample.region_coupling=none",
+        *NO_POOL,
     )
     run_prepare(reg, quiet=True)
     with pytest.raises(CarsegError, match="needs a segmentation dataset"):

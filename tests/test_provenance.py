@@ -183,7 +183,8 @@ def test_every_edge_is_recorded_and_a_new_dataset_makes_the_weights_stale(
     expect = {
         "calibrator": {"data.train", "data.val"},
         "refiner": {"data.train", "data.val", "calibrator"},
-        "samples": {"data.test", "calibrator", "refiner", "coupling"},  # the toy recipe's head
+        # the toy recipe's coupling head, and D, which weights its pool (sample.pool_critic)
+        "samples": {"data.test", "calibrator", "refiner", "coupling", "discriminator"},
         "eval/test": {"data.test", "bank"},
     }
     for folder, roles in expect.items():
@@ -240,6 +241,12 @@ def test_every_edge_is_recorded_and_a_new_dataset_makes_the_weights_stale(
         _ok(stage, RECIPE, *_args(tmp_path, "seed=1"), "--overwrite", "-q")
     result, rows = _status(tmp_path, "seed=1")
     assert [rows[s][1] for s in STAGES[:5]] == ["done"] * 5, rows
+
+    # D weights the toy recipe's pool: another D makes the bank stale
+    d_path = run / "refiner" / "discriminator.safetensors"
+    d_path.write_bytes(d_path.read_bytes() + b" ")
+    result, rows = _status(tmp_path, "seed=1")
+    assert rows["sample"][1] == "stale" and "discriminator" in rows["sample"][3], rows
 
 
 def test_status_marks_running_and_interrupted_stages(tmp_path: Path) -> None:

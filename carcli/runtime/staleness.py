@@ -24,6 +24,9 @@ from carcli.recipe.schema import Recipe
 
 COUPLING = "coupling.safetensors"
 """refiner/coupling.safetensors, the region coupling head (carcli.runtime.networks.COUPLING)."""
+DISCRIMINATOR = "discriminator.safetensors"
+"""refiner/discriminator.safetensors, D (carcli.runtime.networks.DISCRIMINATOR), a bank input
+where sample.pool_critic weights the pool by it."""
 EXPORT_SPLIT = "test"
 """The split whose metrics a bundle's model card shows (carcli.bundle.export)."""
 
@@ -96,6 +99,7 @@ class Run:
             "refiner": self.g_path,
             f"data.{split}": self.data(split),
             "coupling": self.layout.refiner / COUPLING,  # compared only where recorded
+            "discriminator": self.layout.refiner / DISCRIMINATOR,  # sample.pool_critic > 0
         }
 
     def trained_inputs(self, stage: str) -> dict[str, Path]:
