@@ -379,7 +379,7 @@ ROWS: list[Row] = [
     ),
     Row(
         "`sample.region_coupling: learned` with a refiner trained without the coupling head",
-        "exit 1 naming the missing `refiner/coupling.safetensors` and the command that trains it; a bundle whose `coupling.safetensors` was changed is refused by its sha256",
+        "exit 1 naming the missing `refiner/coupling.safetensors` and the command that trains it; a bundle whose `coupling.safetensors` was changed is refused by its sha256, one without the `discriminator.safetensors` its pool is weighted by (`sample.pool_critic`) names the missing file",
         "test_region_coupling.py::test_cascade_trains_samples_exports_and_predicts_with_the_head",
     ),
 ]
