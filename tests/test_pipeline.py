@@ -224,7 +224,7 @@ def test_refiner_needs_calibrator(tmp_path):
 def test_other_dataset_shape_only_data_dir_changes(tmp_path):
     """A 48x64, 1-channel, 5-class dataset works with the same recipe (channels and classes
     come from the file)."""
-    from carcli.data.dataset import write_dataset
+    from carcli.data.dataset import Classes, write_dataset
 
     rng = np.random.default_rng(0)
     data = tmp_path / "other"
@@ -234,8 +234,7 @@ def test_other_dataset_shape_only_data_dir_changes(tmp_path):
             data / f"{split}.h5",
             image=rng.normal(size=(n, 1, 48, 64)).astype(np.float32),
             label=lab,
-            num_classes=5,
-            class_names=list("abcde"),
+            classes=Classes(5, class_names=list("abcde")),
         )
     r = load_recipe(
         "recipes/toy.yaml",

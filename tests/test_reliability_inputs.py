@@ -70,7 +70,7 @@ def _other_dataset(root: Path, **shape: int) -> Path:
     from carcli.data.synthetic_draw import DrawConfig
 
     out = root / "data2"
-    from carcli.data.dataset import write_dataset
+    from carcli.data.dataset import Classes, write_dataset
 
     for split, n in (("train", 8), ("val", 4), ("test", 4)):
         spec = DrawConfig(
@@ -82,8 +82,7 @@ def _other_dataset(root: Path, **shape: int) -> Path:
             image=s.image,
             label=s.label,
             label_weight=s.label_weight,
-            num_classes=shape.get("classes", 3),
-            class_names=s.class_names,
+            classes=Classes(shape.get("classes", 3), class_names=s.class_names),
         )
     return out
 

@@ -42,7 +42,7 @@ def child(
     import torch
 
     import carcli.stages.sample as sample_mod
-    from carcli.data.dataset import DatasetFile, write_dataset
+    from carcli.data.dataset import Classes, DatasetFile, write_dataset
     from carcli.recipe.load import load_recipe
     from carcli.runtime.networks import save_network
     from carcli.training.networks import new_calibrator, new_refiner
@@ -69,7 +69,7 @@ def child(
             test,
             image=rng.standard_normal((images, 1, 128, 128)).astype(np.float32),
             label=rng.integers(0, 2, (images, 1, 128, 128), dtype=np.uint8),
-            num_classes=2,
+            classes=Classes(2),
         )
         with DatasetFile(test) as ds:
             info = ds.info
