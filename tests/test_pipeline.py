@@ -153,10 +153,10 @@ def test_sample_bank_independent_of_chunking_and_resumes(chain):
     # reuses them.
     partial = tmp / "run" / "samples" / ".test.partial"
     r3 = tiny_recipe(tmp, "sample.chunk_size=2")
-    import carcli.stages.sample as sample_mod
+    import carcli.sampling.chunks as chunks_mod
 
     calls = []
-    original = sample_mod._write_chunk
+    original = chunks_mod._write_chunk
 
     def failing(path, *a, **k):
         calls.append(path.name)
@@ -164,22 +164,22 @@ def test_sample_bank_independent_of_chunking_and_resumes(chain):
             raise KeyboardInterrupt
         return original(path, *a, **k)
 
-    sample_mod._write_chunk = failing
+    chunks_mod._write_chunk = failing
     try:
         with pytest.raises(KeyboardInterrupt):
             run_sample(r3, overwrite=True, quiet=True)
     finally:
-        sample_mod._write_chunk = original
+        chunks_mod._write_chunk = original
     assert bank.exists() and (partial / "chunk-00000000.h5").exists()
     calls.clear()
-    sample_mod._write_chunk = lambda path, *a, **k: (
+    chunks_mod._write_chunk = lambda path, *a, **k: (
         calls.append(path.name),
         original(path, *a, **k),
     )
     try:
         run_sample(r3, overwrite=True, quiet=True)
     finally:
-        sample_mod._write_chunk = original
+        chunks_mod._write_chunk = original
     assert calls == ["chunk-00000002.h5", "chunk-00000004.h5"]
     with h5py.File(bank) as h5:
         assert np.array_equal(h5["samples"][...], ref)

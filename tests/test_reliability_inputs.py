@@ -107,7 +107,7 @@ def _full_disk_safetensors(mp: pytest.MonkeyPatch) -> None:
 
 def _full_disk_h5py(mp: pytest.MonkeyPatch) -> None:
     """The second HDF5 file the sample stage creates fails as h5py fails on a full disk."""
-    import carcli.stages.sample as sample_mod
+    import carcli.sampling.chunks as chunks_mod
 
     created = []
 
@@ -122,7 +122,7 @@ def _full_disk_h5py(mp: pytest.MonkeyPatch) -> None:
                 )
         return h5py.File(path, mode, *a, **k)
 
-    mp.setattr(sample_mod, "h5py", types.SimpleNamespace(File=File))
+    mp.setattr(chunks_mod, "h5py", types.SimpleNamespace(File=File))
 
 
 def _full_disk_fsync(mp: pytest.MonkeyPatch) -> None:
