@@ -244,7 +244,7 @@ def bench_sample(size: SampleSize, device: Any, tmp: Path) -> tuple[dict, str]:
     import torch
 
     from carcli.data.batches import BatchSource
-    from carcli.data.dataset import DatasetFile, write_dataset
+    from carcli.data.dataset import Classes, DatasetFile, write_dataset
     from carcli.models.registry import build_calibrator, build_refiner
     from carcli.runtime.speed import accelerate, settings
     from carcli.sampling.sample import draw
@@ -258,7 +258,7 @@ def bench_sample(size: SampleSize, device: Any, tmp: Path) -> tuple[dict, str]:
         tmp / f"sample_{h}x{w}.h5",
         image=rng.standard_normal((n, c, h, w)).astype(np.float32),
         label=rng.integers(0, k, (n, 1, h, w), dtype=np.uint8),
-        num_classes=k,
+        classes=Classes(k),
         blackbox=blackbox,
     )
     noise_dim = 8
@@ -361,7 +361,7 @@ def bench_predict(size: PredictSize, device: Any, tmp: Path) -> tuple[dict, str]
     from PIL import Image
 
     from carcli.bundle.export import run_export
-    from carcli.data.dataset import DatasetFile, write_dataset
+    from carcli.data.dataset import Classes, DatasetFile, write_dataset
     from carcli.data.preprocess import ATTR, lidc_spec, to_json
     from carcli.predict.engine import PredictOptions
     from carcli.recipe.load import load_recipe
@@ -380,9 +380,7 @@ def bench_predict(size: PredictSize, device: Any, tmp: Path) -> tuple[dict, str]
         root / "data" / "train.h5",
         image=rng.standard_normal((1, 1, hw, hw)).astype(np.float32),
         label=rng.integers(0, 2, (1, 1, hw, hw), dtype=np.uint8),
-        num_classes=2,
-        class_names=["background", "lesion"],
-        eval_classes=[1],
+        classes=Classes(2, class_names=["background", "lesion"], eval_classes=[1]),
         attrs={ATTR: to_json(lidc_spec(hw))},
     )
     with DatasetFile(train) as ds:

@@ -85,7 +85,7 @@ def fabricate_image(rng: np.random.Generator, size: EvalSize) -> tuple[np.ndarra
 
 def make_eval_data(size: EvalSize, folder: Path, rep: Callable[[str], None]) -> tuple[Path, Path]:
     """Write test.h5 (dataset) and bank.h5 into `folder`; reuse them when the key matches."""
-    from carcli.data.dataset import DatasetFile, write_dataset
+    from carcli.data.dataset import Classes, DatasetFile, write_dataset
     from carcli.sampling.bank import create_bank
 
     data_path, bank_path, key_path = folder / "test.h5", folder / "bank.h5", folder / "key.json"
@@ -121,7 +121,7 @@ def make_eval_data(size: EvalSize, folder: Path, rep: Callable[[str], None]) -> 
                     data_path.with_name("probe.h5"),
                     image=images[:1],
                     label=labels[:1],
-                    num_classes=2,
+                    classes=Classes(2),
                 )
                 with DatasetFile(data_path.with_name("probe.h5")) as probe:
                     info = probe.info
@@ -143,9 +143,7 @@ def make_eval_data(size: EvalSize, folder: Path, rep: Callable[[str], None]) -> 
             data_path,
             image=images,
             label=labels,
-            num_classes=2,
-            class_names=["background", "lesion"],
-            eval_classes=[1],
+            classes=Classes(2, class_names=["background", "lesion"], eval_classes=[1]),
         )
         os.replace(tmp_bank, bank_path)
     finally:

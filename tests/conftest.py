@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from carcli.data.dataset import write_dataset
+from carcli.data.dataset import Classes, write_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 TOY_RECIPE = REPO / "recipes" / "toy.yaml"
@@ -131,8 +131,9 @@ def make_arrays() -> Callable[..., dict[str, np.ndarray]]:
 def write_split() -> WriteSplit:
     """Factory: write_split(path, n=4, annotations=2, ..., weights=True, **write_dataset kwargs).
 
-    Shape keywords go to `tiny_arrays`; any other keyword (image=, label=, blackbox=, ...)
-    replaces what is passed to `write_dataset`.
+    Shape keywords go to `tiny_arrays` (num_classes also to the `Classes`, with eval_classes
+    and ignore_index); any other keyword (image=, label=, blackbox=, classes=, ...) replaces
+    what is passed to `write_dataset`.
     """
 
     def _write(
@@ -146,6 +147,8 @@ def write_split() -> WriteSplit:
         num_classes: int = 3,
         seed: int = 0,
         weights: bool = True,
+        eval_classes: list[int] | None = None,
+        ignore_index: int = 255,
         **kwargs: Any,
     ) -> Path:
         arrays = tiny_arrays(n, annotations, channels, height, width, num_classes, seed)
@@ -153,9 +156,12 @@ def write_split() -> WriteSplit:
             "image": arrays["image"],
             "label": arrays["label"],
             "label_weight": arrays["label_weight"] if weights else None,
-            "num_classes": num_classes,
-            "class_names": [f"class_{i}" for i in range(num_classes)],
-            "eval_classes": list(range(1, num_classes)),
+            "classes": Classes(
+                num_classes,
+                class_names=[f"class_{i}" for i in range(num_classes)],
+                eval_classes=list(range(1, num_classes)) if eval_classes is None else eval_classes,
+                ignore_index=ignore_index,
+            ),
         }
         params.update(kwargs)
         return write_dataset(path, **params)

@@ -12,6 +12,7 @@ import pytest
 
 from carcli.data.dataset import (
     SCHEMA,
+    Classes,
     DatasetFile,
     read_info,
     split_path,
@@ -82,7 +83,7 @@ def test_write_then_read_back(make_arrays, tmp_path: Path, write_split) -> None:
 def test_defaults_for_optional_attributes(make_arrays, tmp_path: Path) -> None:
     """No eval_classes: all but class 0; ignore_index written as 255."""
     a = make_arrays(num_classes=4)
-    path = write_dataset(tmp_path / "a.h5", image=a["image"], label=a["label"], num_classes=4)
+    path = write_dataset(tmp_path / "a.h5", image=a["image"], label=a["label"], classes=Classes(4))
     info = validate_dataset(path)
     assert info.eval_classes == [1, 2, 3]
     assert info.class_names == ["0", "1", "2", "3"]
@@ -179,9 +180,7 @@ def test_regression_files(tmp_path: Path) -> None:
     image = rng.standard_normal((5, 2)).astype(np.float32)
     label = rng.standard_normal((5, 2, 3)).astype(np.float32)
     weight = np.array([[0.9, 0.1]] * 5, np.float32)
-    path = write_dataset(
-        tmp_path / "r.h5", image=image, label=label, label_weight=weight, task="regression"
-    )
+    path = write_dataset(tmp_path / "r.h5", image=image, label=label, label_weight=weight)
     info = validate_dataset(path)
     assert info.task == "regression"
     assert (info.n, info.num_annotations) == (5, 2)
@@ -201,7 +200,7 @@ def test_regression_files(tmp_path: Path) -> None:
     ],
 )
 def test_bad_regression_files(tmp_path: Path, image, label, needle: str) -> None:
-    path = write_dataset(tmp_path / "r.h5", image=image, label=label, task="regression")
+    path = write_dataset(tmp_path / "r.h5", image=image, label=label)
     _one_error(path, needle)
 
 

@@ -169,9 +169,9 @@ def test_time_based_checkpoint(base: Path, tmp_path: Path, monkeypatch: pytest.M
     saved: list[int] = []
     real_save = TrainingStage.save
 
-    def save(self, models, optimizers, generators, info):  # noqa: ANN001
+    def save(self, parts, info):  # noqa: ANN001
         saved.append(info["step"])
-        real_save(self, models, optimizers, generators, info)
+        real_save(self, parts, info)
 
     class Clock:
         now = 0.0

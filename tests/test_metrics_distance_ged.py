@@ -147,14 +147,14 @@ def test_ged_multiclass_pairs_without_scored_class_count_as_equal():
     d_sy, v_sy = pairwise_distance(maps(E), maps(E, Y1), **kw)
     d_ss, v_ss = pairwise_distance(maps(E), maps(E), **kw)
     d_yy, v_yy = pairwise_distance(maps(E, Y1), maps(E, Y1), **kw)
-    dropped = ged_from_matrices(d_sy, v_sy, d_ss, v_ss, d_yy, v_yy, [0.5, 0.5])
+    dropped = ged_from_matrices(d_sy, d_ss, d_yy, [0.5, 0.5], (v_sy, v_ss, v_yy))
     assert dropped == pytest.approx(4 / 3)
 
 
 def test_ged_from_matrices_all_invalid_is_zero():
     d = np.ones((2, 2))
     v = np.zeros((2, 2), bool)
-    assert ged_from_matrices(d, v, d, v, d, v, [0.5, 0.5]) == 0.0
+    assert ged_from_matrices(d, d, d, [0.5, 0.5], (v, v, v)) == 0.0
 
 
 def test_ged_at_counts_uses_first_n_samples():
@@ -165,7 +165,7 @@ def test_ged_at_counts_uses_first_n_samples():
     d_sy, v_sy = pairwise_distance(s, y, num_classes=2)
     d_ss, v_ss = pairwise_distance(s, s, num_classes=2)
     d_yy, v_yy = pairwise_distance(y, y, num_classes=2)
-    got = ged_at_counts(d_sy, v_sy, d_ss, v_ss, d_yy, v_yy, w, (1, 3, 16))
+    got = ged_at_counts(d_sy, d_ss, d_yy, w, (1, 3, 16), (v_sy, v_ss, v_yy))
     assert set(got) == {"1", "3"}  # n = 16 > M is left out
     assert got["1"] == pytest.approx(ged(s, y, w, num_classes=2, n=1))  # = 1/4 (above)
     assert got["1"] == pytest.approx(0.25)

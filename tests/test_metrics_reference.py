@@ -226,7 +226,7 @@ def test_ged_at_counts_equals_ged_on_first_n(num_classes):
     d_ss, v_ss = pairwise_distance(s, s, **kw)
     d_yy, v_yy = pairwise_distance(y, y, **kw)
     # carseg's rule: pairs with no scored class count (no validity masks passed)
-    got = ged_at_counts(d_sy, None, d_ss, None, d_yy, None, w, (1, 4, 9, 12))
+    got = ged_at_counts(d_sy, d_ss, d_yy, w, (1, 4, 9, 12))
     assert set(got) == {"1", "4", "9"}
     for n in (1, 4, 9):
         want = ref_ged(s[:n], y, w, num_classes, list(range(1, num_classes)))

@@ -153,10 +153,10 @@ def test_sample_bank_independent_of_chunking_and_resumes(chain):
     # reuses them.
     partial = tmp / "run" / "samples" / ".test.partial"
     r3 = tiny_recipe(tmp, "sample.chunk_size=2")
-    import carcli.stages.sample as sample_mod
+    import carcli.sampling.chunks as chunks_mod
 
     calls = []
-    original = sample_mod._write_chunk
+    original = chunks_mod._write_chunk
 
     def failing(path, *a, **k):
         calls.append(path.name)
@@ -164,22 +164,22 @@ def test_sample_bank_independent_of_chunking_and_resumes(chain):
             raise KeyboardInterrupt
         return original(path, *a, **k)
 
-    sample_mod._write_chunk = failing
+    chunks_mod._write_chunk = failing
     try:
         with pytest.raises(KeyboardInterrupt):
             run_sample(r3, overwrite=True, quiet=True)
     finally:
-        sample_mod._write_chunk = original
+        chunks_mod._write_chunk = original
     assert bank.exists() and (partial / "chunk-00000000.h5").exists()
     calls.clear()
-    sample_mod._write_chunk = lambda path, *a, **k: (
+    chunks_mod._write_chunk = lambda path, *a, **k: (
         calls.append(path.name),
         original(path, *a, **k),
     )
     try:
         run_sample(r3, overwrite=True, quiet=True)
     finally:
-        sample_mod._write_chunk = original
+        chunks_mod._write_chunk = original
     assert calls == ["chunk-00000002.h5", "chunk-00000004.h5"]
     with h5py.File(bank) as h5:
         assert np.array_equal(h5["samples"][...], ref)
@@ -224,7 +224,7 @@ def test_refiner_needs_calibrator(tmp_path):
 def test_other_dataset_shape_only_data_dir_changes(tmp_path):
     """A 48x64, 1-channel, 5-class dataset works with the same recipe (channels and classes
     come from the file)."""
-    from carcli.data.dataset import write_dataset
+    from carcli.data.dataset import Classes, write_dataset
 
     rng = np.random.default_rng(0)
     data = tmp_path / "other"
@@ -234,8 +234,7 @@ def test_other_dataset_shape_only_data_dir_changes(tmp_path):
             data / f"{split}.h5",
             image=rng.normal(size=(n, 1, 48, 64)).astype(np.float32),
             label=lab,
-            num_classes=5,
-            class_names=list("abcde"),
+            classes=Classes(5, class_names=list("abcde")),
         )
     r = load_recipe(
         "recipes/toy.yaml",

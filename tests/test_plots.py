@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from carcli.data.dataset import DatasetFile, write_dataset
+from carcli.data.dataset import Classes, DatasetFile, write_dataset
 from carcli.errors import CarsegError
 from carcli.metrics.calibration import label_probabilities
 from carcli.plots.reliability import output_names
@@ -58,9 +58,7 @@ def make_run(
         image=image,
         label=label,
         label_weight=weight if weighted else None,
-        num_classes=k,
-        class_names=names,
-        ignore_index=IGNORE,
+        classes=Classes(k, class_names=names, ignore_index=IGNORE),
     )
     with DatasetFile(data_dir / "test.h5") as ds:
         info = ds.info

@@ -28,7 +28,7 @@ __all__ = ["trained"]
 def blackbox_bundle(tmp_path_factory) -> Path:
     """A tiny model whose F takes a black box (class ids), exported."""
     from carcli.bundle.export import run_export
-    from carcli.data.dataset import write_dataset
+    from carcli.data.dataset import Classes, write_dataset
     from carcli.training.calibrator import run_train_calibrator
     from carcli.training.refiner import run_train_refiner
 
@@ -39,7 +39,7 @@ def blackbox_bundle(tmp_path_factory) -> Path:
             tmp / "data" / f"{split}.h5",
             image=rng.standard_normal((n, 3, 16, 16)).astype(np.float32),
             label=rng.integers(0, 3, (n, 1, 16, 16), dtype=np.uint8),
-            num_classes=3,
+            classes=Classes(3),
             blackbox=rng.integers(0, 3, (n, 16, 16), dtype=np.uint8),
         )
     r = tiny_recipe(tmp, "data.source=prepared")

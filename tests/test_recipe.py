@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from carcli.errors import CarsegError
-from carcli.recipe import schema
+from carcli.recipe import schema, schema_training
 from carcli.recipe.load import (
     RecipeError,
     load_recipe,
@@ -74,8 +74,12 @@ def test_missing_recipe_file(tmp_path: Path) -> None:
 
 
 def test_every_schema_field_has_a_docstring() -> None:
-    tree = ast.parse(Path(schema.__file__).read_text(encoding="utf-8"))
-    classes = [n for n in tree.body if isinstance(n, ast.ClassDef)]
+    classes = [
+        n
+        for module in (schema, schema_training)
+        for n in ast.parse(Path(module.__file__).read_text(encoding="utf-8")).body
+        if isinstance(n, ast.ClassDef)
+    ]
     assert {c.name for c in classes} >= {"Recipe", "DataConfig", "RefinerConfig"}
     missing = []
     for cls in classes:

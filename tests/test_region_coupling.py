@@ -173,7 +173,7 @@ def test_all_independent_calls_draw_every_region_apart() -> None:
 
 def _cue_split(path, n: int, seed: int) -> None:
     """Two objects per image; a bright cue pixel on both says they share one coin."""
-    from carcli.data.dataset import write_dataset
+    from carcli.data.dataset import Classes, write_dataset
 
     rng = np.random.default_rng(seed)
     ids, masks = _objects()
@@ -187,7 +187,7 @@ def _cue_split(path, n: int, seed: int) -> None:
             image[i, 1, 2, 2] = image[i, 1, 8, 8] = 3.0
         lab, w = _modes(coupled)
         label[i, : len(lab)], weight[i, : len(w)] = lab, w
-    write_dataset(path, image=image, label=label, label_weight=weight, num_classes=3)
+    write_dataset(path, image=image, label=label, label_weight=weight, classes=Classes(3))
 
 
 class _Uncertain(torch.nn.Module):
@@ -363,7 +363,7 @@ def test_class_flip_splits_give_targets_from_their_modes(tmp_path) -> None:
 
     import h5py
 
-    from carcli.data.dataset import write_dataset
+    from carcli.data.dataset import Classes, write_dataset
 
     size = 16
     label = np.zeros((1, 1, size, size), dtype=np.uint8)
@@ -373,7 +373,7 @@ def test_class_flip_splits_give_targets_from_their_modes(tmp_path) -> None:
     image = np.zeros((1, 3, size, size), dtype=np.float32)
     image[:, :, label[0, 0] > 0] = 1.0
     path = tmp_path / "train.h5"
-    write_dataset(path, image=image, label=label, num_classes=5)
+    write_dataset(path, image=image, label=label, classes=Classes(5))
     with h5py.File(path, "a") as h5:
         h5.attrs["class_flips"] = json.dumps([[1, 2, 0.3], [3, 4, 0.6]])
 

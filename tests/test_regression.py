@@ -111,7 +111,7 @@ def _mixture_file(tmp_path: Path, **changes) -> Path:
     extra["mixture_std"] = d.mixture_std
     extra.update(changes)
     extra = {k: v for k, v in extra.items() if v is not None}
-    return write_dataset(tmp_path / "r.h5", image=d.x, label=d.y, task="regression", extra=extra)
+    return write_dataset(tmp_path / "r.h5", image=d.x, label=d.y, extra=extra)
 
 
 @pytest.mark.parametrize(
@@ -160,7 +160,6 @@ def test_evaluate_regression_by_hand(tmp_path: Path) -> None:
         tmp_path / "test.h5",
         image=x,
         label=y,
-        task="regression",
         attrs={"regions": [[0, 0.4], [0.4, 0.8], [0.8, 1.0]]},
         extra={"mixture_mean": mean, "mixture_weight": weight, "mixture_std": std},
     )
@@ -200,9 +199,7 @@ def test_evaluate_regression_by_hand(tmp_path: Path) -> None:
 
 def test_evaluate_regression_without_mixture(tmp_path: Path) -> None:
     x = np.array([[0.1], [0.6]], np.float32)
-    data = write_dataset(
-        tmp_path / "t.h5", image=x, label=np.zeros((2, 1, 1), np.float32), task="regression"
-    )
+    data = write_dataset(tmp_path / "t.h5", image=x, label=np.zeros((2, 1, 1), np.float32))
     bank = _bank(tmp_path, data, np.ones((2, 3, 1), np.float32), np.zeros((2, 1), np.float32))
     with DatasetFile(data) as ds, Bank(bank, ds.info) as b:
         summary, _, _ = evaluate_regression(ds, b, 8, Reporter(quiet=True))

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from reliability import REPO
 
-from carcli.data.dataset import DatasetFile, read_info, write_dataset
+from carcli.data.dataset import Classes, DatasetFile, read_info, write_dataset
 from carcli.data.dataset_check import validate_dataset
 from carcli.errors import CarsegError
 from carcli.recipe.load import load_recipe, parse_override
@@ -221,9 +221,7 @@ def _valid_dataset(path: Path) -> Path:
         image=rng.standard_normal((N, C, S, S)).astype(np.float32),
         label=label,
         label_weight=(w / w.sum(1, keepdims=True)).astype(np.float32),
-        num_classes=K,
-        class_names=["a", "b", "c"],
-        eval_classes=[1, 2],
+        classes=Classes(K, class_names=["a", "b", "c"], eval_classes=[1, 2]),
     )
 
 

@@ -70,7 +70,7 @@ def _other_dataset(root: Path, **shape: int) -> Path:
     from carcli.data.synthetic_draw import DrawConfig
 
     out = root / "data2"
-    from carcli.data.dataset import write_dataset
+    from carcli.data.dataset import Classes, write_dataset
 
     for split, n in (("train", 8), ("val", 4), ("test", 4)):
         spec = DrawConfig(
@@ -82,8 +82,7 @@ def _other_dataset(root: Path, **shape: int) -> Path:
             image=s.image,
             label=s.label,
             label_weight=s.label_weight,
-            num_classes=shape.get("classes", 3),
-            class_names=s.class_names,
+            classes=Classes(shape.get("classes", 3), class_names=s.class_names),
         )
     return out
 
@@ -108,7 +107,7 @@ def _full_disk_safetensors(mp: pytest.MonkeyPatch) -> None:
 
 def _full_disk_h5py(mp: pytest.MonkeyPatch) -> None:
     """The second HDF5 file the sample stage creates fails as h5py fails on a full disk."""
-    import carcli.stages.sample as sample_mod
+    import carcli.sampling.chunks as chunks_mod
 
     created = []
 
@@ -123,7 +122,7 @@ def _full_disk_h5py(mp: pytest.MonkeyPatch) -> None:
                 )
         return h5py.File(path, mode, *a, **k)
 
-    mp.setattr(sample_mod, "h5py", types.SimpleNamespace(File=File))
+    mp.setattr(chunks_mod, "h5py", types.SimpleNamespace(File=File))
 
 
 def _full_disk_fsync(mp: pytest.MonkeyPatch) -> None:

@@ -72,8 +72,8 @@ runpy.run_module("carcli", run_name="__main__")
 # The same for `sample`: stops once its TARGET-th chunk file is on disk.
 STOP_AT_CHUNK = """
 import os, runpy, signal, sys, time
-import carcli.stages.sample as sample
-target, write, calls = int(sys.argv[1]), sample._write_chunk, []
+import carcli.sampling.chunks as chunks
+target, write, calls = int(sys.argv[1]), chunks._write_chunk, []
 def stopping(path, *args, **kwargs):
     write(path, *args, **kwargs)
     calls.append(path)
@@ -81,7 +81,7 @@ def stopping(path, *args, **kwargs):
         while len(list(path.parent.glob("chunk-*.h5"))) < target:  # the writer thread's
             time.sleep(0.001)
         os.kill(os.getpid(), signal.SIGSTOP)  # where the test's SIGKILL lands
-sample._write_chunk = stopping
+chunks._write_chunk = stopping
 sys.argv = ["carseg", *sys.argv[2:]]
 runpy.run_module("carcli", run_name="__main__")
 """

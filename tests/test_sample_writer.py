@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from predict_fixtures import tiny_recipe, trained
 
-import carcli.stages.sample as sample_mod
+import carcli.sampling.chunks as chunks_mod
 from carcli.sampling.writer import ChunkWriter as _Writer
 from carcli.stages.sample import run_sample
 
@@ -41,12 +41,12 @@ def test_background_bank_is_bit_for_bit_inline_and_resumed(trained, tmp_path, mo
     r = _run(tmp, tmp_path)
     background = run_sample(r, overwrite=True, quiet=True)
     ref = _sha(background)
-    monkeypatch.setattr(sample_mod, "BACKGROUND_WRITER", False)
+    monkeypatch.setattr(chunks_mod, "BACKGROUND_WRITER", False)
     assert _sha(run_sample(r, overwrite=True, quiet=True)) == ref
-    monkeypatch.setattr(sample_mod, "BACKGROUND_WRITER", True)
+    monkeypatch.setattr(chunks_mod, "BACKGROUND_WRITER", True)
     # interrupted after the first chunk was handed over, then the same command again: the
     # finished chunk is read back from its file, the others drawn; the same bytes
-    original, calls = sample_mod._write_chunk, []
+    original, calls = chunks_mod._write_chunk, []
 
     def failing(path, *a, **k):
         calls.append(path.name)
@@ -54,14 +54,14 @@ def test_background_bank_is_bit_for_bit_inline_and_resumed(trained, tmp_path, mo
             raise KeyboardInterrupt
         return original(path, *a, **k)
 
-    monkeypatch.setattr(sample_mod, "_write_chunk", failing)
+    monkeypatch.setattr(chunks_mod, "_write_chunk", failing)
     with pytest.raises(KeyboardInterrupt):
         run_sample(r, overwrite=True, quiet=True)
     partial = background.parent / ".test.partial"
     assert (partial / "chunk-00000000.h5").exists()  # queued before the failure: saved
     assert not list(background.parent.glob(".test.h5.*.tmp"))  # the bank's temp file: gone
     assert _no_writer_thread()
-    monkeypatch.setattr(sample_mod, "_write_chunk", original)
+    monkeypatch.setattr(chunks_mod, "_write_chunk", original)
     assert _sha(run_sample(r, overwrite=True, quiet=True)) == ref
     assert not partial.exists()
 
@@ -69,7 +69,7 @@ def test_background_bank_is_bit_for_bit_inline_and_resumed(trained, tmp_path, mo
 def test_writer_error_surfaces_with_its_message(trained, tmp_path, monkeypatch):
     tmp, _, _ = trained
     r = _run(tmp, tmp_path)
-    original, saved = sample_mod._save_chunk, []
+    original, saved = chunks_mod._save_chunk, []
 
     def save(path, *a):
         if saved:
@@ -77,7 +77,7 @@ def test_writer_error_surfaces_with_its_message(trained, tmp_path, monkeypatch):
         saved.append(path.name)
         return original(path, *a)
 
-    monkeypatch.setattr(sample_mod, "_save_chunk", save)
+    monkeypatch.setattr(chunks_mod, "_save_chunk", save)
     with pytest.raises(ValueError, match=r"^injected failure writing chunk-00000002\.h5$"):
         run_sample(r, overwrite=True, quiet=True)
     samples = tmp_path / "run" / "samples"

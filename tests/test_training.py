@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from carcli.data.batches import BatchSource, label_distribution
-from carcli.data.dataset import DatasetFile, write_dataset
+from carcli.data.dataset import Classes, DatasetFile, write_dataset
 from carcli.models.registry import build_calibrator, build_discriminator, build_refiner
 from carcli.recipe.load import load_recipe
 from carcli.runtime.device import setup_torch
@@ -67,7 +67,7 @@ def test_annotations_drawn_by_label_weight(tmp_path):
         image=np.zeros((n, 1, 16, 16), np.float32),
         label=label,
         label_weight=w,
-        num_classes=3,
+        classes=Classes(3),
     )
     with DatasetFile(tmp_path / "t.h5") as ds:
         src = BatchSource(ds)

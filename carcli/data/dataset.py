@@ -17,11 +17,12 @@ import numpy as np
 
 from carcli.artefacts.run import atomic_path
 from carcli.data.dataset_check import validate_dataset
-from carcli.data.schema import SCHEMA, open_h5, read_info
+from carcli.data.schema import SCHEMA, Classes, open_h5, read_info
 
 __all__ = [
     "SCHEMA",
     "SPLITS",
+    "Classes",
     "DatasetFile",
     "open_h5",
     "read_info",
@@ -88,30 +89,28 @@ def write_dataset(
     image: np.ndarray,
     label: np.ndarray,
     label_weight: np.ndarray | None = None,
-    num_classes: int | None = None,
-    class_names: list[str] | None = None,
-    eval_classes: list[int] | None = None,
-    ignore_index: int = 255,
-    task: str = "segmentation",
+    classes: Classes | None = None,
     blackbox: np.ndarray | None = None,
     attrs: dict[str, Any] | None = None,
     extra: dict[str, np.ndarray] | None = None,
 ) -> Path:
     """Write one split atomically (temp file + rename), chunked per image and compressed.
 
+    With ``classes`` the split is a segmentation split, without them a regression split.
     ``extra`` holds further datasets stored as given (e.g. the regression task's mixture)."""
     path = Path(path)
+    task = "regression" if classes is None else "segmentation"
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
         h5.attrs["schema"] = SCHEMA
         h5.attrs["task"] = task
-        if task == "segmentation":
-            assert num_classes is not None
-            h5.attrs["num_classes"] = int(num_classes)
-            h5.attrs["ignore_index"] = int(ignore_index)
-            names = class_names or [str(i) for i in range(num_classes)]
+        if classes is not None:
+            k = classes.num_classes
+            h5.attrs["num_classes"] = int(k)
+            h5.attrs["ignore_index"] = int(classes.ignore_index)
+            names = classes.class_names or [str(i) for i in range(k)]
             h5.attrs["class_names"] = json.dumps(list(names))
-            if eval_classes is not None:
-                h5.attrs["eval_classes"] = json.dumps([int(c) for c in eval_classes])
+            if classes.eval_classes is not None:
+                h5.attrs["eval_classes"] = json.dumps([int(c) for c in classes.eval_classes])
         for key, value in (attrs or {}).items():
             h5.attrs[key] = value if isinstance(value, (str, int, float)) else json.dumps(value)
         rows = task == "segmentation"

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,18 @@ import h5py
 from carcli.errors import CarsegError
 
 SCHEMA = "carseg.dataset/1"
+
+
+@dataclass(frozen=True)
+class Classes:
+    """A segmentation split's classes as its header stores them (a split without them is a
+    regression split). ``class_names`` defaults to "0", "1", ...; without ``eval_classes``
+    the header has none and readers take every class but 0."""
+
+    num_classes: int
+    class_names: Sequence[str] | None = None
+    eval_classes: Sequence[int] | None = None
+    ignore_index: int = 255
 
 
 @dataclass(frozen=True)

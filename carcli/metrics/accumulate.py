@@ -248,9 +248,7 @@ class EvalAccumulator:
         for n in self.ged_counts:
             if n <= m:
                 o = drawn[:n]
-                row[f"oracle_ged_{n}"] = ged_from_matrices(
-                    d_yy[o], None, d_yy[np.ix_(o, o)], None, d_yy, None, wv
-                )
+                row[f"oracle_ged_{n}"] = ged_from_matrices(d_yy[o], d_yy[np.ix_(o, o)], d_yy, wv)
         d_om = d_yy[np.ix_(drawn, rep)]
         ostats = mode_statistics(d_om, None, mode_w)
         row["oracle_tv"], row[f"oracle_{WITHIN}"] = ostats["tv"], ostats[WITHIN]

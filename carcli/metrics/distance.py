@@ -29,7 +29,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from carcli.metrics._common import as_maps, resolve_eval_classes
+from carcli.metrics._common import as_maps, check_weights, resolve_eval_classes
 
 _EXACT_F32 = 1 << 24  # float32 represents every integer count up to this exactly
 _CHUNK = 1 << 21  # elements per chunk of the presence-bit pass (bounds temporary memory)
@@ -48,6 +48,18 @@ def image_ignore_mask(
     if ignore_index is None or not 0 <= int(ignore_index) <= 255 or len(y) == 0:
         return np.zeros(y.shape[1:], dtype=bool)
     return (y == ignore_index).any(axis=0)
+
+
+def image_stacks(
+    s: np.ndarray, y: np.ndarray, w: np.ndarray | Sequence[float] | None, ignore_index: int | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One image's arguments as the per-image kernels (``ged``, ``mode_frequencies``) take
+    them: samples s [M, H, W] and labels y [A, H, W] checked as class maps, the label weights
+    checked (None: uniform), and the image's ignore mask (``image_ignore_mask``)."""
+    s = as_maps(s, "s")
+    y = as_maps(y, "y")
+    w = check_weights(w, len(y))
+    return s, y, w, image_ignore_mask(y, ignore_index, w)
 
 
 def _presence_bits(arrays: list[np.ndarray], classes: list[int], keep: np.ndarray | None):

@@ -24,8 +24,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from carcli.metrics._common import as_maps, check_weights
-from carcli.metrics.distance import image_ignore_mask, pairwise_distance
+from carcli.metrics.distance import image_stacks, pairwise_distance
 
 
 def _expectation(d: np.ndarray, weight: np.ndarray, valid: np.ndarray | None) -> float:
@@ -38,20 +37,23 @@ def _expectation(d: np.ndarray, weight: np.ndarray, valid: np.ndarray | None) ->
     return float((weight * d).sum() / total)
 
 
+# The validity masks (v_sy, v_ss, v_yy) of ``pairwise_distance`` for the three matrices.
+Validity = tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]
+
+
 def ged_from_matrices(
     d_sy: np.ndarray,
-    v_sy: np.ndarray | None,
     d_ss: np.ndarray,
-    v_ss: np.ndarray | None,
     d_yy: np.ndarray,
-    v_yy: np.ndarray | None,
     w: np.ndarray | Sequence[float],
+    valid: Validity | None = None,
 ) -> float:
     """Return GED (= D²_GED) from distance matrices d_sy [M, A], d_ss [M, M], d_yy [A, A].
 
-    ``v_*`` are the validity masks of ``pairwise_distance`` (None: every pair valid);
-    ``w`` [A] are the label weights (zero = padding).
+    ``w`` [A] are the label weights (zero = padding); ``valid`` the validity masks of
+    ``pairwise_distance`` for the three (None, or a None mask: every pair valid).
     """
+    v_sy, v_ss, v_yy = valid or (None, None, None)
     d_sy, d_ss, d_yy = (np.asarray(x, dtype=np.float64) for x in (d_sy, d_ss, d_yy))
     m, a = d_sy.shape
     if d_ss.shape != (m, m) or d_yy.shape != (a, a):
@@ -69,28 +71,24 @@ def ged_from_matrices(
 
 def ged_at_counts(
     d_sy: np.ndarray,
-    v_sy: np.ndarray | None,
     d_ss: np.ndarray,
-    v_ss: np.ndarray | None,
     d_yy: np.ndarray,
-    v_yy: np.ndarray | None,
     w: np.ndarray | Sequence[float],
     counts: Iterable[int],
+    valid: Validity | None = None,
 ) -> dict[str, float]:
     """Return {str(n): GED with the first n samples} for each n in ``counts`` with n <= M."""
+    v_sy, v_ss, v_yy = valid or (None, None, None)
     m = np.asarray(d_ss).shape[0]
     out: dict[str, float] = {}
     for n in counts:
         if 1 <= n <= m:
-            out[str(n)] = ged_from_matrices(
-                d_sy[:n],
+            first = (
                 None if v_sy is None else v_sy[:n],
-                d_ss[:n, :n],
                 None if v_ss is None else v_ss[:n, :n],
-                d_yy,
                 v_yy,
-                w,
             )
+            out[str(n)] = ged_from_matrices(d_sy[:n], d_ss[:n, :n], d_yy, w, first)
     return out
 
 
@@ -122,19 +120,13 @@ def ged(
     ``w`` None means uniform label weights. Ignore pixels follow ``image_ignore_mask``.
     A pair with no scored class in either map counts with d = 0 (the ``carseg`` rule).
     """
-    s = as_maps(s, "s")
-    y = as_maps(y, "y")
-    w = check_weights(w, len(y))
+    s, y, w, ignore = image_stacks(s, y, w, ignore_index)
     if n is not None:
         if not 1 <= n <= len(s):
             raise ValueError(f"n={n} but only {len(s)} samples")
         s = s[:n]
-    kw = dict(
-        num_classes=num_classes,
-        eval_classes=eval_classes,
-        ignore_mask=image_ignore_mask(y, ignore_index, w),
-    )
+    kw = dict(num_classes=num_classes, eval_classes=eval_classes, ignore_mask=ignore)
     d_sy, _ = pairwise_distance(s, y, **kw)
     d_ss, _ = pairwise_distance(s, s, **kw)
     d_yy, _ = pairwise_distance(y, y, **kw)
-    return ged_from_matrices(d_sy, None, d_ss, None, d_yy, None, w)
+    return ged_from_matrices(d_sy, d_ss, d_yy, w)

@@ -32,8 +32,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.optimize import linear_sum_assignment, linprog
 
-from carcli.metrics._common import as_maps, check_weights
-from carcli.metrics.distance import image_ignore_mask, pairwise_distance
+from carcli.metrics.distance import image_stacks, pairwise_distance
 
 _MAX_TILE = 512  # largest tiled side solved by the Hungarian method instead of the LP
 _WHOLE_TOL = 1e-9
@@ -126,16 +125,10 @@ def hm_iou(
     ignore_index: int | None = 255,
 ) -> float:
     """HM-IoU of one image: first n samples of s [M, H, W] against labels y [A, H, W]."""
-    s = as_maps(s, "s")
-    y = as_maps(y, "y")
-    w = check_weights(w, len(y))
+    s, y, w, ignore = image_stacks(s, y, w, ignore_index)
     if len(s) < n:
         raise ValueError(f"HM-IoU with n={n} needs at least n samples, got {len(s)}")
     d_sy, _ = pairwise_distance(
-        s[:n],
-        y,
-        num_classes=num_classes,
-        eval_classes=eval_classes,
-        ignore_mask=image_ignore_mask(y, ignore_index, w),
+        s[:n], y, num_classes=num_classes, eval_classes=eval_classes, ignore_mask=ignore
     )
     return hm_iou_from_matrix(d_sy, w, n)

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from carcli.metrics._common import as_maps, check_weights
-from carcli.metrics.distance import image_ignore_mask, pairwise_distance
+from carcli.metrics._common import as_maps
+from carcli.metrics.distance import image_stacks, pairwise_distance
 
 _TOL = 1e-9
 
@@ -90,10 +90,7 @@ def mode_frequencies(
     Returns {within_0.8, tv, frequencies, weights, assignment}: frequencies / weights are over
     the merged modes (first-occurrence order), assignment the merged mode of each sample.
     """
-    s = as_maps(s, "s")
-    y = as_maps(y, "y")
-    w = check_weights(w, len(y))
-    ignore = image_ignore_mask(y, ignore_index, w)
+    s, y, w, ignore = image_stacks(s, y, w, ignore_index)
     rep, mode_w = merge_modes(y, w, ignore)
     d_sm, v_sm = pairwise_distance(
         s, y[rep], num_classes=num_classes, eval_classes=eval_classes, ignore_mask=ignore

@@ -8,13 +8,13 @@ import math
 import re
 import types
 import typing
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
 from carcli.errors import CarsegError, UsageError
+from carcli.recipe.checks import check_ranges
 from carcli.recipe.deprecated import migrate_file_data, migrate_overrides, source_of
 from carcli.recipe.schema import Recipe
 
@@ -165,180 +165,6 @@ def _build(cls: type, raw: dict[str, Any], prefix: str, problems: list[str]) -> 
     return cls(**kwargs)
 
 
-def _positive(problems: list[str]) -> Callable[[str, float], None]:
-    """A check that appends "KEY -> must be > 0" to `problems`."""
-
-    def positive(key: str, value: int | float) -> None:
-        if value <= 0:
-            problems.append(f"{key} -> must be > 0, got {value}")
-
-    return positive
-
-
-def _check_ranges(r: Recipe, problems: list[str]) -> None:
-    """Value checks beyond types (in this order: training keys, G's options, the rest)."""
-    _check_training(r, problems)
-    _check_refiner(r, problems)
-    _check_rest(r, problems)
-
-
-def _check_training(r: Recipe, problems: list[str]) -> None:
-    positive = _positive(problems)
-    for key in ("calibrator", "refiner"):
-        sec = getattr(r, key)
-        for f in ("steps", "batch_size", "checkpoint_every", "val_size"):
-            positive(f"{key}.{f}", getattr(sec, f))
-        positive(f"{key}.lr", sec.lr)
-        if sec.checkpoint_minutes < 0:
-            problems.append(
-                f"{key}.checkpoint_minutes -> must be >= 0 (0: off), got {sec.checkpoint_minutes}"
-            )
-        if sec.val_every < 0:
-            problems.append(f"{key}.val_every -> must be >= 0, got {sec.val_every}")
-        if len(sec.betas) != 2 or not all(0 <= b < 1 for b in sec.betas):
-            problems.append(f"{key}.betas -> expected two numbers in [0, 1), got {sec.betas}")
-        if sorted(sec.lr_milestones) != sec.lr_milestones:
-            problems.append(f"{key}.lr_milestones -> must be increasing, got {sec.lr_milestones}")
-
-
-def _check_refiner(r: Recipe, problems: list[str]) -> None:
-    positive = _positive(problems)
-    positive("refiner.num_samples", r.refiner.num_samples)
-    positive("refiner.noise_dim", r.refiner.noise_dim)
-    if r.refiner.kl_beta < 0:
-        problems.append(f"refiner.kl_beta -> must be >= 0, got {r.refiner.kl_beta}")
-    if r.refiner.kl_beta > 0 and r.refiner.noise != "posterior":
-        problems.append("refiner.kl_beta -> needs refiner.noise=posterior (gaussian has no q)")
-    if r.refiner.w_entropy < 0:
-        problems.append(f"refiner.w_entropy -> must be >= 0, got {r.refiner.w_entropy}")
-    if r.refiner.w_joint < 0:
-        problems.append(f"refiner.w_joint -> must be >= 0, got {r.refiner.w_joint}")
-    positive("refiner.joint_pairs", r.refiner.joint_pairs)
-    k = r.discriminator.set_size
-    if k < 0 or k == 1 or (k and k > r.refiner.num_samples):
-        problems.append(
-            f"discriminator.set_size -> 0 (off) or 2..refiner.num_samples "
-            f"({r.refiner.num_samples}), got {k}"
-        )
-    if r.refiner.calibration_temperature < 0:
-        problems.append(
-            "refiner.calibration_temperature -> must be >= 0, got "
-            f"{r.refiner.calibration_temperature}"
-        )
-    if r.refiner.calibration_temperature and r.refiner.calibration_loss != "kl":
-        problems.append(
-            "refiner.calibration_temperature -> only with refiner.calibration_loss=kl, got "
-            f"{r.refiner.calibration_loss!r}"
-        )
-    if r.refiner.w_energy < 0:
-        problems.append(f"refiner.w_energy -> must be >= 0, got {r.refiner.w_energy}")
-    if r.refiner.w_energy and r.refiner.num_samples == 1:
-        problems.append(
-            "refiner.w_energy -> the energy score needs refiner.num_samples >= 2 (it compares "
-            "different samples); set refiner.w_energy=0"
-        )
-    if r.refiner.w_joint and r.refiner.joint_loss == "sq" and r.refiner.num_samples == 1:
-        problems.append(
-            "refiner.joint_loss -> 'sq' needs refiner.num_samples >= 2 (it compares different "
-            "samples); set refiner.w_joint=0 or joint_loss=kl"
-        )
-    if r.refiner.joint_temperature < 0:
-        problems.append(
-            f"refiner.joint_temperature -> must be >= 0, got {r.refiner.joint_temperature}"
-        )
-    if not 0 <= r.refiner.joint_cross <= 1:
-        problems.append(f"refiner.joint_cross -> must be in [0, 1], got {r.refiner.joint_cross}")
-    if r.refiner.noise_grid < 0:
-        problems.append(f"refiner.noise_grid -> must be >= 0, got {r.refiner.noise_grid}")
-    conv_g = r.refiner.arch in ("unet", "car")
-    if r.refiner.noise_grid and (not conv_g or r.refiner.noise != "gaussian"):
-        problems.append(
-            "refiner.noise_grid -> needs refiner.arch=unet or car and refiner.noise=gaussian"
-        )
-    if r.refiner.noise_regions < 0 or r.refiner.region_dim < 1 or r.refiner.region_levels < 0:
-        problems.append(
-            "refiner.noise_regions / region_dim / region_levels -> must be >= 0 / >= 1 / >= 0,"
-            f" got {r.refiner.noise_regions} / {r.refiner.region_dim} / {r.refiner.region_levels}"
-        )
-    if not 0 < r.refiner.region_threshold <= 1:
-        problems.append(
-            f"refiner.region_threshold -> must be in (0, 1], got {r.refiner.region_threshold}"
-        )
-    if r.refiner.noise_regions and (not conv_g or r.refiner.noise != "gaussian"):
-        problems.append(
-            "refiner.noise_regions -> needs refiner.arch=unet or car and refiner.noise=gaussian"
-        )
-    if r.refiner.noise == "posterior" and not conv_g:
-        problems.append(
-            f"refiner.noise -> posterior needs refiner.arch=unet or car, got {r.refiner.arch}"
-        )
-
-
-def _check_rest(r: Recipe, problems: list[str]) -> None:
-    positive = _positive(problems)
-    positive("discriminator.lr", r.discriminator.lr)
-    if r.discriminator.n_on <= 0 or r.discriminator.n_off < 0:
-        problems.append("discriminator.n_on/n_off -> need n_on > 0 and n_off >= 0")
-    if r.discriminator.r1_every < 1:
-        problems.append(
-            f"discriminator.r1_every -> must be >= 1 (1: R1 on every D update), "
-            f"got {r.discriminator.r1_every}"
-        )
-    for key in (
-        "sample.num_samples",
-        "sample.batch_size",
-        "sample.chunk_size",
-        "evaluate.chunk_size",
-        "evaluate.hm_iou_samples",
-    ):
-        sec, f = key.split(".")
-        positive(key, getattr(getattr(r, sec), f))
-    for n in r.evaluate.ged_counts:
-        positive("evaluate.ged_counts", n)
-    positive("distributed.timeout_s", r.distributed.timeout_s)
-    if not 0 < r.sample.region_threshold <= 1:
-        problems.append(
-            f"sample.region_threshold -> must be in (0, 1], got {r.sample.region_threshold}"
-        )
-    if r.speed.sample_chunk < 0:
-        problems.append(f"speed.sample_chunk -> must be >= 0, got {r.speed.sample_chunk}")
-    if r.sample.region_coupling == "learned" and r.sample.independent_regions:
-        problems.append(
-            "sample.region_coupling -> 'learned' and sample.independent_regions=true are two "
-            "recombinations; keep one (region_coupling learns which regions go together)"
-        )
-    if r.sample.region_pool < 1:
-        problems.append(f"sample.region_pool -> must be >= 1, got {r.sample.region_pool}")
-    if r.sample.pool_critic < 0:
-        problems.append(f"sample.pool_critic -> must be >= 0, got {r.sample.pool_critic}")
-    if r.sample.pool_critic > 0 and r.sample.region_pool < 2:
-        problems.append("sample.pool_critic -> weights a pool; set sample.region_pool >= 2")
-    if r.sample.region_coupling != "learned" and r.sample.region_pool > 1:
-        problems.append(
-            "sample.region_pool -> the learned recombination's groups pick from the pool; "
-            "set sample.region_coupling=learned or sample.region_pool=1"
-        )
-    if r.refiner.coupling_steps < 0:
-        problems.append(f"refiner.coupling_steps -> must be >= 0, got {r.refiner.coupling_steps}")
-    if r.sample.region_link < 0:
-        problems.append(f"sample.region_link -> must be >= 0, got {r.sample.region_link}")
-    syn, reg = r.data.synthetic, r.data.regression
-    if syn.size % 16:
-        problems.append(f"data.synthetic.size -> must be a multiple of 16, got {syn.size}")
-    if syn.num_classes < 3:
-        problems.append(
-            f"data.synthetic.num_classes -> synthetic data needs >= 3, got {syn.num_classes}"
-        )
-    for f in ("num_train", "num_val", "num_test", "channels"):
-        positive(f"data.synthetic.{f}", getattr(syn, f))
-    for f in ("num_train", "num_val", "num_test"):
-        positive(f"data.regression.{f}", getattr(reg, f))
-    if not 0.0 <= reg.pi <= 1.0:
-        problems.append(f"data.regression.pi -> must be in [0, 1], got {reg.pi}")
-    if r.threads < 0:
-        problems.append(f"threads -> must be >= 0, got {r.threads}")
-
-
 def parse_override(text: str) -> tuple[str, Any]:
     """Split `key=value`; the value parses as a YAML scalar (or flow list)."""
     if "=" not in text:
@@ -414,7 +240,7 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     for key, value in migrate_overrides(pairs, source, problems, warned):
         _apply_override(raw, key, value, problems)
     recipe = _build(Recipe, raw, "", problems)
-    _check_ranges(recipe, problems)  # ill-typed fields kept their (valid) defaults
+    check_ranges(recipe, problems)  # ill-typed fields kept their (valid) defaults
     if problems:
         raise RecipeError(str(path), problems, frozenset(key.strip() for key, _ in pairs))
     return recipe

@@ -56,6 +56,29 @@ from carcli.sampling.bank import Bank
 from carcli.ui import Reporter
 
 
+def _paths(recipe: Recipe) -> tuple[str, RunLayout, Path, Path, Path]:
+    """The split plotted (``evaluate.split``), the run's layout, the plots folder, and the
+    split's dataset file and sample bank."""
+    split = recipe.evaluate.split
+    layout = RunLayout(Path(recipe.run_dir))
+    return (
+        split,
+        layout,
+        layout.plots_dir(split),
+        split_path(recipe.data.dir, split),
+        layout.bank(split),
+    )
+
+
+def _manifest(recipe: Recipe, out_dir: Path, names: list[str], overwrite: bool) -> Manifest:
+    """The stage's manifest, once no file of ``names`` in ``out_dir`` is a finished plot that
+    ``overwrite`` does not allow to replace."""
+    split = recipe.evaluate.split
+    for name in names:
+        check_not_finished(out_dir / name, f"{split} plot file {name}", overwrite)
+    return Manifest("plot-reliability", recipe_to_dict(recipe), recipe.seed)
+
+
 def run_plot_reliability(
     recipe: Recipe,
     overwrite: bool = False,
@@ -67,18 +90,13 @@ def run_plot_reliability(
     """Write the three figures (PNG + CSV each) and manifest.json; return the written paths.
     A bank drawn from weights that have changed since is refused unless ``allow_stale``."""
     rep = Reporter(quiet)
-    split = recipe.evaluate.split
-    layout = RunLayout(Path(recipe.run_dir))
-    out_dir = layout.plots_dir(split)
-    data_path, bank_path = split_path(recipe.data.dir, split), layout.bank(split)
+    split, layout, out_dir, data_path, bank_path = _paths(recipe)
     with DatasetFile(data_path) as ds:
         task = ds.info.task
     if task == "regression":
         return run_plot_regression(recipe, overwrite, quiet, allow_stale)
     names = output_names()
-    for name in names:
-        check_not_finished(out_dir / name, f"{split} plot file {name}", overwrite)
-    manifest = Manifest("plot-reliability", recipe_to_dict(recipe), recipe.seed)
+    manifest = _manifest(recipe, out_dir, names, overwrite)
     stale: list[str] = []
     read = _read_bank(
         data_path,
@@ -239,14 +257,10 @@ def run_plot_regression(
     """`plot-reliability` on a regression split: fit.png (+ csv) and, when the refiner's
     metrics.jsonl logged it, loglik.png (+ csv); then manifest.json."""
     rep = Reporter(quiet)
-    split = recipe.evaluate.split
-    layout = RunLayout(Path(recipe.run_dir))
-    out_dir = layout.plots_dir(split)
-    data_path, bank_path = split_path(recipe.data.dir, split), layout.bank(split)
+    split, layout, out_dir, data_path, bank_path = _paths(recipe)
     metrics_path = layout.refiner / "metrics.jsonl"
-    for name in ("fit.png", "fit.csv", "loglik.png", "loglik.csv", "manifest.json"):
-        check_not_finished(out_dir / name, f"{split} plot file {name}", overwrite)
-    manifest = Manifest("plot-reliability", recipe_to_dict(recipe), recipe.seed)
+    names = ["fit.png", "fit.csv", "loglik.png", "loglik.csv", "manifest.json"]
+    manifest = _manifest(recipe, out_dir, names, overwrite)
     stale: list[str] = []
     fit = _read_fit(
         data_path,

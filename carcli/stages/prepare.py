@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from carcli.artefacts.run import Manifest, ensure_dir, stage_lock
-from carcli.data.dataset import SPLITS, split_path, write_dataset
+from carcli.data.dataset import SPLITS, Classes, split_path, write_dataset
 from carcli.data.dataset_check import validate_dataset
 from carcli.data.preprocess import ATTR, synthetic_spec, to_json
 from carcli.errors import CarsegError
@@ -100,9 +100,9 @@ def _prepare_synthetic(recipe: Recipe, out_dir: Path, rep: Reporter) -> list[Pat
             image=s.image,
             label=s.label,
             label_weight=s.label_weight,
-            num_classes=d.synthetic.num_classes,
-            class_names=s.class_names,
-            eval_classes=s.eval_classes,
+            classes=Classes(
+                d.synthetic.num_classes, class_names=s.class_names, eval_classes=s.eval_classes
+            ),
             blackbox=bb.get(split),
             attrs={
                 "source": "synthetic",
@@ -141,7 +141,6 @@ def _prepare_regression(recipe: Recipe, out_dir: Path, rep: Reporter) -> list[Pa
             split_path(out_dir, split),
             image=r.x,
             label=r.y,
-            task="regression",
             attrs={
                 "source": "regression",
                 "split": split,

@@ -5,10 +5,11 @@ nor on how many processes draw it: under torchrun the chunks go round-robin over
 and rank 0 assembles the bank once all are on disk.
 Work is done in chunks written to ``samples/.<split>.partial/``; a rerun keeps finished
 chunks; the bank ``samples/<split>.h5`` appears (by rename) only when complete. The draws
-themselves are :func:`carcli.sampling.sample.draw`. The HDF5 writes (each chunk's file and,
-with one process, the compressed bank itself, chunk by chunk as they come) run on one
-background thread fed through a bounded queue (:class:`carcli.sampling.writer.ChunkWriter`),
-so they overlap the next draws instead of stalling them; the files are those the writes made inline.
+themselves are :func:`carcli.sampling.sample.draw`, the chunks' drawing and writing
+:mod:`carcli.sampling.chunks`. The HDF5 writes (each chunk's file and, with one process, the
+compressed bank itself, chunk by chunk as they come) run on one background thread fed through
+a bounded queue (:class:`carcli.sampling.writer.ChunkWriter`), so they overlap the next draws
+instead of stalling them; the files are those the writes made inline.
 """
 
 from __future__ import annotations
@@ -16,13 +17,9 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-from collections.abc import Callable, Generator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import h5py
-import numpy as np
 import torch
 
 from carcli import distributed
@@ -30,7 +27,6 @@ from carcli._version import __version__
 from carcli.artefacts.run import (
     Manifest,
     RunLayout,
-    atomic_path,
     ensure_dir,
     stage_lock,
 )
@@ -53,10 +49,8 @@ from carcli.runtime.speed import accelerate
 from carcli.runtime.speed import notes as speed_notes
 from carcli.runtime.speed import settings as speed_settings
 from carcli.runtime.staleness import require_fresh, stale_bank_error
-from carcli.sampling.bank import create_bank
+from carcli.sampling.chunks import BankPlan, Draws, assemble, check_plan, draw_chunks, drive
 from carcli.sampling.regions import CoupledRegions, IndependentRegions
-from carcli.sampling.sample import draw
-from carcli.sampling.writer import ChunkWriter
 from carcli.ui import Reporter
 
 
@@ -99,7 +93,7 @@ def run_sample(
             partial = out_dir / f".{s.split}.partial"
             chunks = [(a, min(info.n, a + s.chunk_size)) for a in range(0, info.n, s.chunk_size)]
             inputs = (data_path, f_path, g_path)
-            bank = _BankPlan(bank_path, partial, chunks, info, s.num_samples)
+            bank = BankPlan(bank_path, partial, chunks, info, s.num_samples)
             hashed = inputs + _recombination_inputs(regions, layout.refiner)
             todo = distributed.from_main(lambda: _plan_chunks(recipe, manifest, hashed, bank, rep))
             manifest.extra.update(
@@ -111,10 +105,10 @@ def run_sample(
             draws = _draws(recipe, F_net, G, BatchSource(ds), noise_dim, regions, device)
             attrs = lambda: _bank_attrs(recipe, manifest, inputs)  # noqa: E731
             with stops_at_once(_kept_note(partial, overwrite) if dist.main else ""):
-                _draw_chunks(mine, draws, bank, attrs, dist.world, rep, s.split)
+                draw_chunks(mine, draws, bank, attrs, dist.world, rep, s.split)
             distributed.barrier()  # every rank's chunks are on disk
             if dist.main and dist.world > 1:
-                _drive(_assemble(bank_path, partial, chunks, info, s.num_samples, attrs()))
+                drive(assemble(bank_path, partial, chunks, info, s.num_samples, attrs()))
         if dist.main:
             shutil.rmtree(partial, ignore_errors=True)
             manifest.extra["speed"] = speed_settings(recipe, device, 1, inference=True)
@@ -131,11 +125,11 @@ def _draws(
     noise_dim: int,
     regions: Any,
     device: torch.device,
-) -> _Draws:
+) -> Draws:
     """What each chunk's draws need: F and G through the recipe's speed options, the split,
     the sample settings and the recombination ``regions`` (or None)."""
     s = recipe.sample
-    return _Draws(
+    return Draws(
         accelerate(F_net, recipe, device, inference=True),
         accelerate(G, recipe, device, inference=True),
         source,
@@ -170,7 +164,7 @@ def _plan_chunks(
     recipe: Recipe,
     manifest: Manifest,
     inputs: tuple[Path, ...],
-    bank: _BankPlan,
+    bank: BankPlan,
     rep: Reporter,
 ) -> list[tuple[int, int]]:
     """Rank 0: input hashes, the plan, and the chunks still to draw. `inputs`: the split, F,
@@ -193,7 +187,7 @@ def _plan_chunks(
         plan["region_pool"] = [recipe.sample.region_pool, recipe.sample.pool_critic]
     # Finished chunks made from the same inputs and settings are reused even with
     # --overwrite; the old bank stays in place until the new one replaces it.
-    _check_plan(bank.partial, plan, rep)
+    check_plan(bank.partial, plan, rep)
     return [(a, b) for a, b in bank.chunks if not (bank.partial / f"chunk-{a:08d}.h5").exists()]
 
 
@@ -263,162 +257,3 @@ def _bank_attrs(recipe: Recipe, manifest: Manifest, inputs: tuple[Path, ...]) ->
         "recipe": recipe_to_yaml(recipe),
         "carseg_version": __version__,
     }
-
-
-@dataclass(frozen=True)
-class _Draws:
-    """How this process draws: F and G as called, the split's rows, the draw settings."""
-
-    F_net: Any
-    G: Any
-    source: BatchSource
-    batch_size: int
-    m: int
-    noise_dim: int
-    seed: int
-    device: torch.device
-    independent_regions: IndependentRegions | CoupledRegions | None = None
-    chunk_samples: int = 0  # speed.sample_chunk
-
-
-@dataclass(frozen=True)
-class _BankPlan:
-    """The bank to assemble: its path, the chunk folder, every chunk, the split, M."""
-
-    path: Path
-    partial: Path
-    chunks: list[tuple[int, int]]
-    info: DatasetInfo
-    m: int
-
-
-def _draw_chunks(
-    mine: list[tuple[int, int]],
-    draws: _Draws,
-    bank: _BankPlan,
-    attrs: Callable[[], dict[str, Any]],
-    world: int,
-    rep: Reporter,
-    split: str,
-) -> None:
-    """Draw this process's chunks. One process: the writer also assembles the bank as the
-    chunks come (and renames it into place after the last); several: each rank saves its
-    chunks and rank 0 assembles the bank from the files once all are there."""
-    left = sum(b - a for a, b in mine)
-    total = bank.info.n if world == 1 else left
-    drawn = {a for a, _ in mine}
-    consume = (
-        _assemble(bank.path, bank.partial, bank.chunks, bank.info, bank.m, attrs(), drawn)
-        if world == 1
-        else _save_chunks(bank.partial)
-    )
-    with ChunkWriter(consume, BACKGROUND_WRITER) as writer:
-        with rep.progress(total, f"sample {split}", start=total - left) as bar:
-            for a, b in mine:
-                _write_chunk(bank.partial / f"chunk-{a:08d}.h5", draws, a, b, bar, writer)
-        writer.finish()
-
-
-def _check_plan(partial: Path, plan: dict, rep: Reporter) -> None:
-    """Keep finished chunks only if they were made with the same inputs and settings."""
-    plan_path = partial / "plan.json"
-    if partial.exists():
-        try:
-            old = json.loads(plan_path.read_text())
-        except (OSError, ValueError):
-            old = None
-        if old == plan:
-            rep.line(f"resuming the interrupted bank in {partial}")
-            return
-        shutil.rmtree(partial)
-    ensure_dir(partial)
-    plan_path.write_text(json.dumps(plan))
-
-
-BACKGROUND_WRITER = True
-"""Write on a background thread (tests set False to compare with the same writes inline)."""
-
-
-def _write_chunk(path: Path, d: _Draws, a: int, b: int, bar: Any, writer: ChunkWriter) -> None:
-    """Draw rows a..b and hand them to ``writer``, which saves them as the chunk file `path`."""
-    samples, calibs = [], []
-    for start in range(a, b, d.batch_size):
-        rows = np.arange(start, min(b, start + d.batch_size))
-        smp, calib = draw(
-            d.F_net,
-            d.G,
-            d.source,
-            rows,
-            d.m,
-            d.noise_dim,
-            d.seed,
-            d.device,
-            independent_regions=d.independent_regions,
-            chunk_samples=d.chunk_samples,
-        )
-        samples.append(smp)
-        calibs.append(calib)
-        bar.advance(len(rows))
-    writer.put(path, a, b, np.concatenate(samples), np.concatenate(calibs))
-
-
-def _save_chunk(path: Path, samples: np.ndarray, calib: np.ndarray) -> None:
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
-        h5.create_dataset("samples", data=samples)
-        h5.create_dataset("calibration", data=calib)
-
-
-def _save_chunks(partial: Path) -> Generator[None, Any, None]:
-    """The writer's work with several processes: save each chunk file."""
-    while True:
-        path, _, _, samples, calib = yield
-        _save_chunk(path, samples, calib)
-
-
-def _drive(gen: Generator[None, Any, None]) -> None:
-    for _ in gen:
-        raise RuntimeError("a chunk was expected from this process")
-
-
-def _assemble(
-    bank_path: Path,
-    partial: Path,
-    chunks: list[tuple[int, int]],
-    info,
-    m: int,
-    attrs: dict,
-    drawn: set[int] | frozenset[int] = frozenset(),
-) -> Generator[None, Any, None]:
-    """Write the bank, chunk by chunk in order, and rename it into place after the last; a
-    generator: each chunk starting in ``drawn`` is waited for (sent in as ``(path, a, b,
-    samples, calibration)``, its chunk file saved first), the others are read from their
-    chunk files. The same HDF5 calls in the same order whether the chunks come from memory
-    or from files, so the bank is the same, bit for bit."""
-    with atomic_path(bank_path) as tmp:
-        h5 = create_bank(tmp, info, info.n, m, attrs)
-        try:
-            for a, b in chunks:
-                if a in drawn:
-                    path, a_got, _, samples, calib = yield
-                    if a_got != a:
-                        raise RuntimeError(f"chunk {a_got} came where chunk {a} was expected")
-                    _save_chunk(path, samples, calib)
-                else:
-                    samples, calib = _read_chunk(partial, a, b)
-                h5["samples"][a:b] = samples
-                h5["calibration"][a:b] = calib
-            h5["index"][...] = np.arange(info.n, dtype=np.int64)
-        finally:
-            h5.close()
-
-
-def _read_chunk(partial: Path, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        with h5py.File(partial / f"chunk-{a:08d}.h5", "r") as ch:
-            return ch["samples"][...], ch["calibration"][...]
-    except (OSError, KeyError, ValueError, TypeError) as exc:
-        (partial / f"chunk-{a:08d}.h5").unlink(missing_ok=True)
-        raise CarsegError(
-            f"chunk {a}..{b} in {partial} is unreadable ({exc}); it was removed",
-            hint="run the same command again",
-        ) from None

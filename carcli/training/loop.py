@@ -96,7 +96,7 @@ def run_loop(
 ) -> LoopResult:
     """Restore (on --resume), then train to ``plan.schedule.steps``; see the module doc."""
     s, dist = plan.schedule, distributed.current()
-    state = stage.restore(plan.models, plan.optimizers, plan.generators)
+    state = stage.restore(plan)
     step, best = 0, float("inf")
     guard = NonFiniteGuard(s.on_nonfinite, stage.name, list(plan.optimizers.values()))
     if state is not None:
@@ -133,12 +133,7 @@ def run_loop(
             stopping = bool(signum) and step < s.steps  # (the last step just finishes)
             if stopping or step % s.checkpoint_every == 0 or step == s.steps or clock.due():
                 info = {"step": step, "best": best, "rng": loader.rng_state()}
-                stage.save(
-                    plan.models,
-                    plan.optimizers,
-                    plan.generators,
-                    {**info, "skipped": guard.skipped},
-                )
+                stage.save(plan, {**info, "skipped": guard.skipped})
                 last_saved = stage.last
                 clock.reset()
             if stopping:

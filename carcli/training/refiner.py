@@ -35,7 +35,7 @@ from carcli.training.networks import new_discriminator, new_refiner, new_set_dis
 from carcli.training.optim import adam
 from carcli.training.stage import TrainingStage, stage_setup
 from carcli.training.step import Nets, RefinerStep
-from carcli.training.val_metrics import refiner_validation, regression_validation
+from carcli.training.val_metrics import refiner_validation
 from carcli.ui import Reporter
 
 MAKE_CMD = "carseg train-refiner RECIPE"
@@ -335,8 +335,7 @@ def _plan(
 
     def validate() -> dict[str, float]:
         G.eval()
-        check = refiner_validation if info.task == "segmentation" else regression_validation
-        figures = check(F_net, G, val, r.val_size, device, recipe.seed)
+        figures = refiner_validation(F_net, G, val, r.val_size, device, recipe.seed)
         G.train()
         return figures
 

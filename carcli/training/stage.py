@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -131,6 +131,15 @@ def _step_of(line: str) -> float:
         return math.inf
 
 
+class Checkpointed(Protocol):
+    """What last.safetensors holds besides the step and scores, each by name (a stage's
+    :class:`~carcli.training.loop.StagePlan` is one)."""
+
+    models: dict[str, torch.nn.Module]
+    optimizers: dict[str, torch.optim.Optimizer]
+    generators: dict[str, torch.Generator]
+
+
 @dataclass
 class TrainingStage:
     """A training stage's folder, its rules, and its checkpoints."""
@@ -208,24 +217,19 @@ class TrainingStage:
                 )
             yield self
 
-    def restore(
-        self,
-        models: dict[str, torch.nn.Module],
-        optimizers: dict[str, torch.optim.Optimizer],
-        generators: dict[str, torch.Generator],
-    ) -> dict[str, Any] | None:
-        """The saved state on --resume (None otherwise); then writes recipe.yaml. With
-        --overwrite, the old outputs go only here: a run that fails on its inputs before this
-        point leaves the folder as it was."""
+    def restore(self, parts: Checkpointed) -> dict[str, Any] | None:
+        """The saved state on --resume (None otherwise), loaded into ``parts``; then writes
+        recipe.yaml. With --overwrite, the old outputs go only here: a run that fails on its
+        inputs before this point leaves the folder as it was."""
         info = None
         if self.overwrite and self.primary:
             clear_stage_dir(self.dir)
         if self.resume:
             info = load_training_state(
                 self.last,
-                models=models,
-                optimizers=optimizers,
-                generators=generators,
+                models=parts.models,
+                optimizers=parts.optimizers,
+                generators=parts.generators,
                 make_cmd=self.make_cmd,
             )
             if info.get("stage") != self.name:
@@ -236,20 +240,15 @@ class TrainingStage:
             write_text_atomic(self.dir / "recipe.yaml", recipe_to_yaml(self.recipe))
         return info
 
-    def save(
-        self,
-        models: dict[str, torch.nn.Module],
-        optimizers: dict[str, torch.optim.Optimizer],
-        generators: dict[str, torch.Generator],
-        info: dict[str, Any],
-    ) -> None:
+    def save(self, parts: Checkpointed, info: dict[str, Any]) -> None:
+        """Write last.safetensors: ``parts`` and ``info`` (rank 0 only)."""
         if not self.primary:
             return
         save_training_state(
             self.last,
-            models=models,
-            optimizers=optimizers,
-            generators=generators,
+            models=parts.models,
+            optimizers=parts.optimizers,
+            generators=parts.generators,
             info={"stage": self.name, **info},
         )
 

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from carcli.data.dataset import write_dataset
+from carcli.data.dataset import Classes, write_dataset
 
 RGB = np.array(
     [
@@ -287,9 +287,11 @@ def main() -> None:
         write_dataset(
             args.dir / f"{split}.h5",
             **arrays,
-            num_classes=k,
-            class_names=["background"] + [f"class_{c}" for c in range(1, k)],
-            eval_classes=list(range(1, k)),
+            classes=Classes(
+                k,
+                class_names=["background"] + [f"class_{c}" for c in range(1, k)],
+                eval_classes=list(range(1, k)),
+            ),
             attrs={"generator": json.dumps({k: str(v) for k, v in vars(args).items()})},
         )
         if "label_weight" in arrays:

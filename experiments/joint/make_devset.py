@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from carcli.data.dataset import write_dataset
+from carcli.data.dataset import Classes, write_dataset
 
 RGB = {
     0: (0.35, 0.35, 0.35),
@@ -173,9 +173,11 @@ def main() -> None:
         write_dataset(
             args.dir / f"{split}.h5",
             **arrays,
-            num_classes=4,
-            class_names=["background", "class_1", "class_2", "class_3"],
-            eval_classes=[1, 2, 3],
+            classes=Classes(
+                4,
+                class_names=["background", "class_1", "class_2", "class_3"],
+                eval_classes=[1, 2, 3],
+            ),
             attrs={"generator": json.dumps({k: str(v) for k, v in vars(args).items()})},
         )
         modes = (arrays["label_weight"] > 0).sum(1)

@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from carcli.data.batches import BatchSource  # noqa: E402
-from carcli.data.dataset import DatasetFile, write_dataset  # noqa: E402
+from carcli.data.dataset import Classes, DatasetFile, write_dataset  # noqa: E402
 from carcli.models.inference import fold_batchnorm  # noqa: E402
 from carcli.models.registry import build_calibrator, build_refiner  # noqa: E402
 from carcli.runtime.speed import Accelerated  # noqa: E402
@@ -94,7 +94,7 @@ def speed(args) -> None:
             Path(tmp) / "s.h5",
             image=rng.standard_normal((n, 1, hw, hw)).astype(np.float32),
             label=rng.integers(0, 2, (n, 1, hw, hw), dtype=np.uint8),
-            num_classes=2,
+            classes=Classes(2),
         )
         with DatasetFile(path) as ds:
             src, rows = BatchSource(ds), np.arange(n)

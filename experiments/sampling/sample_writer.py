@@ -41,8 +41,9 @@ def child(
     import numpy as np
     import torch
 
+    import carcli.sampling.chunks as chunks_mod
     import carcli.stages.sample as sample_mod
-    from carcli.data.dataset import DatasetFile, write_dataset
+    from carcli.data.dataset import Classes, DatasetFile, write_dataset
     from carcli.recipe.load import load_recipe
     from carcli.runtime.networks import save_network
     from carcli.training.networks import new_calibrator, new_refiner
@@ -69,7 +70,7 @@ def child(
             test,
             image=rng.standard_normal((images, 1, 128, 128)).astype(np.float32),
             label=rng.integers(0, 2, (images, 1, 128, 128), dtype=np.uint8),
-            num_classes=2,
+            classes=Classes(2),
         )
         with DatasetFile(test) as ds:
             info = ds.info
@@ -80,9 +81,9 @@ def child(
         save_network(run / "refiner" / "model.safetensors", new_refiner(recipe, info),
                      "refiner", "refiner", recipe.refiner.arch, info, 0)  # fmt: skip
     if mode != "old":
-        sample_mod.BACKGROUND_WRITER = mode == "background"
+        chunks_mod.BACKGROUND_WRITER = mode == "background"
     spent, first = [0.0], [None]
-    original = sample_mod.draw
+    original = chunks_mod.draw
 
     def timed(*a, **k):
         t0 = time.perf_counter()
@@ -93,7 +94,7 @@ def child(
         finally:
             spent[0] += time.perf_counter() - t0
 
-    sample_mod.draw = timed
+    chunks_mod.draw = timed
     bank = sample_mod.run_sample(recipe, overwrite=True, quiet=True)
     end = time.perf_counter()
     span = end - first[0]
