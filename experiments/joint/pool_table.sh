@@ -5,7 +5,7 @@
 set -euo pipefail
 . "$(dirname "$0")/rows.sh"
 rows=()
-for s in "C|x/C-head1500es" "C4 (4 raters)|x/C4-head1500es" "F (64x64, shape cue)|x/F-head1500es" \
+for s in "C|x/C-head1500es" "C4 (4 raters; C's F and G; the head fitted on 4 raters)|x/C4-head1500es" "F (64x64; shape cue)|x/F-head1500es" \
   "G (link cue)|x/G-head1500es" "E (class flips)|devE-learned" "A (independent)|devA" \
   "toy|x/toy-head1500es" "unseen (64x64)|x/unseen-head1500es"; do
   set_name=${s%%|*}; run=${s#*|}; short=${set_name%% *}
