@@ -89,13 +89,10 @@ class IndependentRegions:
     link: int = 1  # the recipe's default (sample.region_link)
 
     def __call__(
-        self,
-        samples: np.ndarray,
-        calib: np.ndarray,
-        rows: np.ndarray,
-        seed: int,
-        image: Any = None,
+        self, samples: np.ndarray, calib: np.ndarray, rows: np.ndarray, seed: int, **_: Any
     ) -> np.ndarray:
+        """As :func:`independent_regions`; the image and D's scores that the learned
+        recombination reads are not needed."""
         return independent_regions(samples, calib, rows, seed, self.threshold, self.link)
 
 
