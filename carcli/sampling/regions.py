@@ -1,4 +1,5 @@
-"""Independent regions: a sample set whose separate uncertain regions are drawn independently.
+"""Recombining G's draws by region: declared independent regions, the learned coupling's
+groups, and sampling from a pool (:class:`CoupledRegions`).
 
 `sample.independent_regions` (beyond the paper, docs/method.md "Beyond the paper"). Under the
 assumption that F's separate uncertain regions (8-connected, top class probability below
@@ -195,6 +196,11 @@ class CoupledRegions:
     (m + o_g - o_0) mod M, o a random permutation seeded per image, so the first group (and
     all the map outside the regions) keeps draw m. Every per-pixel frequency is unchanged, as with
     :func:`independent_regions`; with every pair called coupled the samples are G's as drawn.
+
+    With ``pool`` > 1 (`sample.region_pool`) G has drawn pool x M samples and each group
+    picks its M answers from them (:meth:`_resample`): stratified over the answers, and
+    weighted by D where ``critic`` is set (`sample.pool_critic`), the group's mean class
+    fractions kept at the pool's. Per-pixel frequencies are then the pool's, up to one M-th.
     """
 
     head: Any  # carcli.models.coupling.RegionCoupling, in eval mode
