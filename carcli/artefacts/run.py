@@ -30,6 +30,12 @@ from carcli.artefacts.provenance import (  # noqa: F401 (sha256_file: re-exporte
 from carcli.errors import CarsegError
 from carcli.threads import thread_settings
 
+COUPLING = "coupling.safetensors"
+"""refiner/coupling.safetensors: the region coupling head (refiner.coupling_steps)."""
+DISCRIMINATOR = "discriminator.safetensors"
+"""refiner/discriminator.safetensors: D's weights (resuming; sample.pool_critic weights the
+sampling pool by it)."""
+
 
 @dataclass(frozen=True)
 class RunLayout:

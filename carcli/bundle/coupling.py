@@ -14,16 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from carcli.artefacts.run import sha256_file
+from carcli.artefacts.run import COUPLING, DISCRIMINATOR, sha256_file
+from carcli.bundle.model_json import MODEL_JSON
 from carcli.errors import CarsegError
-from carcli.runtime.networks import DISCRIMINATOR
 
-COUPLING_FILE = "coupling.safetensors"
-"""The region coupling head in a bundle (sample.region_coupling: learned)."""
+COUPLING_FILE = COUPLING
+"""The region coupling head in a bundle (sample.region_coupling: learned), named as in the
+run's refiner folder."""
 CRITIC_FILE = DISCRIMINATOR
-"""D in a bundle whose pool is weighted by it (sample.pool_critic > 0); the name it has in
-the run's refiner folder."""
-MODEL_JSON = "model.json"
+"""D in a bundle whose pool is weighted by it (sample.pool_critic > 0), named as in the run's
+refiner folder."""
 
 
 @dataclass(frozen=True)
@@ -50,18 +50,21 @@ def region_coupling_of(recipe: Any) -> dict[str, Any] | None:
     return out
 
 
+def run_coupling(recipe: Any, refiner_dir: Path) -> CouplingFiles:
+    """The files a recipe's learned recombination reads from the run's refiner folder."""
+    s = recipe.sample
+    critic = refiner_dir / CRITIC_FILE if s.pool_critic > 0 else None
+    return CouplingFiles(refiner_dir / COUPLING_FILE, s.region_pool, s.pool_critic, critic)
+
+
 def recipe_coupling(recipe: Any, refiner_dir: Path) -> tuple[dict[str, Any], CouplingFiles]:
     """``region_coupling`` as prediction.json records it for a recipe (paths and sha256s of
     the run's files), and the files to load."""
-    value = region_coupling_of(recipe)
-    head = refiner_dir / COUPLING_FILE
-    value.update(file=str(head), sha256=sha256_file(head))
-    critic = None
-    if "critic_file" in value:
-        critic = refiner_dir / CRITIC_FILE
-        value.update(critic_file=str(critic), critic_sha256=sha256_file(critic))
-    settings = recipe.sample
-    return value, CouplingFiles(head, settings.region_pool, settings.pool_critic, critic)
+    value, files = region_coupling_of(recipe), run_coupling(recipe, refiner_dir)
+    value.update(file=str(files.head), sha256=sha256_file(files.head))
+    if files.critic is not None:
+        value.update(critic_file=str(files.critic), critic_sha256=sha256_file(files.critic))
+    return value, files
 
 
 def bundle_coupling(meta: dict[str, Any], folder: Path) -> CouplingFiles | None:

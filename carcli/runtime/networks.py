@@ -13,6 +13,7 @@ import torch
 
 from carcli import distributed
 from carcli.artefacts.checkpoint import decode_meta, load_weights, save_weights
+from carcli.artefacts.run import COUPLING, DISCRIMINATOR  # noqa: F401 (the refiner's files)
 from carcli.data.preprocess import checkpoint_extras
 from carcli.data.schema import DatasetInfo
 from carcli.errors import CarsegError
@@ -109,12 +110,6 @@ def load_network(
             hint=f"make it again with `{make_cmd}`",
         ) from None
     return model
-
-
-COUPLING = "coupling.safetensors"
-"""refiner/coupling.safetensors: the region coupling head (refiner.coupling_steps)."""
-DISCRIMINATOR = "discriminator.safetensors"
-"""refiner/discriminator.safetensors: D's weights (resuming; sample.pool_critic)."""
 
 
 def load_coupling(

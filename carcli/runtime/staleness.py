@@ -17,16 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from carcli.artefacts.provenance import Change, compare, records_of
-from carcli.artefacts.run import RunLayout
+from carcli.artefacts.run import COUPLING, DISCRIMINATOR, RunLayout
 from carcli.data.dataset import split_path
 from carcli.errors import CarsegError
 from carcli.recipe.schema import Recipe
 
-COUPLING = "coupling.safetensors"
-"""refiner/coupling.safetensors, the region coupling head (carcli.runtime.networks.COUPLING)."""
-DISCRIMINATOR = "discriminator.safetensors"
-"""refiner/discriminator.safetensors, D (carcli.runtime.networks.DISCRIMINATOR), a bank input
-where sample.pool_critic weights the pool by it."""
 EXPORT_SPLIT = "test"
 """The split whose metrics a bundle's model card shows (carcli.bundle.export)."""
 

@@ -30,6 +30,7 @@ from carcli.artefacts.run import (
     ensure_dir,
     stage_lock,
 )
+from carcli.bundle.coupling import coupled_regions, run_coupling
 from carcli.data.batches import BatchSource
 from carcli.data.dataset import DatasetFile, split_path
 from carcli.data.schema import DatasetInfo
@@ -38,13 +39,7 @@ from carcli.recipe.load import recipe_to_dict, recipe_to_yaml
 from carcli.recipe.schema import Recipe
 from carcli.runtime.device import setup_torch
 from carcli.runtime.interrupt import stops_at_once
-from carcli.runtime.networks import (
-    COUPLING,
-    DISCRIMINATOR,
-    load_coupling,
-    load_network,
-    refiner_calibrator,
-)
+from carcli.runtime.networks import load_network, refiner_calibrator
 from carcli.runtime.speed import accelerate
 from carcli.runtime.speed import notes as speed_notes
 from carcli.runtime.speed import settings as speed_settings
@@ -94,7 +89,7 @@ def run_sample(
             chunks = [(a, min(info.n, a + s.chunk_size)) for a in range(0, info.n, s.chunk_size)]
             inputs = (data_path, f_path, g_path)
             bank = BankPlan(bank_path, partial, chunks, info, s.num_samples)
-            hashed = inputs + _recombination_inputs(regions, layout.refiner)
+            hashed = inputs + _recombination_inputs(recipe, regions, layout.refiner)
             todo = distributed.from_main(lambda: _plan_chunks(recipe, manifest, hashed, bank, rep))
             manifest.extra.update(
                 chunks=len(chunks), chunks_reused=len(chunks) - len(todo), **dist.describe()
@@ -208,7 +203,8 @@ def _recombination(
         )
     if s.independent_regions:
         return IndependentRegions(s.region_threshold, s.region_link)
-    head_path = refiner_dir / COUPLING
+    files = run_coupling(recipe, refiner_dir)
+    head_path = files.head
     if not head_path.is_file():
         raise CarsegError(
             f"sample.region_coupling=learned needs the region coupling head at {head_path}, "
@@ -217,23 +213,16 @@ def _recombination(
             f"`carseg train-refiner RECIPE refiner.coupling_steps={_steps(recipe)} --resume`, "
             "or set sample.region_coupling=none",
         )
-    head, threshold, link = load_coupling(head_path, info, "carseg train-refiner RECIPE")
-    critic = None
-    if s.pool_critic > 0:
-        d_path = refiner_dir / DISCRIMINATOR
-        critic = load_network(
-            d_path, "refiner", "discriminator", info, "carseg train-refiner RECIPE"
-        ).eval()
-    return CoupledRegions(head, threshold, link, s.region_pool, critic, s.pool_critic)
+    return coupled_regions(files, info, "carseg train-refiner RECIPE")
 
 
-def _recombination_inputs(regions: Any, refiner_dir: Path) -> tuple[Path, ...]:
+def _recombination_inputs(recipe: Recipe, regions: Any, refiner_dir: Path) -> tuple[Path, ...]:
     """The files the recombination reads: the coupling head, and D where it weights the
     pool (sample.pool_critic)."""
     if not isinstance(regions, CoupledRegions):
         return ()
-    critic = (refiner_dir / DISCRIMINATOR,) if regions.critic is not None else ()
-    return (refiner_dir / COUPLING, *critic)
+    files = run_coupling(recipe, refiner_dir)
+    return (files.head,) if files.critic is None else (files.head, files.critic)
 
 
 def _steps(recipe: Recipe) -> int:
