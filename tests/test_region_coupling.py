@@ -490,3 +490,61 @@ def test_pool_critic_drops_what_d_rejects_but_keeps_the_answers_frequencies() ->
     out = flat(samples, p, np.array([0]), 0, image=image, scores=scores)
     region = out[0, :, 1:3, 0:2].reshape(6, -1)
     assert sorted(region.mean(1)) == [0.0, 0.0, 0.5, 0.5, 1.0, 1.0]
+
+
+def test_draw_pools_only_images_with_a_region_and_d_scores_only_those() -> None:
+    """`draw` with pool 2 and D on two images, one with uncertain regions and one F is sure
+    of: the sure image's output is G's first M draws of its noise (what the pool would keep)
+    and D never sees it; the other's is the pool of 2M draws picked with D's scores, exactly
+    as CoupledRegions does on them."""
+    import types
+
+    from carcli.sampling.sample import draw, image_noise
+
+    p3, _ = _three_regions(1)
+    p = np.concatenate([p3, np.stack([np.ones((6, 12)), np.zeros((6, 12))])[None]]).astype(
+        np.float32
+    )
+    logits = torch.from_numpy(np.log(np.clip(p, 1e-6, None)))
+
+    class Source:
+        info = types.SimpleNamespace(task="segmentation")
+
+        def get(self, rows, rng, annotation=None):
+            return types.SimpleNamespace(image=torch.zeros(2, 3, 6, 12), cond=torch.zeros(2))
+
+    class Coin(torch.nn.Module):  # class 1 where F is unsure, and on row 0 where eps_0 > 0
+        noise_dim = 2
+
+        def forward(self, x, p, num_samples=1, noise=None):
+            y = torch.zeros(x.shape[0], noise.shape[1], 2, 6, 12)
+            y[:, :, 1] = torch.where(p[:, None, 0] < 0.9, noise[..., :1, None], -1.0)
+            y[:, :, 1, 0, 0] = noise[..., 0]  # a certain pixel that still follows the noise
+            return y
+
+    seen: list[int] = []
+
+    class Critic(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(()))
+
+        def forward(self, x, y):
+            seen.append(x.shape[0])
+            return y[:, 1, 1, 0] * self.w  # prefers class 1 in region 0
+
+    mix = CoupledRegions(_Head(set()), 0.9, 0, pool=2, critic=Critic(), sharpness=1.0)
+    F_net = lambda c: logits  # noqa: E731
+    rows, m = np.array([3, 7]), 8
+    out, _ = draw(F_net, Coin(), Source(), rows, m, 2, 0, torch.device("cpu"),
+                  independent_regions=mix)  # fmt: skip
+    assert out.shape == (2, m, 6, 12) and seen == [2 * m]  # D saw only row 3's 16 draws
+    sure = image_noise(0, 7, 2 * m, 2)[:m, 0]
+    assert np.array_equal(out[1, :, 0, 0], (sure > 0).numpy().astype(np.uint8))
+    assert (out[1, :, 1:] == 0).all()
+    eps = image_noise(0, 3, 2 * m, 2)[None]
+    draws = Coin()(torch.zeros(1, 3, 6, 12), torch.from_numpy(p[:1]), noise=eps)
+    ids = draws.movedim(2, -1).argmax(-1).to(torch.uint8).numpy()
+    scores = draws.softmax(2)[:, :, 1, 1, 0].numpy()
+    want = mix(ids, p[:1], rows[:1], 0, image=np.zeros((1, 3, 6, 12)), scores=scores)
+    assert np.array_equal(out[:1], want)

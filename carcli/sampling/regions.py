@@ -257,6 +257,12 @@ class CoupledRegions:
             out[i] = recombine(samples[i], ids[i], offsets)
         return out
 
+    def pooled(self, calib: np.ndarray) -> np.ndarray:
+        """Which images [B] of F's probabilities calib [B, K, H, W] draw the pool: those with
+        an uncertain region (the others keep their first M draws, :meth:`__call__`)."""
+        ids = linked_regions(calib, self.threshold, self.link, MAX_REGIONS)
+        return (ids < MAX_REGIONS).reshape(len(ids), -1).any(1)
+
     def _resample(
         self,
         draws: np.ndarray,

@@ -8,6 +8,7 @@ them into a bank.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,38 +51,82 @@ def draw(
     groups of them that the coupling head finds co-varying) are drawn independently
     (:mod:`carcli.sampling.regions`).
     """
+    seg = source.info.task == "segmentation"
+    recombine = independent_regions if seg else None
     with torch.inference_mode():
-        info = source.info
         b = source.get(rows, None, annotation=np.zeros(len(rows), dtype=np.int64))
         out = F_net(b.cond.to(device))
-        seg = info.task == "segmentation"
         calib = out.softmax(1) if seg else out
-        m *= getattr(independent_regions, "pool", 1)  # the recombination picks m of them
-        noise = torch.stack([image_noise(seed, int(r), m, noise_dim) for r in rows]).to(device)
-        per_sample = int(np.prod(calib.shape[1:]))
-        step = chunk_samples or max(1, chunk_elements // max(1, per_sample * len(rows)))
-        image = b.image.to(device)
-        split = split_refiner(G) if step < m else None
-        if split is not None:
-            encode, decode = split
-            feats = encode(image, calib)
-        critic = getattr(independent_regions, "critic", None) if seg else None
-        parts, scores = [], []
-        for s0 in range(0, m, step):
-            eps = noise[:, s0 : s0 + step]
-            if split is not None:
-                y = decode(feats, calib, eps.to(image.dtype))
-            else:
-                y = G(image, calib, num_samples=eps.shape[1], noise=eps)
-            parts.append(class_ids(y) if seg else y.float())
-            if critic is not None:
-                scores.append(critic_scores(critic, image, y))
-        samples = (torch.cat(parts, 1) if len(parts) > 1 else parts[0]).cpu().numpy()
         calib_np = calib.float().cpu().numpy()
-    if independent_regions is not None and seg:
-        extra = {"scores": np.concatenate(scores, 1)} if scores else {}
-        samples = independent_regions(samples, calib_np, rows, seed, image=b.image.numpy(), **extra)
+        pool = getattr(recombine, "pool", 1)
+        noise = torch.stack([image_noise(seed, int(r), m * pool, noise_dim) for r in rows])
+        # Where F has no uncertain region the learned recombination keeps the first m draws
+        # whatever the pool holds, so only those are drawn and D scores none of them.
+        pooled = recombine.pooled(calib_np) if pool > 1 else np.ones(len(rows), dtype=bool)
+        image, critic = b.image.to(device), getattr(recombine, "critic", None)
+        drawn = {}
+        for kind, n in ((True, m * pool), (False, m)):
+            idx = np.flatnonzero(pooled == kind)
+            if len(idx):
+                t = torch.from_numpy(idx).to(device)
+                eps = noise[idx, :n].to(device)
+                chunks = (chunk_elements, chunk_samples)
+                scorer = critic if kind else None
+                drawn[kind] = (idx, *_draws(G, image[t], calib[t], eps, chunks, scorer, seg))
+    samples = _assemble(drawn, recombine, calib_np, rows, seed, b.image.numpy(), m)
     return samples, calib_np.astype(np.float16) if seg else calib_np
+
+
+def _draws(
+    G: torch.nn.Module,
+    image: Tensor,
+    calib: Tensor,
+    noise: Tensor,
+    chunks: tuple[int, int],
+    critic: torch.nn.Module | None,
+    seg: bool,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """G's draws [B, N, ...] (class ids for segmentation) for the noise [B, N, d], in chunks
+    of at most ``chunks`` = (logits elements, samples per image where > 0), G's encoder once
+    where G splits, and D's logits [B, N] on them where ``critic`` is given."""
+    (chunk_elements, chunk_samples), m = chunks, noise.shape[1]
+    per_sample = int(np.prod(calib.shape[1:]))
+    step = chunk_samples or max(1, chunk_elements // max(1, per_sample * image.shape[0]))
+    split = split_refiner(G) if step < m else None
+    feats = split[0](image, calib) if split is not None else None
+    parts, scores = [], []
+    for s0 in range(0, m, step):
+        eps = noise[:, s0 : s0 + step]
+        if split is not None:
+            y = split[1](feats, calib, eps.to(image.dtype))
+        else:
+            y = G(image, calib, num_samples=eps.shape[1], noise=eps)
+        parts.append(class_ids(y) if seg else y.float())
+        if critic is not None:
+            scores.append(critic_scores(critic, image, y))
+    samples = (torch.cat(parts, 1) if len(parts) > 1 else parts[0]).cpu().numpy()
+    return samples, np.concatenate(scores, 1) if scores else None
+
+
+def _assemble(
+    drawn: dict,
+    recombine: Any,
+    calib: np.ndarray,
+    rows: np.ndarray,
+    seed: int,
+    image: np.ndarray,
+    m: int,
+) -> np.ndarray:
+    """The output samples [B, m, ...] in row order: the pooled images' draws recombined (with
+    D's scores where drawn), the others' m draws as drawn (recombined too without a pool)."""
+    first = next(iter(drawn.values()))[1]
+    out = np.empty((len(rows), m, *first.shape[2:]), dtype=first.dtype)
+    for kind, (idx, samples, scores) in drawn.items():
+        if recombine is not None and (kind or getattr(recombine, "pool", 1) == 1):
+            extra = {} if scores is None else {"scores": scores}
+            samples = recombine(samples, calib[idx], rows[idx], seed, image=image[idx], **extra)
+        out[idx] = samples
+    return out
 
 
 def critic_scores(D: torch.nn.Module, image: Tensor, logits: Tensor) -> np.ndarray:
