@@ -3,7 +3,8 @@
 python experiments/joint/coupling_table.py RUN [RUN ...] [--split test]
     [--json docs/results/NAME.json --labels "set, sampling" ... --command CMD]
 With --json, the same rows go to a docs result file (scripts/docs_tables.py's format), each
-labelled by the matching --labels entry (its cells split at ", ").
+labelled by the matching --labels entry (its cells split at ", "; their headers
+--label-columns, "set, sampling" unless given).
 Columns: coupled pairs' joint TV (oracle; ratio), coupled pairs' agreement, independent
 pairs' joint TV (oracle; ratio), mode TV - oracle, GED16 - oracle, within IoU 0.8, worst class
 offset of F and of G. The goal: both ratios <= 1.5, agreement >= 0.97, mode TV - oracle <=
@@ -56,6 +57,7 @@ def main() -> None:
     ap.add_argument("--labels", nargs="*", default=[])
     ap.add_argument("--command", default="not recorded")
     ap.add_argument("--note")
+    ap.add_argument("--label-columns", default="set, sampling", help="the labels' headers")
     args = ap.parse_args()
     if args.json:
         write_json(args)
@@ -96,7 +98,7 @@ def write_json(args: argparse.Namespace) -> None:
         "command": args.command,
         "commit": commit or "not recorded",
         "machine": f"{platform.machine()}, 2 CPU cores (shared with other jobs)",
-        "columns": ["set", "sampling", *HEADER],
+        "columns": [*args.label_columns.split(", "), *HEADER],
         "rows": [lab + cells(run, args.split) for lab, run in zip(labels, args.runs, strict=True)],
     }
     if args.note:
