@@ -76,6 +76,8 @@ def test_offsets_by_hand_and_as_evaluate(tmp_path, capsys):
                 q[i, k] += weight[i, a] * (label[i, a] == k)
     ce = -(q * np.log(P)[None, :, None, None]).sum(1).mean()
     assert res["cross_entropy"] == pytest.approx(ce, rel=1e-5)
+    h = -(q * np.log(np.where(q > 0, q, 1))).sum(1).mean()
+    assert res["kl"] == pytest.approx(ce - h, rel=1e-5)
     assert "worst offset" in capsys.readouterr().out
     # the same figures as `evaluate`'s accumulator fed F's float16 probabilities
     acc = EvalAccumulator(3, counts=SampleCounts([2], 2))

@@ -13,8 +13,9 @@ round trip is made here. The figures are then those of `carseg evaluate` for F: 
 ``EvalAccumulator._frequency_columns``); ``max_calibrator_offset`` is `evaluate`'s
 ``class_calibration.max_calibrator_offset``, the "worst class offset" of the acceptance bar.
 
-Also printed: F's soft cross-entropy -sum_k q_k log p_k (nats, float32 p, not rounded),
-averaged over the valid pixels and over the pixels ambiguous for some class. A split from
+Also printed: F's soft cross-entropy -sum_k q_k log p_k (nats, float32 p, not rounded) and
+KL(q || p) (the cross-entropy less the truth's entropy: 0 for a perfect F), each averaged
+over the valid pixels and over the pixels ambiguous for some class. A split from
 the train file tells under-fitting (train offset as large) from over-fitting (train small).
 """
 
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.special import entr
 
 from carcli.data.batches import BatchSource
 from carcli.data.dataset import DatasetFile, split_path
@@ -52,7 +54,7 @@ def split_offsets(
         ).eval()
         source = BatchSource(ds)
         cc = ClassCalibration(info.num_classes)
-        ce_sum = ce_n = ce_amb_sum = ce_amb_n = 0.0
+        ce_sum = ce_n = ce_amb_sum = ce_amb_n = h_sum = h_amb_sum = 0.0
         kept = []
         for a in range(0, info.n, batch):
             rows = np.arange(a, min(info.n, a + batch))
@@ -68,10 +70,13 @@ def split_offsets(
                 )
                 cc.update(q, p16[i], None, valid)
                 ce = -(q * np.log(np.clip(p32[i], 1e-12, None))).sum(0)  # [H, W]
+                h = entr(q).sum(0)  # the truth's entropy: CE - h is KL(q || p)
                 amb = ((q > AMBIGUITY_EPS) & (q < 1 - AMBIGUITY_EPS)).any(0) & valid
                 ce_sum += float(ce[valid].sum())
                 ce_n += int(valid.sum())
                 ce_amb_sum += float(ce[amb].sum())
+                h_sum += float(h[valid].sum())
+                h_amb_sum += float(h[amb].sum())
                 ce_amb_n += int(amb.sum())
         if save_probs is not None:
             np.save(save_probs, np.concatenate(kept))
@@ -80,6 +85,8 @@ def split_offsets(
         out["n_images"] = info.n
         out["cross_entropy"] = ce_sum / ce_n if ce_n else None
         out["cross_entropy_ambiguous"] = ce_amb_sum / ce_amb_n if ce_amb_n else None
+        out["kl"] = (ce_sum - h_sum) / ce_n if ce_n else None
+        out["kl_ambiguous"] = (ce_amb_sum - h_amb_sum) / ce_amb_n if ce_amb_n else None
         out["class_names"] = list(info.class_names)
         return out
 
@@ -102,7 +109,8 @@ def report(res: dict) -> str:
     lines.append(f"  worst offset {_f(worst)}   mean {_f(mean)}")
     lines.append(
         f"  cross-entropy {_f(res['cross_entropy'])} (all valid pixels), "
-        f"{_f(res['cross_entropy_ambiguous'])} (ambiguous pixels)"
+        f"{_f(res['cross_entropy_ambiguous'])} (ambiguous pixels); KL(q || F) "
+        f"{res['kl']:.4f}, {res['kl_ambiguous']:.4f}"
     )
     return "\n".join(lines)
 
