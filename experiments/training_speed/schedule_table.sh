@@ -11,7 +11,6 @@ set -euo pipefail
 . "$(dirname "$0")/../joint/rows.sh"
 rows=(
   "toy; seed 0, the toy recipe (F 2500 steps; G 1500; D width 32)|runs/toy-base"
-  "toy; seed 1, the toy recipe (F 2500 steps; G 1500; D width 32)|runs/toy-base-s1"
   "toy; seed 0, fast1 (F 1200; G 800; D width 16)|runs/toy-fast1"
   "toy; seed 1, fast1 (F 1200; G 800; D width 16)|runs/toy-fast1s1"
   "toy; seed 0, fast2 (F 1500; G 1000; D width 16)|runs/toy-fast2s0"
