@@ -22,6 +22,8 @@ rows=(
   "G|dropout 0, weight decay 0|runs/fG-d0wd0|data/devG|prepared|calibrator.dropout=0 calibrator.weight_decay=0"
   "F (64x64)|dropout 0, weight decay 0|runs/fF-d0wd0|data/devF|prepared|calibrator.dropout=0 calibrator.weight_decay=0"
   "toy|dropout 0, weight decay 0|runs/ftoy-d0wd0|data/toy|synthetic|calibrator.dropout=0 calibrator.weight_decay=0"
+  "unseen (64x64)|dropout 0, weight decay 0|runs/unseen-f0|data/unseen|synthetic|calibrator.dropout=0 calibrator.weight_decay=0"
+  "toy|dropout 0, weight decay 0 (threads 2; the F of the whole cascade runs/toy-f0)|runs/toy-f0|data/toy|synthetic|calibrator.dropout=0 calibrator.weight_decay=0 threads=2"
 )
 if [ "${1:-}" = train ]; then
   for r in "${rows[@]}"; do
