@@ -87,7 +87,8 @@ def test_options_change_what_runs_and_speed_overrides(trained, tmp_path):
     from carcli.bundle.export import run_export
 
     tmp, _, _ = trained
-    r = _run(tmp, tmp_path, "speed.cpu_bf16=true", "speed.fold_bn=true")
+    # sample_chunk 0: the toy recipe's chunk off, so that the two options are all there is
+    r = _run(tmp, tmp_path, "speed.cpu_bf16=true", "speed.fold_bn=true", "speed.sample_chunk=0")
     bundle = run_export(r, quiet=True)
     split = tmp / "data" / "test.h5"
     on = load_model(bundle).predict([split], num_samples=4)
