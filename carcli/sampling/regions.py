@@ -50,8 +50,13 @@ def linked_regions(calib: np.ndarray, threshold: float, link: int, max_regions: 
     parts at most 2 * ``link`` pixels apart (an object and its detached halo) are one region
     and each region carries a ``link``-pixel margin of certain pixels with it
     (:func:`carcli.models.noise.region_ids`)."""
-    uncertain = np.asarray(calib, dtype=np.float32).max(1) < threshold
-    return region_ids(uncertain, max_regions, link)
+    return region_ids(uncertain_mask(calib, threshold), max_regions, link)
+
+
+def uncertain_mask(calib: np.ndarray, threshold: float) -> np.ndarray:
+    """F's uncertain pixels [B, H, W]: top class probability of calib [B, K, H, W] below
+    ``threshold`` (every region of :func:`linked_regions` grows from them)."""
+    return np.asarray(calib, dtype=np.float32).max(1) < threshold
 
 
 def region_offsets(seed: int, row: int, m: int) -> np.ndarray:
@@ -259,9 +264,9 @@ class CoupledRegions:
 
     def pooled(self, calib: np.ndarray) -> np.ndarray:
         """Which images [B] of F's probabilities calib [B, K, H, W] draw the pool: those with
-        an uncertain region (the others keep their first M draws, :meth:`__call__`)."""
-        ids = linked_regions(calib, self.threshold, self.link, MAX_REGIONS)
-        return (ids < MAX_REGIONS).reshape(len(ids), -1).any(1)
+        an uncertain region, i.e. an uncertain pixel (the others keep their first M draws,
+        :meth:`__call__`)."""
+        return uncertain_mask(calib, self.threshold).reshape(len(calib), -1).any(1)
 
     def _resample(
         self,

@@ -64,13 +64,12 @@ def draw(
         # whatever the pool holds, so only those are drawn and D scores none of them.
         pooled = recombine.pooled(calib_np) if pool > 1 else np.ones(len(rows), dtype=bool)
         image, critic = b.image.to(device), getattr(recombine, "critic", None)
-        drawn = {}
+        drawn, chunks = {}, (chunk_elements, chunk_samples)
         for kind, n in ((True, m * pool), (False, m)):
             idx = np.flatnonzero(pooled == kind)
             if len(idx):
                 t = torch.from_numpy(idx).to(device)
                 eps = noise[idx, :n].to(device)
-                chunks = (chunk_elements, chunk_samples)
                 scorer = critic if kind else None
                 drawn[kind] = (idx, *_draws(G, image[t], calib[t], eps, chunks, scorer, seg))
     samples = _assemble(drawn, recombine, calib_np, rows, seed, b.image.numpy(), m)
@@ -117,12 +116,13 @@ def _assemble(
     image: np.ndarray,
     m: int,
 ) -> np.ndarray:
-    """The output samples [B, m, ...] in row order: the pooled images' draws recombined (with
-    D's scores where drawn), the others' m draws as drawn (recombined too without a pool)."""
+    """The output samples [B, m, ...] in row order: ``drawn[True]`` (every image without a
+    pool) recombined, with D's scores where drawn; ``drawn[False]`` (no uncertain region, a
+    pool's images draw only m) as drawn."""
     first = next(iter(drawn.values()))[1]
     out = np.empty((len(rows), m, *first.shape[2:]), dtype=first.dtype)
     for kind, (idx, samples, scores) in drawn.items():
-        if recombine is not None and (kind or getattr(recombine, "pool", 1) == 1):
+        if recombine is not None and kind:
             extra = {} if scores is None else {"scores": scores}
             samples = recombine(samples, calib[idx], rows[idx], seed, image=image[idx], **extra)
         out[idx] = samples
