@@ -15,6 +15,9 @@ scripts/cascade.sh "$recipe" toy-none refiner.calibration_loss=none "${off[@]}"
 scripts/cascade.sh "$recipe" toy-ce refiner.calibration_loss=ce "${off[@]}"
 scripts/cascade.sh "$recipe" toy-m1 refiner.num_samples=1 "${off[@]}"
 $py scripts/compare_runs.py runs/toy-method runs/toy-none runs/toy-ce runs/toy-m1 | tee runs/controls.md
+# the docs' table (docs/results.md, "controls"): CONTROLS_JSON=docs/results/controls.json
+$py scripts/controls_table.py runs/toy-method runs/toy-none runs/toy-ce runs/toy-m1 \
+  ${CONTROLS_JSON:+--json "$CONTROLS_JSON"} | tee -a runs/controls.md
 # how independent G's answers in separate ambiguous regions are (mode TV's main remainder)
 $py experiments/joint/factor_coupling.py runs/toy-method runs/toy-none runs/toy-ce runs/toy-m1 \
   | tee -a runs/controls.md
