@@ -79,7 +79,9 @@ def table(runs: list[Path], split: str) -> tuple[list[str], list[list[str]]]:
     ms = [metrics(r, split) for r in runs]
     method_gap = ms[0]["ged"]["16"] - ms[0]["oracle_ged"]["16"]
     rows = [cells(label_of(runs[0], True), ms[0], None)]
-    rows += [cells(label_of(r, False), m, method_gap) for r, m in zip(runs[1:], ms[1:])]
+    rows += [
+        cells(label_of(r, False), m, method_gap) for r, m in zip(runs[1:], ms[1:], strict=True)
+    ]
     return columns(ms[0]), rows
 
 

@@ -32,12 +32,22 @@ def _run(root, name, ged16, oracle16, tv, within, offsets, diversity, dep, recip
 
 def test_rows_columns_and_the_ratio_to_the_method(tmp_path, capsys):
     mod = load_script("controls_table")
-    method = _run(tmp_path, "m", 0.025, 0.020, 0.051, 0.95, [0.01, -0.02], 0.3, 0.056,
-                  "calibration_loss: kl")
-    none = _run(tmp_path, "n", 0.120, 0.020, 0.263, 0.95, [0.02, -0.03], 0.1, 0.033,
-                "calibration_loss: none")
-    m1 = _run(tmp_path, "o", 0.170, 0.020, 0.366, 1.0, [0.049, 0.0], 0.0, None,
-              "num_samples: 1")
+    method = _run(
+        tmp_path, "m", 0.025, 0.020, 0.051, 0.95, [0.01, -0.02], 0.3, 0.056, "calibration_loss: kl"
+    )
+    none = _run(
+        tmp_path,
+        "n",
+        0.120,
+        0.020,
+        0.263,
+        0.95,
+        [0.02, -0.03],
+        0.1,
+        0.033,
+        "calibration_loss: none",
+    )
+    m1 = _run(tmp_path, "o", 0.170, 0.020, 0.366, 1.0, [0.049, 0.0], 0.0, None, "num_samples: 1")
     out = tmp_path / "controls.json"
     import sys
 
@@ -52,11 +62,27 @@ def test_rows_columns_and_the_ratio_to_the_method(tmp_path, capsys):
     assert doc["columns"][3] == "mode TV (oracle 0.050)"
     assert doc["columns"][7] == "factor dependence (oracle 0.054)"
     method_row, none_row, m1_row = doc["rows"]
-    assert method_row == ["method (the toy recipe)", "0.025", "0.005", "0.051", "0.950",
-                          "0.020", "0.300", "0.056"]
+    assert method_row == [
+        "method (the toy recipe)",
+        "0.025",
+        "0.005",
+        "0.051",
+        "0.950",
+        "0.020",
+        "0.300",
+        "0.056",
+    ]
     # (0.120 - 0.020) / (0.025 - 0.020) = 20.0; the worst offset is the largest magnitude
-    assert none_row == ["`calibration_loss=none` (λ = 0)", "0.120", "0.100 (20.0×)", "0.263",
-                        "0.950", "0.030", "0.100", "0.033"]
+    assert none_row == [
+        "`calibration_loss=none` (λ = 0)",
+        "0.120",
+        "0.100 (20.0×)",
+        "0.263",
+        "0.950",
+        "0.030",
+        "0.100",
+        "0.033",
+    ]
     assert m1_row[0] == "`num_samples=1` (M = 1)"
     assert m1_row[2] == "0.150 (30.0×)"
     assert m1_row[7] == "n/a (no pair)"

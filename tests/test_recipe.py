@@ -486,3 +486,13 @@ def test_sampling_options_are_checked(override: str, message: str) -> None:
     with pytest.raises(RecipeError) as err:
         load_recipe("recipes/toy.yaml", [override])
     assert message in str(err.value)
+
+
+def test_pool_target_needs_a_pool_and_is_one_of_two() -> None:
+    toy = REPO / "recipes" / "toy.yaml"
+    problems = _problems(
+        toy, ["sample.region_pool=1", "sample.pool_critic=0", "sample.pool_target=calibrator"]
+    )
+    assert any(p.startswith("sample.pool_target -> tilts the picks from a pool") for p in problems)
+    problems = _problems(toy, ["sample.pool_target=labels"])
+    assert any(p.startswith("sample.pool_target") and "calibrator" in p for p in problems)

@@ -273,7 +273,8 @@ def test_cascade_trains_samples_exports_and_predicts_with_the_head(tmp_path) -> 
     from carcli.training.refiner import run_train_refiner
 
     learned = ["sample.independent_regions=false", "sample.region_coupling=learned"]
-    pooled = ["sample.region_pool=2", "sample.pool_critic=1"]  # D weights a pool of 2M
+    # D weights a pool of 2M, tilted to F's region frequencies
+    pooled = ["sample.region_pool=2", "sample.pool_critic=1", "sample.pool_target=calibrator"]
     r = tiny_recipe(tmp_path, "refiner.coupling_steps=3", *learned, *pooled)
     run_prepare(r, quiet=True)
     run_train_calibrator(r, quiet=True)
@@ -291,6 +292,7 @@ def test_cascade_trains_samples_exports_and_predicts_with_the_head(tmp_path) -> 
     meta = json.loads((bundle / "model.json").read_text())
     assert meta["region_coupling"]["file"] == "coupling.safetensors"
     assert meta["region_coupling"]["pool"] == 2 and meta["region_coupling"]["pool_critic"] == 1
+    assert meta["region_coupling"]["pool_target"] == "calibrator"
     assert (bundle / meta["region_coupling"]["critic_file"]).is_file()
     with h5py.File(bank) as f:
         assert f["samples"].shape[1] == r.sample.num_samples  # M kept from the pool of 2M
@@ -311,6 +313,12 @@ def test_cascade_trains_samples_exports_and_predicts_with_the_head(tmp_path) -> 
     shutil.copytree(bundle, copy)
     (copy / "discriminator.safetensors").unlink()
     with pytest.raises(CarsegError, match="discriminator.safetensors: missing from the bundle"):
+        load_model(copy)
+    shutil.rmtree(copy)
+    shutil.copytree(bundle, copy)
+    meta["region_coupling"]["pool_target"] = "labels"
+    (copy / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(CarsegError, match='optional "pool_target": one of pool, calibrator'):
         load_model(copy)
 
 
@@ -460,14 +468,51 @@ def test_tilt_weights_restore_the_mean_closest_to_the_prior() -> None:
 
     comp = np.eye(2)[[0] * 5 + [1] * 5]
     prior = np.r_[[0.19] * 5, [0.01] * 5]
-    w = tilt_weights(comp, np.array([0.5, 0.5]), prior)
+    w = tilt_weights([comp], [np.array([0.5, 0.5])], prior)
     assert np.allclose(w, 0.1, atol=1e-6)
     comp3 = np.r_[comp, [[0.5, 0.5]]]
     prior3 = np.r_[[0.1] * 10, [1e-6]]
-    w = tilt_weights(comp3, comp3.mean(0), prior3 / prior3.sum())
+    w = tilt_weights([comp3], [comp3.mean(0)], prior3 / prior3.sum())
     assert w[-1] < 1e-5 and np.allclose(w @ comp3, comp3.mean(0), atol=1e-6)
-    w = tilt_weights(comp, np.array([0.8, 0.2]), np.full(10, 0.1))
+    w = tilt_weights([comp], [np.array([0.8, 0.2])], np.full(10, 0.1))
     assert np.allclose(w[:5], 0.16) and np.allclose(w[5:], 0.04)
+
+
+def test_tilt_weights_meet_coupled_regions_and_targets_with_a_class_no_draw_shows() -> None:
+    """Two coupled regions (the same answer in every draw: equal columns) each with F's
+    target 0.4 / 0.598 for classes 1 / 2 and 0.001 each for classes 0 and 3, which no draw
+    shows; the draws show class 1 in 100 of 400. Classes 0 and 3 keep 0, the rest is shared
+    in F's proportions (0.4 / 0.998 for class 1), and both regions meet it."""
+    from carcli.sampling.regions import reachable_target, tilt_weights
+
+    a = (np.arange(400) < 100).astype(float)
+    comp = np.stack([np.zeros(400), a, 1 - a, np.zeros(400)], 1)
+    target = np.array([0.001, 0.4, 0.598, 0.001])
+    assert np.allclose(reachable_target(comp, target), [0, 0.4 / 0.998, 0.598 / 0.998, 0])
+    w = tilt_weights([comp, comp], [target, target], np.full(400, 1 / 400))
+    assert np.isclose(w @ a, 0.4 / 0.998, atol=1e-6)
+    assert np.allclose(w[:100], w[0]) and np.allclose(
+        w[100:], w[100]
+    )  # a tilt: one weight per answer
+
+
+def test_pool_target_calibrator_gives_each_region_f_frequencies() -> None:
+    """F gives class 0 probability 0.6 in each of three independent regions; G's pool of 20
+    draws (pool 2, 10 outputs) shows class 0 there in 4 of 20 (G under-calibrated). With
+    pool_target "calibrator" each region is class 0 in 6 of the 10 outputs (F's 0.6); with
+    "pool", in 2 (the pool's 0.2); certain pixels stay the output's own draw either way."""
+    p, _ = _three_regions(20)
+    samples = np.ones((1, 20, 6, 12), dtype=np.uint8)
+    samples[0, :, 0, :] = 0  # a certain row of class 0 (F: 1.0 there)
+    samples[0, [0, 5, 10, 15], 1:3, :] = 0  # class 0 in every region in 4 draws
+    image = np.zeros((1, 3, 6, 12), np.float32)
+    for target, count in (("calibrator", 6), ("pool", 2)):
+        mix = CoupledRegions(_Head(set()), 0.9, 0, pool=2, target=target)
+        for row in range(3):
+            out = mix(samples, p, np.array([row]), 0, image=image)
+            for col in (0, 5, 10):
+                assert (out[0, :, 1:3, col] == 0).all(1).sum() == count
+            assert (out[0, :, 0, :] == 0).all()
 
 
 def test_pool_critic_drops_what_d_rejects_but_keeps_the_answers_frequencies() -> None:

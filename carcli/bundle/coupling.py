@@ -5,6 +5,7 @@ with, so that `predict` draws as `sample` does.
     {"file": "coupling.safetensors", "sha256": ...,          # the region coupling head
      "pool": 4,                            # sample.region_pool (absent: 1)
      "pool_critic": 1.0,                   # sample.pool_critic (absent: 0)
+     "pool_target": "calibrator",          # sample.pool_target (absent: "pool")
      "critic_file": "discriminator.safetensors", "critic_sha256": ...}  # D, where pool_critic > 0
 """
 
@@ -26,6 +27,10 @@ CRITIC_FILE = DISCRIMINATOR
 refiner folder."""
 
 
+POOL_TARGETS = ("pool", "calibrator")
+"""model.json's ``pool_target`` values (sample.pool_target)."""
+
+
 @dataclass(frozen=True)
 class CouplingFiles:
     """The head and (where the pool is weighted by D) D's weights, with the pool's settings."""
@@ -34,6 +39,7 @@ class CouplingFiles:
     pool: int = 1
     sharpness: float = 0.0
     critic: Path | None = None
+    target: str = "pool"
 
 
 def region_coupling_of(recipe: Any) -> dict[str, Any] | None:
@@ -45,6 +51,8 @@ def region_coupling_of(recipe: Any) -> dict[str, Any] | None:
     out: dict[str, Any] = {"file": COUPLING_FILE}
     if s.region_pool > 1:
         out.update(pool=int(s.region_pool), pool_critic=float(s.pool_critic))
+        if s.pool_target != "pool":
+            out["pool_target"] = s.pool_target
     if s.pool_critic > 0:
         out["critic_file"] = CRITIC_FILE
     return out
@@ -54,7 +62,9 @@ def run_coupling(recipe: Any, refiner_dir: Path) -> CouplingFiles:
     """The files a recipe's learned recombination reads from the run's refiner folder."""
     s = recipe.sample
     critic = refiner_dir / CRITIC_FILE if s.pool_critic > 0 else None
-    return CouplingFiles(refiner_dir / COUPLING_FILE, s.region_pool, s.pool_critic, critic)
+    return CouplingFiles(
+        refiner_dir / COUPLING_FILE, s.region_pool, s.pool_critic, critic, s.pool_target
+    )
 
 
 def recipe_coupling(recipe: Any, refiner_dir: Path) -> tuple[dict[str, Any], CouplingFiles]:
@@ -73,21 +83,24 @@ def bundle_coupling(meta: dict[str, Any], folder: Path) -> CouplingFiles | None:
     if value is None:
         return None
     where = folder / MODEL_JSON
-    pool, critic = value.get("pool", 1), value.get("pool_critic", 0.0)
     ok = isinstance(value, dict) and value.get("file") == COUPLING_FILE
+    pool, critic = (value.get("pool", 1), value.get("pool_critic", 0.0)) if ok else (0, 0)
+    target = value.get("pool_target", "pool") if ok else None
+    ok = ok and target in POOL_TARGETS
     ok = ok and isinstance(pool, int) and pool >= 1 and isinstance(critic, (int, float))
     ok = ok and critic >= 0 and (value.get("critic_file") == CRITIC_FILE) == (critic > 0)
     if not ok:
         raise CarsegError(
             f"{where}: region_coupling must be null or "
             f'{{"file": "{COUPLING_FILE}", "sha256": ..., optional "pool": int >= 1, '
-            f'"pool_critic": >= 0 with "critic_file": "{CRITIC_FILE}", "critic_sha256": ...}}, '
+            f'"pool_critic": >= 0 with "critic_file": "{CRITIC_FILE}", "critic_sha256": ..., '
+            f'optional "pool_target": one of {", ".join(POOL_TARGETS)}}}, '
             f"got {value!r}",
             hint="re-export the bundle with `carseg export RECIPE`",
         )
     head = _checked(folder / COUPLING_FILE, value.get("sha256"))
     d = _checked(folder / CRITIC_FILE, value.get("critic_sha256")) if critic > 0 else None
-    return CouplingFiles(head, pool, float(critic), d)
+    return CouplingFiles(head, pool, float(critic), d, target)
 
 
 def _checked(path: Path, sha256: Any) -> Path:
@@ -113,4 +126,4 @@ def coupled_regions(files: CouplingFiles | None, info: Any, make_cmd: str) -> An
     critic = None
     if files.critic is not None:
         critic = load_network(files.critic, "refiner", "discriminator", info, make_cmd).eval()
-    return CoupledRegions(head, threshold, link, files.pool, critic, files.sharpness)
+    return CoupledRegions(head, threshold, link, files.pool, critic, files.sharpness, files.target)

@@ -145,6 +145,11 @@ def _check_rest(r: Recipe, problems: list[str]) -> None:
     at_least("sample.pool_critic", r.sample.pool_critic, 0)
     if r.sample.pool_critic > 0 and r.sample.region_pool < 2:
         problems.append("sample.pool_critic -> weights a pool; set sample.region_pool >= 2")
+    if r.sample.pool_target != "pool" and r.sample.region_pool < 2:
+        problems.append(
+            "sample.pool_target -> tilts the picks from a pool; set sample.region_pool >= 2 "
+            "or sample.pool_target=pool"
+        )
     if r.sample.region_coupling != "learned" and r.sample.region_pool > 1:
         problems.append(
             "sample.region_pool -> the learned recombination's groups pick from the pool; "

@@ -115,6 +115,13 @@ class SampleConfig:
     before the groups pick from them (1: D's estimate of the density ratio of labels to G's
     draws, as in discriminator rejection sampling, Azadi et al. 2019); needs D's weights
     (``refiner/discriminator.safetensors``)."""
+    pool_target: Literal["pool", "calibrator"] = "pool"
+    """With ``region_pool`` > 1: what the groups' picks are tilted to (an exponential tilt of
+    the draws' weights, the closest to them in KL). ``pool``: each group's mean class
+    fractions stay the pool's (with ``pool_critic``, D then decides which draws of an answer
+    are kept, not how often it comes). ``calibrator``: each region's mean class fractions over
+    its uncertain pixels become F's mean probabilities there, so how often each answer comes
+    is F's (the calibration loss's aim, met at sampling)."""
 
 
 @dataclass

@@ -127,16 +127,33 @@ def compositions(values: np.ndarray, k: int) -> np.ndarray:
     return np.stack([(values == c).mean(1) for c in range(k)], axis=1)
 
 
+def reachable_target(comp: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """``target`` [k] moved to where the draws' class fractions comp [N, k] can reach: a class
+    whose fraction is the same in every draw (one no draw shows, say, where F gives it 0.001)
+    keeps that fraction, and the other classes share the rest in the target's proportions."""
+    fixed = comp.std(0) < 1e-12
+    t = np.where(fixed, comp[0], target).astype(np.float64)
+    free = ~fixed
+    if free.any():
+        rest, total = 1.0 - t[fixed].sum(), t[free].sum()
+        t[free] = t[free] * (rest / total) if total > 0 else rest / free.sum()
+    return t
+
+
 def tilt_weights(
-    comp: np.ndarray, target: np.ndarray, prior: np.ndarray, iters: int = 50
+    comps: list[np.ndarray], targets: list[np.ndarray], prior: np.ndarray, iters: int = 50
 ) -> np.ndarray:
     """Weights w [N] of the draws closest to ``prior`` [N] in KL (an exponential tilt,
-    w_n proportional to prior_n exp(comp_n . theta)) such that sum_n w_n comp_n = target, for
-    the draws' class fractions comp [N, k] and a target [k] (both summing to 1). A target
-    outside the draws' hull is approached as far as theta's bound allows; draws that all
-    agree keep the prior."""
-    x = comp[:, :-1] - comp[:, :-1].mean(0)
-    t = target[:-1] - comp[:, :-1].mean(0)
+    w_n proportional to prior_n exp(x_n . theta)) such that sum_n w_n comps[r][n] =
+    targets[r] for every r, for class fractions comps[r] [N, k] (of one region, say) and
+    targets[r] [k] (each summing to 1; first moved to what the draws can reach,
+    :func:`reachable_target`). A target outside the draws' hull is approached as far as
+    theta's bound allows; draws that all agree keep the prior."""
+    targets = [reachable_target(c, t) for c, t in zip(comps, targets, strict=True)]
+    x = np.concatenate([c[:, :-1] for c in comps], axis=1).astype(np.float64)
+    t = np.concatenate([tt[:-1] for tt in targets])
+    t = t - x.mean(0)
+    x = x - x.mean(0)
     theta = np.zeros(x.shape[1])
     log_prior = np.log(np.maximum(prior, 1e-300))
 
@@ -152,8 +169,8 @@ def tilt_weights(
         grad = mean - t
         if np.abs(grad).max() < 1e-7:
             break
-        cov = (x - mean).T @ ((x - mean) * w[:, None]) + 1e-9 * np.eye(x.shape[1])
-        step = np.linalg.solve(cov, grad)
+        cov = (x - mean).T @ ((x - mean) * w[:, None])
+        step = np.linalg.lstsq(cov, grad, rcond=1e-10)[0]  # coupled regions: equal columns
         size = 1.0
         while size > 1e-4:
             new = np.clip(theta - size * step, -TILT_BOUND, TILT_BOUND)
@@ -165,6 +182,23 @@ def tilt_weights(
             break
         theta, f, w = new, f_new, w_new
     return w
+
+
+def region_fractions(
+    flat: np.ndarray, calib: np.ndarray, ids: np.ndarray, regions: np.ndarray, threshold: float
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """For each region of ``regions``: the draws' class fractions over its uncertain pixels
+    (flat [N, P] class ids, F's probabilities calib [K, P], ids [P]) and F's mean
+    probabilities there, the moments `sample.pool_target: calibrator` tilts to."""
+    k = calib.shape[0]
+    uncertain = calib.max(0) < threshold
+    comps, targets = [], []
+    for r in regions:
+        where = (ids == r) & uncertain
+        if where.any():
+            comps.append(compositions(flat[:, where], k))
+            targets.append(calib[:, where].mean(1).astype(np.float64))
+    return comps, targets
 
 
 def stratified_pick(
@@ -205,7 +239,8 @@ class CoupledRegions:
     With ``pool`` > 1 (`sample.region_pool`) G has drawn pool x M samples and each group
     picks its M answers from them (:meth:`_resample`): stratified over the answers, and
     weighted by D where ``critic`` is set (`sample.pool_critic`), the group's mean class
-    fractions kept at the pool's. Per-pixel frequencies are then the pool's, up to one M-th.
+    fractions kept at the pool's (per-pixel frequencies are then the pool's, up to one M-th),
+    or, with ``target`` "calibrator" (`sample.pool_target`), each region's moved to F's.
     """
 
     head: Any  # carcli.models.coupling.RegionCoupling, in eval mode
@@ -214,6 +249,7 @@ class CoupledRegions:
     pool: int = 1  # sample.region_pool
     critic: Any = None  # D (eval mode) where sample.pool_critic > 0
     sharpness: float = 0.0  # sample.pool_critic: draws weighted by exp(sharpness * D's logit)
+    target: str = "pool"  # sample.pool_target: what each group's picks are tilted to
 
     def __call__(
         self,
@@ -253,7 +289,7 @@ class CoupledRegions:
             if self.pool > 1:
                 base = None if scores is None else scores[i]
                 out[i] = self._resample(
-                    samples[i], calib.shape[1], ids[i], groups, seed, int(rows[i]), base
+                    samples[i], calib[i], ids[i], groups, seed, int(rows[i]), base
                 )
                 continue
             offsets = np.zeros(MAX_REGIONS + 1, dtype=np.int64)  # id MAX_REGIONS: no region
@@ -271,7 +307,7 @@ class CoupledRegions:
     def _resample(
         self,
         draws: np.ndarray,
-        k: int,
+        calib: np.ndarray,
         ids: np.ndarray,
         groups: np.ndarray,
         seed: int,
@@ -283,11 +319,16 @@ class CoupledRegions:
         one of M times its share of the pool). Where ``scores`` (D's logits [N]) are given, the
         draws are weighted by exp(sharpness x D's logit), then tilted (:func:`tilt_weights`)
         so that the group's mean class fractions stay the whole pool's: D decides which draws
-        of an answer are kept, not how often the answer comes. The groups' picks are shuffled
-        apart (independent groups); outside the regions output m is draw m."""
+        of an answer are kept, not how often the answer comes. With ``target`` "calibrator"
+        (`sample.pool_target`) the tilt instead moves each region's mean class fractions over
+        its uncertain pixels to F's mean probabilities there (calib [K, H, W]), D's weights
+        or none: how often an answer comes is F's. The groups' picks are shuffled apart
+        (independent groups); outside the regions output m is draw m."""
         n = draws.shape[0]
         m = n // self.pool
+        k = calib.shape[0]
         flat = draws.reshape(n, -1)
+        calib_flat = np.asarray(calib, dtype=np.float32).reshape(k, -1)
         idsf = ids.reshape(-1)
         rng = np.random.default_rng([int(seed) % 2**63, row % 2**63, 0x7117])
         src = np.tile(np.arange(m)[:, None], (1, MAX_REGIONS + 1))
@@ -300,7 +341,11 @@ class CoupledRegions:
             regs = np.flatnonzero(groups == g)
             mask = np.isin(idsf, regs)
             comp = compositions(flat[:, mask], k)
-            w = prior if scores is None else tilt_weights(comp, comp.mean(0), prior)
+            if self.target == "calibrator":
+                comps, targets = region_fractions(flat, calib_flat, idsf, regs, self.threshold)
+                w = tilt_weights(comps, targets, prior) if comps else prior
+            else:
+                w = prior if scores is None else tilt_weights([comp], [comp.mean(0)], prior)
             src[:, regs] = stratified_pick(w, comp, m, rng)[:, None]
         return np.take_along_axis(flat, src[:, idsf], axis=0).reshape(m, *draws.shape[1:])
 

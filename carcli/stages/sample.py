@@ -180,6 +180,8 @@ def _plan_chunks(
         plan["region_coupling"] = recipe.sample.region_coupling
     if recipe.sample.region_pool > 1:
         plan["region_pool"] = [recipe.sample.region_pool, recipe.sample.pool_critic]
+        if recipe.sample.pool_target != "pool":
+            plan["region_pool"].append(recipe.sample.pool_target)
     # Finished chunks made from the same inputs and settings are reused even with
     # --overwrite; the old bank stays in place until the new one replaces it.
     check_plan(bank.partial, plan, rep)
