@@ -88,9 +88,14 @@ def write_json(args: argparse.Namespace) -> None:
     import platform
     import subprocess
 
-    labels = [lab.split(", ", 1) for lab in args.labels]
+    heads = args.label_columns.split(", ")
+    labels = [lab.split(", ", len(heads) - 1) for lab in args.labels]
     if len(labels) != len(args.runs):
         raise SystemExit("--labels: one per run")
+    if any(len(lab) != len(heads) for lab in labels):
+        raise SystemExit(
+            f"--labels: each needs {len(heads)} cells split at ', ' ({args.label_columns})"
+        )
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
@@ -98,7 +103,7 @@ def write_json(args: argparse.Namespace) -> None:
         "command": args.command,
         "commit": commit or "not recorded",
         "machine": f"{platform.machine()}, 2 CPU cores (shared with other jobs)",
-        "columns": [*args.label_columns.split(", "), *HEADER],
+        "columns": [*heads, *HEADER],
         "rows": [lab + cells(run, args.split) for lab, run in zip(labels, args.runs, strict=True)],
     }
     if args.note:

@@ -1,46 +1,72 @@
 #!/usr/bin/env bash
-# docs/results/every_set.json: the toy recipe as it is (F without dropout and weight decay,
-# the learned region coupling, the pool weighted by D), changed only in data.dir and seed,
-# trained from scratch on every dev set: whole cascades, two seeds where the time allowed.
+# docs/results/every_set.json: the toy recipe (F without dropout and weight decay, the learned
+# region coupling, the pool weighted by D), changed only in data.dir and seed, trained from
+# scratch on every dev set (whole cascades), each run then sampled again without retraining
+# with the pool tilted to F (sample.pool_target: calibrator) instead of the pool's own mean:
 #
-#   experiments/joint/every_set_table.sh train   # print the cascade commands
-#   experiments/joint/every_set_table.sh         # the table from the finished runs
+#   experiments/joint/every_set_table.sh train      # print the cascade commands
+#   experiments/joint/every_set_table.sh resample   # sample each finished run the other ways
+#   experiments/joint/every_set_table.sh            # the table
 #
 # The data (data/README.md): make_devset.py data/devA --seed 99; make_coupled_devset.py
 # data/devC, data/devC4 --annotations 4, data/devE --kind classflip --seed 11 --max-objects 5,
 # data/devF --cue shape --size 64 --seed 13 --train 1200 --flip-probs 0.2 0.4 0.6 0.8,
 # data/devG --cue link --seed 21 --flip-probs 0.2 0.4 0.6 0.8; carseg prepare recipes/toy.yaml
 # (data/toy); scripts/unseen.sh's carseg prepare (data/unseen).
+#
+# RUN: the run as trained (the recipe's pool_target of its time: pool, pool_critic 2);
+# runs/t/NAME-pt: pool_target calibrator, pool_critic 2; runs/t/NAME-pt3: the same with
+# pool_critic 3. Seed-1 runs are sampled with seed=1.
 set -euo pipefail
 . "$(dirname "$0")/rows.sh"
-# label | run | data dir | data.source | extra overrides
+# label | run | data dir | data.source | seed
 sets=(
-  "A (objects independent), seed 0|runs/devA-now|data/devA|prepared|threads=1"
-  "A, seed 1|runs/devA-now-s1|data/devA|prepared|seed=1 threads=1"
-  "C (outline cue), seed 0|runs/devC-now|data/devC|prepared|threads=1"
-  "C, seed 1|runs/devC-now-s1|data/devC|prepared|seed=1 threads=1"
-  "C4 (4 raters as training labels), seed 0|runs/devC4-now|data/devC4|prepared|threads=1"
-  "E (class flips), seed 0|runs/devE-now|data/devE|prepared|threads=1"
-  "E, seed 1|runs/devE-now-s1|data/devE|prepared|seed=1 threads=1"
-  "F (64x64 shape cue), seed 0|runs/devF-now|data/devF|prepared|threads=1"
-  "G (link cue), seed 0|runs/devG-now|data/devG|prepared|threads=1"
-  "G, seed 1|runs/devG-now-s1|data/devG|prepared|seed=1 threads=1"
-  "toy, seed 0|runs/toy-now|data/toy|synthetic|threads=1"
-  "toy, seed 1|runs/toy-now-s1|data/toy|synthetic|seed=1 threads=1"
-  "unseen (64x64), seed 0|runs/unseen-now|data/unseen|synthetic|"
+  "A (objects independent), seed 0|devA-now|data/devA|prepared|0"
+  "A, seed 1|devA-now-s1|data/devA|prepared|1"
+  "C (outline cue), seed 0|devC-now|data/devC|prepared|0"
+  "C4 (4 raters as training labels), seed 0|devC4-now|data/devC4|prepared|0"
+  "E (class flips), seed 0|devE-now|data/devE|prepared|0"
+  "F (64x64 shape cue), seed 0|devF-now|data/devF|prepared|0"
+  "G (link cue), seed 0|devG-now|data/devG|prepared|0"
+  "G, seed 1|devG-now-s1|data/devG|prepared|1"
+  "toy, seed 0|toy-now|data/toy|synthetic|0"
+  "toy, seed 1|toy-now-s1|data/toy|synthetic|1"
+  "unseen (64x64), seed 0|unseen-now|data/unseen|synthetic|0"
+)
+variants=(
+  "|pool (the pool's own mean), pool_critic 2"
+  "-pt|**calibrator** (each region's mean to F's), pool_critic 2"
+  "-pt3|calibrator, pool_critic 3"
 )
 if [ "${1:-}" = train ]; then
   for s in "${sets[@]}"; do
-    IFS='|' read -r _ run data src over <<< "$s"
-    echo "scripts/cascade.sh recipes/toy.yaml ${run#runs/} data.dir=$data data.source=$src $over"
+    IFS='|' read -r _ name data src seed <<< "$s"
+    echo "scripts/cascade.sh recipes/toy.yaml $name data.dir=$data data.source=$src seed=$seed threads=1"
+  done
+  exit 0
+fi
+if [ "${1:-}" = resample ]; then
+  for s in "${sets[@]}"; do
+    IFS='|' read -r _ name data src seed <<< "$s"
+    [ -f "runs/$name/eval/test/metrics.json" ] || { echo "skip $name (not finished)" >&2; continue; }
+    for over in "-pt|" "-pt3|sample.pool_critic=3"; do
+      suffix=${over%%|*}; extra=${over#*|}
+      [ -f "runs/t/$name$suffix/eval/test/metrics.json" ] && continue
+      experiments/joint/resample.sh "$data" "runs/$name" "runs/t/$name$suffix" \
+        "data.source=$src" "seed=$seed" threads=1 sample.pool_target=calibrator $extra
+    done
   done
   exit 0
 fi
 rows=()
 for s in "${sets[@]}"; do
-  IFS='|' read -r label run _ _ _ <<< "$s"
-  rows+=("$label|$run")
+  IFS='|' read -r label name _ _ _ <<< "$s"
+  for v in "${variants[@]}"; do
+    suffix=${v%%|*}; what=${v#*|}
+    run=runs/$name; [ -n "$suffix" ] && run=runs/t/$name$suffix
+    rows+=("$label, $what|$run")
+  done
 done
-LABEL_COLUMNS="set, seed" rows_table docs/results/every_set.json \
-  "experiments/joint/every_set_table.sh train lists the runs (scripts/cascade.sh recipes/toy.yaml NAME data.dir=DATA data.source=SOURCE [seed=1]; threads=1 but for unseen, which runs alone with the recipe's 2 threads to time it); table: experiments/joint/every_set_table.sh" \
+LABEL_COLUMNS="set, seed, pool target, D's sharpness" rows_table docs/results/every_set.json \
+  "experiments/joint/every_set_table.sh train (scripts/cascade.sh recipes/toy.yaml NAME data.dir=DATA data.source=SOURCE seed=S threads=1, the recipe of commit 73b777e, several at once on the 2 cores), then experiments/joint/every_set_table.sh resample (experiments/joint/resample.sh DATA RUN runs/t/NAME-pt sample.pool_target=calibrator [sample.pool_critic=3]); table: experiments/joint/every_set_table.sh" \
   "${rows[@]}"
