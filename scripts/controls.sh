@@ -10,7 +10,7 @@ export REUSE_CALIBRATOR=runs/toy-method
 # The controls are the paper's: without the joint calibration loss and the region noise (beyond
 # the paper); the joint loss would otherwise still hold the marginals (lambda = 0) and needs
 # M >= 2 (M = 1).
-off=(refiner.w_joint=0 refiner.noise_regions=0 sample.independent_regions=false refiner.coupling_steps=0 sample.region_coupling=none sample.region_pool=1 sample.pool_critic=0)
+off=(refiner.w_joint=0 refiner.noise_regions=0 sample.independent_regions=false refiner.coupling_steps=0 sample.region_coupling=none sample.region_pool=1 sample.pool_critic=0 sample.pool_target=pool)
 scripts/cascade.sh "$recipe" toy-none refiner.calibration_loss=none "${off[@]}"
 scripts/cascade.sh "$recipe" toy-ce refiner.calibration_loss=ce "${off[@]}"
 scripts/cascade.sh "$recipe" toy-m1 refiner.num_samples=1 "${off[@]}"

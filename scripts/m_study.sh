@@ -15,7 +15,7 @@ out=${OUT:-runs/${prefix%/}.md}
 runs=()
 for m in ${COUNTS:-1 5 10 20}; do
   # the paper's Table 3 is about L_cal alone: no joint calibration loss (M = 1 could not run it)
-  scripts/cascade.sh "$recipe" "${prefix}m$m" "$@" "refiner.num_samples=$m" refiner.w_joint=0 refiner.noise_regions=0 sample.independent_regions=false refiner.coupling_steps=0 sample.region_coupling=none sample.region_pool=1 sample.pool_critic=0
+  scripts/cascade.sh "$recipe" "${prefix}m$m" "$@" "refiner.num_samples=$m" refiner.w_joint=0 refiner.noise_regions=0 sample.independent_regions=false refiner.coupling_steps=0 sample.region_coupling=none sample.region_pool=1 sample.pool_critic=0 sample.pool_target=pool
   runs+=("runs/${prefix}m$m")
   export REUSE_CALIBRATOR=${REUSE_CALIBRATOR:-runs/${prefix}m$m}
 done

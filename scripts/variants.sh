@@ -25,7 +25,7 @@ for v in ${VARIANTS:-gaussian posterior kl0.1 kl1 kl10 joint}; do
     *) echo "unknown variant $v (gaussian posterior kl<beta> joint)" >&2; exit 2 ;;
   esac
   # the paper's variants, without the joint calibration loss (beyond the paper)
-  scripts/cascade.sh "$recipe" "$prefix$v" "$@" "${args[@]}" refiner.w_joint=0 refiner.noise_regions=0 sample.independent_regions=false refiner.coupling_steps=0 sample.region_coupling=none sample.region_pool=1 sample.pool_critic=0
+  scripts/cascade.sh "$recipe" "$prefix$v" "$@" "${args[@]}" refiner.w_joint=0 refiner.noise_regions=0 sample.independent_regions=false refiner.coupling_steps=0 sample.region_coupling=none sample.region_pool=1 sample.pool_critic=0 sample.pool_target=pool
   runs+=("runs/$prefix$v")
   export REUSE_CALIBRATOR=${REUSE_CALIBRATOR:-runs/$prefix$v}
 done

@@ -27,6 +27,7 @@ TINY = [
     "sample.region_coupling=none",
     "sample.region_pool=1",
     "sample.pool_critic=0",
+    "sample.pool_target=pool",
     "refiner.coupling_steps=0",
 ]
 

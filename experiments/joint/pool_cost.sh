@@ -7,7 +7,7 @@ run=$1; rounds=${2:-2}
 carseg=${CARSEG:-.venv/bin/carseg}
 tmp=$(mktemp -d)
 cp -r "$run/calibrator" "$run/refiner" "$tmp/"
-declare -A opts=([pool1]="sample.region_pool=1 sample.pool_critic=0" [pool4]="")
+declare -A opts=([pool1]="sample.region_pool=1 sample.pool_critic=0 sample.pool_target=pool" [pool4]="")
 declare -A times=([pool1]="" [pool4]="")
 for r in $(seq "$rounds"); do
   for v in pool1 pool4; do

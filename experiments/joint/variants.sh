@@ -18,9 +18,9 @@ again() {  # NAME overrides...: sample and evaluate in NAME
   $carseg evaluate "$recipe" data.dir="$data" run_dir="$name" "$@" --overwrite --quiet
 }
 copy() { mkdir -p "$1"; rm -rf "$1/calibrator" "$1/refiner"; cp -r "$run/calibrator" "$run/refiner" "$1/"; }
-off=(sample.independent_regions=false sample.region_coupling=none sample.region_pool=1 sample.pool_critic=0)
+off=(sample.independent_regions=false sample.region_coupling=none sample.region_pool=1 sample.pool_critic=0 sample.pool_target=pool)
 copy "$run-none"; again "$run-none" "${off[@]}" "$@"
-copy "$run-ind"; again "$run-ind" sample.independent_regions=true sample.region_coupling=none sample.region_pool=1 sample.pool_critic=0 "$@"
+copy "$run-ind"; again "$run-ind" sample.independent_regions=true sample.region_coupling=none sample.region_pool=1 sample.pool_critic=0 sample.pool_target=pool "$@"
 [ "${SKIP_HEAD:-0}" = 1 ] && exit 0
 name=$run-learned
 copy "$name"
