@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 import subprocess
 from pathlib import Path
 
@@ -70,7 +71,7 @@ def label_of(run: Path, first: bool) -> str:
     recipe = (run / "refiner" / "recipe.yaml").read_text()
     for key, label in LABELS.items():
         name, value = key.split("=")
-        if f"{name}: {value}" in recipe:
+        if re.search(rf"^\s*{name}: {re.escape(value)}\s*$", recipe, re.M):
             return label
     return run.name
 

@@ -12,7 +12,9 @@ def _run(root, name, ged16, oracle16, tv, within, offsets, diversity, dep, recip
     run = root / name
     (run / "eval" / "test").mkdir(parents=True)
     (run / "refiner").mkdir()
-    (run / "refiner" / "recipe.yaml").write_text(f"refiner:\n  {recipe_line}\n")
+    (run / "refiner" / "recipe.yaml").write_text(
+        f"refiner:\n  {recipe_line}\nsample:\n  num_samples: 100\n"
+    )
     classes = {
         str(k): {"n_pixels": 10, "refiner_offset": off, "calibrator_offset": 0.0}
         for k, off in enumerate(offsets)
@@ -47,6 +49,8 @@ def test_rows_columns_and_the_ratio_to_the_method(tmp_path, capsys):
         0.033,
         "calibration_loss: none",
     )
+    other = _run(tmp_path, "x", 0.03, 0.020, 0.06, 0.9, [0.0], 0.2, 0.05, "num_samples: 8")
+    assert mod.label_of(other, False) == "x"  # num_samples: 100 (the bank's) is not M = 1
     m1 = _run(tmp_path, "o", 0.170, 0.020, 0.366, 1.0, [0.049, 0.0], 0.0, None, "num_samples: 1")
     out = tmp_path / "controls.json"
     import sys

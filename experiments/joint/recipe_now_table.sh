@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # docs/results/toy_recipe_now.json: the toy recipe as it is (learned coupling, pool 4 weighted
-# by D) on the toy set (a whole cascade: scripts/cascade.sh recipes/toy.yaml toy-pool) and on
-# the unseen set (its trained run resampled: experiments/joint/resample.sh data/unseen
-# runs/x/unseen-head1500es runs/t/unseen-p4c2k sample.pool_critic=2, the recipe's value).
+# by D at sharpness 3 and tilted to F) on the toy set and on the unseen set: each a whole
+# cascade of experiments/joint/every_set_table.sh (toy-now, unseen-now: the recipe of commit
+# 73b777e, whose training is the recipe's now) sampled with the recipe's sampling
+# (runs/t/NAME-pt3: sample.pool_target=calibrator sample.pool_critic=3).
 set -euo pipefail
 . "$(dirname "$0")/rows.sh"
 rows=(
-  "toy (32x32; 3 classes), a whole cascade|runs/toy-pool"
-  "unseen (64x64; 4 classes; not tuned on), its trained run sampled with the recipe|runs/t/unseen-p4c2k"
+  "toy (32x32; 3 classes), a whole cascade sampled with the recipe|runs/t/toy-now-pt3"
+  "unseen (64x64; 4 classes; not tuned on), a whole cascade sampled with the recipe|runs/t/unseen-now-pt3"
 )
-rows_table docs/results/toy_recipe_now.json "scripts/cascade.sh recipes/toy.yaml toy-pool, then scripts/acceptance.py runs/toy-pool --budget-s 900 (10 of 10 bars, 513 s); unseen: experiments/joint/resample.sh data/unseen runs/x/unseen-head1500es runs/t/unseen-p4c2k sample.pool_critic=2 (11 of 11 bars); table: experiments/joint/recipe_now_table.sh" "${rows[@]}"
+rows_table docs/results/toy_recipe_now.json "experiments/joint/every_set_table.sh train and resample (runs toy-now, unseen-now; threads 1, several jobs at once), then scripts/acceptance.py runs/t/toy-now-pt3 --control runs/toy-none --control runs/toy-ce --control runs/toy-m1 and scripts/acceptance.py runs/t/unseen-now-pt3; table: experiments/joint/recipe_now_table.sh" "${rows[@]}"
