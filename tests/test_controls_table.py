@@ -91,3 +91,17 @@ def test_rows_columns_and_the_ratio_to_the_method(tmp_path, capsys):
     assert m1_row[2] == "0.150 (30.0×)"
     assert m1_row[7] == "n/a (no pair)"
     assert "| method (the toy recipe) | 0.025 |" in capsys.readouterr().out
+
+
+def test_no_ratio_to_a_method_gap_below_the_last_digit() -> None:
+    mod = load_script("controls_table")
+    m = {
+        "ged": {"16": 0.120},
+        "oracle_ged": {"16": 0.020},
+        "modes": {"tv": 0.3, "within_0.8": 1.0},
+        "class_calibration": {"classes": {"0": {"n_pixels": 1, "refiner_offset": 0.5}}},
+        "diversity": 0.0,
+        "factor_dependence": {"g": 0.0},
+    }
+    assert mod.cells("c", m, 0.0004)[2] == "0.100 (the method's: below 0.001)"
+    assert mod.cells("c", m, 0.002)[2] == "0.100 (50.0×)"
