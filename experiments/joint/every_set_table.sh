@@ -35,8 +35,8 @@ sets=(
 )
 variants=(
   "|pool (the pool's own mean), pool_critic 2"
-  "-pt|**calibrator** (each region's mean to F's), pool_critic 2"
-  "-pt3|calibrator, pool_critic 3"
+  "-pt|calibrator (each region's mean to F's), pool_critic 2"
+  "-pt3|**calibrator**, **pool_critic 3** (the toy recipe now)"
 )
 if [ "${1:-}" = train ]; then
   for s in "${sets[@]}"; do
@@ -49,7 +49,7 @@ if [ "${1:-}" = resample ]; then
   for s in "${sets[@]}"; do
     IFS='|' read -r _ name data src seed <<< "$s"
     [ -f "runs/$name/eval/test/metrics.json" ] || { echo "skip $name (not finished)" >&2; continue; }
-    for over in "-pt|" "-pt3|sample.pool_critic=3"; do
+    for over in "-pt|sample.pool_critic=2" "-pt3|sample.pool_critic=3"; do
       suffix=${over%%|*}; extra=${over#*|}
       [ -f "runs/t/$name$suffix/eval/test/metrics.json" ] && continue
       experiments/joint/resample.sh "$data" "runs/$name" "runs/t/$name$suffix" \

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # docs/results/pool_cost.json: the sample stage's wall time on a trained toy run with the
-# toy recipe's pool (region_pool 4, pool_critic 2) against one draw per sample (pool 1),
+# toy recipe's pool (region_pool 4, pool_critic 3, pool_target calibrator) against one draw per sample (pool 1),
 # alternating, ROUNDS rounds, in one run.   experiments/joint/pool_cost.sh RUN [ROUNDS]
 set -euo pipefail
 run=$1; rounds=${2:-2}
@@ -31,7 +31,7 @@ out = {
     "columns": ["sampling (toy test split, 100 samples per image)", "sample stage wall time, s (rounds)", "ratio to pool 1"],
     "rows": [
         ["pool 1 (each draw used once)", fmt(p1), "1"],
-        ["pool 4 weighted by exp(2 x D's logit), shares kept (the toy recipe)", fmt(p4),
+        ["pool 4 weighted by exp(3 x D's logit), tilted to F (the toy recipe)", fmt(p4),
          " / ".join(f"{b / a:.2f}" for a, b in zip(p1, p4))],
     ],
     "note": "Rounds alternate the two settings in one run; each time includes start-up, F, G, the coupling head and writing the bank.",
