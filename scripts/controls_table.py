@@ -14,8 +14,11 @@ import argparse
 import json
 import platform
 import re
-import subprocess
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from docs_tables import write_result  # noqa: E402
 
 LABELS = {
     "calibration_loss=none": "`calibration_loss=none` (λ = 0)",
@@ -101,17 +104,8 @@ def main() -> None:
     for r in rows:
         print("| " + " | ".join(r) + " |")
     if args.json:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-        ).stdout.strip()
-        doc = {
-            "command": args.command,
-            "commit": commit or "not recorded",
-            "machine": f"{platform.machine()}, the development machine's CPU",
-            "columns": cols,
-            "rows": rows,
-        }
-        args.json.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
+        machine = f"{platform.machine()}, the development machine's CPU"
+        write_result(args.json, args.command, machine, cols, rows)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,21 @@ BLOCK = re.compile(
 REQUIRED = ("command", "commit", "machine", "columns", "rows")
 
 
+def write_result(
+    path: Path, command: str, machine: str, columns: list, rows: list, **extra
+) -> None:
+    """Write a result file in this format, ``commit`` the checkout's short hash (``extra``:
+    e.g. ``note``)."""
+    import subprocess
+
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO
+    ).stdout.strip()
+    doc = {"command": command, "commit": commit or "not recorded", "machine": machine}
+    doc.update(columns=columns, rows=rows, **extra)
+    Path(path).write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
 def _cell(value: object) -> str:
     """A cell as shown: text as is, a number as JSON writes it, or ``{"same_as": "NAME",
     "row": i, "column": j}`` for a figure another result file holds (the same run shown in

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 
@@ -86,7 +87,9 @@ HEADER = [
 
 def write_json(args: argparse.Namespace) -> None:
     import platform
-    import subprocess
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+    from docs_tables import write_result
 
     heads = args.label_columns.split(", ")
     labels = [lab.split(", ", len(heads) - 1) for lab in args.labels]
@@ -96,19 +99,10 @@ def write_json(args: argparse.Namespace) -> None:
         raise SystemExit(
             f"--labels: each needs {len(heads)} cells split at ', ' ({args.label_columns})"
         )
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
-    data = {
-        "command": args.command,
-        "commit": commit or "not recorded",
-        "machine": f"{platform.machine()}, 2 CPU cores (shared with other jobs)",
-        "columns": [*heads, *HEADER],
-        "rows": [lab + cells(run, args.split) for lab, run in zip(labels, args.runs, strict=True)],
-    }
-    if args.note:
-        data["note"] = args.note
-    args.json.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    rows = [lab + cells(run, args.split) for lab, run in zip(labels, args.runs, strict=True)]
+    machine = f"{platform.machine()}, 2 CPU cores (shared with other jobs)"
+    extra = {"note": args.note} if args.note else {}
+    write_result(args.json, args.command, machine, [*heads, *HEADER], rows, **extra)
 
 
 if __name__ == "__main__":
