@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Run the whole cascade of a recipe into runs/<name> and print its wall times.
 #   scripts/cascade.sh RECIPE NAME [key=value ...]
-# With REUSE_CALIBRATOR=runs/other, F is copied from that run instead of trained (controls
-# then differ from the method only in G).
+# With REUSE_CALIBRATOR=runs/other, F's trained weights are copied from that run instead of
+# trained again (controls then differ from the method only in G); its post-training refit
+# (calibrator.recalibrate) is redone with this recipe.
 set -euo pipefail
 recipe=$1; name=$2; shift 2
 carseg=${CARSEG:-.venv/bin/carseg}
@@ -10,6 +11,9 @@ run=runs/$name
 t0=$(date +%s)
 if [ -n "${REUSE_CALIBRATOR:-}" ]; then
   mkdir -p "$run"; rm -rf "$run/calibrator"; cp -r "$REUSE_CALIBRATOR/calibrator" "$run/"
+  # no training steps (the copy is finished), but F's post-training work (a class-bias
+  # refit, calibrator.recalibrate) follows this recipe: model.safetensors from last.safetensors
+  $carseg train-calibrator "$recipe" run_dir="$run" "$@" --resume --quiet
 else
   $carseg train-calibrator "$recipe" run_dir="$run" "$@" --overwrite --quiet
 fi

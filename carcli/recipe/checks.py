@@ -46,6 +46,11 @@ def _check_training(r: Recipe, problems: list[str]) -> None:
             problems.append(f"{key}.betas -> expected two numbers in [0, 1), got {sec.betas}")
         if sorted(sec.lr_milestones) != sec.lr_milestones:
             problems.append(f"{key}.lr_milestones -> must be increasing, got {sec.lr_milestones}")
+    if r.calibrator.recalibrate != "none" and r.calibrator.arch == "mlp":
+        problems.append(
+            f"calibrator.recalibrate -> {r.calibrator.recalibrate} is for segmentation "
+            "calibrators (segnet, unet, convnet), got calibrator.arch=mlp"
+        )
 
 
 def _check_refiner(r: Recipe, problems: list[str]) -> None:

@@ -59,6 +59,12 @@ class _CalibratorKeys:
     soft_targets: bool = False
     """Cross-entropy against the label distribution (all annotations, weighted by
     label_weight) instead of one drawn annotation per step: same expected loss, less noise."""
+    recalibrate: Literal["none", "class_bias"] = "none"
+    """Beyond the paper. ``class_bias``: after training, one logit bias per class is fitted on
+    the whole validation split by F's own soft cross-entropy (weights frozen) and added to F's
+    last layer, so F's mean probability of each class there equals the labels' (a rare class
+    under-fitted in a short schedule comes back up). ``none``: F as trained. Segmentation
+    with a segnet, unet or convnet F."""
 
 
 @dataclass

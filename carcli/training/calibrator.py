@@ -22,6 +22,7 @@ from carcli.runtime.speed import settings as speed_settings
 from carcli.training.loop import Schedule, StagePlan, run_loop
 from carcli.training.networks import new_calibrator
 from carcli.training.optim import adam
+from carcli.training.recalibration import recalibrate
 from carcli.training.stage import TrainingStage, stage_setup
 from carcli.ui import Reporter
 
@@ -94,8 +95,10 @@ def run_train_calibrator(
             device,
             rep,
         )
+        recal = _recalibrate(recipe, model, val, device, rep, dist.main)
         final = stage.dir / "model.safetensors"
-        save_network(final, model, "calibrator", "calibrator", c.arch, info, result.step)
+        extra = {"recalibration": recal} if recal else None
+        save_network(final, model, "calibrator", "calibrator", c.arch, info, result.step, extra)
         stage.finish(
             {"data.train": s.train_path, "data.val": s.val_path},
             OUTPUTS,
@@ -107,10 +110,33 @@ def run_train_calibrator(
                 "skipped_steps": result.skipped,
                 "distributed": dist.describe(c.batch_size),
                 "speed": speed_settings(recipe, device, dist.world),
+                "recalibration": recal,
             },
         )
     rep.line(f"calibrator trained: {stage.dir / 'model.safetensors'} (step {result.step})")
     return stage.dir / "model.safetensors"
+
+
+def _recalibrate(
+    recipe: Recipe,
+    model: torch.nn.Module,
+    val: BatchSource,
+    device: torch.device,
+    rep: Reporter,
+    main: bool,
+) -> dict[str, Any] | None:
+    """calibrator.recalibrate=class_bias: F's class biases refitted on the validation split
+    (every rank fits the same biases on the same pixels; rank 0 reports)."""
+    if recipe.calibrator.recalibrate == "none":
+        return None
+    rec = recalibrate(model, val, device, recipe.calibrator.batch_size, recipe.seed)
+    if main:
+        bias = ", ".join(f"{x:+.3f}" for x in rec["class_bias"])
+        rep.line(
+            f"class biases refitted on {rec['val_images']} validation images: [{bias}], "
+            f"val cross-entropy {rec['val_ce_before']:.4f} -> {rec['val_ce_after']:.4f}"
+        )
+    return rec
 
 
 def _plan(
