@@ -124,3 +124,13 @@ def test_a_class_the_labels_never_show_keeps_its_logit():
     p = torch.softmax(logits[0] + b, 0)
     # close to q's ratio 1.5 (not equal: with the tie, moving the ratio also moves p_2)
     assert np.isclose(float(p[0] / p[1]), 1.5, atol=0.1)
+
+
+def test_regression_data_gets_a_clear_error():
+    class _Val:  # the two attributes recalibrate reads before anything else
+        info = type("Info", (), {"task": "regression"})()
+        ds = type("Ds", (), {"path": "data/r/val.h5"})()
+
+    f = build_calibrator("unet", 3, 3, width=4, depth=1)
+    with pytest.raises(CarsegError, match="for segmentation.*regression"):
+        recalibrate(f, _Val(), torch.device("cpu"), 2, seed=0)

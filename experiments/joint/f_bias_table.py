@@ -3,6 +3,8 @@ biases refitted on the validation split (`calibrator.recalibrate: class_bias`), 
 
     python experiments/joint/f_bias_table.py refit   # make runs/fb/NAME from each trained F
     python experiments/joint/f_bias_table.py         # the table (docs/results/calibrator_bias.json)
+    python experiments/joint/f_bias_table.py regularisation
+        # F variants on dev set C4 (4 raters) and A: docs/results/calibrator_raters.json
 
 `refit` copies calibrator/ of each trained run (the toy recipe's F, whole cascades of
 experiments/joint/every_set_table.sh) to runs/fb/NAME and runs
@@ -37,6 +39,24 @@ ROWS = [
     ("unseen (64x64)", 0, "unseen-now", "data/unseen", "prepared"),
 ]
 OUT = REPO / "docs" / "results" / "calibrator_bias.json"
+# `... f_bias_table.py regularisation`: F variants of the toy recipe (with the refit) on dev
+# set C4 (C's objects, 4 raters per training image) and A, trained by
+#   carseg train-calibrator recipes/toy.yaml data.dir=DATA data.source=prepared
+#     run_dir=runs/x/NAME threads=1 OVERRIDES --overwrite
+# set | F variant | run (runs/...) | data dir
+REGULARISATION = [
+    ("C4 (4 raters)", "the toy recipe (no dropout, no weight decay)", "rc/devC4", "data/devC4"),
+    ("C4", "best validation checkpoint (step 1250) instead of the last (not refitted)", "x/c4best", "data/devC4"),
+    ("C4", "data.flip=true", "x/c4-flip", "data/devC4"),
+    ("C4", "dropout 0.1", "x/c4-d1", "data/devC4"),
+    ("C4", "weight decay 5e-5", "x/c4-wd5", "data/devC4"),
+    ("C4", "dropout 0.1, weight decay 5e-4 (the schema's defaults)", "x/c4-reg", "data/devC4"),
+    ("A (exact modes)", "the toy recipe (no dropout, no weight decay)", "fb/devA-now", "data/devA"),
+    ("A", "dropout 0.1", "x/a-d1", "data/devA"),
+    ("A", "weight decay 5e-5", "x/a-wd5", "data/devA"),
+    ("A", "dropout 0.1, weight decay 5e-4 (the schema's defaults)", "x/a-reg", "data/devA"),
+]
+OUT_REG = REPO / "docs" / "results" / "calibrator_raters.json"
 COMMAND = (
     "python experiments/joint/f_bias_table.py refit (per trained run: calibrator/ copied to "
     "runs/fb/NAME, then carseg train-calibrator recipes/toy.yaml data.dir=DATA "
@@ -110,5 +130,41 @@ def table() -> None:
     print(f"wrote {OUT}")
 
 
+def regularisation_table() -> None:
+    from docs_tables import write_result
+    from f_offsets import split_offsets
+
+    rows = []
+    for name, variant, run, data in REGULARISATION:
+        path = REPO / "runs" / run
+        if not (path / "calibrator" / "model.safetensors").exists():
+            print(f"skip {run}: not trained", file=sys.stderr)
+            continue
+        t = split_offsets(path, REPO / data, "test")
+        rows.append([name, variant, run, f"{t['max_calibrator_offset']:.3f}",
+                     _per_class(t), f"{t['kl_ambiguous']:.4f}"])
+    write_result(
+        OUT_REG,
+        "carseg train-calibrator recipes/toy.yaml data.dir=DATA data.source=prepared "
+        "run_dir=runs/x/NAME threads=1 OVERRIDES (the recipe's refit included; rows 'the toy "
+        "recipe': the F of runs/rc/devC4, a whole cascade, and of runs/fb/devA-now), then "
+        "experiments/joint/f_offsets.py RUN DATA --split test; table: python "
+        "experiments/joint/f_bias_table.py regularisation",
+        "x86_64, 2 CPU cores (shared by 4-6 jobs), threads=1",
+        ["set", "F variant (overrides of the toy recipe, class biases refitted)", "run",
+         "worst F offset (test)",
+         "per class: offset (true / F) over its ambiguous test pixels",
+         "KL(q || F) on ambiguous test pixels"],
+        rows,
+        note="C4's training split has 4 annotations per image drawn from the true answers "
+        "(as LIDC's raters); its validation and test splits hold the exact answers with their "
+        "probabilities. KL(q || F) on the ambiguous test pixels measures F's per-pixel "
+        "calibration (C's F, trained on exact answers: 0.0049).",
+    )
+    print(f"wrote {OUT_REG}")
+
+
 if __name__ == "__main__":
-    refit() if sys.argv[1:] == ["refit"] else table()
+    {"refit": refit, "regularisation": regularisation_table}.get(
+        (sys.argv[1:] or [""])[0], table
+    )()
