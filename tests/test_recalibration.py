@@ -91,7 +91,9 @@ def test_recalibrate_adds_the_bias_to_the_head(tiny_data_dir):
 
 def test_recipe_refuses_class_bias_on_an_mlp_calibrator():
     with pytest.raises(CarsegError, match="calibrator.recalibrate"):
-        load_recipe("recipes/toy.yaml", ["calibrator.arch=mlp", "calibrator.recalibrate=class_bias"])
+        load_recipe(
+            "recipes/toy.yaml", ["calibrator.arch=mlp", "calibrator.recalibrate=class_bias"]
+        )
 
 
 def test_train_calibrator_saves_the_refitted_f(tmp_path, tiny_data_dir):

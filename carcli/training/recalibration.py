@@ -97,8 +97,14 @@ def fit_class_bias(logits: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor,
         return -(q * torch.log_softmax(logits + full(b), dim=1)).sum(1).mean()
 
     b = torch.zeros(logits.shape[1], dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([b], lr=1.0, max_iter=100, tolerance_grad=1e-10,
-                            tolerance_change=1e-12, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        [b],
+        lr=1.0,
+        max_iter=100,
+        tolerance_grad=1e-10,
+        tolerance_change=1e-12,
+        line_search_fn="strong_wolfe",
+    )
 
     def closure() -> torch.Tensor:
         opt.zero_grad()

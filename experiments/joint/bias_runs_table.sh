@@ -40,6 +40,11 @@ for s in "${sets[@]}"; do
   [ -n "$reuse" ] && rows+=("$label, F as trained (the recipe before)|runs/t/$reuse-pt3")
   rows+=("$label, **F's class biases refitted** (the toy recipe now)|runs/rc/$name")
 done
+# C4 again with F regularised as the schema's defaults (dropout 0.1, weight decay 5e-4; not the
+# recipe): REUSE_CALIBRATOR=runs/x/c4-reg scripts/cascade.sh recipes/toy.yaml x/c4-regF
+#   data.dir=data/devC4 data.source=prepared seed=0 threads=1 calibrator.dropout=0.1
+#   calibrator.weight_decay=5e-4 (runs/x/c4-reg: f_bias_table.py's regularisation rows)
+rows+=("C4 (4 raters as training labels), seed 0, F with dropout 0.1 and weight decay 5e-4, refitted (not the recipe)|runs/x/c4-regF")
 LABEL_COLUMNS="set, seed, F" rows_table docs/results/every_set_bias.json \
   "experiments/joint/bias_runs_table.sh train (REUSE_CALIBRATOR=runs/NAME scripts/cascade.sh recipes/toy.yaml rc/NAME data.dir=DATA data.source=prepared seed=S threads=1: F's trained weights of every_set_table.sh's run, its refit, then G, the head, sample and evaluate afresh; C4 and toy seed 1 whole cascades; two at once on the 2 cores); rows 'F as trained': runs/t/NAME-pt3 of every_set.json; table: experiments/joint/bias_runs_table.sh" \
   "${rows[@]}"

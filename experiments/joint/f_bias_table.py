@@ -46,14 +46,23 @@ OUT = REPO / "docs" / "results" / "calibrator_bias.json"
 # set | F variant | run (runs/...) | data dir
 REGULARISATION = [
     ("C4 (4 raters)", "the toy recipe (no dropout, no weight decay)", "rc/devC4", "data/devC4"),
-    ("C4", "best validation checkpoint (step 1250) instead of the last (not refitted)", "x/c4best", "data/devC4"),
+    (
+        "C4",
+        "best validation checkpoint (step 1250) instead of the last (not refitted)",
+        "x/c4best",
+        "data/devC4",
+    ),
     ("C4", "data.flip=true", "x/c4-flip", "data/devC4"),
     ("C4", "dropout 0.1", "x/c4-d1", "data/devC4"),
     ("C4", "weight decay 5e-5", "x/c4-wd5", "data/devC4"),
+    ("C4", "AdamW (decoupled) weight decay 0.1 (adamw_calibrator.py)", "x/c4-aw1", "data/devC4"),
+    ("C4", "AdamW (decoupled) weight decay 1.0 (adamw_calibrator.py)", "x/c4-aw10", "data/devC4"),
     ("C4", "dropout 0.1, weight decay 5e-4 (the schema's defaults)", "x/c4-reg", "data/devC4"),
     ("A (exact modes)", "the toy recipe (no dropout, no weight decay)", "fb/devA-now", "data/devA"),
     ("A", "dropout 0.1", "x/a-d1", "data/devA"),
     ("A", "weight decay 5e-5", "x/a-wd5", "data/devA"),
+    ("A", "AdamW (decoupled) weight decay 0.1 (adamw_calibrator.py)", "x/a-aw1", "data/devA"),
+    ("A", "AdamW (decoupled) weight decay 1.0 (adamw_calibrator.py)", "x/a-aw10", "data/devA"),
     ("A", "dropout 0.1, weight decay 5e-4 (the schema's defaults)", "x/a-reg", "data/devA"),
 ]
 OUT_REG = REPO / "docs" / "results" / "calibrator_raters.json"
@@ -76,10 +85,21 @@ def refit() -> None:
         dst.mkdir(parents=True)
         shutil.copytree(src / "calibrator", dst / "calibrator")
         subprocess.run(
-            [str(REPO / ".venv" / "bin" / "carseg"), "train-calibrator", "recipes/toy.yaml",
-             f"data.dir={data}", f"data.source={source}", f"seed={seed}", f"run_dir={dst}",
-             "threads=1", "calibrator.recalibrate=class_bias", "--resume", "--quiet"],
-            cwd=REPO, check=True,
+            [
+                str(REPO / ".venv" / "bin" / "carseg"),
+                "train-calibrator",
+                "recipes/toy.yaml",
+                f"data.dir={data}",
+                f"data.source={source}",
+                f"seed={seed}",
+                f"run_dir={dst}",
+                "threads=1",
+                "calibrator.recalibrate=class_bias",
+                "--resume",
+                "--quiet",
+            ],
+            cwd=REPO,
+            check=True,
         )
 
 
@@ -105,22 +125,32 @@ def table() -> None:
         t1 = split_offsets(after, REPO / data, "test")
         man = json.loads((after / "calibrator" / "manifest.json").read_text())
         rec = man["summary"]["recalibration"] if "summary" in man else man["recalibration"]
-        rows.append([
-            name, f"seed {seed}", run,
-            f"{t0['max_calibrator_offset']:.3f}", f"{t1['max_calibrator_offset']:.3f}",
-            _per_class(t1),
-            "[" + ", ".join(f"{b:+.3f}" for b in rec["class_bias"]) + "]",
-            f"{t0['kl_ambiguous']:.4f} / {t1['kl_ambiguous']:.4f}",
-        ])
+        rows.append(
+            [
+                name,
+                f"seed {seed}",
+                run,
+                f"{t0['max_calibrator_offset']:.3f}",
+                f"{t1['max_calibrator_offset']:.3f}",
+                _per_class(t1),
+                "[" + ", ".join(f"{b:+.3f}" for b in rec["class_bias"]) + "]",
+                f"{t0['kl_ambiguous']:.4f} / {t1['kl_ambiguous']:.4f}",
+            ]
+        )
     write_result(
         OUT,
         COMMAND,
         "x86_64, 2 CPU cores, threads=1",
-        ["set", "seed", "trained run", "worst F offset, as trained (test)",
-         "worst F offset, class biases refitted (test)",
-         "per class after the refit: offset (true / F) over its ambiguous test pixels",
-         "class biases (fitted on the 200 validation images)",
-         "KL(q || F) on ambiguous test pixels, before / after"],
+        [
+            "set",
+            "seed",
+            "trained run",
+            "worst F offset, as trained (test)",
+            "worst F offset, class biases refitted (test)",
+            "per class after the refit: offset (true / F) over its ambiguous test pixels",
+            "class biases (fitted on the 200 validation images)",
+            "KL(q || F) on ambiguous test pixels, before / after",
+        ],
         rows,
         note="Each trained run is the F of a whole cascade of the toy recipe (2500 steps, "
         "no dropout or weight decay); the refit fits one logit bias per class on the whole "
@@ -141,8 +171,20 @@ def regularisation_table() -> None:
             print(f"skip {run}: not trained", file=sys.stderr)
             continue
         t = split_offsets(path, REPO / data, "test")
-        rows.append([name, variant, run, f"{t['max_calibrator_offset']:.3f}",
-                     _per_class(t), f"{t['kl_ambiguous']:.4f}"])
+        man_path = path / "calibrator" / "manifest.json"  # c4best: a bare checkpoint copy
+        man = json.loads(man_path.read_text()) if man_path.exists() else {}
+        rec = man.get("recalibration") or {}
+        rows.append(
+            [
+                name,
+                variant,
+                run,
+                f"{t['max_calibrator_offset']:.3f}",
+                _per_class(t),
+                f"{t['kl_ambiguous']:.4f}",
+                f"{rec['val_ce_after']:.5f}" if rec else "-",
+            ]
+        )
     write_result(
         OUT_REG,
         "carseg train-calibrator recipes/toy.yaml data.dir=DATA data.source=prepared "
@@ -151,20 +193,25 @@ def regularisation_table() -> None:
         "experiments/joint/f_offsets.py RUN DATA --split test; table: python "
         "experiments/joint/f_bias_table.py regularisation",
         "x86_64, 2 CPU cores (shared by 4-6 jobs), threads=1",
-        ["set", "F variant (overrides of the toy recipe, class biases refitted)", "run",
-         "worst F offset (test)",
-         "per class: offset (true / F) over its ambiguous test pixels",
-         "KL(q || F) on ambiguous test pixels"],
+        [
+            "set",
+            "F variant (overrides of the toy recipe, class biases refitted)",
+            "run",
+            "worst F offset (test)",
+            "per class: offset (true / F) over its ambiguous test pixels",
+            "KL(q || F) on ambiguous test pixels",
+            "val CE (whole split, after the refit)",
+        ],
         rows,
         note="C4's training split has 4 annotations per image drawn from the true answers "
         "(as LIDC's raters); its validation and test splits hold the exact answers with their "
         "probabilities. KL(q || F) on the ambiguous test pixels measures F's per-pixel "
-        "calibration (C's F, trained on exact answers: 0.0049).",
+        "calibration (C's F, trained on exact answers: 0.0049). val CE: the whole validation "
+        "split's cross-entropy after the refit (the manifest's recalibration.val_ce_after), the "
+        "figure that would pick between Fs.",
     )
     print(f"wrote {OUT_REG}")
 
 
 if __name__ == "__main__":
-    {"refit": refit, "regularisation": regularisation_table}.get(
-        (sys.argv[1:] or [""])[0], table
-    )()
+    {"refit": refit, "regularisation": regularisation_table}.get((sys.argv[1:] or [""])[0], table)()
