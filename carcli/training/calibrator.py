@@ -134,7 +134,7 @@ def _recalibrate(
         bias = ", ".join(f"{x:+.3f}" for x in rec["class_bias"])
         rep.line(
             f"class biases refitted on {rec['val_images']} validation images: [{bias}], "
-            f"val cross-entropy {rec['val_ce_before']:.4f} -> {rec['val_ce_after']:.4f}"
+            f"val cross-entropy {rec['val_ce_before']:.5f} -> {rec['val_ce_after']:.5f}"
         )
     return rec
 
