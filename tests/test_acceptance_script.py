@@ -40,7 +40,7 @@ def test_all_bars_met(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     ctl = _run(tmp_path, "none", 0.09)  # excess 0.07 = 2.33x the method's 0.03
     assert acc.main([str(method), "--budget-s", "900", "--control", str(ctl)]) == 0
     out = capsys.readouterr().out
-    assert "| none: GED16 excess / method's | 2.333 | >= 2 | yes |" in out
+    assert "| none: GED16 excess / method's (0.0700 / 0.0300) | 2.333 | >= 2 | yes |" in out
     assert "| mode TV - oracle TV | 0.050 | <= 0.08 | yes |" in out
     assert "class_2" not in out  # never ambiguous: no bar
     assert "9 of 9 bars met" in out
@@ -54,6 +54,6 @@ def test_missed_bars_are_named(tmp_path: Path, capsys: pytest.CaptureFixture[str
     out = capsys.readouterr().out
     assert "| F offset, background | 0.051 | <= 0.05 | **no** |" in out
     assert "| mode TV - oracle TV | 0.081 | <= 0.08 | **no** |" in out
-    assert "| none: GED16 excess / method's | 1.667 | >= 2 | **no** |" in out
+    assert "| none: GED16 excess / method's (0.0500 / 0.0300) | 1.667 | >= 2 | **no** |" in out
     assert "| wall time, s | 700.000 | <= 600 | **no** |" in out
     assert "5 of 9 bars met" in out
