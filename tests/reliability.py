@@ -313,8 +313,8 @@ ROWS: list[Row] = [
         "test_provenance.py::test_two_identical_runs_write_identical_checkpoints",
     ),
     Row(
-        "SIGINT (Ctrl-C) of `train-calibrator` / `train-refiner` at a random step before the first periodic checkpoint",
-        "the step finishes, `last.safetensors` is written, one line names the `--resume` command, exit 130; that command reaches the final step with weights, optimiser and RNG states, best checkpoint and metrics.jsonl equal to an uninterrupted run's",
+        "SIGINT (Ctrl-C) of `train-calibrator` / `train-refiner` at a random step before the first periodic checkpoint",  # noqa: E501
+        "the step finishes, `last.safetensors` is written, one line names the `--resume` command, exit 130; that command reaches the final step with weights, optimiser and RNG states, best checkpoint and metrics.jsonl equal to an uninterrupted run's",  # noqa: E501
         "test_interrupt.py::test_signal_checkpoints_and_the_resume_line_resumes",
     ),
     Row(
@@ -329,7 +329,7 @@ ROWS: list[Row] = [
     ),
     Row(
         "SIGTERM reaching one rank under `torchrun`",
-        "every rank stops at the same step; rank 0 writes the checkpoint and the line; one process resumes it",
+        "every rank stops at the same step; rank 0 writes the checkpoint and the line; one process resumes it",  # noqa: E501
         "test_interrupt.py::test_torchrun_ranks_agree_on_the_stop_step",
     ),
     Row(
@@ -349,7 +349,7 @@ ROWS: list[Row] = [
     ),
     Row(
         "every command an error suggests",
-        "run in the same situation (41 situations): each succeeds; a hint names no placeholder, only the overrides its stage reads",
+        "run in the same situation (41 situations): each succeeds; a hint names no placeholder, only the overrides its stage reads",  # noqa: E501
         "test_hints.py::test_every_suggested_command_works",
     ),
     Row(
@@ -379,7 +379,7 @@ ROWS: list[Row] = [
     ),
     Row(
         "`sample.region_coupling: learned` with a refiner trained without the coupling head",
-        "exit 1 naming the missing `refiner/coupling.safetensors` and the command that trains it; a bundle whose `coupling.safetensors` was changed is refused by its sha256, one without the `discriminator.safetensors` its pool is weighted by (`sample.pool_critic`) names the missing file",
+        "exit 1 naming the missing `refiner/coupling.safetensors` and the command that trains it; a bundle whose `coupling.safetensors` was changed is refused by its sha256, one without the `discriminator.safetensors` its pool is weighted by (`sample.pool_critic`) names the missing file",  # noqa: E501
         "test_region_coupling.py::test_cascade_trains_samples_exports_and_predicts_with_the_head",
     ),
 ]

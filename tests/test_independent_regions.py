@@ -12,7 +12,8 @@ from predict_fixtures import trained
 
 from carcli.sampling.regions import independent_regions, region_offsets
 
-NO_POOL = ("sample.region_pool=1", "sample.pool_critic=0", "sample.pool_target=pool")  # pools need the learned coupling
+# pools need the learned coupling
+NO_POOL = ("sample.region_pool=1", "sample.pool_critic=0", "sample.pool_target=pool")
 
 __all__ = ["trained"]  # the session fixture, imported for pytest
 
