@@ -131,6 +131,9 @@ def session(recipe: Recipe) -> Iterator[Dist]:
     _control = tdist.new_group(backend="gloo", timeout=timeout) if backend != "gloo" else None
     try:
         yield _current
+        # every rank leaves together: a rank that tore the group down while another was
+        # still in its last collective could abort that rank (SIGABRT seen once in CI)
+        barrier()
     finally:
         _current, _control = Dist(), None
         tdist.destroy_process_group()
