@@ -89,7 +89,7 @@ def fit_class_bias(logits: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor,
     seen = (q.sum(0) >= 1.0).double()
 
     def full(b: torch.Tensor) -> torch.Tensor:
-        if bool(seen.all()) or not bool(seen.any()):
+        if not bool(seen.any()):  # nothing to fit
             return b * seen
         return b * seen + (1 - seen) * (b * seen).sum() / seen.sum()
 

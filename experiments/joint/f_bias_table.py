@@ -124,7 +124,7 @@ def table() -> None:
         t0 = split_offsets(before, REPO / data, "test")
         t1 = split_offsets(after, REPO / data, "test")
         man = json.loads((after / "calibrator" / "manifest.json").read_text())
-        rec = man["summary"]["recalibration"] if "summary" in man else man["recalibration"]
+        rec = man["recalibration"]
         rows.append(
             [
                 name,
