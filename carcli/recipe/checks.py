@@ -46,6 +46,19 @@ def _check_training(r: Recipe, problems: list[str]) -> None:
             problems.append(f"{key}.betas -> expected two numbers in [0, 1), got {sec.betas}")
         if sorted(sec.lr_milestones) != sec.lr_milestones:
             problems.append(f"{key}.lr_milestones -> must be increasing, got {sec.lr_milestones}")
+    c = r.calibrator
+    if c.overfit_ratio != 0 and c.overfit_ratio <= 1:
+        problems.append(
+            f"calibrator.overfit_ratio -> must be above 1 (or 0: off), got {c.overfit_ratio}"
+        )
+    if not 0 <= c.overfit_dropout < 1:
+        problems.append(f"calibrator.overfit_dropout -> must be in [0, 1), got {c.overfit_dropout}")
+    at_least("calibrator.overfit_weight_decay", c.overfit_weight_decay, 0)
+    if c.overfit_ratio and c.arch == "mlp":
+        problems.append(
+            "calibrator.overfit_ratio -> is for segmentation calibrators (segnet, unet, "
+            "convnet), got calibrator.arch=mlp"
+        )
     if r.calibrator.recalibrate != "none" and r.calibrator.arch == "mlp":
         problems.append(
             f"calibrator.recalibrate -> {r.calibrator.recalibrate} is for segmentation "

@@ -65,6 +65,17 @@ class _CalibratorKeys:
     last layer, so F's mean probability of each class there equals the labels' (a rare class
     under-fitted in a short schedule comes back up). ``none``: F as trained. Segmentation
     with a segnet, unet or convnet F."""
+    overfit_ratio: float = 0.0
+    """Beyond the paper (0: off). After training, F's KL divergence from the labels on the
+    validation split is compared with that on as many training images; above this ratio F has
+    memorised its training labels (as with a few raters per image, whose average is a noisy
+    target), and a second F is trained in calibrator/regularised/ with ``overfit_dropout``
+    and ``overfit_weight_decay``. The F of the lower validation cross-entropy (after the
+    refit, when ``recalibrate`` is on) becomes calibrator/model.safetensors. Segmentation."""
+    overfit_dropout: float = 0.1
+    """overfit_ratio > 0: the second F's dropout (the paper's setting)."""
+    overfit_weight_decay: float = 5e-4
+    """overfit_ratio > 0: the second F's Adam (coupled L2) weight decay (the paper's setting)."""
 
 
 @dataclass

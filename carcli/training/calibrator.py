@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,12 @@ from carcli.recipe.schema import Recipe
 from carcli.runtime.networks import save_network
 from carcli.runtime.speed import accelerate
 from carcli.runtime.speed import settings as speed_settings
-from carcli.training.loop import Schedule, StagePlan, run_loop
+from carcli.training.loop import LoopResult, Schedule, StagePlan, run_loop
 from carcli.training.networks import new_calibrator
 from carcli.training.optim import adam
+from carcli.training.overfit import overfit_check, validation_ce
 from carcli.training.recalibration import recalibrate
-from carcli.training.stage import TrainingStage, stage_setup
+from carcli.training.stage import StageSetup, TrainingStage, stage_setup
 from carcli.ui import Reporter
 
 MAKE_CMD = "carseg train-calibrator RECIPE"
@@ -71,34 +73,29 @@ OUTPUTS = [
 def run_train_calibrator(
     recipe: Recipe, resume: bool = False, overwrite: bool = False, quiet: bool = False
 ) -> Path:
-    """Train F; writes calibrator/model.safetensors (+ best, last, metrics.jsonl, manifest)."""
+    """Train F; writes calibrator/model.safetensors (+ best, last, metrics.jsonl, manifest;
+    calibrator/regularised/ when `calibrator.overfit_ratio` finds the first F over-fitted)."""
     rep = Reporter(quiet or distributed.env_world()[0] > 0)  # rank 0 speaks for the job
     c = recipe.calibrator
     stage = TrainingStage(recipe, "calibrator", resume, overwrite, MAKE_CMD)
     with stage_setup(stage, c.batch_size, "calibrator.batch_size", rep) as s:
         device, dist, info = s.device, s.dist, s.info
-        train, val = BatchSource(s.train_ds, flip=recipe.data.flip), BatchSource(s.val_ds)
-        model = new_calibrator(recipe, info)
-        if c.init_weights and not resume:
-            _init_from(model, Path(c.init_weights))
-        model.to(device).train()
-        opt = adam(model.parameters(), c.lr, c.betas, c.weight_decay, recipe.speed.optimizer)
-        plan = _plan(recipe, model, opt, val, stage, info, device, dist)
-        soft = c.soft_targets and info.task == "segmentation"
-        result = run_loop(
-            stage,
-            plan,
-            np.random.default_rng([recipe.seed, 1]),
-            lambda rng: training_loader(
-                train, c.batch_size, rng, soft, recipe.speed.prefetch, device
-            ),
-            device,
-            rep,
-        )
+        val = BatchSource(s.val_ds)
+        model, result = _train(recipe, stage, s, val, rep, init=not resume)
+        check = _overfit_check(recipe, model, s, val, rep)
         recal = _recalibrate(recipe, model, val, device, rep, dist.main)
+        chosen = {"model": model, "result": result, "recal": recal, "name": "as trained"}
+        chosen["stage"] = stage
+        if check and check["overfit"]:
+            chosen = _choose(recipe, chosen, s, val, rep, check)
+        model, result, recal = chosen["model"], chosen["result"], chosen["recal"]
         final = stage.dir / "model.safetensors"
-        extra = {"recalibration": recal} if recal else None
-        save_network(final, model, "calibrator", "calibrator", c.arch, info, result.step, extra)
+        extra: dict[str, Any] = {"recalibration": recal} if recal else {}
+        if check:
+            extra["overfit_check"] = check
+        save_network(
+            final, model, "calibrator", "calibrator", c.arch, info, result.step, extra or None
+        )
         stage.finish(
             {"data.train": s.train_path, "data.val": s.val_path},
             OUTPUTS,
@@ -111,10 +108,125 @@ def run_train_calibrator(
                 "distributed": dist.describe(c.batch_size),
                 "speed": speed_settings(recipe, device, dist.world),
                 "recalibration": recal,
+                "overfit_check": check,
             },
         )
     rep.line(f"calibrator trained: {stage.dir / 'model.safetensors'} (step {result.step})")
     return stage.dir / "model.safetensors"
+
+
+def _train(
+    recipe: Recipe,
+    stage: TrainingStage,
+    s: StageSetup,
+    val: BatchSource,
+    rep: Reporter,
+    init: bool,
+) -> tuple[torch.nn.Module, LoopResult]:
+    """Build F and its optimiser and run the shared loop in ``stage``'s folder."""
+    c, device, info = recipe.calibrator, s.device, s.info
+    train = BatchSource(s.train_ds, flip=recipe.data.flip)
+    model = new_calibrator(recipe, info)
+    if c.init_weights and init:
+        _init_from(model, Path(c.init_weights))
+    model.to(device).train()
+    opt = adam(model.parameters(), c.lr, c.betas, c.weight_decay, recipe.speed.optimizer)
+    plan = _plan(recipe, model, opt, val, stage, info, device, s.dist)
+    soft = c.soft_targets and info.task == "segmentation"
+    result = run_loop(
+        stage,
+        plan,
+        np.random.default_rng([recipe.seed, 1]),
+        lambda rng: training_loader(train, c.batch_size, rng, soft, recipe.speed.prefetch, device),
+        device,
+        rep,
+    )
+    return model, result
+
+
+def _overfit_check(
+    recipe: Recipe, model: torch.nn.Module, s: StageSetup, val: BatchSource, rep: Reporter
+) -> dict[str, Any] | None:
+    """calibrator.overfit_ratio: F's KL from the labels, validation against training images
+    (before the refit, which is fitted on the validation split)."""
+    c = recipe.calibrator
+    if not c.overfit_ratio:
+        return None
+    if s.info.task != "segmentation":
+        raise CarsegError(
+            f"calibrator.overfit_ratio is for segmentation, but {s.train_path} holds a "
+            f"{s.info.task} dataset",
+            hint="set calibrator.overfit_ratio=0",
+        )
+    check = overfit_check(
+        model, BatchSource(s.train_ds), val, s.device, c.batch_size, recipe.seed, c.overfit_ratio
+    )
+    verdict = (
+        "over-fitted: a regularised F follows"
+        if check["overfit"]
+        else f"within {c.overfit_ratio:g}x: kept"
+    )
+    rep.line(
+        f"F's KL from the labels: {check['val_kl']:.5f} on validation, {check['train_kl']:.5f} "
+        f"on {check['train_images']} training images ({check['ratio']:.2f}x), {verdict}"
+    )
+    return check
+
+
+def _choose(
+    recipe: Recipe,
+    first: dict[str, Any],
+    s: StageSetup,
+    val: BatchSource,
+    rep: Reporter,
+    check: dict[str, Any],
+) -> dict[str, Any]:
+    """Train the regularised F in calibrator/regularised/ (resumable on its own, as the first
+    F is), refit it as the first, and return the one of the lower validation cross-entropy;
+    ``check`` gets the figures and the choice."""
+    c = recipe.calibrator
+    alt_recipe = dataclasses.replace(
+        recipe,
+        calibrator=dataclasses.replace(
+            c, dropout=c.overfit_dropout, weight_decay=c.overfit_weight_decay, overfit_ratio=0.0
+        ),
+    )
+    name = "calibrator/regularised"
+    # on --resume an interrupted (or shorter) second F continues; a fresh run starts it afresh
+    again = first["stage"].resume and (Path(recipe.run_dir) / name / "last.safetensors").exists()
+    sub = TrainingStage(alt_recipe, name, again, not again, MAKE_CMD)
+    torch.manual_seed(recipe.seed + 7919)  # its own initial weights, the same on every rank
+    with sub.open():
+        model, result = _train(alt_recipe, sub, s, val, rep, init=not again)
+        recal = _recalibrate(alt_recipe, model, val, s.device, rep, s.dist.main)
+        save_network(
+            sub.dir / "model.safetensors",
+            model,
+            "calibrator",
+            "calibrator",
+            c.arch,
+            s.info,
+            result.step,
+            {"recalibration": recal} if recal else None,
+        )
+        sub.finish(
+            {"data.train": s.train_path, "data.val": s.val_path},
+            OUTPUTS,
+            s.device,
+            {"steps": result.step, "best_val_ce": result.best, "recalibration": recal},
+        )
+    second = {"model": model, "result": result, "recal": recal, "name": "regularised"}
+    for cand in (first, second):
+        cand["val_ce"] = validation_ce(cand["model"], val, s.device, c.batch_size, recipe.seed)
+    best = min((first, second), key=lambda cand: cand["val_ce"])
+    check["val_ce"] = {first["name"]: first["val_ce"], second["name"]: second["val_ce"]}
+    check["chosen"] = best["name"]
+    rep.line(
+        f"validation cross-entropy {first['val_ce']:.5f} as trained, {second['val_ce']:.5f} "
+        f"regularised (dropout {c.overfit_dropout:g}, weight decay "
+        f"{c.overfit_weight_decay:g}): F {best['name']} kept"
+    )
+    return best
 
 
 def _recalibrate(

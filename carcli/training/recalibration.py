@@ -48,16 +48,19 @@ def validation_pixels(
     batch_size: int,
     rng: np.random.Generator,
     max_pixels: int = MAX_PIXELS,
+    rows: np.ndarray | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """F's logits and the label distribution q on the valid pixels of the whole validation
-    split: two float32 [n, K] tensors (n <= max_pixels: a uniform subsample beyond it)."""
+    split (or of its images ``rows``): two float32 [n, K] tensors (n <= max_pixels: a
+    uniform subsample beyond it)."""
     info = val.info
-    total = info.n * int(np.prod(info.label_shape))
+    rows = np.arange(info.n) if rows is None else np.asarray(rows)
+    total = len(rows) * int(np.prod(info.label_shape))
     keep = min(1.0, max_pixels / max(1, total))
     model.eval()
     logits, targets = [], []
-    for a in range(0, info.n, batch_size):
-        idx = np.arange(a, min(info.n, a + batch_size))
+    for a in range(0, len(rows), batch_size):
+        idx = rows[a : a + batch_size]
         b = val.get(idx, rng, annotation=np.zeros(len(idx), dtype=np.int64), soft=True)
         out = model(b.cond.to(device)).float().cpu()
         k = out.shape[1]

@@ -251,6 +251,13 @@ def make_split(n: int, seed: int, args: argparse.Namespace, annotations: int) ->
     return out
 
 
+def rated(split: str, args: argparse.Namespace) -> int:
+    """Annotations per image of ``split`` (0: the exact modes with label_weight)."""
+    if split == "train" or (split == "val" and args.rater_val):
+        return args.annotations
+    return 0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("dir", type=Path)
@@ -272,11 +279,16 @@ def main() -> None:
     ap.add_argument("--flip-a", type=float, default=0.4)
     ap.add_argument("--flip-b", type=float, default=0.7)
     ap.add_argument("--annotations", type=int, default=0)
+    ap.add_argument(
+        "--rater-val",
+        action="store_true",
+        help="with --annotations: the val split holds raters too (as LIDC's); test stays exact",
+    )
     args = ap.parse_args()
     args.dir.mkdir(parents=True, exist_ok=True)
     counts = (("train", args.train), ("val", args.val), ("test", args.test))
     splits = {
-        s: make_split(n, args.seed * 10 + k, args, args.annotations if s == "train" else 0)
+        s: make_split(n, args.seed * 10 + k, args, rated(s, args))
         for k, (s, n) in enumerate(counts)
     }
     mean = splits["train"]["image"].mean((0, 2, 3), keepdims=True)

@@ -1,0 +1,102 @@
+"""docs/results/overfit_check.json: the check of `calibrator.overfit_ratio` on every dev set's
+trained F (F's KL from the labels on the validation split against that on as many training
+images, before the class-bias refit), with the threshold of the toy recipe.
+
+    python experiments/joint/overfit_table.py
+
+Each row's F is RUN/calibrator/model.safetensors rebuilt by carseg's loader; where it carries
+a refit (`recalibration` in its metadata), the fitted class biases are taken off its last
+layer again, so the check sees F as trained, as the stage does. The figures are
+`carcli.training.overfit.overfit_check`'s, the function the stage calls.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from carcli.artefacts.checkpoint import load_weights
+from carcli.data.batches import BatchSource
+from carcli.data.dataset import DatasetFile, split_path
+from carcli.recipe.load import load_recipe
+from carcli.runtime.networks import load_network
+from carcli.training.overfit import overfit_check
+
+REPO = Path(__file__).resolve().parents[2]
+# set | labels | run (runs/...) with F trained by the toy recipe | data dir
+ROWS = [
+    ("A", "exact modes", "devA-now", "data/devA"),
+    ("A, seed 1", "exact modes", "devA-now-s1", "data/devA"),
+    ("C", "exact modes", "devC-now", "data/devC"),
+    ("E", "exact modes", "devE-now", "data/devE"),
+    ("F (64x64)", "exact modes", "devF-now", "data/devF"),
+    ("G", "exact modes", "devG-now", "data/devG"),
+    ("G, seed 1", "exact modes", "devG-now-s1", "data/devG"),
+    ("toy", "exact modes", "toy-now", "data/toy"),
+    ("unseen (64x64)", "exact modes", "unseen-now", "data/unseen"),
+    ("C4", "4 raters (train); val exact", "rc/devC4", "data/devC4"),
+    ("C4v", "4 raters (train and val)", "rc/devC4", "data/devC4v"),
+    ("G4", "4 raters (train and val)", "x/g4-plain", "data/devG4"),
+]
+OUT = REPO / "docs" / "results" / "overfit_check.json"
+
+
+def as_trained(run: Path, info) -> torch.nn.Module:
+    path = run / "calibrator" / "model.safetensors"
+    f = load_network(path, "calibrator", "calibrator", info, "-").eval()
+    _, meta = load_weights(path, stage="calibrator", make_cmd="-")
+    rec = meta.get("recalibration")
+    if rec:
+        with torch.no_grad():
+            f.head.bias.sub_(torch.tensor(rec["class_bias"]))
+    return f
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    recipe = load_recipe(str(REPO / "recipes" / "toy.yaml"), [])
+    threshold = recipe.calibrator.overfit_ratio
+    rows = []
+    for label, labels, run, data in ROWS:
+        run_dir = REPO / "runs" / run
+        if not (run_dir / "calibrator" / "model.safetensors").exists():
+            print(f"skipped {label}: no {run_dir}/calibrator/model.safetensors")
+            continue
+        with (
+            DatasetFile(split_path(str(REPO / data), "train"), validate=True) as tr,
+            DatasetFile(split_path(str(REPO / data), "val"), validate=True) as va,
+        ):
+            f = as_trained(run_dir, tr.info)
+            check = overfit_check(
+                f, BatchSource(tr), BatchSource(va), torch.device("cpu"), 32, 0, threshold
+            )
+        rows.append({"set": label, "labels": labels, "run": f"runs/{run}", **check})
+        print(
+            f"{label:16s} {labels:28s} train KL {check['train_kl']:.5f} val KL "
+            f"{check['val_kl']:.5f} ratio {check['ratio']:5.2f} -> "
+            f"{'over-fitted' if check['overfit'] else 'kept'}"
+        )
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=REPO
+    ).stdout.strip()
+    OUT.write_text(
+        json.dumps(
+            {
+                "command": "python experiments/joint/overfit_table.py",
+                "commit": commit,
+                "threshold": threshold,
+                "rows": rows,
+            },
+            indent=1,
+        )
+        + "\n"
+    )
+    print(f"wrote {OUT}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
