@@ -182,10 +182,44 @@ def test_an_interrupted_second_f_resumes(tmp_path, tiny_data_dir, monkeypatch):
 
 
 def test_no_second_f_when_the_check_passes(tmp_path, tiny_data_dir, monkeypatch):
+    """Check passed: no second F, and F is the one a run without the check makes, bit for
+    bit (the check reads F and draws nothing from torch's generator)."""
     _force(monkeypatch, False)
     over = tiny_overrides(tmp_path, "data.source=prepared", "calibrator.overfit_ratio=3")
     calibrator_stage.run_train_calibrator(load_recipe("recipes/toy.yaml", over), quiet=True)
     d = tmp_path / "run" / "calibrator"
     assert not (d / "regularised").exists()
+    off = tiny_overrides(tmp_path, "data.source=prepared", "calibrator.overfit_ratio=0", run="off")
+    calibrator_stage.run_train_calibrator(load_recipe("recipes/toy.yaml", off), quiet=True)
+    a, b = (
+        _weights(d / "model.safetensors"),
+        _weights(tmp_path / "off" / "calibrator" / "model.safetensors"),
+    )
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     _, meta = load_weights(d / "model.safetensors", stage="calibrator", make_cmd="-")
     assert meta["overfit_check"]["overfit"] is False and "chosen" not in meta["overfit_check"]
+
+
+def test_the_second_f_differs_from_the_first_only_in_its_regularisation(
+    tmp_path, tiny_data_dir, monkeypatch
+):
+    """Same initial weights, same batches: with the first F's own dropout and weight decay as
+    the overfit keys, the second F is the first bit for bit (a fresh run of the regularised
+    settings alone makes the same F)."""
+    _force(monkeypatch, True)
+    over = tiny_overrides(
+        tmp_path,
+        "data.source=prepared",
+        "calibrator.recalibrate=none",
+        "calibrator.overfit_ratio=3",
+        "calibrator.overfit_dropout=0",
+        "calibrator.overfit_weight_decay=0",
+    )
+    calibrator_stage.run_train_calibrator(load_recipe("recipes/toy.yaml", over), quiet=True)
+    d = tmp_path / "run" / "calibrator"
+    first, second = (
+        _weights(d / "last.safetensors"),
+        _weights(d / "regularised" / "last.safetensors"),
+    )
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first)

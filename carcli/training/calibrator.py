@@ -191,13 +191,14 @@ def _choose(
             c, dropout=c.overfit_dropout, weight_decay=c.overfit_weight_decay, overfit_ratio=0.0
         ),
     )
-    name = "calibrator/regularised"
     # on --resume an interrupted (or shorter) second F continues; a fresh run starts it afresh
-    again = first["stage"].resume and (Path(recipe.run_dir) / name / "last.safetensors").exists()
-    sub = TrainingStage(alt_recipe, name, again, not again, MAKE_CMD)
-    torch.manual_seed(recipe.seed + 7919)  # its own initial weights, the same on every rank
+    sub = TrainingStage(alt_recipe, "calibrator", False, False, MAKE_CMD, sub="regularised")
+    sub.resume = first["stage"].resume and sub.last.exists()
+    sub.overwrite = not sub.resume
+    rep.line(f"training a regularised F in {sub.dir}")
+    torch.manual_seed(recipe.seed)  # the first F's initial weights: only the regularisation differs
     with sub.open():
-        model, result = _train(alt_recipe, sub, s, val, rep, init=not again)
+        model, result = _train(alt_recipe, sub, s, val, rep, init=not sub.resume)
         recal = _recalibrate(alt_recipe, model, val, s.device, rep, s.dist.main)
         save_network(
             sub.dir / "model.safetensors",

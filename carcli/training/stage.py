@@ -149,11 +149,12 @@ class TrainingStage:
     resume: bool
     overwrite: bool
     make_cmd: str
+    sub: str = ""  # a second run of the stage inside its folder (calibrator/regularised)
     started: float = field(default_factory=time.time)
 
     @property
     def dir(self) -> Path:
-        return Path(self.recipe.run_dir) / self.name
+        return Path(self.recipe.run_dir) / self.name / self.sub
 
     @property
     def last(self) -> Path:
