@@ -12,6 +12,7 @@ from carcli.losses.joint import (
     cross_factor_partners,
     joint_calibration_loss,
     joint_term,
+    label_ambiguous,
     mode_label_probs,
     pair_targets,
     sample_pixel_pairs,
@@ -88,7 +89,7 @@ def test_pairs_come_from_ambiguous_pixels_only() -> None:
     q[1, :, 0, 0] = torch.tensor([0.2, 0.8, 0.0])  # a single ambiguous pixel: no pair
     valid = torch.ones(2, 4, 4, dtype=torch.bool)
     g = torch.Generator().manual_seed(0)
-    i, j, mask = sample_pixel_pairs(q, valid, 64, g)
+    i, j, mask = sample_pixel_pairs(label_ambiguous(q, valid), 64, g)
     assert set(i[0].tolist()) | set(j[0].tolist()) <= {1 * 4 + 1, 2 * 4 + 3}
     assert mask[0].all() and not mask[1].any()
 
@@ -109,7 +110,7 @@ def test_cross_factor_partners_move_pairs_to_another_factor() -> None:
     valid = torch.ones(1, 1, 8, dtype=torch.bool)
     q = mode_label_probs(modes, w, 3)
     g = torch.Generator().manual_seed(0)
-    i, j, _ = sample_pixel_pairs(q, valid, 400, g)
+    i, j, _ = sample_pixel_pairs(label_ambiguous(q, valid), 400, g)
 
     def same_region(a: torch.Tensor, b: torch.Tensor) -> float:
         return ((a < 3) == (b < 3)).float().mean().item()
@@ -124,7 +125,7 @@ def test_cross_factor_partners_move_pairs_to_another_factor() -> None:
     # one region only: no other factor to move to, the uniform partners stay
     one = torch.tensor([[[[0, 0, 0, 2]], [[1, 1, 1, 2]]]])
     q1 = mode_label_probs(one, torch.ones(1, 2), 3)
-    i1, j1, _ = sample_pixel_pairs(q1, torch.ones(1, 1, 4), 50, g)
+    i1, j1, _ = sample_pixel_pairs(label_ambiguous(q1, torch.ones(1, 1, 4)), 50, g)
     assert torch.equal(
         cross_factor_partners(q1, one, torch.ones(1, 2), torch.ones(1, 1, 4), i1, j1, 1.0, g), j1
     )
@@ -317,3 +318,94 @@ def test_calibration_temperature_recipe_checks() -> None:
             "recipes/toy.yaml",
             ["refiner.calibration_temperature=2", "refiner.calibration_loss=kl_forward"],
         )
+
+
+def _raters(n: int, p: float, seed: int) -> torch.Tensor:
+    """Annotations [n, 4, 1, 8] of 4 raters: pixels 0-3 one region, 4-7 another, each rater's
+    answer in each region class 1 with probability ``p`` (else 0), the two independent."""
+    g = torch.Generator().manual_seed(seed)
+    answers = (torch.rand(n, 4, 2, generator=g) < p).long()  # [image, rater, region]
+    return answers.repeat_interleave(4, dim=2)[:, :, None, :]
+
+
+def test_pairs_chosen_by_the_raters_disagreement_bias_the_targets() -> None:
+    """Two independent regions, class 1 with p = 0.8, 4 raters per image. Pairs drawn where
+    the raters disagree (the labels' ambiguous pixels) see region 1 only when its 4 answers
+    differ, so their targets' marginal is E[share | not all equal] = (0.8 - 0.8^4) /
+    (1 - 0.8^4 - 0.2^4) = 0.663 (by hand), not 0.8; L_cal holds G's marginal at F's 0.8, and
+    the two pulls together make G anti-correlate independent regions. Pairs drawn from a
+    pool that does not look at the labels (F's uncertain pixels; here every pixel) have the
+    unbiased mean 0.8."""
+    modes = _raters(6000, 0.8, seed=1)
+    w = torch.ones(modes.shape[:2])
+    valid = torch.ones(modes.shape[0], 1, 8, dtype=torch.bool)
+    q = mode_label_probs(modes, w, 2)
+    want = (0.8 - 0.8**4) / (1 - 0.8**4 - 0.2**4)
+    for pool, expected in [(label_ambiguous(q, valid), want), (valid, 0.8)]:
+        g = torch.Generator().manual_seed(0)
+        i, j, mask = sample_pixel_pairs(pool, 16, g)
+        across = (i < 4) & (j >= 4) & mask
+        t = pair_targets(modes, w, i, j, 2)[across]  # [pairs, 2, 2]
+        share = float(t[:, 1, :].sum(1).mean())  # region 1's class-1 share in the targets
+        assert share == pytest.approx(expected, abs=0.015)
+    assert abs(want - 0.8) > 0.1  # the two are far apart
+
+
+def test_joint_term_draws_only_from_the_candidates() -> None:
+    """``candidates`` restricts the pairs: with one certain-labelled pixel pair as the only
+    candidates, the loss is that pair's (0 for G's crisp right answer)."""
+    modes = torch.tensor([[[[0, 1, 1, 0]], [[1, 1, 0, 0]]]])  # 2 annotations, 1x4
+    w = torch.ones(1, 2)
+    valid = torch.ones(1, 1, 4, dtype=torch.bool)
+    logits = torch.full((1, 3, 2, 1, 4), -BIG)
+    logits[:, :, 1, :, 1] = BIG  # pixel 1: class 1 (both annotations agree)
+    logits[:, :, 0, :, 3] = BIG  # pixel 3: class 0 (both agree)
+    logits[:, :, 0, :, 0] = BIG  # the ambiguous pixels 0 and 2: always class 0
+    logits[:, :, 0, :, 2] = BIG
+    only = torch.tensor([[[False, True, False, True]]])
+    g = torch.Generator().manual_seed(0)
+    assert float(joint_term(logits, modes, w, valid, 32, g, "sq", candidates=only)) == (
+        pytest.approx(0.0, abs=1e-6)
+    )
+    # the labels' own ambiguous pixels (0 and 2) see the wrong joint answer: a positive loss
+    assert float(joint_term(logits, modes, w, valid, 32, g, "sq")) > 0.1
+
+
+@pytest.mark.parametrize(
+    ("setting", "exact", "by_f"),
+    [
+        ("auto", True, False),
+        ("auto", False, True),
+        ("labels", False, False),
+        ("calibrator", True, True),
+    ],
+)
+def test_joint_pixels_chooses_the_pool(monkeypatch, setting, exact, by_f) -> None:
+    """refiner.joint_pixels: auto draws the pairs from the labels' ambiguous pixels where the
+    labels are exact and from F's uncertain pixels (top probability below
+    refiner.region_threshold) where they are a few raters' annotations."""
+    from carcli.data.batches import Batch
+    from carcli.recipe.load import load_recipe
+    from carcli.training import step as step_module
+
+    seen = {}
+
+    def spy(*args, **kwargs):
+        seen["pool"] = args[9] if len(args) > 9 else kwargs.get("candidates")
+        return torch.zeros(())
+
+    monkeypatch.setattr(step_module, "joint_term", spy)
+    r = load_recipe("recipes/toy.yaml", [f"refiner.joint_pixels={setting}"])
+    terms = step_module.RefinerTerms.from_recipe(r, "segmentation", 3, 255, exact)
+    (fn,) = [f for name, _, f in terms.extras if name == "loss_joint"]
+    p = torch.tensor([0.95, 0.5, 0.89, 1.0]).reshape(1, 1, 1, 4)
+    p = torch.cat([p, 1 - p, torch.zeros_like(p)], 1)  # [1, 3, 1, 4]
+    modes = torch.zeros(1, 2, 1, 4, dtype=torch.long)
+    batch = Batch(
+        torch.zeros(1, 3, 1, 4), torch.zeros(1, 3, 1, 4), modes[:, 0], None, modes, torch.ones(1, 2)
+    )
+    fn(torch.zeros(1, 2, 3, 1, 4), batch, torch.ones(1, 1, 4, dtype=torch.bool), None, None, p)
+    if by_f:
+        assert seen["pool"].tolist() == [[[False, True, True, False]]]  # below 0.9
+    else:
+        assert seen["pool"] is None

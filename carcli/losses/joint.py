@@ -61,33 +61,40 @@ def joint_term(
     kind: str = "kl",
     temperature: float = 0.0,
     cross: float = 0.0,
+    candidates: Tensor | None = None,
 ) -> Tensor:
-    """The joint calibration loss of a batch: pairs drawn, targets built, loss averaged."""
+    """The joint calibration loss of a batch: pairs drawn, targets built, loss averaged.
+    ``candidates`` [B, H, W] (bool): the pixels pairs are drawn from (None: the ambiguous
+    pixels of the labels, :func:`label_ambiguous`)."""
     k = sample_logits.shape[2]
     label_probs = mode_label_probs(modes, weights, k)
-    i, j, mask = sample_pixel_pairs(label_probs, valid, num_pairs, generator)
+    pool = label_ambiguous(label_probs, valid) if candidates is None else candidates & valid.bool()
+    i, j, mask = sample_pixel_pairs(pool, num_pairs, generator)
     if cross:
         j = cross_factor_partners(label_probs, modes, weights, valid, i, j, cross, generator)
     target = pair_targets(modes, weights, i, j, k)
     return joint_calibration_loss(sample_logits, i, j, target, mask, kind, temperature)
 
 
+def label_ambiguous(label_probs: Tensor, valid: Tensor) -> Tensor:
+    """[B, H, W] True where a scored pixel's label distribution is not one class."""
+    return (label_probs.amax(1) < AMBIGUOUS_BELOW) & valid.bool()
+
+
 def _ambiguous(label_probs: Tensor, valid: Tensor) -> Tensor:
     """[B, H*W] 1.0 where a scored pixel's label distribution is not one class, else 0.0."""
-    ambiguous = (label_probs.amax(1) < AMBIGUOUS_BELOW) & valid.bool()
-    return ambiguous.reshape(label_probs.shape[0], -1).float()
+    return label_ambiguous(label_probs, valid).reshape(label_probs.shape[0], -1).float()
 
 
 def sample_pixel_pairs(
-    label_probs: Tensor, valid: Tensor, num_pairs: int, generator: torch.Generator | None
+    pool: Tensor, num_pairs: int, generator: torch.Generator | None
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """``num_pairs`` random pairs of ambiguous pixels per image (flat indices [B, P] each)
-    and a mask [B, P] (False for images with fewer than two ambiguous pixels).
-
-    ``label_probs`` [B, K, H, W] is the label distribution q, ``valid`` [B, H, W] the scored
-    pixels. Pixels are drawn uniformly, with replacement, from each image's ambiguous set."""
-    b = label_probs.shape[0]
-    weights = _ambiguous(label_probs, valid)
+    """``num_pairs`` random pairs of pixels of ``pool`` [B, H, W] (bool: e.g. the labels'
+    ambiguous pixels, :func:`label_ambiguous`) per image (flat indices [B, P] each) and a mask
+    [B, P] (False for images with fewer than two such pixels). Pixels are drawn uniformly,
+    with replacement, from each image's pool."""
+    b = pool.shape[0]
+    weights = pool.reshape(b, -1).float()
     count = weights.sum(1)
     ok = count >= 2
     weights[~ok] = 1.0  # any pixel: those rows are masked out

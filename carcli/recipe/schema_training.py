@@ -121,7 +121,8 @@ class _RefinerKeys:
     region_dim: int = 4
     """noise_regions > 0: numbers in each region's code."""
     region_threshold: float = 0.9
-    """noise_regions > 0: a pixel is uncertain when F's top class probability is below this."""
+    """noise_regions > 0 (and joint_pixels calibrator): a pixel is uncertain when F's top class
+    probability is below this."""
     region_levels: int = 0
     """noise_regions > 0: how many decoder levels, coarsest first, get the region codes (0: all,
     down to full resolution)."""
@@ -157,6 +158,13 @@ class _RefinerKeys:
     w_energy: float = 0.0
     """Weight of the energy score of G's M samples against the annotations (beyond the paper;
     0: off): a strictly proper score of the whole map's joint distribution."""
+    joint_pixels: Literal["auto", "labels", "calibrator"] = "auto"
+    """Where the joint calibration loss draws its pairs. labels: pixels whose label
+    distribution is not one class; calibrator: pixels where F's top class probability is
+    below ``region_threshold``; auto: labels where the training labels give the label
+    distribution exactly (``label_weight`` modes, or class flips), calibrator where they are a
+    few annotations drawn from it (raters, as LIDC's: whether their annotations disagree at a
+    pixel is itself a draw, and pairs chosen by it bias the pairs' targets)."""
     joint_cross: float = 0.0
     """Share of the joint calibration loss's pairs whose second pixel is moved to another
     factor (an ambiguous pixel whose labels differ from the first's; 0: pairs uniform among

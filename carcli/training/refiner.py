@@ -70,7 +70,8 @@ def run_train_refiner(
         train = BatchSource(s.train_ds, flip=recipe.data.flip)
         noise = torch.Generator(device=device)
         noise.manual_seed(distributed.rank_seed(recipe.seed + 2, dist.rank))
-        plan = _plan(recipe, nets, saved, noise, BatchSource(s.val_ds), stage, info, device)
+        exact = info.has_weights or bool(train.class_flips)  # else a few raters per image
+        plan = _plan(recipe, nets, saved, noise, BatchSource(s.val_ds), stage, info, device, exact)
         result = run_loop(
             stage,
             plan,
@@ -315,13 +316,15 @@ def _plan(
     stage: TrainingStage,
     info: DatasetInfo,
     device: torch.device,
+    exact_labels: bool = True,
 ) -> StagePlan:
-    """G's side of the shared loop: Algorithm 1 (plus joint F's own step), GED validation."""
+    """G's side of the shared loop: Algorithm 1 (plus joint F's own step), GED validation.
+    ``exact_labels``: the training labels give the label distribution exactly."""
     r = recipe.refiner
     G, _, F_net, _ = saved  # the unwrapped networks (what is saved)
     dist = distributed.current()
     algorithm1 = RefinerStep.from_recipe(
-        recipe, nets, info.task, info.num_classes, info.ignore_index, noise
+        recipe, nets, info.task, info.num_classes, info.ignore_index, noise, exact_labels
     )
     models, opts, base_lr = _trained(recipe, nets, saved)
 

@@ -46,7 +46,8 @@ class Nets:
     opt_D_set: torch.optim.Optimizer | None = None
 
 
-# An extra term of L_G: (name logged, weight, fn(logits, batch, valid, noise, latent KL)).
+# An extra term of L_G: (name logged, weight, fn(logits, batch, valid, noise, latent KL, F's
+# probabilities)).
 ExtraTerm = tuple[str, float, Callable[..., torch.Tensor]]
 
 
@@ -68,16 +69,26 @@ class RefinerTerms:
 
     @classmethod
     def from_recipe(
-        cls, recipe: Recipe, task: str, num_classes: int, ignore_index: int
+        cls,
+        recipe: Recipe,
+        task: str,
+        num_classes: int,
+        ignore_index: int,
+        exact_labels: bool = True,
     ) -> RefinerTerms:
+        """``exact_labels``: the training labels give the label distribution exactly
+        (``label_weight`` modes or class flips), not a few annotations drawn from it; decides
+        ``refiner.joint_pixels: auto``."""
         r = recipe.refiner
         extras: list[ExtraTerm] = []
         if r.w_entropy:  # make each sample decide (segmentation only, checked at start)
-            extras.append(("loss_ent", r.w_entropy, lambda lg, b, v, n, kl: sample_entropy(lg, v)))
+            extras.append(("loss_ent", r.w_entropy, lambda lg, b, v, *_: sample_entropy(lg, v)))
         if r.w_joint:  # the pairs' joint answers match the labels'
+            by_f = r.joint_pixels == "calibrator" or (r.joint_pixels == "auto" and not exact_labels)
 
-            def joint(lg: torch.Tensor, b: Batch, v: torch.Tensor, n, kl) -> torch.Tensor:
+            def joint(lg: torch.Tensor, b: Batch, v: torch.Tensor, n, kl, p) -> torch.Tensor:
                 assert b.modes is not None and b.mode_weight is not None
+                pool = p.amax(1) < r.region_threshold if by_f else None  # F's uncertain pixels
                 return joint_term(
                     lg,
                     b.modes,
@@ -88,18 +99,19 @@ class RefinerTerms:
                     r.joint_loss,
                     r.joint_temperature,
                     r.joint_cross,
+                    pool,
                 )
 
             extras.append(("loss_joint", r.w_joint, joint))
         if r.w_energy:  # the whole map's joint answers match the labels' (a proper score)
 
-            def energy(lg: torch.Tensor, b: Batch, v: torch.Tensor, n, kl) -> torch.Tensor:
+            def energy(lg: torch.Tensor, b: Batch, v: torch.Tensor, *_) -> torch.Tensor:
                 assert b.modes is not None and b.mode_weight is not None
                 return energy_score(lg, b.modes, b.mode_weight, v, r.joint_temperature)
 
             extras.append(("loss_energy", r.w_energy, energy))
         if r.noise == "posterior":  # latent-code variant: + beta * KL(q || N(0, I))
-            extras.append(("loss_kl", r.kl_beta, lambda lg, b, v, n, kl: kl))
+            extras.append(("loss_kl", r.kl_beta, lambda lg, b, v, n, kl, p: kl))
         return cls(
             task,
             num_classes,
@@ -176,8 +188,9 @@ class RefinerStep:
         num_classes: int,
         ignore_index: int,
         noise: torch.Generator,
+        exact_labels: bool = True,
     ) -> RefinerStep:
-        terms = RefinerTerms.from_recipe(recipe, task, num_classes, ignore_index)
+        terms = RefinerTerms.from_recipe(recipe, task, num_classes, ignore_index, exact_labels)
         return cls(nets, terms, DiscriminatorPolicy.from_recipe(recipe), noise)
 
     def __call__(self, batch: Batch, step: int, d_on: bool | None = None) -> dict[str, float]:
@@ -209,7 +222,7 @@ class RefinerStep:
         loss_cal = terms.calibration(logits, g_bar, p, batch.label, valid, terms.ignore_index)
         loss_g = terms.w_adv * loss_adv + terms.w_cal * loss_cal
         for name, weight, term in terms.extras:
-            value = term(logits, batch, valid, noise, loss_kl)
+            value = term(logits, batch, valid, noise, loss_kl, p)
             loss_g = loss_g + weight * value
             out[name] = value.detach().item()
         step_set = _nothing
