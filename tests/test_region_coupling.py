@@ -51,22 +51,54 @@ def test_association_of_exact_modes() -> None:
     assert association(xb, yb, np.array([0.4, 0.1, 0.1, 0.4])) == pytest.approx(0.36)
 
 
-def test_association_of_raters_is_bias_corrected_and_undefined_when_it_must_be() -> None:
+def test_association_of_raters_is_permutation_standardised() -> None:
+    """Uniform annotations: t = (A - mean over re-pairings of A) / (1 - that mean), A the
+    plug-in squared distance correlation (phi^2 for binary answers). By hand, 4 raters:
+    x = (1,1,0,0), y = (1,0,1,0): A = 0; of the 6 equally likely ways y's two 1s can sit,
+    one overlaps x's fully and one not at all (phi^2 = 1), four by one (phi^2 = 0), so the
+    mean is 1/3 and t = (0 - 1/3) / (2/3) = -1/2. A 3-to-1 split against a 2-to-2 split has
+    phi^2 = 1/3 under every pairing: t = 0 (no information)."""
+    col = lambda v: np.array(v, dtype=float)[:, None]  # noqa: E731
+    assert association(col([1, 1, 0, 0]), col([1, 0, 1, 0])) == pytest.approx(-0.5)
+    assert association(col([1, 0, 0, 0]), col([1, 1, 0, 0])) == pytest.approx(0.0, abs=1e-12)
+    for x in ([1, 0, 0, 0], [1, 1, 0, 0], [0, 1, 1, 1, 0, 1]):  # one coin: exactly 1
+        assert association(col(x), col(x)) == pytest.approx(1.0)
+        assert association(col(x), 1 - col(x)) == pytest.approx(1.0)
+    assert association(col([1, 0]), col([0, 1])) is None  # 2 raters: every pairing is perfect
+    assert association(np.zeros((4, 1)), col([0, 1, 0, 1])) is None  # a constant side
+    assert association(np.zeros((4, 1)), col([0, 1, 0, 1]), np.full(4, 0.25)) is None
+
+
+@pytest.mark.parametrize(("p", "q"), [(0.2, 0.2), (0.5, 0.7), (0.9, 0.3)])
+def test_raters_association_is_exactly_zero_on_average_for_independent_coins(p, q) -> None:
+    """Every outcome of 4 raters on two independent binary regions (coins p and q),
+    enumerated with its probability: the mean of t where defined is 0 (exchangeable raters:
+    given the answers, every pairing is equally likely)."""
+    import itertools
+
+    total = mass = 0.0
+    for xs in itertools.product((0, 1), repeat=4):
+        for ys in itertools.product((0, 1), repeat=4):
+            pr = np.prod([p if v else 1 - p for v in xs]) * np.prod([q if v else 1 - q for v in ys])
+            t = association(np.array(xs, float)[:, None], np.array(ys, float)[:, None])
+            if t is not None:
+                total, mass = total + pr * t, mass + pr
+    assert mass > 0.2 and abs(total / mass) < 1e-12
+
+
+def test_association_of_many_raters_uses_fixed_random_pairings() -> None:
+    """Beyond 7 raters the permutation mean is over fixed random pairings: the same value
+    each call, near 0 on average for independent coins and 1 for one coin."""
     rng = np.random.default_rng(0)
-    independent = [
-        association(rng.integers(0, 2, (8, 1)), rng.integers(0, 2, (8, 1))) for _ in range(400)
+    z = rng.integers(0, 2, (10, 1)).astype(float)
+    assert association(z, z) == pytest.approx(1.0)
+    y = rng.integers(0, 2, (10, 1)).astype(float)
+    assert association(z, y) == association(z, y)
+    values = [
+        association(rng.integers(0, 2, (10, 1)) * 1.0, rng.integers(0, 2, (10, 1)) * 1.0)
+        for _ in range(300)
     ]
-    coupled = []
-    for _ in range(400):
-        z = rng.integers(0, 2, (8, 1))
-        coupled.append(association(z, z))
-    independent = [v for v in independent if v is not None]
-    coupled = [v for v in coupled if v is not None]
-    # unbiased: mean 0 for independent regions (unclipped, so single values scatter)
-    assert abs(np.mean(independent)) < 0.06 and min(independent) < 0
-    assert 0.8 < np.mean(coupled) < 1.4
-    assert association(np.zeros((3, 1)), np.ones((3, 1))) is None  # fewer than 4 raters
-    assert association(np.zeros((4, 1)), np.array([[0.0], [1], [0], [1]]), np.full(4, 0.25)) is None
+    assert abs(np.mean([v for v in values if v is not None])) < 0.03
 
 
 # ---------------------------------------------------------------- targets from the labels
