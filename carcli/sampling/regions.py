@@ -31,8 +31,8 @@ from carcli.models.noise import region_ids
 
 COUPLED_ABOVE = 1.0 / 3.0
 """A pair of regions is coupled when the head's probability exceeds this. Its targets are 0
-on average for independent regions and, with as few as four raters, 0.65 to 1.2 for two
-regions that always agree (carcli.metrics.association); a third sits between, nearer the
+on average for independent regions and 1 for two regions that always agree, exact modes or
+as few as four raters (carcli.metrics.association); a third sits between, nearer the
 independent side, because drawing coupled regions apart (a pair the labels never show) costs
 more than keeping G's own joint for independent ones."""
 
