@@ -371,19 +371,11 @@ def test_joint_term_draws_only_from_the_candidates() -> None:
     assert float(joint_term(logits, modes, w, valid, 32, g, "sq")) > 0.1
 
 
-@pytest.mark.parametrize(
-    ("setting", "exact", "by_f"),
-    [
-        ("auto", True, False),
-        ("auto", False, True),
-        ("labels", False, False),
-        ("calibrator", True, True),
-    ],
-)
-def test_joint_pixels_chooses_the_pool(monkeypatch, setting, exact, by_f) -> None:
-    """refiner.joint_pixels: auto draws the pairs from the labels' ambiguous pixels where the
-    labels are exact and from F's uncertain pixels (top probability below
-    refiner.region_threshold) where they are a few raters' annotations."""
+@pytest.mark.parametrize(("setting", "by_f"), [("labels", False), ("calibrator", True)])
+def test_joint_pixels_chooses_the_pool(monkeypatch, setting, by_f) -> None:
+    """refiner.joint_pixels: labels draws the pairs from the labels' ambiguous pixels (the
+    joint term gets no pool), calibrator from F's uncertain pixels (top probability below
+    refiner.region_threshold)."""
     from carcli.data.batches import Batch
     from carcli.recipe.load import load_recipe
     from carcli.training import step as step_module
@@ -396,7 +388,7 @@ def test_joint_pixels_chooses_the_pool(monkeypatch, setting, exact, by_f) -> Non
 
     monkeypatch.setattr(step_module, "joint_term", spy)
     r = load_recipe("recipes/toy.yaml", [f"refiner.joint_pixels={setting}"])
-    terms = step_module.RefinerTerms.from_recipe(r, "segmentation", 3, 255, exact)
+    terms = step_module.RefinerTerms.from_recipe(r, "segmentation", 3, 255)
     (fn,) = [f for name, _, f in terms.extras if name == "loss_joint"]
     p = torch.tensor([0.95, 0.5, 0.89, 1.0]).reshape(1, 1, 1, 4)
     p = torch.cat([p, 1 - p, torch.zeros_like(p)], 1)  # [1, 3, 1, 4]

@@ -158,13 +158,13 @@ class _RefinerKeys:
     w_energy: float = 0.0
     """Weight of the energy score of G's M samples against the annotations (beyond the paper;
     0: off): a strictly proper score of the whole map's joint distribution."""
-    joint_pixels: Literal["auto", "labels", "calibrator"] = "auto"
+    joint_pixels: Literal["labels", "calibrator"] = "labels"
     """Where the joint calibration loss draws its pairs. labels: pixels whose label
     distribution is not one class; calibrator: pixels where F's top class probability is
-    below ``region_threshold``; auto: labels where the training labels give the label
-    distribution exactly (``label_weight`` modes, or class flips), calibrator where they are a
-    few annotations drawn from it (raters, as LIDC's: whether their annotations disagree at a
-    pixel is itself a draw, and pairs chosen by it bias the pairs' targets)."""
+    below ``region_threshold``. With a few raters per image (LIDC's 4) where they happen to
+    disagree is itself a draw, and pairs chosen by it bias the pairs' targets (their
+    marginals towards 1/2); calibrator avoids that, but on three 4-rater dev sets it did not
+    sample better (docs/results.md, "Four raters per image"), so labels stays the default."""
     joint_cross: float = 0.0
     """Share of the joint calibration loss's pairs whose second pixel is moved to another
     factor (an ambiguous pixel whose labels differ from the first's; 0: pairs uniform among

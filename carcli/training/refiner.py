@@ -70,8 +70,7 @@ def run_train_refiner(
         train = BatchSource(s.train_ds, flip=recipe.data.flip)
         noise = torch.Generator(device=device)
         noise.manual_seed(distributed.rank_seed(recipe.seed + 2, dist.rank))
-        exact = info.has_weights or bool(train.class_flips)  # else a few raters per image
-        plan = _plan(recipe, nets, saved, noise, BatchSource(s.val_ds), stage, info, device, exact)
+        plan = _plan(recipe, nets, saved, noise, BatchSource(s.val_ds), stage, info, device)
         result = run_loop(
             stage,
             plan,
@@ -316,15 +315,13 @@ def _plan(
     stage: TrainingStage,
     info: DatasetInfo,
     device: torch.device,
-    exact_labels: bool = True,
 ) -> StagePlan:
-    """G's side of the shared loop: Algorithm 1 (plus joint F's own step), GED validation.
-    ``exact_labels``: the training labels give the label distribution exactly."""
+    """G's side of the shared loop: Algorithm 1 (plus joint F's own step), GED validation."""
     r = recipe.refiner
     G, _, F_net, _ = saved  # the unwrapped networks (what is saved)
     dist = distributed.current()
     algorithm1 = RefinerStep.from_recipe(
-        recipe, nets, info.task, info.num_classes, info.ignore_index, noise, exact_labels
+        recipe, nets, info.task, info.num_classes, info.ignore_index, noise
     )
     models, opts, base_lr = _trained(recipe, nets, saved)
 

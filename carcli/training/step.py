@@ -74,17 +74,13 @@ class RefinerTerms:
         task: str,
         num_classes: int,
         ignore_index: int,
-        exact_labels: bool = True,
     ) -> RefinerTerms:
-        """``exact_labels``: the training labels give the label distribution exactly
-        (``label_weight`` modes or class flips), not a few annotations drawn from it; decides
-        ``refiner.joint_pixels: auto``."""
         r = recipe.refiner
         extras: list[ExtraTerm] = []
         if r.w_entropy:  # make each sample decide (segmentation only, checked at start)
             extras.append(("loss_ent", r.w_entropy, lambda lg, b, v, *_: sample_entropy(lg, v)))
         if r.w_joint:  # the pairs' joint answers match the labels'
-            by_f = r.joint_pixels == "calibrator" or (r.joint_pixels == "auto" and not exact_labels)
+            by_f = r.joint_pixels == "calibrator"
 
             def joint(lg: torch.Tensor, b: Batch, v: torch.Tensor, n, kl, p) -> torch.Tensor:
                 assert b.modes is not None and b.mode_weight is not None
@@ -188,9 +184,8 @@ class RefinerStep:
         num_classes: int,
         ignore_index: int,
         noise: torch.Generator,
-        exact_labels: bool = True,
     ) -> RefinerStep:
-        terms = RefinerTerms.from_recipe(recipe, task, num_classes, ignore_index, exact_labels)
+        terms = RefinerTerms.from_recipe(recipe, task, num_classes, ignore_index)
         return cls(nets, terms, DiscriminatorPolicy.from_recipe(recipe), noise)
 
     def __call__(self, batch: Batch, step: int, d_on: bool | None = None) -> dict[str, float]:
