@@ -219,8 +219,8 @@ def regularisation_table() -> None:
         "probabilities. G4 is dev set G's family with 4 raters in the training and validation "
         "splits (its val CE is against the raters; test exact). KL(q || F) on the ambiguous "
         "test pixels measures F's per-pixel calibration (C's F, trained on exact answers: "
-        "0.0049). val CE: the whole validation split's cross-entropy after the refit (the manifest's recalibration.val_ce_after), the "
-        "figure that would pick between Fs.",
+        "0.0049). val CE: the whole validation split's cross-entropy after the refit (the "
+        "manifest's recalibration.val_ce_after), the figure that would pick between Fs.",
     )
     print(f"wrote {OUT_REG}")
 
