@@ -45,6 +45,10 @@ if [ "${1:-}" = train ]; then
     done
   done
   echo "REUSE_CALIBRATOR=runs/r4/c4v-src $c recipes/toy.yaml r8/devC4v data.dir=data/devC4v $o  # one train-refiner of the final recipe"
+  for s in "c4 rc/devC4 devC4" "g4 x/g4-plain devG4"; do
+    read -r n first d <<< "$s"
+    echo "mkdir -p runs/r9/$n-src && cp -r runs/$first/calibrator runs/r9/$n-src/ && cp -r runs/x/$n-d1wd20/calibrator runs/r9/$n-src/calibrator/regularised && REUSE_CALIBRATOR=runs/r9/$n-src $c recipes/toy.yaml r9/$d data.dir=data/$d $o calibrator.overfit_weight_decay=2e-4"
+  done
   exit 0
 fi
 LABEL_COLUMNS="set, recipe" rows_table docs/results/raters_cascade.json \
@@ -53,6 +57,7 @@ LABEL_COLUMNS="set, recipe" rows_table docs/results/raters_cascade.json \
   "C4, + F's regularisation chosen (calibrator.overfit_ratio)|runs/r4/devC4" \
   "C4, + the head's rater targets standardised by their permutation null (**the toy recipe**)|runs/r6b/devC4" \
   "C4, the toy recipe with the joint loss's pairs where F is uncertain (not adopted)|runs/r6/devC4" \
+  "C4, the toy recipe with the second F's weight decay 2e-4 (not adopted)|runs/r9/devC4" \
   "C4v (4 raters in train and val), + F's regularisation chosen|runs/r4/devC4v" \
   "C4v, **the toy recipe**|runs/r6b/devC4v" \
   "C4v, the toy recipe as one whole cascade (F reused; G and head by train-refiner)|runs/r8/devC4v" \
@@ -60,4 +65,5 @@ LABEL_COLUMNS="set, recipe" rows_table docs/results/raters_cascade.json \
   "G4 (4 raters in train and val), the recipe before (F as trained)|runs/r4/devG4-before" \
   "G4, + F's regularisation chosen|runs/r4/devG4" \
   "G4, **the toy recipe**|runs/r6b/devG4" \
-  "G4, the toy recipe with the pairs where F is uncertain (not adopted)|runs/r6/devG4"
+  "G4, the toy recipe with the pairs where F is uncertain (not adopted)|runs/r6/devG4" \
+  "G4, the toy recipe with the second F's weight decay 2e-4 (not adopted)|runs/r9/devG4"
