@@ -255,15 +255,21 @@ def test_status_marks_running_and_interrupted_stages(tmp_path: Path) -> None:
     import socket
 
     from carcli.recipe.load import load_recipe
-    from carcli.stages.status import run_status
+    from carcli.stages.status import next_command, run_status, running_first
 
     _ok("prepare", RECIPE, *_args(tmp_path), "-q")
     recipe = load_recipe(RECIPE, _args(tmp_path))
     folder = tmp_path / "run" / "calibrator"
     folder.mkdir(parents=True)
     (folder / ".lock").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
-    rows = {r.stage: r for r in run_status(recipe)}
+    listed = run_status(recipe)
+    rows = {r.stage: r for r in listed}
     assert rows["train-calibrator"].state == "running"
+    # no later stage is suggested while F is being trained: they all need it
+    assert next_command(listed) == "" and running_first(listed) is rows["train-calibrator"]
+    result = CliRunner().invoke(app, ["status", RECIPE, *_args(tmp_path)])
+    assert "waiting: train-calibrator is running" in result.output, result.output
+    assert "next:" not in result.output
     (folder / ".lock").unlink()
     (folder / "last.safetensors").write_bytes(b"")
     rows = {r.stage: r for r in run_status(recipe)}

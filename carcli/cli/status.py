@@ -8,7 +8,7 @@ from rich.table import Table
 
 from carcli.cli.help import name_recipe
 from carcli.recipe.load import load_recipe
-from carcli.stages.status import next_command, run_status
+from carcli.stages.status import next_command, run_status, running_first
 from carcli.ui import PIPE_WIDTH
 
 STYLE = {
@@ -39,6 +39,12 @@ def print_status(path: str, overrides: list[str]) -> int:
     if all(r.ok for r in rows):
         console.print("everything is up to date")
         return 0
-    if following:
+    busy = running_first(rows)
+    if busy is not None:
+        console.print(
+            f"waiting: {busy.stage} is running ({escape(busy.why)}); run `carseg status` again "
+            "when it ends"
+        )
+    elif following:
         console.print(f"next: {escape(name_recipe(following, path, overrides))}")
     return 1

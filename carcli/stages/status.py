@@ -300,5 +300,19 @@ def run_status(recipe: Recipe) -> list[Row]:
 
 
 def next_command(rows: list[Row]) -> str:
-    """The first command to run (that of the first row not done), or ""."""
-    return next((r.command for r in rows if not r.ok and r.command), "")
+    """The first command to run (that of the first row not done), or "": also while the
+    first row not done is running (every later stage needs what it is making)."""
+    for r in rows:
+        if r.ok:
+            continue
+        if r.state == "running":
+            return ""
+        if r.command:
+            return r.command
+    return ""
+
+
+def running_first(rows: list[Row]) -> Row | None:
+    """The first row not done, when it is running (a process holds its stage lock)."""
+    first = next((r for r in rows if not r.ok), None)
+    return first if first is not None and first.state == "running" else None
