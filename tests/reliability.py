@@ -303,8 +303,8 @@ ROWS: list[Row] = [
     ),
     Row(
         "a stage's lock held by a live process; a training run killed before it finished",
-        "`carseg status` says `running` (who holds it) / `partial` with the `--resume` "
-        "command; exit 1",
+        "`carseg status` says `running` (who holds it; no later command is suggested, a "
+        "`waiting:` line instead) / `partial` with the `--resume` command; exit 1",
         "test_provenance.py::test_status_marks_running_and_interrupted_stages",
     ),
     Row(
