@@ -43,14 +43,6 @@ def _weighted_centre(d: np.ndarray, w: np.ndarray) -> np.ndarray:
     return d - row[:, None] - row[None, :] + w @ d @ w
 
 
-def _u_centre(d: np.ndarray) -> np.ndarray:
-    n = len(d)
-    row = d.sum(1)
-    out = d - row[:, None] / (n - 2) - row[None, :] / (n - 2) + d.sum() / ((n - 1) * (n - 2))
-    np.fill_diagonal(out, 0.0)
-    return out
-
-
 @lru_cache(maxsize=16)
 def _pairings(n: int) -> np.ndarray:
     """[P, n] re-pairings of n annotations: all of them up to EXACT_UP_TO, else fixed random

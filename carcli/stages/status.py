@@ -302,14 +302,9 @@ def run_status(recipe: Recipe) -> list[Row]:
 def next_command(rows: list[Row]) -> str:
     """The first command to run (that of the first row not done), or "": also while the
     first row not done is running (every later stage needs what it is making)."""
-    for r in rows:
-        if r.ok:
-            continue
-        if r.state == "running":
-            return ""
-        if r.command:
-            return r.command
-    return ""
+    if running_first(rows) is not None:
+        return ""
+    return next((r.command for r in rows if not r.ok and r.command), "")
 
 
 def running_first(rows: list[Row]) -> Row | None:

@@ -70,6 +70,16 @@ OUTPUTS = [
 """The files train-calibrator writes into calibrator/ (docs/guide.md's run layout, companions)."""
 
 
+@dataclasses.dataclass
+class _Trained:
+    """One trained F of the stage (the first, or the regularised second) and its records."""
+
+    name: str  # "as trained" or "regularised"
+    model: torch.nn.Module
+    result: LoopResult
+    recal: dict[str, Any] | None  # the class-bias refit, if any
+
+
 def run_train_calibrator(
     recipe: Recipe, resume: bool = False, overwrite: bool = False, quiet: bool = False
 ) -> Path:
@@ -79,40 +89,65 @@ def run_train_calibrator(
     c = recipe.calibrator
     stage = TrainingStage(recipe, "calibrator", resume, overwrite, MAKE_CMD)
     with stage_setup(stage, c.batch_size, "calibrator.batch_size", rep) as s:
-        device, dist, info = s.device, s.dist, s.info
+        device, dist = s.device, s.dist
         val = BatchSource(s.val_ds)
         model, result = _train(recipe, stage, s, val, rep, init=not resume)
         check = _overfit_check(recipe, model, s, val, rep)
         recal = _recalibrate(recipe, model, val, device, rep, dist.main)
-        chosen = {"model": model, "result": result, "recal": recal, "name": "as trained"}
-        chosen["stage"] = stage
+        kept = _Trained("as trained", model, result, recal)
         if check and check["overfit"]:
-            chosen = _choose(recipe, chosen, s, val, rep, check)
-        model, result, recal = chosen["model"], chosen["result"], chosen["recal"]
-        final = stage.dir / "model.safetensors"
-        extra: dict[str, Any] = {"recalibration": recal} if recal else {}
-        if check:
-            extra["overfit_check"] = check
-        save_network(
-            final, model, "calibrator", "calibrator", c.arch, info, result.step, extra or None
-        )
-        stage.finish(
-            {"data.train": s.train_path, "data.val": s.val_path},
-            OUTPUTS,
-            device,
+            kept = _choose(recipe, kept, s, val, rep, check, resume)
+        _save(
+            stage,
+            s,
+            kept,
+            check,
             {
-                "steps": result.step,
-                "best_val_ce": result.best,
                 "batch_size": c.batch_size,
-                "skipped_steps": result.skipped,
+                "skipped_steps": kept.result.skipped,
                 "distributed": dist.describe(c.batch_size),
                 "speed": speed_settings(recipe, device, dist.world),
-                "recalibration": recal,
                 "overfit_check": check,
             },
         )
-    rep.line(f"calibrator trained: {stage.dir / 'model.safetensors'} (step {result.step})")
+    rep.line(f"calibrator trained: {stage.dir / 'model.safetensors'} (step {kept.result.step})")
     return stage.dir / "model.safetensors"
+
+
+def _save(
+    stage: TrainingStage,
+    s: StageSetup,
+    f: _Trained,
+    check: dict[str, Any] | None,
+    manifest: dict[str, Any],
+) -> None:
+    """``f`` as the stage's model.safetensors (metadata: its refit and ``check``) and the
+    stage's manifest (its steps, best val CE and refit, then ``manifest``)."""
+    meta: dict[str, Any] = {"recalibration": f.recal} if f.recal else {}
+    if check:
+        meta["overfit_check"] = check
+    arch = stage.recipe.calibrator.arch
+    save_network(
+        stage.dir / "model.safetensors",
+        f.model,
+        "calibrator",
+        "calibrator",
+        arch,
+        s.info,
+        f.result.step,
+        meta or None,
+    )
+    stage.finish(
+        {"data.train": s.train_path, "data.val": s.val_path},
+        OUTPUTS,
+        s.device,
+        {
+            "steps": f.result.step,
+            "best_val_ce": f.result.best,
+            "recalibration": f.recal,
+            **manifest,
+        },
+    )
 
 
 def _train(
@@ -175,12 +210,13 @@ def _overfit_check(
 
 def _choose(
     recipe: Recipe,
-    first: dict[str, Any],
+    first: _Trained,
     s: StageSetup,
     val: BatchSource,
     rep: Reporter,
     check: dict[str, Any],
-) -> dict[str, Any]:
+    resume: bool,
+) -> _Trained:
     """Train the regularised F in calibrator/regularised/ (resumable on its own, as the first
     F is), refit it as the first, and return the one of the lower validation cross-entropy;
     ``check`` gets the figures and the choice."""
@@ -192,40 +228,27 @@ def _choose(
         ),
     )
     # on --resume an interrupted (or shorter) second F continues; a fresh run starts it afresh
-    sub = TrainingStage(alt_recipe, "calibrator", False, False, MAKE_CMD, sub="regularised")
-    sub.resume = first["stage"].resume and sub.last.exists()
-    sub.overwrite = not sub.resume
+    sub = TrainingStage(alt_recipe, "calibrator", False, True, MAKE_CMD, sub="regularised")
+    if resume and sub.last.exists():
+        sub = dataclasses.replace(sub, resume=True, overwrite=False)
     rep.line(f"training a regularised F in {sub.dir}")
     torch.manual_seed(recipe.seed)  # the first F's initial weights: only the regularisation differs
     with sub.open():
         model, result = _train(alt_recipe, sub, s, val, rep, init=not sub.resume)
         recal = _recalibrate(alt_recipe, model, val, s.device, rep, s.dist.main)
-        save_network(
-            sub.dir / "model.safetensors",
-            model,
-            "calibrator",
-            "calibrator",
-            c.arch,
-            s.info,
-            result.step,
-            {"recalibration": recal} if recal else None,
-        )
-        sub.finish(
-            {"data.train": s.train_path, "data.val": s.val_path},
-            OUTPUTS,
-            s.device,
-            {"steps": result.step, "best_val_ce": result.best, "recalibration": recal},
-        )
-    second = {"model": model, "result": result, "recal": recal, "name": "regularised"}
-    for cand in (first, second):
-        cand["val_ce"] = validation_ce(cand["model"], val, s.device, c.batch_size, recipe.seed)
-    best = min((first, second), key=lambda cand: cand["val_ce"])
-    check["val_ce"] = {first["name"]: first["val_ce"], second["name"]: second["val_ce"]}
-    check["chosen"] = best["name"]
+        second = _Trained("regularised", model, result, recal)
+        _save(sub, s, second, None, {})
+    ce = {
+        f.name: validation_ce(f.model, val, s.device, c.batch_size, recipe.seed)
+        for f in (first, second)
+    }
+    best = min((first, second), key=lambda f: ce[f.name])
+    check["val_ce"] = ce
+    check["chosen"] = best.name
     rep.line(
-        f"validation cross-entropy {first['val_ce']:.5f} as trained, {second['val_ce']:.5f} "
+        f"validation cross-entropy {ce[first.name]:.5f} as trained, {ce[second.name]:.5f} "
         f"regularised (dropout {c.overfit_dropout:g}, weight decay "
-        f"{c.overfit_weight_decay:g}): F {best['name']} kept"
+        f"{c.overfit_weight_decay:g}): F {best.name} kept"
     )
     return best
 

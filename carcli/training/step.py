@@ -69,11 +69,7 @@ class RefinerTerms:
 
     @classmethod
     def from_recipe(
-        cls,
-        recipe: Recipe,
-        task: str,
-        num_classes: int,
-        ignore_index: int,
+        cls, recipe: Recipe, task: str, num_classes: int, ignore_index: int
     ) -> RefinerTerms:
         r = recipe.refiner
         extras: list[ExtraTerm] = []

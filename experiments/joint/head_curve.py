@@ -10,22 +10,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as nnf
 
-from carcli.data.batches import BatchSource
-from carcli.data.dataset import DatasetFile, split_path
 from carcli.models.coupling import RegionCoupling
-from carcli.runtime.networks import load_network
-from carcli.training.coupling import (
-    _pair_batch,
-    coupling_examples,
-    coupling_scores,
-    predict_pairs,
-)
+from carcli.training.coupling import _pair_batch, coupling_scores, predict_pairs
 
 
 def main() -> None:
@@ -37,12 +30,10 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    ex = {}
-    for split in ("train", "val", "test"):
-        with DatasetFile(split_path(str(args.data), split), validate=True) as ds:
-            f = load_network(args.run / "calibrator" / "model.safetensors", "calibrator",
-                             "calibrator", ds.info, "-").eval()  # fmt: skip
-            ex[split] = coupling_examples(f, BatchSource(ds), 0.9, 1, torch.device("cpu"))
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from head_on_test import split_examples
+
+    ex = {split: split_examples(args.run, args.data, split) for split in ("train", "val", "test")}
     tr = ex["train"]
     torch.manual_seed(0)
     head = RegionCoupling(tr.image.shape[1], tr.calib.shape[1], 16)

@@ -21,7 +21,7 @@ import torch
 from carcli.data.batches import BatchSource
 from carcli.data.dataset import DatasetFile, split_path
 from carcli.runtime.networks import COUPLING, load_network
-from carcli.training.coupling import coupling_examples, coupling_scores
+from carcli.training.coupling import CouplingExamples, coupling_examples, coupling_scores
 
 # set | the head's targets | run | data (test split exact)
 TABLE = [
@@ -35,13 +35,19 @@ TABLE = [
 ]
 
 
-def scores(run: Path, data: Path) -> dict:
-    with DatasetFile(split_path(str(data), "test"), validate=True) as te:
+def split_examples(run: Path, data: Path, split: str) -> CouplingExamples:
+    """The pairs of F's regions (as at sampling) of one split, with their labels' targets."""
+    with DatasetFile(split_path(str(data), split), validate=True) as ds:
         f = load_network(run / "calibrator" / "model.safetensors", "calibrator",
-                         "calibrator", te.info, "-").eval()  # fmt: skip
+                         "calibrator", ds.info, "-").eval()  # fmt: skip
+        return coupling_examples(f, BatchSource(ds), 0.9, 1, torch.device("cpu"))
+
+
+def scores(run: Path, data: Path) -> dict:
+    ex = split_examples(run, data, "test")
+    with DatasetFile(split_path(str(data), "test"), validate=True) as te:
         head = load_network(run / "refiner" / COUPLING, "refiner", "coupling", te.info, "-")
-        ex = coupling_examples(f, BatchSource(te), 0.9, 1, torch.device("cpu"))
-        return coupling_scores(head, ex)
+    return coupling_scores(head, ex)
 
 
 def table() -> None:
