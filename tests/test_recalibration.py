@@ -17,7 +17,7 @@ from carcli.errors import CarsegError
 from carcli.models.registry import build_calibrator
 from carcli.recipe.load import load_recipe
 from carcli.training.calibrator import run_train_calibrator
-from carcli.training.recalibration import fit_class_bias, logit_bias, recalibrate
+from carcli.training.recalibration import fit_class_bias, fit_logit_map, logit_bias, recalibrate
 
 
 def test_constant_logits_get_the_labels_log_odds():
@@ -136,3 +136,41 @@ def test_regression_data_gets_a_clear_error():
     f = build_calibrator("unet", 3, 3, width=4, depth=1)
     with pytest.raises(CarsegError, match="for segmentation.*regression"):
         recalibrate(f, _Val(), torch.device("cpu"), 2, seed=0)
+
+
+def test_vector_scaling_undoes_per_class_softening():
+    """Logits l_k = c_k log q_k (class k softened or sharpened by 1 / c_k): the optimum is
+    a_k = 1 / c_k with no bias, where softmax(a * l) = q exactly and the CE is q's entropy."""
+    torch.manual_seed(1)
+    q = torch.distributions.Dirichlet(torch.ones(3)).sample((3000,)).clamp_min(1e-4)
+    q = q / q.sum(1, keepdim=True)
+    c = torch.tensor([0.5, 0.8, 0.4])
+    logits = c * q.log()
+    a, b, before, after = fit_logit_map(logits, q, scale=True)
+    assert torch.allclose(a, 1 / c, rtol=1e-3)
+    assert torch.allclose(b, torch.zeros(3), atol=1e-3)
+    h = float(-(q.double() * q.double().log()).sum(1).mean())
+    assert after == pytest.approx(h, abs=1e-6) and before > after + 0.01
+    # the biases alone cannot undo it: their fit leaves a higher cross-entropy
+    _, _, _, after_bias = fit_logit_map(logits, q, scale=False)
+    assert after_bias > after + 0.01
+
+
+def test_vector_scaling_folds_into_the_head(tiny_data_dir):
+    """On a real split: after recalibrate(kind=vector_scaling), F's logits are exactly
+    a * (its logits before) + b with the recorded a and b, and the fit lowered the CE."""
+    torch.manual_seed(0)
+    f = build_calibrator("unet", 3, 3, width=4, depth=1).eval()
+    with DatasetFile(tiny_data_dir / "val.h5", validate=True) as ds:
+        val = BatchSource(ds)
+        b = val.get(np.arange(ds.info.n), None, annotation=np.zeros(ds.info.n, int), soft=True)
+        with torch.no_grad():
+            before = f.eval()(b.cond)
+        rec = recalibrate(f, val, torch.device("cpu"), 3, seed=0, kind="vector_scaling")
+        with torch.no_grad():
+            after = f.eval()(b.cond)
+    a = torch.tensor(rec["class_scale"]).view(1, -1, 1, 1)
+    bias = torch.tensor(rec["class_bias"]).view(1, -1, 1, 1)
+    assert rec["kind"] == "vector_scaling" and (a > 0).all()
+    assert torch.allclose(after, a * before + bias, atol=1e-4)
+    assert rec["val_ce_after"] < rec["val_ce_before"]

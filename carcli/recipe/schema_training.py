@@ -59,12 +59,14 @@ class _CalibratorKeys:
     soft_targets: bool = False
     """Cross-entropy against the label distribution (all annotations, weighted by
     label_weight) instead of one drawn annotation per step: same expected loss, less noise."""
-    recalibrate: Literal["none", "class_bias"] = "none"
+    recalibrate: Literal["none", "class_bias", "vector_scaling"] = "none"
     """Beyond the paper. ``class_bias``: after training, one logit bias per class is fitted on
     the whole validation split by F's own soft cross-entropy (weights frozen) and added to F's
     last layer, so F's mean probability of each class there equals the labels' (a rare class
-    under-fitted in a short schedule comes back up). ``none``: F as trained. Segmentation
-    with a segnet, unet or convnet F."""
+    under-fitted in a short schedule comes back up). ``vector_scaling``: one positive scale
+    and one bias per class, a_k l_k + b_k, fitted the same way and folded into the last layer
+    (also sharpens a class F leaves too soft). ``none``: F as trained. Segmentation with a
+    segnet, unet or convnet F."""
     overfit_ratio: float = 0.0
     """Beyond the paper (0: off). After training, F's KL divergence from the labels on the
     validation split is compared with that on as many training images; above this ratio F has

@@ -261,15 +261,21 @@ def _recalibrate(
     rep: Reporter,
     main: bool,
 ) -> dict[str, Any] | None:
-    """calibrator.recalibrate=class_bias: F's class biases refitted on the validation split
-    (every rank fits the same biases on the same pixels; rank 0 reports)."""
-    if recipe.calibrator.recalibrate == "none":
+    """calibrator.recalibrate=class_bias (vector_scaling): F's class biases (and logit
+    scales) refitted on the validation split (every rank fits the same map on the same
+    pixels; rank 0 reports)."""
+    kind = recipe.calibrator.recalibrate
+    if kind == "none":
         return None
-    rec = recalibrate(model, val, device, recipe.calibrator.batch_size, recipe.seed)
+    rec = recalibrate(model, val, device, recipe.calibrator.batch_size, recipe.seed, kind)
     if main:
         bias = ", ".join(f"{x:+.3f}" for x in rec["class_bias"])
+        what = f"class biases [{bias}]"
+        if "class_scale" in rec:
+            scale = ", ".join(f"{x:.3f}" for x in rec["class_scale"])
+            what = f"class logit scales [{scale}] and biases [{bias}]"
         rep.line(
-            f"class biases refitted on {rec['val_images']} validation images: [{bias}], "
+            f"{what} refitted on {rec['val_images']} validation images, "
             f"val cross-entropy {rec['val_ce_before']:.5f} -> {rec['val_ce_after']:.5f}"
         )
     return rec

@@ -1,4 +1,5 @@
-"""F's class biases refitted on the validation split (`calibrator.recalibrate: class_bias`).
+"""F's class biases (`calibrator.recalibrate: class_bias`), or its per-class logit scales
+and biases (`vector_scaling`), refitted on the validation split.
 
 A calibrator trained for a fixed number of steps can leave a systematic class offset: over
 the ambiguous pixels of a rare class its mean probability sits a few hundredths below the
@@ -10,6 +11,13 @@ valid pixels, with F's weights frozen (the bias-only case of vector scaling, Guo
 sum_pixels (p_k - q_k) = 0: F's mean probability of every class over the validation pixels
 equals the labels'. b is added to the bias of F's last 1x1 convolution, so the saved F is an
 ordinary calibrator that every later stage, bundle and the API use unchanged.
+
+``vector_scaling`` fits l_k -> a_k l_k + b_k (Guo et al.'s vector scaling with a positive
+diagonal) by the same cross-entropy; a_k multiplies row k of the last convolution's weight
+and its bias. The biases alone match each class's mean over all validation pixels, but an F
+that is too soft (regularised against a few raters' noise) keeps part of a class's
+probability on pixels where the labels are certain, so its mean over the class's ambiguous
+pixels stays low; a scale above 1 sharpens such a class (docs/results.md).
 """
 
 from __future__ import annotations
@@ -80,6 +88,18 @@ def fit_class_bias(logits: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor,
     the cross-entropy before and after. A class with less than one pixel's mass in q cannot
     be fitted (its optimum is -inf) and takes the mean of the other classes' biases; then b
     is centred (softmax ignores a common shift)."""
+    _, b, before, after = fit_logit_map(logits, q, scale=False)
+    return b, before, after
+
+
+def fit_logit_map(
+    logits: torch.Tensor, q: torch.Tensor, scale: bool
+) -> tuple[torch.Tensor, torch.Tensor, float, float]:
+    """(a, b, CE before, CE after): the per-class map l_k -> a_k l_k + b_k minimising
+    mean_pixels -sum_k q_k log softmax(a * l + b)_k (vector scaling), a = 1 unless ``scale``
+    (the class biases alone). a_k = exp(s_k) stays positive; a class with less than one
+    pixel's mass in q cannot be fitted: it keeps a_k = 1 and takes the mean of the other
+    classes' biases. b is centred; the map is never worse than the identity."""
     if logits.ndim != 2 or logits.shape != q.shape or len(logits) == 0:
         raise CarsegError(
             f"recalibration needs [n, K] logits and targets with n > 0, got "
@@ -96,14 +116,17 @@ def fit_class_bias(logits: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor,
             return b * seen
         return b * seen + (1 - seen) * (b * seen).sum() / seen.sum()
 
-    def loss_of(b: torch.Tensor) -> torch.Tensor:
-        return -(q * torch.log_softmax(logits + full(b), dim=1)).sum(1).mean()
+    def loss_of(s: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        a = (s * seen).exp()
+        return -(q * torch.log_softmax(logits * a + full(b), dim=1)).sum(1).mean()
 
-    b = torch.zeros(logits.shape[1], dtype=torch.float64, requires_grad=True)
+    k = logits.shape[1]
+    s = torch.zeros(k, dtype=torch.float64, requires_grad=scale)
+    b = torch.zeros(k, dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS(
-        [b],
+        [b, s] if scale else [b],
         lr=1.0,
-        max_iter=100,
+        max_iter=200 if scale else 100,
         tolerance_grad=1e-10,
         tolerance_change=1e-12,
         line_search_fn="strong_wolfe",
@@ -111,20 +134,21 @@ def fit_class_bias(logits: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor,
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
-        loss = loss_of(b)
+        loss = loss_of(s, b)
         loss.backward()
         return loss
 
     with torch.no_grad():
-        before = float(loss_of(torch.zeros_like(b)))
+        before = float(loss_of(torch.zeros_like(s), torch.zeros_like(b)))
     opt.step(closure)
-    b = full(b.detach())
+    s, b = s.detach(), full(b.detach())
     b = b - b.mean()
     with torch.no_grad():
-        after = float(loss_of(b))
-    if not np.isfinite(after) or after > before:  # never worse than no bias at all
-        b, after = torch.zeros_like(b), before
-    return b.float(), before, after
+        after = float(loss_of(s, b))
+    a = (s * seen).exp()
+    if not np.isfinite(after) or after > before:  # never worse than the identity
+        a, b, after = torch.ones_like(a), torch.zeros_like(b), before
+    return a.float(), b.float(), before, after
 
 
 def recalibrate(
@@ -133,24 +157,31 @@ def recalibrate(
     device: torch.device,
     batch_size: int,
     seed: int,
+    kind: str = "class_bias",
 ) -> dict[str, Any]:
-    """Fit F's class biases on the validation split and add them to its last layer's bias;
-    returns the record kept in F's metadata and manifest."""
+    """Fit F's class biases (``kind`` class_bias) or its per-class logit scales and biases
+    (``vector_scaling``) on the validation split and fold them into its last layer; returns
+    the record kept in F's metadata and manifest."""
     if val.info.task != "segmentation":
         raise CarsegError(
-            f"calibrator.recalibrate=class_bias is for segmentation, but {val.ds.path} holds "
+            f"calibrator.recalibrate={kind} is for segmentation, but {val.ds.path} holds "
             f"a {val.info.task} dataset",
             hint="set calibrator.recalibrate=none",
         )
     bias = logit_bias(model)
     rng = np.random.default_rng([seed, 17])  # the subsample, and class flips' expectation
     logits, q = validation_pixels(model, val, device, batch_size, rng)
-    b, before, after = fit_class_bias(logits, q)
+    a, b, before, after = fit_logit_map(logits, q, scale=kind == "vector_scaling")
     with torch.no_grad():
+        if kind == "vector_scaling":  # a * (W x + c) + b = (a W) x + (a c + b)
+            weight = model.head.weight
+            weight.mul_(a.to(weight.device, weight.dtype).view(-1, *[1] * (weight.ndim - 1)))
+            bias.mul_(a.to(bias.device, bias.dtype))
         bias.add_(b.to(bias.device, bias.dtype))
-    return {
-        "kind": "class_bias",
-        "class_bias": [round(float(x), 6) for x in b],
+    rec: dict[str, Any] = {"kind": kind, "class_bias": [round(float(x), 6) for x in b]}
+    if kind == "vector_scaling":
+        rec["class_scale"] = [round(float(x), 6) for x in a]
+    return rec | {
         "val_images": int(val.info.n),
         "val_pixels": int(len(q)),
         "val_ce_before": before,

@@ -43,15 +43,23 @@ def calibrator_probabilities(f_net: torch.nn.Module, source: BatchSource, rows: 
 
 
 def split_offsets(
-    run: Path, data_dir: Path, split: str, batch: int = 64, save_probs: Path | None = None
+    run: Path,
+    data_dir: Path,
+    split: str,
+    batch: int = 64,
+    save_probs: Path | None = None,
+    wrap=None,
 ) -> dict:
     """ClassCalibration's result for F on ``split`` plus the cross-entropy figures;
-    ``save_probs``: also write F's probabilities [N, K, H, W] (float32) there (.npy)."""
+    ``save_probs``: also write F's probabilities [N, K, H, W] (float32) there (.npy);
+    ``wrap``: a function of F's network returning the network to measure (a refit on top)."""
     with DatasetFile(split_path(str(data_dir), split), validate=True) as ds:
         info = ds.info
         f_net = load_network(
             run / "calibrator" / "model.safetensors", "calibrator", "calibrator", info, "-"
         ).eval()
+        if wrap is not None:
+            f_net = wrap(f_net)
         source = BatchSource(ds)
         cc = ClassCalibration(info.num_classes)
         ce_sum = ce_n = ce_amb_sum = ce_amb_n = h_sum = h_amb_sum = 0.0
