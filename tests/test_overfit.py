@@ -86,6 +86,8 @@ def test_recipe_checks_the_overfit_keys():
     for bad, match in [
         ("calibrator.overfit_ratio=0.5", "overfit_ratio -> must be above 1"),
         ("calibrator.overfit_dropout=1.5", "overfit_dropout"),
+        ("calibrator.overfit_dropout=[0.1,1.5]", "overfit_dropout"),
+        ("calibrator.overfit_dropout=[]", "overfit_dropout"),
         ("calibrator.overfit_weight_decay=-1", "overfit_weight_decay"),
     ]:
         with pytest.raises(CarsegError, match=match):
@@ -223,3 +225,38 @@ def test_the_second_f_differs_from_the_first_only_in_its_regularisation(
     )
     assert first.keys() == second.keys()
     assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_a_list_of_dropouts_trains_one_f_each_and_keeps_the_lowest_validation_ce(
+    tmp_path, tiny_data_dir, monkeypatch
+):
+    """overfit_dropout [0, 0.3]: calibrator/regularised/ (dropout 0: with weight decay 0 the
+    first F bit for bit) and regularised-2/ (dropout 0.3, in its manifest); the three
+    validation cross-entropies are recorded with each F's dropout, and model.safetensors is
+    the F of the lowest."""
+    _force(monkeypatch, True)
+    over = tiny_overrides(
+        tmp_path,
+        "data.source=prepared",
+        "calibrator.recalibrate=none",
+        "calibrator.overfit_ratio=3",
+        "calibrator.overfit_dropout=[0,0.3]",
+        "calibrator.overfit_weight_decay=0",
+    )
+    calibrator_stage.run_train_calibrator(load_recipe("recipes/toy.yaml", over), quiet=True)
+    d = tmp_path / "run" / "calibrator"
+    first = _weights(d / "last.safetensors")
+    same = _weights(d / "regularised" / "last.safetensors")
+    assert all(torch.equal(first[k], same[k]) for k in first)
+    sub2 = json.loads((d / "regularised-2" / "manifest.json").read_text())
+    assert sub2["recipe"]["calibrator"]["dropout"] == 0.3
+    _, meta = load_weights(d / "model.safetensors", stage="calibrator", make_cmd="-")
+    check = meta["overfit_check"]
+    ces = check["val_ce"]
+    assert set(ces) == {"as trained", "regularised", "regularised-2"}
+    assert ces["as trained"] == pytest.approx(ces["regularised"])  # the same weights
+    assert check["dropout"] == {"regularised": 0.0, "regularised-2": 0.3}
+    assert check["chosen"] == min(ces, key=ces.get)
+    chosen = "." if check["chosen"] == "as trained" else check["chosen"]
+    kept, want = _weights(d / "model.safetensors"), _weights(d / chosen / "model.safetensors")
+    assert all(torch.equal(kept[k], want[k]) for k in kept)

@@ -51,8 +51,12 @@ def _check_training(r: Recipe, problems: list[str]) -> None:
         problems.append(
             f"calibrator.overfit_ratio -> must be above 1 (or 0: off), got {c.overfit_ratio}"
         )
-    if not 0 <= c.overfit_dropout < 1:
-        problems.append(f"calibrator.overfit_dropout -> must be in [0, 1), got {c.overfit_dropout}")
+    dropouts = c.overfit_dropout if isinstance(c.overfit_dropout, list) else [c.overfit_dropout]
+    if not dropouts or not all(0 <= d < 1 for d in dropouts):
+        problems.append(
+            f"calibrator.overfit_dropout -> must be in [0, 1) (or a non-empty list of such), "
+            f"got {c.overfit_dropout}"
+        )
     at_least("calibrator.overfit_weight_decay", c.overfit_weight_decay, 0)
     if c.overfit_ratio and c.arch == "mlp":
         problems.append(

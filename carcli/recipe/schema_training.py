@@ -74,8 +74,10 @@ class _CalibratorKeys:
     target), and a second F is trained in calibrator/regularised/ with ``overfit_dropout``
     and ``overfit_weight_decay``. The F of the lower validation cross-entropy (after the
     refit, when ``recalibrate`` is on) becomes calibrator/model.safetensors. Segmentation."""
-    overfit_dropout: float = 0.1
-    """overfit_ratio > 0: the second F's dropout (the paper's setting)."""
+    overfit_dropout: float | list[float] = 0.1
+    """overfit_ratio > 0: the regularised F's dropout (the paper's setting). A list trains one
+    regularised F per value (calibrator/regularised/, regularised-2/, ...) and the lowest
+    validation cross-entropy of all decides."""
     overfit_weight_decay: float = 5e-4
     """overfit_ratio > 0: the second F's Adam (coupled L2) weight decay (the paper's setting)."""
 

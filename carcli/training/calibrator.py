@@ -72,9 +72,9 @@ OUTPUTS = [
 
 @dataclasses.dataclass
 class _Trained:
-    """One trained F of the stage (the first, or the regularised second) and its records."""
+    """One trained F of the stage (the first, or a regularised one) and its records."""
 
-    name: str  # "as trained" or "regularised"
+    name: str  # "as trained", "regularised", "regularised-2", ...
     model: torch.nn.Module
     result: LoopResult
     recal: dict[str, Any] | None  # the class-bias refit, if any
@@ -84,7 +84,8 @@ def run_train_calibrator(
     recipe: Recipe, resume: bool = False, overwrite: bool = False, quiet: bool = False
 ) -> Path:
     """Train F; writes calibrator/model.safetensors (+ best, last, metrics.jsonl, manifest;
-    calibrator/regularised/ when `calibrator.overfit_ratio` finds the first F over-fitted)."""
+    calibrator/regularised/ (and regularised-2/, ...) when `calibrator.overfit_ratio` finds
+    the first F over-fitted)."""
     rep = Reporter(quiet or distributed.env_world()[0] > 0)  # rank 0 speaks for the job
     c = recipe.calibrator
     stage = TrainingStage(recipe, "calibrator", resume, overwrite, MAKE_CMD)
@@ -217,40 +218,60 @@ def _choose(
     check: dict[str, Any],
     resume: bool,
 ) -> _Trained:
-    """Train the regularised F in calibrator/regularised/ (resumable on its own, as the first
-    F is), refit it as the first, and return the one of the lower validation cross-entropy;
-    ``check`` gets the figures and the choice."""
+    """Train one regularised F per ``overfit_dropout`` value in calibrator/regularised/ (the
+    first value), regularised-2/, ... (each resumable on its own, as the first F is), refit
+    each as the first, and return the F of the lowest validation cross-entropy; ``check``
+    gets the figures and the choice."""
+    c = recipe.calibrator
+    dropouts = c.overfit_dropout if isinstance(c.overfit_dropout, list) else [c.overfit_dropout]
+    trained = [first]
+    for i, dropout in enumerate(dropouts):
+        name = "regularised" if i == 0 else f"regularised-{i + 1}"
+        trained.append(_regularised(recipe, name, dropout, s, val, rep, resume))
+    ce = {f.name: validation_ce(f.model, val, s.device, c.batch_size, recipe.seed) for f in trained}
+    best = min(trained, key=lambda f: ce[f.name])
+    check["val_ce"] = ce
+    check["chosen"] = best.name
+    if len(dropouts) > 1:
+        check["dropout"] = dict(zip([f.name for f in trained[1:]], dropouts, strict=True))
+    figures = ", ".join(f"{ce[f.name]:.5f} {f.name}" for f in trained)
+    rep.line(
+        f"validation cross-entropy {figures} (dropout {', '.join(f'{d:g}' for d in dropouts)}, "
+        f"weight decay {c.overfit_weight_decay:g}): F {best.name} kept"
+    )
+    return best
+
+
+def _regularised(
+    recipe: Recipe,
+    name: str,
+    dropout: float,
+    s: StageSetup,
+    val: BatchSource,
+    rep: Reporter,
+    resume: bool,
+) -> _Trained:
+    """One regularised F (``dropout``, ``overfit_weight_decay``) in calibrator/NAME/, from the
+    first F's initial weights, batches and schedule, refitted and saved there."""
     c = recipe.calibrator
     alt_recipe = dataclasses.replace(
         recipe,
         calibrator=dataclasses.replace(
-            c, dropout=c.overfit_dropout, weight_decay=c.overfit_weight_decay, overfit_ratio=0.0
+            c, dropout=dropout, weight_decay=c.overfit_weight_decay, overfit_ratio=0.0
         ),
     )
-    # on --resume an interrupted (or shorter) second F continues; a fresh run starts it afresh
-    sub = TrainingStage(alt_recipe, "calibrator", False, True, MAKE_CMD, sub="regularised")
+    # on --resume an interrupted (or shorter) F continues; a fresh run starts it afresh
+    sub = TrainingStage(alt_recipe, "calibrator", False, True, MAKE_CMD, sub=name)
     if resume and sub.last.exists():
         sub = dataclasses.replace(sub, resume=True, overwrite=False)
-    rep.line(f"training a regularised F in {sub.dir}")
+    rep.line(f"training a regularised F (dropout {dropout:g}) in {sub.dir}")
     torch.manual_seed(recipe.seed)  # the first F's initial weights: only the regularisation differs
     with sub.open():
         model, result = _train(alt_recipe, sub, s, val, rep, init=not sub.resume)
         recal = _recalibrate(alt_recipe, model, val, s.device, rep, s.dist.main)
-        second = _Trained("regularised", model, result, recal)
-        _save(sub, s, second, None, {})
-    ce = {
-        f.name: validation_ce(f.model, val, s.device, c.batch_size, recipe.seed)
-        for f in (first, second)
-    }
-    best = min((first, second), key=lambda f: ce[f.name])
-    check["val_ce"] = ce
-    check["chosen"] = best.name
-    rep.line(
-        f"validation cross-entropy {ce[first.name]:.5f} as trained, {ce[second.name]:.5f} "
-        f"regularised (dropout {c.overfit_dropout:g}, weight decay "
-        f"{c.overfit_weight_decay:g}): F {best.name} kept"
-    )
-    return best
+        trained = _Trained(name, model, result, recal)
+        _save(sub, s, trained, None, {})
+    return trained
 
 
 def _recalibrate(
