@@ -41,7 +41,7 @@ def logit_bias(model: torch.nn.Module) -> torch.Tensor:
     if not isinstance(head, torch.nn.Conv2d) or head.bias is None:
         arch = getattr(model, "config", {}).get("arch", type(model).__name__)
         raise CarsegError(
-            f"calibrator.recalibrate=class_bias needs a calibrator whose last layer is a 1x1 "
+            f"calibrator.recalibrate needs a calibrator whose last layer is a 1x1 "
             f"convolution with a bias; the {arch!r} calibrator has none",
             hint="use calibrator.arch unet, segnet or convnet, or calibrator.recalibrate=none",
         )
