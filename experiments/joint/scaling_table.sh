@@ -18,6 +18,8 @@ if [ "${1:-}" = train ]; then
   echo "REUSE_CALIBRATOR=runs/v1/g4d2-src $c recipes/toy.yaml v1/devG4-d2 data.dir=data/devG4 $o calibrator.overfit_dropout=0.2  # = [0.1, 0.2] on G4: 0.2 chosen"
   echo "REUSE_CALIBRATOR=runs/r4/g4-src $c recipes/toy.yaml v1/devG4-jpc data.dir=data/devG4 $o refiner.joint_pixels=calibrator"
   echo "REUSE_CALIBRATOR=runs/r4/g4-src $c recipes/toy.yaml v1/devG4-cal100 data.dir=data/devG4 $o refiner.w_cal=100"
+  echo "$c recipes/toy.yaml v1/devC4-s1 data.dir=data/devC4 data.source=prepared seed=1 threads=1  # whole cascade, F trained"
+  echo "$c recipes/toy.yaml v1/devG4-s1 data.dir=data/devG4 data.source=prepared seed=1 threads=1  # whole cascade, F trained"
   echo "REUSE_CALIBRATOR=runs/rc/devA-s0 $c recipes/toy.yaml v1/devA data.dir=data/devA $o"
   echo "REUSE_CALIBRATOR=runs/rc/unseen $c recipes/toy.yaml v1/unseen data.dir=data/unseen $o"
   echo "REUSE_CALIBRATOR=runs/rc/toy $c recipes/toy.yaml v1/toy seed=0 threads=1"
@@ -27,10 +29,12 @@ LABEL_COLUMNS="set, F's refit" rows_table docs/results/scaling_cascade.json \
   "experiments/joint/scaling_table.sh train (whole cascades with F reused, two at once on the 2 cores); table: experiments/joint/scaling_table.sh" \
   "C4 (4 raters in train; val exact), class biases (the recipe before)|runs/r6b/devC4" \
   "C4, **vector scaling** (the toy recipe)|runs/v1/devC4" \
+  "C4, **vector scaling**, seed 1 (a whole cascade: both Fs trained)|runs/v1/devC4-s1" \
   "C4v (4 raters in train and val), class biases|runs/r8/devC4v" \
   "C4v, **vector scaling**|runs/v1/devC4v" \
   "G4 (4 raters in train and val), class biases|runs/r6b/devG4" \
   "G4, **vector scaling**|runs/v1/devG4" \
+  "G4, **vector scaling**, seed 1 (a whole cascade: both Fs trained)|runs/v1/devG4-s1" \
   "G4, vector scaling, the second F's dropout chosen from 0.1 and 0.2 (0.2 kept; not adopted)|runs/v1/devG4-d2" \
   "G4, vector scaling, the joint loss's pairs where F is uncertain (refiner.joint_pixels=calibrator; not adopted)|runs/v1/devG4-jpc" \
   "G4, vector scaling, refiner.w_cal=100 (not adopted)|runs/v1/devG4-cal100" \
