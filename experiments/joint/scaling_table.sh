@@ -19,6 +19,7 @@ if [ "${1:-}" = train ]; then
   echo "REUSE_CALIBRATOR=runs/r4/g4-src $c recipes/toy.yaml v1/devG4-jpc data.dir=data/devG4 $o refiner.joint_pixels=calibrator"
   echo "REUSE_CALIBRATOR=runs/r4/g4-src $c recipes/toy.yaml v1/devG4-cal100 data.dir=data/devG4 $o refiner.w_cal=100"
   echo "$c recipes/toy.yaml v1/devC4-s1 data.dir=data/devC4 data.source=prepared seed=1 threads=1  # whole cascade, F trained"
+  echo "$c recipes/toy.yaml v1/devC4-s2 data.dir=data/devC4 data.source=prepared seed=2 threads=1  # whole cascade, F trained"
   echo "$c recipes/toy.yaml v1/devG4-s1 data.dir=data/devG4 data.source=prepared seed=1 threads=1  # whole cascade, F trained"
   echo "REUSE_CALIBRATOR=runs/rc/devA-s0 $c recipes/toy.yaml v1/devA data.dir=data/devA $o"
   echo "REUSE_CALIBRATOR=runs/rc/unseen $c recipes/toy.yaml v1/unseen data.dir=data/unseen $o"
@@ -30,6 +31,7 @@ LABEL_COLUMNS="set, F's refit" rows_table docs/results/scaling_cascade.json \
   "C4 (4 raters in train; val exact), class biases (the recipe before)|runs/r6b/devC4" \
   "C4, **vector scaling** (the toy recipe)|runs/v1/devC4" \
   "C4, **vector scaling**, seed 1 (a whole cascade: both Fs trained)|runs/v1/devC4-s1" \
+  "C4, **vector scaling**, seed 2 (a whole cascade)|runs/v1/devC4-s2" \
   "C4v (4 raters in train and val), class biases|runs/r8/devC4v" \
   "C4v, **vector scaling**|runs/v1/devC4v" \
   "G4 (4 raters in train and val), class biases|runs/r6b/devG4" \
