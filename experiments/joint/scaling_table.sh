@@ -22,6 +22,8 @@ if [ "${1:-}" = train ]; then
   echo "$c recipes/toy.yaml v1/devC4-s2 data.dir=data/devC4 data.source=prepared seed=2 threads=1  # whole cascade, F trained"
   echo "$c recipes/toy.yaml v1/devG4-s1 data.dir=data/devG4 data.source=prepared seed=1 threads=1  # whole cascade, F trained"
   echo "REUSE_CALIBRATOR=runs/rc/devA-s0 $c recipes/toy.yaml v1/devA data.dir=data/devA $o"
+  echo "REUSE_CALIBRATOR=runs/rc/devC $c recipes/toy.yaml v1/devC data.dir=data/devC $o"
+  echo "REUSE_CALIBRATOR=runs/rc/devG-s0 $c recipes/toy.yaml v1/devG data.dir=data/devG $o"
   echo "REUSE_CALIBRATOR=runs/rc/unseen $c recipes/toy.yaml v1/unseen data.dir=data/unseen $o"
   echo "REUSE_CALIBRATOR=runs/rc/toy $c recipes/toy.yaml v1/toy seed=0 threads=1"
   exit 0
@@ -42,6 +44,10 @@ LABEL_COLUMNS="set, F's refit" rows_table docs/results/scaling_cascade.json \
   "G4, vector scaling, refiner.w_cal=100 (not adopted)|runs/v1/devG4-cal100" \
   "A (exact modes), class biases|runs/rc/devA-s0" \
   "A, **vector scaling**|runs/v1/devA" \
+  "C (exact modes; outline cue), class biases|runs/rc/devC" \
+  "C, **vector scaling**|runs/v1/devC" \
+  "G (exact modes; link cue), class biases|runs/rc/devG-s0" \
+  "G, **vector scaling**|runs/v1/devG" \
   "toy, class biases|runs/rc/toy" \
   "toy, **vector scaling**|runs/v1/toy" \
   "unseen (64x64), class biases|runs/rc/unseen" \
