@@ -202,23 +202,29 @@ def test_no_second_f_when_the_check_passes(tmp_path, tiny_data_dir, monkeypatch)
     assert meta["overfit_check"]["overfit"] is False and "chosen" not in meta["overfit_check"]
 
 
-def test_the_second_f_differs_from_the_first_only_in_its_regularisation(
-    tmp_path, tiny_data_dir, monkeypatch
-):
-    """Same initial weights, same batches: with the first F's own dropout and weight decay as
-    the overfit keys, the second F is the first bit for bit (a fresh run of the regularised
-    settings alone makes the same F)."""
+def _forced_without_decay(tmp_path, monkeypatch, dropout: str):
+    """The stage forced to fire, no refit, the regularised Fs' weight decay 0 and
+    overfit_dropout ``dropout``: the calibrator folder."""
     _force(monkeypatch, True)
     over = tiny_overrides(
         tmp_path,
         "data.source=prepared",
         "calibrator.recalibrate=none",
         "calibrator.overfit_ratio=3",
-        "calibrator.overfit_dropout=0",
+        f"calibrator.overfit_dropout={dropout}",
         "calibrator.overfit_weight_decay=0",
     )
     calibrator_stage.run_train_calibrator(load_recipe("recipes/toy.yaml", over), quiet=True)
-    d = tmp_path / "run" / "calibrator"
+    return tmp_path / "run" / "calibrator"
+
+
+def test_the_second_f_differs_from_the_first_only_in_its_regularisation(
+    tmp_path, tiny_data_dir, monkeypatch
+):
+    """Same initial weights, same batches: with the first F's own dropout and weight decay as
+    the overfit keys, the second F is the first bit for bit (a fresh run of the regularised
+    settings alone makes the same F)."""
+    d = _forced_without_decay(tmp_path, monkeypatch, "0")
     first, second = (
         _weights(d / "last.safetensors"),
         _weights(d / "regularised" / "last.safetensors"),
@@ -234,17 +240,7 @@ def test_a_list_of_dropouts_trains_one_f_each_and_keeps_the_lowest_validation_ce
     first F bit for bit) and regularised-2/ (dropout 0.3, in its manifest); the three
     validation cross-entropies are recorded with each F's dropout, and model.safetensors is
     the F of the lowest."""
-    _force(monkeypatch, True)
-    over = tiny_overrides(
-        tmp_path,
-        "data.source=prepared",
-        "calibrator.recalibrate=none",
-        "calibrator.overfit_ratio=3",
-        "calibrator.overfit_dropout=[0,0.3]",
-        "calibrator.overfit_weight_decay=0",
-    )
-    calibrator_stage.run_train_calibrator(load_recipe("recipes/toy.yaml", over), quiet=True)
-    d = tmp_path / "run" / "calibrator"
+    d = _forced_without_decay(tmp_path, monkeypatch, "[0,0.3]")
     first = _weights(d / "last.safetensors")
     same = _weights(d / "regularised" / "last.safetensors")
     assert all(torch.equal(first[k], same[k]) for k in first)

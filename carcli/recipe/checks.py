@@ -51,7 +51,7 @@ def _check_training(r: Recipe, problems: list[str]) -> None:
         problems.append(
             f"calibrator.overfit_ratio -> must be above 1 (or 0: off), got {c.overfit_ratio}"
         )
-    dropouts = c.overfit_dropout if isinstance(c.overfit_dropout, list) else [c.overfit_dropout]
+    dropouts = c.overfit_dropouts()
     if not dropouts or not all(0 <= d < 1 for d in dropouts):
         problems.append(
             f"calibrator.overfit_dropout -> must be in [0, 1) (or a non-empty list of such), "

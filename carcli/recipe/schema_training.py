@@ -81,6 +81,11 @@ class _CalibratorKeys:
     overfit_weight_decay: float = 5e-4
     """overfit_ratio > 0: the second F's Adam (coupled L2) weight decay (the paper's setting)."""
 
+    def overfit_dropouts(self) -> list[float]:
+        """``overfit_dropout`` as a list: one regularised F per value."""
+        d = self.overfit_dropout
+        return list(d) if isinstance(d, list) else [d]
+
 
 @dataclass
 class CalibratorConfig(TrainingSchedule, _CalibratorKeys):

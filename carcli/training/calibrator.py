@@ -223,7 +223,7 @@ def _choose(
     each as the first, and return the F of the lowest validation cross-entropy; ``check``
     gets the figures and the choice."""
     c = recipe.calibrator
-    dropouts = c.overfit_dropout if isinstance(c.overfit_dropout, list) else [c.overfit_dropout]
+    dropouts = c.overfit_dropouts()
     trained = [first]
     for i, dropout in enumerate(dropouts):
         name = "regularised" if i == 0 else f"regularised-{i + 1}"

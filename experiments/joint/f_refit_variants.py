@@ -8,7 +8,8 @@ RUN's calibrator/model.safetensors is the F a run kept (its class biases already
 split's pixels (`carcli.training.recalibration.validation_pixels`, the pixels the stage's
 refit uses), by the same soft cross-entropy:
 
-- ``bias``: the class biases again (a no-op check: the stage already fitted them);
+- ``bias``: the class biases again (a no-op check: the stage already fitted them; this and
+  ``vector`` call the stage's own fit, `carcli.training.recalibration.fit_logit_map`);
 - ``temperature``: one scale a of F's logits and the class biases, a * l + b (temperature
   scaling with biases; Guo et al. 2017);
 - ``vector``: one scale per class and the class biases, a_k * l_k + b_k (vector scaling, ibid.).
@@ -32,24 +33,24 @@ import torch
 from carcli.data.batches import BatchSource
 from carcli.data.dataset import DatasetFile, split_path
 from carcli.runtime.networks import load_network
-from carcli.training.recalibration import validation_pixels
+from carcli.training.recalibration import fit_logit_map, validation_pixels
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def fit(
-    logits: torch.Tensor, q: torch.Tensor, scale: str
+    logits: torch.Tensor, q: torch.Tensor, kind: str
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """(a, b, val CE) minimising mean -sum_k q_k log softmax(a * l + b)_k; a = exp(s)."""
+    """(a, b, val CE) of one variant: ``bias`` and ``vector`` are the stage's own fit
+    (`fit_logit_map`); ``temperature`` one shared scale a = exp(s) with the class biases."""
+    if kind != "temperature":
+        a, b, _, ce = fit_logit_map(logits, q, scale=kind == "vector")
+        return a, b, ce
     logits, q = logits.double(), q.double()
-    k = logits.shape[1]
-    s = torch.zeros(
-        k if scale == "vector" else 1, dtype=torch.float64, requires_grad=scale != "bias"
-    )
-    b = torch.zeros(k, dtype=torch.float64, requires_grad=True)
-    params = [b] + ([s] if scale != "bias" else [])
+    s = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(logits.shape[1], dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS(
-        params,
+        [b, s],
         lr=1.0,
         max_iter=200,
         tolerance_grad=1e-10,

@@ -52,14 +52,9 @@ def main() -> None:
     for j, run in enumerate(args.runs):
         tv = reach(run)
         label = args.labels[j] if args.labels else str(run)
-        cells = [len(tv), np.mean(tv), np.median(tv), np.quantile(tv, 0.9), np.mean(tv > 0.1)]
-        rows.append(
-            [
-                label,
-                str(run).removeprefix("runs/"),
-                *(f"{x:.4f}" if isinstance(x, float) else str(x) for x in map(_plain, cells)),
-            ]
-        )
+        figures = (tv.mean(), np.median(tv), np.quantile(tv, 0.9), (tv > 0.1).mean())
+        rows.append([label, str(run).removeprefix("runs/"), str(len(tv))])
+        rows[-1] += [f"{x:.4f}" for x in figures]
         print(" | ".join(rows[-1]))
     if args.docs:
         sys.path.insert(0, str(REPO / "scripts"))
@@ -75,10 +70,6 @@ def main() -> None:
             "pixels and F's mean probabilities there (the pool tilt's target), per region of "
             "F's uncertain pixels of every test image.",
         )
-
-
-def _plain(x: object) -> object:
-    return float(x) if isinstance(x, np.floating) else x
 
 
 if __name__ == "__main__":
